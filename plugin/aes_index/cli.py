@@ -1,0 +1,328 @@
+"""`aes-index` command line: parse, call one function of the API, print, map errors.
+
+Every user-facing error is an AesIndexError and becomes one line on stderr plus its exit
+code (errors.ExitCode); anything else is a bug, reported as one line unless --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .config import DB_FILENAME, Settings, load_settings
+from .errors import AesIndexError, ExitCode, IndexUnavailable
+
+log = logging.getLogger("aes_index")
+
+# --- argument parsing --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument("--db", help=f"index database (default: {DB_FILENAME} in the library root, or found upwards from here)")
+    group.add_argument("--model", help="open_clip model name or model-config JSON (default ViT-B-32)")
+    group.add_argument("--pretrained", help="pretrained tag or local .safetensors/.pt checkpoint (default openai)")
+    group.add_argument("--device", help="auto | cpu | cuda[:N] | mps")
+    group.add_argument("--dtype", help="auto | fp32 | fp16 | bf16")
+    group.add_argument("--head", help="auto | zeroshot[:fixed|ensemble|context[:POS/NEG]] | head .safetensors file")
+    group.add_argument("--batch-size", type=int, help="images per model batch (default by device)")
+    group.add_argument("--workers", type=int, help="decode processes (default: cores - 1; 0 = inline)")
+    group.add_argument("--config", type=Path, help="config file (default ~/.config/aes-index/config.toml)")
+    group.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    group.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+    parser = argparse.ArgumentParser(
+        prog="aes-index", description="Aesthetic scores and star ratings for photo libraries, from CLIP.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"aes-index {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    rebuild = commands.add_parser("rebuild", parents=[common], help="scan, then embed and score new or changed photos")
+    rebuild.add_argument("roots", nargs="*", metavar="ROOT", help="library folders (default: those already indexed)")
+    rebuild.add_argument("--force", action="store_true", help="decode and score everything again")
+    rebuild.add_argument("--exclude", action="append", default=None, metavar="GLOB", help="skip names matching GLOB")
+    rebuild.set_defaults(handler=cmd_rebuild)
+
+    score = commands.add_parser("score", parents=[common], help="score particular files (cached when unchanged)")
+    score.add_argument("files", nargs="+", metavar="FILE")
+    score.set_defaults(handler=cmd_score)
+
+    top = commands.add_parser("top", parents=[common], help="list the best (or worst) photos")
+    top.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    top.add_argument("--worst", action="store_true", help="lowest scores first")
+    top.set_defaults(handler=cmd_top)
+
+    stats = commands.add_parser("stats", parents=[common], help="what the index holds")
+    stats.set_defaults(handler=cmd_stats)
+
+    rescore = commands.add_parser("rescore", parents=[common], help="score cached embeddings with a (new) head; no decoding")
+    rescore.set_defaults(handler=cmd_rescore)
+
+    doctor = commands.add_parser("doctor", parents=[common], help="check device, weights, head and index health")
+    doctor.add_argument("--models", action="store_true", help="also list open_clip's model names")
+    doctor.set_defaults(handler=cmd_doctor)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "model": args.model, "pretrained": args.pretrained, "device": args.device, "dtype": args.dtype,
+        "head": args.head, "batch_size": args.batch_size, "workers": args.workers, "db": args.db,
+    }
+    if getattr(args, "exclude", None):
+        overrides["exclude"] = tuple(args.exclude)
+    return load_settings(overrides, config_path=args.config)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def locate_db(settings: Settings, roots: Sequence[str] = (), must_exist: bool = True) -> Path:
+    from .library import db_path_for, find_db
+
+    if settings.db:
+        return Path(settings.db).expanduser()
+    if roots:
+        return db_path_for(list(roots))
+    found = find_db()
+    if found is None:
+        if must_exist:
+            raise IndexUnavailable(f"no {DB_FILENAME} here or in any parent folder; pass --db or run `aes-index rebuild PATH`")
+        return Path.cwd() / DB_FILENAME
+    return found
+
+
+def open_index(settings: Settings, roots: Sequence[str] = (), create: bool = False):
+    from .store import Index
+
+    return Index(locate_db(settings, roots, must_exist=not create), create=create)
+
+
+def emit(args, data, text: str | Callable[[], str]) -> None:
+    """JSON on stdout with --json, else the human text."""
+    if args.json:
+        json.dump(data, sys.stdout, indent=2, default=str, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(text() if callable(text) else text)
+
+
+class BarProgress:
+    """tqdm bars on stderr, only when someone is watching."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def start(self, stage: str, total: int | None = None) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            unit = "file" if stage == "scan" else "img"
+            self.bar = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def progress_for(args) -> BarProgress:
+    return BarProgress(enabled=not (args.quiet or args.json) and sys.stderr.isatty())
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_rebuild(args) -> int:
+    from .indexer import rebuild
+
+    settings = settings_from(args)
+    with open_index(settings, args.roots, create=True) as index:
+        if not args.roots and not index.roots():
+            raise IndexUnavailable("no library roots known yet: run `aes-index rebuild PATH`")
+        summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
+    emit(args, summary.as_dict(), lambda: summary_line(summary))
+    return ExitCode.FILE_ERRORS if summary.errors else ExitCode.OK
+
+
+def summary_line(summary) -> str:
+    parts = [f"{summary.files} files", f"{summary.decoded} decoded", f"{summary.scored} scored", f"{summary.skipped} unchanged"]
+    for name in ("moved", "missing", "errors"):
+        if getattr(summary, name):
+            parts.append(f"{getattr(summary, name)} {name}")
+    rate = f" ({summary.images_per_second:.1f} img/s)" if summary.decoded else ""
+    hint = "; `aes-index stats` lists the errors" if summary.errors else ""
+    return f"{summary.command}: {', '.join(parts)} in {summary.seconds:.1f} s{rate}{hint}"
+
+
+def cmd_score(args) -> int:
+    import tempfile
+
+    from .indexer import score_files
+    from .store import Index
+
+    settings = settings_from(args)
+    db = Path(settings.db) if settings.db else _find_db_quietly()
+    with tempfile.TemporaryDirectory() as scratch:
+        # No library index around: score in a throwaway one rather than leave files behind.
+        with Index(db or Path(scratch) / DB_FILENAME) as index:
+            results = score_files(index, args.files, settings, progress_for(args))
+    emit(args, [vars(r) for r in results], lambda: "\n".join(_score_text(r) for r in results))
+    return ExitCode.FILE_ERRORS if any(r.score is None for r in results) else ExitCode.OK
+
+
+def _find_db_quietly() -> Path | None:
+    from .library import find_db
+
+    return find_db()
+
+
+def _score_text(result) -> str:
+    if result.score is None:
+        return f"{'error':>8}  {result.path}  ({result.error})"
+    spread = f" ±{result.std:.2f}" if result.std is not None else ""
+    return f"{result.score:8.4f}{spread}  {result.path}"
+
+
+def cmd_top(args) -> int:
+    settings = settings_from(args)
+    with open_index(settings) as index:
+        head_id = _head_id_for_listing(index, settings)
+        rows = index.scores(head_id, limit=args.n, worst=args.worst)
+    emit(args, {"head": head_id, "photos": rows}, lambda: "\n".join(f"{r['score']:8.4f}  {r['path']}" for r in rows) or "no scored photos")
+    return ExitCode.OK
+
+
+def _head_id_for_listing(index, settings: Settings) -> str:
+    """Which head's scores to list: the one named, else the one the last run used."""
+    if settings.head not in (None, "", "auto"):
+        from .heads import load_head
+        from .zeroshot import head_name, parse_spec
+
+        if settings.head.startswith("zeroshot"):
+            return head_name(*parse_spec(settings.head))
+        return load_head(settings.head).name
+    head_id = index.active_head_id()
+    if head_id is None:
+        raise IndexUnavailable("nothing scored yet: run `aes-index rebuild`")
+    return head_id
+
+
+def cmd_stats(args) -> int:
+    import numpy as np
+
+    settings = settings_from(args)
+    with open_index(settings) as index:
+        head_id = index.active_head_id()
+        values = index.score_values(head_id) if head_id else np.zeros(0)
+        data = {
+            "db": str(index.path),
+            "roots": index.roots(),
+            "images": index.status_counts(),
+            "errors": index.error_counts(),
+            "recent_errors": index.errors(limit=10),
+            "backbones": [row["key"] for row in index.backbones()],
+            "heads": index.scored_heads(),
+            "active_head": head_id,
+            "scores": _distribution(values),
+            "last_run": index.last_run(),
+        }
+    emit(args, data, lambda: stats_text(data))
+    return ExitCode.OK
+
+
+def _distribution(values) -> dict:
+    import numpy as np
+
+    if len(values) == 0:
+        return {"count": 0}
+    quantiles = np.percentile(values, [0, 10, 50, 90, 100])
+    return {"count": int(len(values)), **dict(zip(("min", "p10", "median", "p90", "max"), map(float, quantiles)))}
+
+
+def stats_text(data: dict) -> str:
+    lines = [f"index     {data['db']}", f"roots     {', '.join(data['roots']) or '-'}"]
+    lines.append("images    " + (", ".join(f"{n} {status}" for status, n in sorted(data["images"].items())) or "none"))
+    if data["errors"]:
+        lines.append("errors    " + ", ".join(f"{n} {code}" for code, n in sorted(data["errors"].items())))
+        # messages start with the file's name; show the full path instead
+        lines += [f"          {e['path']}: {e['error'].split(': ', 1)[-1]}" for e in data["recent_errors"]]
+    lines.append(f"backbones {', '.join(data['backbones']) or '-'}")
+    lines.append(f"head      {data['active_head'] or '-'}")
+    s = data["scores"]
+    if s["count"]:
+        lines.append(f"scores    {s['count']} scored; min {s['min']:.4f}, p10 {s['p10']:.4f}, median {s['median']:.4f}, p90 {s['p90']:.4f}, max {s['max']:.4f}")
+    return "\n".join(lines)
+
+
+def cmd_rescore(args) -> int:
+    from .indexer import rescore
+
+    settings = settings_from(args)
+    with open_index(settings) as index:
+        summary = rescore(index, settings, progress_for(args))
+    emit(args, summary.as_dict(), lambda: f"rescore: {summary.scored} photos scored with {summary.head} in {summary.seconds:.1f} s (no decoding)")
+    return ExitCode.OK
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import diagnose
+
+    settings = settings_from(args)
+    report = diagnose(settings, locate_db(settings, must_exist=False), list_models=args.models)
+    emit(args, report, lambda: doctor_text(report))
+    return ExitCode.OK if report["ok"] else ExitCode.WEIGHTS
+
+
+def doctor_text(report: dict) -> str:
+    lines = []
+    for check in report["checks"]:
+        mark = "ok  " if check["ok"] else "FAIL"
+        lines.append(f"[{mark}] {check['name']:<9} {check['detail']}")
+    if report.get("models"):
+        lines.append("models: " + ", ".join(report["models"]))
+    return "\n".join(lines)
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="aes-index: %(message)s", stream=sys.stderr
+    )
+    if not args.debug:  # exiv2 reports every odd maker note; the per-file error is what counts
+        logging.getLogger("exiv2").setLevel(logging.CRITICAL)
+    try:
+        return args.handler(args)
+    except AesIndexError as exc:
+        print(f"aes-index: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("aes-index: interrupted; finished batches are saved, run the command again to continue", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # a bug: one line for users, the traceback for --debug
+        if args.debug:
+            raise
+        print(f"aes-index: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        return ExitCode.INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Settings: defaults < config file < environment < command line.
+
+The config file is TOML (`$AES_INDEX_CONFIG`, else `$XDG_CONFIG_HOME/aes-index/config.toml`),
+with the same keys as the fields below, e.g.::
+
+    model = "ViT-L-14"
+    pretrained = "openai"
+    device = "cuda"
+
+Environment variables are the upper-cased keys prefixed with AES_INDEX_ (AES_INDEX_MODEL, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+DB_FILENAME = ".aes-index.db"
+ENV_PREFIX = "AES_INDEX_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "ViT-B-32"  # open_clip model name, or a path to an open_clip model-config JSON
+    pretrained: str = "openai"  # open_clip tag, a local .safetensors/.pt file, or "random"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
+    head: str = "auto"  # auto | zeroshot[:MODE[:POS/NEG]] | path to a head .safetensors
+    db: str | None = None  # index database; default: .aes-index.db at the library root
+    batch_size: int = 0  # 0 = pick by device
+    workers: int = -1  # decode processes; -1 = pick by core count, 0 = decode inline
+    cache_dir: str | None = None  # where open_clip/Hugging Face weights are cached
+    exclude: tuple[str, ...] = ()  # extra glob patterns of names to skip while scanning
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def config_file_path(env: Mapping[str, str] = os.environ) -> Path:
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"])
+    base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "aes-index" / "config.toml"
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] = os.environ,
+    config_path: Path | None = None,
+) -> Settings:
+    """Merge the four layers; `overrides` are the command-line values (None = not given)."""
+    settings = Settings()
+    settings = settings.replace(**_read_config_file(config_path or config_file_path(env)))
+    settings = settings.replace(**_read_env(env))
+    return settings.replace(**dict(overrides or {}))
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    data = data.get("aes-index", data)  # a [aes-index] table is allowed, not required
+    return {key: _coerce(key, value, f"config file {path}") for key, value in data.items()}
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for field in fields(Settings):
+        raw = env.get(ENV_PREFIX + field.name.upper())
+        if raw not in (None, ""):
+            values[field.name] = _coerce(field.name, raw, ENV_PREFIX + field.name.upper())
+    return values
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    types = {f.name: f.type for f in fields(Settings)}
+    if key not in types:
+        raise ConfigError(f"unknown setting {key!r} in {source}; known: {', '.join(types)}")
+    kind = types[key]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {key!r} in {source} must be {kind}, got {value!r}") from exc

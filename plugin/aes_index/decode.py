@@ -1,0 +1,566 @@
+"""Turn a photo file into a small, upright, 8-bit RGB image, as cheaply as its format allows.
+
+The embedder needs about 224 px on the short side, and a library holds up to a million
+photos, so decoding a 24 MP file at full size to throw 99 % of it away is the thing to avoid.
+Every route therefore decodes at the smallest size that still gives ``min_side`` pixels on
+the short side:
+
+* JPEG: libjpeg's DCT scaling (``Image.draft``) decodes directly at 1/2, 1/4 or 1/8 size.
+* HEIC/HEIF: pillow-heif's ``draft`` decodes an embedded thumbnail when one is big enough.
+* PNG, TIFF, WebP, BMP, GIF (first frame), AVIF: no cheap route exists, so the full image is
+  decoded; like every other route it is then box-reduced by an integer factor, which leaves
+  the short side in ``[min_side, 2 * min_side)``.
+* RAW: never demosaic when the camera already did. Exiv2's PreviewManager yields the
+  embedded previews (largest first), decoded like any JPEG/TIFF above; then LibRaw's
+  thumbnail; a half-size LibRaw demosaic is the last resort. A preview smaller than
+  ``min_side`` is returned only when nothing bigger can be had.
+
+The file's content decides the route, not its name (a PNG called ``.jpg`` decodes fine); the
+one exception is RAW, which like darktable and digiKam we recognise by extension, since
+most RAW formats are TIFF containers that Pillow would misread.
+
+Then, in this order: pixel mode to 8-bit RGB (16-bit and float images are rescaled, not
+clipped; transparency is composited onto white, what viewers and web pages show behind a
+cut-out), reduction, and orientation from EXIF (or from the RAW file when its preview carries
+none). Orientation comes last so that it transposes the small image.
+
+Errors: every failure is raised as a subclass of ``aes_index.errors.DecodeError`` whose
+message is one line naming the file's basename; the library's own exception is chained
+(``raise ... from exc``) for debugging. A decompression bomb is refused from the header size,
+before any pixel is decoded.
+
+One process-wide side effect: Pillow's own bomb guard (``Image.MAX_IMAGE_PIXELS``) is raised
+to ``max_pixels`` when it is lower, so that it never refuses an image our limit allows; it is
+never lowered. Exiv2 reports damaged metadata through the ``exiv2`` logger of the ``logging``
+module; silencing or keeping those warnings is the application's choice.
+
+Importing this module is cheap and never pulls in torch; exiv2, rawpy, pillow-heif and numpy
+are imported on first use, so it is safe and fast to import in worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from typing import IO, Any, NamedTuple
+
+from PIL import Image, UnidentifiedImageError
+
+from aes_index.errors import (
+    CorruptImage,
+    DecodeError,
+    DecompressionBomb,
+    EmptyFile,
+    NoPreview,
+    Unreadable,
+    UnsupportedFormat,
+)
+
+RAW_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf",
+        ".orf", ".rw2", ".pef", ".srw", ".kdc", ".dcr", ".mrw", ".3fr", ".erf", ".mef",
+        ".mos", ".iiq", ".x3f", ".rwl",
+    }
+)  # fmt: skip
+_PILLOW_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
+)
+# find_spec looks for the optional decoders without importing them.
+_HEIF_EXTENSIONS = (
+    frozenset({".heic", ".heif", ".hif"}) if find_spec("pillow_heif") else frozenset()
+)
+_AVIF_EXTENSIONS = frozenset({".avif"}) if find_spec("PIL._avif") else frozenset()
+SUPPORTED_EXTENSIONS: frozenset[str] = (
+    _PILLOW_EXTENSIONS | _HEIF_EXTENSIONS | _AVIF_EXTENSIONS | RAW_EXTENSIONS
+)
+
+MAX_PIXELS: int = 250_000_000  # above the largest stills cameras make (pixel-shift excepted)
+
+# Pillow may open only these. Anything else Pillow knows (EPS runs Ghostscript, for one) is
+# no photo format and has no business being parsed from an untrusted library.
+_PILLOW_FORMATS = ("JPEG", "MPO", "PNG", "TIFF", "WEBP", "BMP", "GIF", "HEIF", "AVIF")
+
+_BACKGROUND = (255, 255, 255)  # what transparent pixels become
+_SNIFF_BYTES = 16
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1",
+                          b"msf1", b"avif", b"avis"})  # fmt: skip
+_MAX_MESSAGE_CHARS = 400
+
+_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
+_UPRIGHTING_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# LibRaw's sizes.flip -> EXIF orientation (LibRaw derives flip from that tag: 6->6, 8->5).
+_LIBRAW_FLIP_TO_ORIENTATION = {0: 1, 3: 3, 5: 8, 6: 6}
+_HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+
+
+def decode_image(
+    path: str | os.PathLike, min_side: int = 224, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """Return an RGB, EXIF-orientation-corrected PIL image whose SHORT side is >= min_side
+    (unless the source is smaller), decoded as cheaply as possible. Raises only subclasses of
+    aes_index.errors.DecodeError (EmptyFile, UnsupportedFormat, CorruptImage, DecompressionBomb,
+    NoPreview, Unreadable) with a clear one-line message naming the file's basename and what
+    went wrong.
+
+    The short side is also below ``2 * min_side``: callers always get a small image. A source
+    smaller than ``min_side`` (for a RAW: the largest image it offers) is returned at its own
+    size, never upscaled. Bad arguments (``min_side < 1``) raise ValueError, not DecodeError.
+    """
+    if min_side < 1 or max_pixels < 1:
+        raise ValueError(f"min_side and max_pixels must be >= 1, not {min_side}, {max_pixels}")
+    path = os.fsdecode(os.fspath(path))
+    name = _printable(os.path.basename(path))
+    try:
+        head = _read_head(path, name)
+        if _takes_raw_route(path, head):
+            return _decode_raw(path, name, min_side, max_pixels)
+        with open(path, "rb") as stream:
+            return _decode_with_pillow(stream, name, head, min_side, max_pixels)
+    except DecodeError:
+        raise
+    except Exception as exc:  # a library's own exception: give it a type the index records
+        raise _as_decode_error(exc, name) from exc
+
+
+# --- routing -------------------------------------------------------------------------------
+
+
+def _read_head(path: str, name: str) -> bytes:
+    with open(path, "rb") as stream:
+        head = stream.read(_SNIFF_BYTES)
+    if not head:
+        raise EmptyFile(_line(name, "file is empty (0 bytes)"))
+    return head
+
+
+def _sniff(head: bytes) -> str | None:
+    """Name the container the file's first bytes announce (whatever its extension says)."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "HEIF/AVIF"
+    return None
+
+
+def _takes_raw_route(path: str, head: bytes) -> bool:
+    # Most RAW formats are TIFF containers (or unknown to _sniff); a RAW-named file that is
+    # plainly a JPEG, PNG, ... was renamed and goes to Pillow.
+    extension = os.path.splitext(path)[1].lower()
+    return extension in RAW_EXTENSIONS and _sniff(head) in (None, "TIFF")
+
+
+# --- Pillow route --------------------------------------------------------------------------
+
+
+def _decode_with_pillow(
+    stream: IO[bytes],
+    name: str,
+    head: bytes,
+    min_side: int,
+    max_pixels: int,
+    fallback_orientation: int | None = None,
+) -> Image.Image:
+    """Decode a stream Pillow (or pillow-heif) can read, at the smallest size that will do.
+
+    ``fallback_orientation`` applies when the stream has no orientation tag of its own (a
+    RAW's embedded preview inherits the RAW's).
+    """
+    with _pillow_guard_deferring_to(max_pixels):
+        try:
+            opened = Image.open(stream, formats=_pillow_formats())
+        except UnidentifiedImageError as exc:
+            raise _unidentified(name, head) from exc
+        with opened as image:
+            _refuse_bomb(name, image.size, max_pixels)
+            # The DCT scale (or HEIF thumbnail) is picked on the stored, pre-rotation size;
+            # a square request keeps it independent of orientation.
+            image.draft("RGB", (min_side, min_side))
+            image.load()
+            orientation = _embedded_orientation(image) or fallback_orientation
+            return _finish(image, orientation, min_side)
+
+
+@functools.cache
+def _pillow_formats() -> tuple[str, ...]:
+    _register_heif_opener()
+    Image.init()  # load every plugin so that OPEN lists what this Pillow build can read
+    return tuple(fmt for fmt in _PILLOW_FORMATS if fmt in Image.OPEN)
+
+
+def _register_heif_opener() -> None:
+    try:
+        import pillow_heif
+    except ImportError:  # HEIC then reads as unsupported; every other format still works
+        return
+    pillow_heif.register_heif_opener()
+
+
+@contextlib.contextmanager
+def _pillow_guard_deferring_to(max_pixels: int) -> Iterator[None]:
+    """Keep Pillow's own bomb guard from firing before ours.
+
+    Pillow warns above Image.MAX_IMAGE_PIXELS and raises above twice that, with its own
+    default limit and an untyped warning. Raising its limit to ours (never lowering it: other
+    code in the process may rely on it) and silencing the warning leaves _refuse_bomb, right
+    after the header is read, as the guard that decides.
+    """
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _refuse_bomb(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise DecompressionBomb(
+            _line(
+                name,
+                f"{width}x{height} is {width * height / 1e6:.1f} megapixels, over the "
+                f"{max_pixels / 1e6:g} megapixel limit; not decoded (possible decompression bomb)",
+            )
+        )
+
+
+def _unidentified(name: str, head: bytes) -> DecodeError:
+    announced = _sniff(head)
+    if announced is None:
+        return UnsupportedFormat(_line(name, "not an image format aes-index can read"))
+    if announced == "HEIF/AVIF" and "HEIF" not in _pillow_formats():
+        return UnsupportedFormat(_line(name, "HEIF image, but pillow-heif is not installed"))
+    return CorruptImage(_line(name, f"starts like a {announced} file but its header is damaged"))
+
+
+def _embedded_orientation(image: Image.Image) -> int | None:
+    """EXIF orientation 1-8 (Pillow also reads XMP's tiff:Orientation), None when absent."""
+    try:
+        orientation = image.getexif().get(_ORIENTATION_TAG)
+    except Exception:  # a damaged EXIF block must not cost us the pixels, only the rotation
+        return None
+    return orientation if orientation in range(1, 9) else None
+
+
+# --- RAW route -----------------------------------------------------------------------------
+
+
+@dataclass
+class _RawAttempts:
+    """What the RAW route learnt on its way, for the message when nothing worked."""
+
+    problems: list[str] = field(default_factory=list)
+    recognised: bool = False  # exiv2 or LibRaw understood the container
+
+
+def _decode_raw(path: str, name: str, min_side: int, max_pixels: int) -> Image.Image:
+    """Try the RAW's image sources from cheapest to dearest; keep the first big enough."""
+    attempts = _RawAttempts()
+    best: Image.Image | None = None
+    with contextlib.closing(_raw_sources(path, min_side, max_pixels, attempts)) as sources:
+        for label, load in sources:
+            try:
+                image = load()
+            except DecodeError as exc:  # raised with the label as its name
+                attempts.problems.append(str(exc))
+                continue
+            except Exception as exc:  # one source failing is what the next one is for
+                attempts.problems.append(f"{label}: {_describe(exc)}")
+                continue
+            if min(image.size) >= min_side:
+                return image
+            if best is None or _area(image) > _area(best):
+                best = image
+    if best is not None:
+        return best
+    raise _raw_failure(name, attempts)
+
+
+def _raw_sources(
+    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts
+) -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+    """Yield (label, loader) for each image a RAW file offers, cheapest first.
+
+    Generators all the way, so that LibRaw is not even opened when a preview will do.
+    """
+    yield from _embedded_previews(path, min_side, max_pixels, attempts)
+    yield from _libraw_images(path, min_side, max_pixels, attempts)
+
+
+def _embedded_previews(
+    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts
+) -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+    try:
+        opened = _open_with_exiv2(path)
+    except Exception as exc:
+        attempts.problems.append(f"exiv2: {_describe(exc)}")
+        return
+    attempts.recognised = True
+    # A preview rarely carries its own orientation tag; it is then the RAW's.
+    orientation = _exiv2_orientation(opened.image) or _libraw_orientation(path)
+    for props in opened.previews_largest_first:
+        label = f"preview {props.width_}x{props.height_}"
+
+        def load_preview(props=props, label=label) -> Image.Image:
+            preview = opened.manager.getPreviewImage(props)
+            data = bytes(preview.data())
+            return _decode_bytes(data, label, min_side, max_pixels, orientation)
+
+        yield label, load_preview
+
+
+def _libraw_images(
+    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts
+) -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+    try:
+        raw = _open_with_libraw(path)
+    except Exception as exc:
+        attempts.problems.append(f"libraw: {_describe(exc)}")
+        return
+    attempts.recognised = True
+    with raw:
+        orientation = _LIBRAW_FLIP_TO_ORIENTATION.get(raw.sizes.flip)
+        yield "libraw thumbnail", lambda: _libraw_thumbnail(
+            raw, min_side, max_pixels, orientation
+        )
+        yield "libraw demosaic", lambda: _libraw_demosaic(raw, min_side, max_pixels)
+
+
+class _Exiv2File(NamedTuple):
+    """A RAW file opened by Exiv2; the previews' data is read through `image` and `manager`,
+    so all of this must stay alive while previews are fetched."""
+
+    image: Any  # exiv2.Image
+    manager: Any  # exiv2.PreviewManager
+    previews_largest_first: list  # of exiv2.PreviewProperties
+    buffer: bytes | None  # the file's bytes when Exiv2 reads from memory, not the path
+
+
+def _open_with_exiv2(path: str) -> _Exiv2File:
+    import exiv2
+
+    # Exiv2 takes a str path (passed on as UTF-8, so "é" works; bytes would be taken for
+    # image data). A name that is no valid UTF-8 (held by Python with surrogate escapes)
+    # can't be passed at all, so Exiv2 then reads the file from memory; it does not copy
+    # that buffer, hence `buffer` in the result.
+    buffer = None if _utf8_encodable(path) else _read_all(path)
+    image = exiv2.ImageFactory.open(path if buffer is None else buffer)
+    image.readMetadata()
+    manager = exiv2.PreviewManager(image)
+    previews = list(reversed(manager.getPreviewProperties()))  # Exiv2 sorts smallest first
+    return _Exiv2File(image, manager, previews, buffer)
+
+
+def _exiv2_orientation(exiv2_image) -> int | None:
+    import exiv2
+
+    exif = exiv2_image.exifData()
+    # findKey, not `in` or []: a lookup of a key Exiv2 doesn't know throws a C++ exception
+    # there that aborts the whole process, and [] would add the tag.
+    try:
+        datum = exif.findKey(exiv2.ExifKey("Exif.Image.Orientation"))
+        orientation = None if datum == exif.end() else datum.toInt64()
+    except Exception:  # a damaged tag costs only the rotation, as in _embedded_orientation
+        return None
+    return orientation if orientation in range(1, 9) else None
+
+
+def _open_with_libraw(path: str):
+    import rawpy
+
+    # rawpy needs a str path it can encode as UTF-8, or else a file object it reads whole.
+    if _utf8_encodable(path):
+        return rawpy.imread(path)
+    return rawpy.imread(io.BytesIO(_read_all(path)))
+
+
+def _libraw_orientation(path: str) -> int | None:
+    """The RAW's orientation as LibRaw reads it; None when LibRaw can't open the file."""
+    try:
+        with _open_with_libraw(path) as raw:
+            return _LIBRAW_FLIP_TO_ORIENTATION.get(raw.sizes.flip)
+    except Exception:  # only a fallback for a missing Exiv2 tag: upright is the safe default
+        return None
+
+
+def _libraw_thumbnail(raw, min_side: int, max_pixels: int, orientation: int | None):
+    import rawpy
+
+    thumb = raw.extract_thumb()
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        return _decode_bytes(thumb.data, "libraw thumbnail", min_side, max_pixels, orientation)
+    height, width = thumb.data.shape[:2]  # an RGB bitmap, already in memory: still, the
+    _refuse_bomb("libraw thumbnail", (width, height), max_pixels)  # limit holds for every route
+    return _finish(Image.fromarray(thumb.data), orientation, min_side)
+
+
+def _libraw_demosaic(raw, min_side: int, max_pixels: int) -> Image.Image:
+    _refuse_bomb("libraw demosaic", (raw.sizes.width, raw.sizes.height), max_pixels)
+    rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
+    return _finish(Image.fromarray(rgb), None, min_side)  # LibRaw already applied the flip
+
+
+def _decode_bytes(
+    data: bytes, label: str, min_side: int, max_pixels: int, orientation: int | None
+) -> Image.Image:
+    return _decode_with_pillow(
+        io.BytesIO(data), label, data[:_SNIFF_BYTES], min_side, max_pixels, orientation
+    )
+
+
+def _raw_failure(name: str, attempts: _RawAttempts) -> DecodeError:
+    reasons = "; ".join(attempts.problems)
+    if not attempts.recognised:
+        return UnsupportedFormat(
+            _line(name, f"not a RAW file Exiv2 or LibRaw can read ({reasons})")
+        )
+    return NoPreview(_line(name, f"RAW file has no usable embedded preview ({reasons})"))
+
+
+def _utf8_encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read_all(path: str) -> bytes:
+    with open(path, "rb") as stream:
+        return stream.read()
+
+
+# --- pixels --------------------------------------------------------------------------------
+
+
+def _finish(image: Image.Image, orientation: int | None, min_side: int) -> Image.Image:
+    """8-bit RGB, reduced, then upright (so the transpose works on the small image)."""
+    return _upright(_reduce_towards(_to_rgb(image), min_side), orientation)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Always a new image (convert() copies even RGB), detached from the file it came from."""
+    if image.mode in _HIGH_BIT_MODES:
+        image = _high_bit_to_grey(image)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return _flatten_onto_background(image)
+    return image.convert("RGB")
+
+
+def _high_bit_to_grey(image: Image.Image) -> Image.Image:
+    """Rescale a 16-bit, 32-bit integer or float image to 8 bits (Pillow would clip it)."""
+    import numpy as np
+
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    if image.mode.startswith("I;16"):
+        full_scale = 65535.0
+    else:
+        full_scale = _full_scale(float(values.max(initial=0.0)))
+    grey = np.clip(values * (255.0 / full_scale) + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(grey)
+
+
+def _full_scale(brightest: float) -> float:
+    """Guess the white level of an I or F image: the smallest usual one that holds its
+    brightest pixel (1.0 for normalised floats, 255, 65535), else the brightest pixel."""
+    for white in (1.0, 255.0, 65535.0):
+        if brightest <= white:
+            return white
+    return brightest
+
+
+def _flatten_onto_background(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")  # also turns palette or colour-key transparency into alpha
+    background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _reduce_towards(image: Image.Image, min_side: int) -> Image.Image:
+    """Box-reduce by the largest integer factor that keeps the short side >= min_side."""
+    factor = min(image.size) // min_side
+    return image.reduce(factor) if factor >= 2 else image
+
+
+def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
+    transpose = _UPRIGHTING_TRANSPOSE.get(orientation)
+    return image.transpose(transpose) if transpose is not None else image
+
+
+def _area(image: Image.Image) -> int:
+    return image.size[0] * image.size[1]
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+def _as_decode_error(exc: BaseException, name: str) -> DecodeError:
+    """Map a library or OS exception to the DecodeError the index records."""
+    if isinstance(exc, DecodeError):
+        return exc
+    if isinstance(exc, Image.DecompressionBombError):
+        return DecompressionBomb(_line(name, f"refused as a possible decompression bomb ({exc})"))
+    if isinstance(exc, FileNotFoundError):
+        return Unreadable(_line(name, "file not found"))
+    if isinstance(exc, IsADirectoryError):
+        return Unreadable(_line(name, "is a directory, not a file"))
+    if isinstance(exc, PermissionError):
+        return Unreadable(_line(name, "permission denied"))
+    if isinstance(exc, OSError) and exc.errno is not None:  # Pillow's decode errors have none
+        return Unreadable(_line(name, f"cannot read the file ({_describe(exc)})"))
+    if isinstance(exc, MemoryError):
+        return DecompressionBomb(_line(name, "not enough memory to decode it"))
+    return CorruptImage(_line(name, f"image data is damaged or incomplete ({_describe(exc)})"))
+
+
+def _describe(exc: BaseException) -> str:
+    """The human part of a library exception: OSError's strerror, Exiv2Error's message,
+    rawpy's bytes, or else the exception's type."""
+    for arg in reversed(exc.args):
+        if isinstance(arg, bytes):
+            arg = arg.decode("utf-8", "replace")
+        if isinstance(arg, str) and arg.strip():
+            return arg
+    return type(exc).__name__
+
+
+def _line(name: str, what: str) -> str:
+    """'<name>: <what>' on one line, cut to a length a log or a report column can hold."""
+    text = " ".join(f"{name}: {what}".split())
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[: _MAX_MESSAGE_CHARS - 1] + "…"
+    return text
+
+
+def _printable(name: str) -> str:
+    """A file name as it can be shown on one line: newlines, other control characters and
+    undecodable bytes (surrogate escapes) become backslash escapes."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape", "backslashreplace").decode()
+        for char in name
+    )

@@ -1,0 +1,90 @@
+"""`aes-index doctor`: is everything in place to score? Checks, never downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import Settings
+from .errors import AesIndexError
+
+
+def diagnose(settings: Settings, db_path: Path, list_models: bool = False) -> dict:
+    checks = [_check_environment(settings), _check_weights(settings), _check_head(settings), _check_index(db_path)]
+    report = {"ok": all(c["ok"] for c in checks if c["required"]), "checks": checks}
+    if list_models:
+        import open_clip
+
+        report["models"] = open_clip.list_models()
+    return report
+
+
+def _check(name: str, ok: bool, detail: str, required: bool = True, **facts) -> dict:
+    return {"name": name, "ok": ok, "detail": detail, "required": required, **facts}
+
+
+def _check_environment(settings: Settings) -> dict:
+    from .backbone import describe_environment, dtype_name, resolve_device, resolve_dtype
+
+    try:
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+    except AesIndexError as exc:
+        return _check("device", False, str(exc))
+    facts = describe_environment()
+    detail = f"{device} {dtype_name(dtype)} (torch {facts['torch']}, open_clip {facts['open_clip']}, {facts['threads']} threads)"
+    return _check("device", True, detail, device=str(device), dtype=dtype_name(dtype), **facts)
+
+
+def _check_weights(settings: Settings) -> dict:
+    from .backbone import RANDOM_WEIGHTS, backbone_key, resolve_model_name, weights_path
+
+    try:
+        model = resolve_model_name(settings.model)
+        key = backbone_key(model, settings.pretrained)
+        if settings.pretrained == RANDOM_WEIGHTS:
+            return _check("weights", True, f"{key}: random weights (benchmarks only)", backbone=key)
+        path = weights_path(model, settings.pretrained, settings.cache_dir, offline=True)
+        return _check("weights", True, f"{key}: {path}", backbone=key, path=path)
+    except AesIndexError as exc:
+        return _check("weights", False, str(exc))
+
+
+def _check_head(settings: Settings) -> dict:
+    from .backbone import backbone_key, resolve_model_name
+    from .heads import shipped_head_for, load_head
+    from .zeroshot import cached_head_path, head_name, parse_spec
+
+    try:
+        key = backbone_key(resolve_model_name(settings.model), settings.pretrained)
+        spec = settings.head or "auto"
+        if spec == "auto":
+            shipped = shipped_head_for(key)
+            if shipped is not None:
+                return _check("head", True, f"{shipped.name} (shipped for {key}, {shipped.path.name})", head=shipped.name)
+            spec = "zeroshot"
+        if spec.startswith("zeroshot"):
+            name = head_name(*parse_spec(spec))
+            cached = cached_head_path(key, name)
+            state = f"cached at {cached}" if cached.is_file() else "built from the text encoder on first use"
+            return _check("head", True, f"{name} (zero-shot, {state})", head=name)
+        head = load_head(spec)
+        return _check("head", head.backbone == key, f"{head.name} ({head.kind}, made for {head.backbone})", head=head.name)
+    except AesIndexError as exc:
+        return _check("head", False, str(exc))
+
+
+def _check_index(db_path: Path) -> dict:
+    from .store import Index
+
+    if not db_path.is_file():
+        return _check("index", True, f"none yet at {db_path} (created by `aes-index rebuild`)", required=False)
+    try:
+        with Index(db_path, create=False) as index:
+            health = index.integrity()
+            counts = index.status_counts()
+            detail = f"{db_path}: schema {index.schema_version()}, integrity {health}, " + (
+                ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"
+            )
+            return _check("index", health == "ok", detail, images=counts)
+    except AesIndexError as exc:
+        return _check("index", False, str(exc))

@@ -1,0 +1,293 @@
+"""Heads: small models over cached embeddings that turn an image's features into a score.
+
+A head is a safetensors file: its tensors plus JSON metadata under the key "aes_index"
+(kind, name, backbone, input space, and for trained heads the data, config and metrics).
+Never pickle: a head file may come from anywhere, and safetensors cannot run code.
+
+Kinds:
+  zeroshot  CLIP prompts (Hentschel et al. 2022, Eq. 1): score = sum_i w_i cos(I, T_i),
+            w = +1 for positive, -1 for negative prompts. Mode "context" first picks the
+            image's ImageNet class and uses that class's prompts.
+  linear    x -> w.x + b (the paper's linear probe, trained on the AVA mean score).
+  emd       x -> [hidden ReLU ->] 10 logits -> softmax over scores 1..10 (NIMA);
+            score = expected value, std = spread of the distribution.
+
+Trainable heads may carry "input_mean"/"input_scale" so they see standardised features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .errors import HeadError
+
+FORMAT_VERSION = 1
+METADATA_KEY = "aes_index"
+KINDS = ("zeroshot", "linear", "emd")
+SPACES = ("pooled", "projected")
+EMD_BINS = np.arange(1, 11, dtype=np.float32)
+_CHUNK = 4096  # rows per matmul chunk: bounds memory for million-row rescoring
+
+
+@dataclass
+class Prediction:
+    score: np.ndarray  # (N,) float32
+    std: np.ndarray | None = None  # (N,) float32, EMD heads only
+
+
+@dataclass
+class Head:
+    metadata: dict
+    tensors: dict[str, np.ndarray]
+    path: Path | None = None
+    hash: str = field(init=False)
+
+    def __post_init__(self):
+        _validate(self.metadata, self.tensors)
+        self.hash = head_hash(self.metadata, self.tensors)
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def kind(self) -> str:
+        return self.metadata["kind"]
+
+    @property
+    def backbone(self) -> str:
+        return self.metadata["backbone"]
+
+    @property
+    def input_space(self) -> str:
+        return self.metadata["input_space"]
+
+    def predict(self, pooled: np.ndarray, projection: np.ndarray | None, proj_norms: np.ndarray | None = None) -> Prediction:
+        """Score pooled image features (as cached in the index), chunk by chunk.
+
+        `proj_norms` (the norm of each row's projected vector, cached with the embedding)
+        lets projected-space heads skip projecting every row: see Features.matmul.
+        """
+        parts = []
+        for i in range(0, len(pooled), _CHUNK):
+            norms = None if proj_norms is None else proj_norms[i : i + _CHUNK]
+            features = Features(np.asarray(pooled[i : i + _CHUNK], np.float32), projection, self.input_space, norms)
+            parts.append(_PREDICTORS[self.kind](self, features))
+        if not parts:
+            return Prediction(np.zeros(0, np.float32), np.zeros(0, np.float32) if self.kind == "emd" else None)
+        score = np.concatenate([p.score for p in parts]).astype(np.float32)
+        std = None if parts[0].std is None else np.concatenate([p.std for p in parts]).astype(np.float32)
+        return Prediction(score, std)
+
+
+@dataclass
+class Features:
+    """Image features in the space a head expects, used only through matmul.
+
+    "pooled" is the cached vector itself; "projected" is normalise(pooled @ P). Heads only
+    ever apply a linear map first, so normalise(x P) A = x (P A) / |x P|: with |x P| cached,
+    a million rows cost one small matmul instead of a full projection.
+    """
+
+    pooled: np.ndarray
+    projection: np.ndarray | None
+    space: str
+    proj_norms: np.ndarray | None = None
+
+    def matmul(self, matrix: np.ndarray) -> np.ndarray:
+        """features @ matrix, with matrix of shape (space_dim, K)."""
+        if self.space == "pooled":
+            return self.pooled @ matrix
+        folded = matrix if self.projection is None else self.projection @ matrix
+        return (self.pooled @ folded) / self.norms()[:, None]
+
+    def norms(self) -> np.ndarray:
+        if self.proj_norms is None:
+            self.proj_norms = projected_norms(self.pooled, self.projection)
+        return np.maximum(self.proj_norms, 1e-12)
+
+    def dense(self) -> np.ndarray:
+        return self.matmul(np.eye(self.dim, dtype=np.float32))
+
+    @property
+    def dim(self) -> int:
+        if self.space == "pooled" or self.projection is None:
+            return self.pooled.shape[1]
+        return self.projection.shape[1]
+
+
+def projected_norms(pooled: np.ndarray, projection: np.ndarray | None) -> np.ndarray:
+    projected = pooled if projection is None else pooled @ projection
+    return np.linalg.norm(projected, axis=1).astype(np.float32)
+
+
+def prepare_features(pooled: np.ndarray, projection: np.ndarray | None, space: str) -> np.ndarray:
+    """Dense features in the space a head expects (for training; predict avoids this)."""
+    return Features(np.asarray(pooled, np.float32), projection, space).dense()
+
+
+def _first_layer(head: Head, x: Features, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x -> standardise(x) @ weight.T + bias, with the standardisation folded into weight."""
+    weight = weight.reshape(-1, x.dim)  # (K, D)
+    if "input_mean" in head.tensors:
+        scale, mean = head.tensors["input_scale"], head.tensors["input_mean"]
+        return x.matmul((weight * scale).T) + (bias - (weight * scale) @ mean)
+    return x.matmul(weight.T) + bias
+
+
+def _predict_zeroshot(head: Head, x: Features) -> Prediction:
+    prompts, weights = head.tensors["prompts"], head.tensors["weights"]
+    if head.metadata.get("mode") != "context":
+        return Prediction(x.matmul(prompts.T) @ weights)
+    # Context-aware: prompts are (adjectives x classes) rows; use the image's own class.
+    classes = head.tensors["classes"]
+    n_adj = len(weights)
+    best_class = np.argmax(x.matmul(classes.T), axis=1)
+    cosines = x.matmul(prompts.T).reshape(len(best_class), n_adj, len(classes))
+    picked = np.take_along_axis(cosines, best_class[:, None, None], axis=2)[:, :, 0]
+    return Prediction(picked @ weights)
+
+
+def _predict_linear(head: Head, x: Features) -> Prediction:
+    return Prediction(_first_layer(head, x, head.tensors["weight"], head.tensors["bias"].reshape(-1))[:, 0])
+
+
+def _predict_emd(head: Head, x: Features) -> Prediction:
+    if "hidden_weight" in head.tensors:
+        hidden = np.maximum(_first_layer(head, x, head.tensors["hidden_weight"], head.tensors["hidden_bias"]), 0.0)
+        logits = hidden @ head.tensors["weight"].T + head.tensors["bias"]
+    else:
+        logits = _first_layer(head, x, head.tensors["weight"], head.tensors["bias"])
+    probs = softmax(logits)
+    mean = probs @ EMD_BINS
+    # Spread around the mean, not E[x^2] - E[x]^2: that difference cancels badly in
+    # float32 when the distribution is nearly certain.
+    std = np.sqrt(((EMD_BINS[None, :] - mean[:, None]) ** 2 * probs).sum(axis=1))
+    return Prediction(mean, std)
+
+
+_PREDICTORS: dict[str, Callable[[Head, np.ndarray], Prediction]] = {
+    "zeroshot": _predict_zeroshot,
+    "linear": _predict_linear,
+    "emd": _predict_emd,
+}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _validate(metadata: dict, tensors: dict[str, np.ndarray]) -> None:
+    missing = {"name", "kind", "backbone", "input_space"} - set(metadata)
+    if missing:
+        raise HeadError(f"head metadata lacks {', '.join(sorted(missing))}")
+    if metadata["kind"] not in KINDS:
+        raise HeadError(f"unknown head kind {metadata['kind']!r} (known: {', '.join(KINDS)})")
+    if metadata["input_space"] not in SPACES:
+        raise HeadError(f"unknown input space {metadata['input_space']!r}")
+    required = {"zeroshot": {"prompts", "weights"}, "linear": {"weight", "bias"}, "emd": {"weight", "bias"}}
+    absent = required[metadata["kind"]] - set(tensors)
+    if absent:
+        raise HeadError(f"{metadata['kind']} head {metadata['name']!r} lacks tensors {', '.join(sorted(absent))}")
+
+
+def head_hash(metadata: dict, tensors: dict[str, np.ndarray]) -> str:
+    """Content hash: same tensors and same meaning -> same hash, whenever it was built."""
+    digest = hashlib.sha256()
+    stable = {k: v for k, v in metadata.items() if k not in ("created", "path", "format")}
+    digest.update(json.dumps(stable, sort_keys=True, default=str).encode())
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(name.encode() + str(array.dtype).encode() + str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_head(head: Head, path: str | os.PathLike) -> Path:
+    """Write atomically (temp + rename) so a reader never sees half a head."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(head.metadata, format=FORMAT_VERSION)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tensors = {k: np.ascontiguousarray(v) for k, v in head.tensors.items()}
+    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True, default=str)})
+    os.replace(tmp, path)
+    return path
+
+
+def load_head(path: str | os.PathLike) -> Head:
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise HeadError(f"head file not found: {path}")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise HeadError(f"{path.name} is not a readable safetensors head: {exc}") from exc
+    if raw is None:
+        raise HeadError(f"{path.name} has no aes-index metadata; is it a head file?")
+    try:
+        metadata = json.loads(raw)
+    except ValueError as exc:
+        raise HeadError(f"{path.name}: head metadata is not valid JSON") from exc
+    if metadata.get("format", 1) > FORMAT_VERSION:
+        raise HeadError(f"{path.name} needs a newer aes-index (head format {metadata['format']})")
+    return Head(metadata, tensors, path)
+
+
+def shipped_heads_dir() -> Path:
+    return Path(str(resources.files("aes_index") / "heads"))
+
+
+def shipped_heads() -> Iterable[Head]:
+    for path in sorted(shipped_heads_dir().glob("*.safetensors")):
+        yield load_head(path)
+
+
+def shipped_head_for(backbone_key: str) -> Head | None:
+    """The head aes-index ships for this backbone, if any (best metric wins if several)."""
+    matching = [head for head in shipped_heads() if head.backbone == backbone_key]
+    matching.sort(key=lambda h: h.metadata.get("metrics", {}).get("srcc", 0.0), reverse=True)
+    return matching[0] if matching else None
+
+
+def check_compatible(head: Head, backbone_key: str, pooled_dim: int, embed_dim: int) -> None:
+    if head.backbone != backbone_key:
+        raise HeadError(
+            f"head {head.name!r} was made for backbone {head.backbone}, but the index uses {backbone_key}; "
+            "pick a head for this backbone or change --model/--pretrained"
+        )
+    expected = pooled_dim if head.input_space == "pooled" else embed_dim
+    dim = head.metadata.get("input_dim")
+    if dim is not None and int(dim) != expected:
+        raise HeadError(f"head {head.name!r} expects {dim}-d features, the backbone gives {expected}")
+
+
+def resolve_head(spec: str, backbone_key: str, load_backbone) -> Head:
+    """Pick the head named by `spec` ("auto", "zeroshot[...]" or a file) for a backbone.
+
+    "auto" is the head shipped for this backbone, else the paper's default zero-shot
+    ensemble. `load_backbone` is called only if a zero-shot head must be built.
+    """
+    from . import zeroshot
+
+    if spec in ("auto", "", None):
+        return shipped_head_for(backbone_key) or zeroshot.zeroshot_head("zeroshot", backbone_key, load_backbone)
+    if spec.split(":", 1)[0] == "zeroshot":
+        return zeroshot.zeroshot_head(spec, backbone_key, load_backbone)
+    return load_head(Path(spec).expanduser())

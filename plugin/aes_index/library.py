@@ -1,0 +1,117 @@
+"""Discover: walk library roots and yield candidate photos with their size and mtime.
+
+Skips what photo libraries are full of but isn't a photo: hidden files and folders,
+Synology's @eaDir, darktable's .dtrash, macOS resource forks, thumbnail caches, and
+files still being written by a copy tool (partial/temp names). Unreadable folders are
+reported through `on_error` and skipped; the walk goes on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from .decode import SUPPORTED_EXTENSIONS
+
+SKIPPED_DIRS = frozenset({
+    "@eaDir", "#recycle", "#snapshot", ".dtrash", "$RECYCLE.BIN", "System Volume Information",
+    ".thumbnails", ".Trash", "lost+found", "__MACOSX", ".git",
+})
+SKIPPED_NAME_PATTERNS = (
+    ".*",  # hidden, AppleDouble "._IMG.jpg", .DS_Store, rsync's ".IMG.jpg.XXXXXX"
+    "*.part", "*.partial", "*.crdownload", "*.tmp", "*~", "*.!sync", "*.syncthing.*",
+    "Thumbs.db",
+)
+FINGERPRINT_TAIL = 256 * 1024
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # absolute
+    size: int
+    mtime_ns: int
+
+
+def is_candidate_name(name: str, extra_patterns: Iterable[str] = ()) -> bool:
+    if any(fnmatch.fnmatch(name, pattern) for pattern in (*SKIPPED_NAME_PATTERNS, *extra_patterns)):
+        return False
+    return os.path.splitext(name)[1].lower() in SUPPORTED_EXTENSIONS
+
+
+def discover(
+    roots: Iterable[str | os.PathLike],
+    exclude: Iterable[str] = (),
+    on_error: Callable[[str, OSError], None] = lambda path, exc: None,
+) -> Iterator[FileEntry]:
+    """Yield every photo under `roots` (files or folders), depth first, sorted per folder."""
+    exclude = tuple(exclude)
+    for root in roots:
+        root = os.path.abspath(os.fspath(root))
+        try:
+            info = os.stat(root)
+        except OSError as exc:
+            on_error(root, exc)
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            yield from _walk(root, exclude, on_error)
+        elif stat.S_ISREG(info.st_mode) and is_candidate_name(os.path.basename(root), exclude):
+            yield FileEntry(root, info.st_size, info.st_mtime_ns)
+
+
+def _walk(folder: str, exclude: tuple[str, ...], on_error) -> Iterator[FileEntry]:
+    # os.scandir gives type and (on Linux) stat without extra syscalls per entry: a no-op
+    # scan of 100k files is dominated by one lstat each.
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except OSError as exc:
+        on_error(folder, exc)
+        return
+    subfolders = []
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in SKIPPED_DIRS and not entry.name.startswith(".") and entry.name not in exclude:
+                    subfolders.append(entry.path)
+            elif entry.is_file(follow_symlinks=True) and is_candidate_name(entry.name, exclude):
+                info = entry.stat(follow_symlinks=True)
+                yield FileEntry(entry.path, info.st_size, info.st_mtime_ns)
+        except OSError as exc:  # vanished or unreadable between listing and stat
+            on_error(entry.path, exc)
+    for subfolder in subfolders:
+        yield from _walk(subfolder, exclude, on_error)
+
+
+def fingerprint(path: str | os.PathLike, size: int | None = None) -> str:
+    """Identity of a photo's image data, cheap to compute: a hash of the file's last 256 KiB.
+
+    The tail holds compressed pixels in JPEG and most RAW files, while editors rewrite the
+    head (EXIF, embedded XMP, ratings). So a moved or renamed file, or one whose metadata
+    alone changed, keeps its fingerprint and its cached embedding; new pixels change it.
+    """
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size if size is None else size
+        handle.seek(max(0, size - FINGERPRINT_TAIL))
+        tail = handle.read(FINGERPRINT_TAIL)
+    return hashlib.blake2b(tail, digest_size=16).hexdigest()
+
+
+def db_path_for(roots: list[str]) -> Path:
+    """Default index location: .aes-index.db in the (first) library root."""
+    first = Path(roots[0]).expanduser().absolute()
+    return (first if first.is_dir() else first.parent) / ".aes-index.db"
+
+
+def find_db(start: Path | None = None) -> Path | None:
+    """Look for .aes-index.db in `start` and its parents, as git looks for .git."""
+    here = (start or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        candidate = folder / ".aes-index.db"
+        if candidate.is_file():
+            return candidate
+    return None

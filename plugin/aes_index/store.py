@@ -1,0 +1,398 @@
+"""The index: an SQLite sidecar (via sqlite-utils) holding files, embeddings, scores, runs.
+
+Tables
+  images      one row per photo file: path, size, mtime_ns, fingerprint, status, error
+  backbones   one row per CLIP backbone: key, dims, preprocessing, projection matrix
+  embeddings  pooled image features (float16) per (image, backbone) + projected norm
+  heads       every head that has scored something: id (name), hash, metadata
+  scores      per (image, head): score, std and provenance (head hash, backbone, preprocess)
+  runs        every rebuild/rescore/...: what it did and with which settings
+  meta        schema version, library roots
+
+WAL mode lets readers (the CLI, the gallery, darktable's plugin) work while the indexer
+writes; a busy timeout rides out short locks from a concurrent writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import sqlite_utils
+
+from .errors import IndexUnavailable
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+# Image statuses
+NEW, OK, ERROR, MISSING = "new", "ok", "error", "missing"
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    id: int
+    size: int
+    mtime_ns: int
+    fingerprint: str | None
+    status: str
+
+
+def _migrate_to_1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["images"].create(
+        {
+            "id": int, "path": str, "size": int, "mtime_ns": int, "fingerprint": str,
+            "status": str, "error_code": str, "error": str, "width": int, "height": int,
+            "first_seen": str, "updated": str,
+        },
+        pk="id", not_null={"path", "status"},
+    )
+    db["images"].create_index(["path"], unique=True)
+    db["images"].create_index(["fingerprint"])
+    db["images"].create_index(["status"])
+    db["backbones"].create(
+        {"id": int, "key": str, "model": str, "pretrained": str, "pooled_dim": int, "embed_dim": int,
+         "preprocess": str, "projection": bytes, "first_used": str},
+        pk="id", not_null={"key"},
+    )
+    db["backbones"].create_index(["key"], unique=True)
+    db["embeddings"].create(
+        {"image_id": int, "backbone_id": int, "vector": bytes, "proj_norm": float, "created": str},
+        pk=("image_id", "backbone_id"),
+        foreign_keys=[("image_id", "images", "id"), ("backbone_id", "backbones", "id")],
+    )
+    db["embeddings"].create_index(["backbone_id"])
+    db["heads"].create(
+        {"id": str, "hash": str, "kind": str, "backbone": str, "metadata": str, "first_used": str}, pk="id"
+    )
+    db["scores"].create(
+        {"image_id": int, "head_id": str, "score": float, "std": float, "head_hash": str,
+         "backbone_id": int, "preprocess": str, "scored_at": str},
+        pk=("image_id", "head_id"),
+        foreign_keys=[("image_id", "images", "id"), ("head_id", "heads", "id")],
+    )
+    db["scores"].create_index(["head_id", "score"])
+    db["runs"].create(
+        {"id": int, "command": str, "started": str, "finished": str, "status": str, "roots": str,
+         "settings": str, "head_id": str, "backbone": str, "summary": str},
+        pk="id",
+    )
+    from . import journal  # the ratings undo journal lives in the same database
+
+    journal.ensure_tables(db)
+
+
+MIGRATIONS = [(1, _migrate_to_1)]
+
+
+class Index:
+    """A library's index database. Use as a context manager, or call close()."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise IndexUnavailable(f"no index at {self.path}; run `aes-index rebuild PATH` first")
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise IndexUnavailable(f"cannot open index {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise IndexUnavailable(f"cannot create index {self.path}: {exc.strerror or exc}") from exc
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic write: all of it lands, or (on any error, Ctrl-C included) none of it."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise IndexUnavailable(
+                f"index {self.path} has schema {version}, newer than this aes-index ({SCHEMA_VERSION}); upgrade aes-index"
+            )
+        for target, migrate in MIGRATIONS:
+            if version < target:
+                with self.transaction():
+                    migrate(self.db)
+                    self.db.execute(f"PRAGMA user_version = {target}")
+
+    # --- meta ------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value) -> None:
+        self.db["meta"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
+
+    def roots(self) -> list[str]:
+        return self.get_meta("roots", [])
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        known = self.roots()
+        self.set_meta("roots", known + [r for r in roots if r not in known])
+
+    # --- backbones -------------------------------------------------------------------
+
+    def ensure_backbone(self, info, projection: np.ndarray | None) -> int:
+        """The id of this backbone's row, created on first use."""
+        row = self.backbone(info.key)
+        if row:
+            return row["id"]
+        blob = None if projection is None else np.ascontiguousarray(projection, np.float32).tobytes()
+        return self.db["backbones"].insert(
+            {"key": info.key, "model": info.model, "pretrained": info.pretrained,
+             "pooled_dim": info.pooled_dim, "embed_dim": info.embed_dim,
+             "preprocess": info.as_json(), "projection": blob, "first_used": utcnow()}
+        ).last_pk
+
+    def backbone(self, key: str) -> dict | None:
+        rows = list(self.db["backbones"].rows_where("key = ?", [key]))
+        return rows[0] if rows else None
+
+    def backbones(self) -> list[dict]:
+        return list(self.db["backbones"].rows)
+
+    def projection(self, backbone_id: int) -> np.ndarray | None:
+        row = self.db["backbones"].get(backbone_id)
+        if row["projection"] is None:
+            return None
+        return np.frombuffer(row["projection"], np.float32).reshape(row["pooled_dim"], row["embed_dim"])
+
+    # --- images ----------------------------------------------------------------------
+
+    def known_files(self) -> dict[str, KnownFile]:
+        rows = self.db.execute("SELECT path, id, size, mtime_ns, fingerprint, status FROM images")
+        return {path: KnownFile(*rest) for path, *rest in rows}
+
+    def add_image(self, path: str, size: int, mtime_ns: int, fingerprint: str | None) -> int:
+        now = utcnow()
+        return self.db["images"].insert(
+            {"path": path, "size": size, "mtime_ns": mtime_ns, "fingerprint": fingerprint,
+             "status": NEW, "first_seen": now, "updated": now}
+        ).last_pk
+
+    def update_image(self, image_id: int, **fields) -> None:
+        self.db["images"].update(image_id, dict(fields, updated=utcnow()))
+
+    def image(self, image_id: int) -> dict:
+        return self.db["images"].get(image_id)
+
+    def image_by_path(self, path: str) -> dict | None:
+        rows = list(self.db["images"].rows_where("path = ?", [path]))
+        return rows[0] if rows else None
+
+    def images_with_fingerprint(self, fingerprint: str) -> list[dict]:
+        return list(self.db["images"].rows_where("fingerprint = ?", [fingerprint], order_by="id"))
+
+    def mark_missing(self, image_ids: Sequence[int]) -> None:
+        now = utcnow()
+        self.db.conn.executemany(
+            "UPDATE images SET status = ?, updated = ? WHERE id = ?", [(MISSING, now, i) for i in image_ids]
+        )
+
+    def forget_derived(self, image_id: int) -> None:
+        """The file's pixels changed: its embeddings and scores no longer describe it."""
+        self.db.execute("DELETE FROM scores WHERE image_id = ?", [image_id])
+        self.db.execute("DELETE FROM embeddings WHERE image_id = ?", [image_id])
+
+    def record_error(self, image_id: int, code: str, message: str) -> None:
+        self.update_image(image_id, status=ERROR, error_code=code, error=message)
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT status, count(*) FROM images GROUP BY status").fetchall())
+
+    def error_counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT error_code, count(*) FROM images WHERE status = ? GROUP BY error_code", [ERROR])
+        return dict(rows.fetchall())
+
+    def errors(self, limit: int = 20) -> list[dict]:
+        sql = "SELECT path, error_code, error FROM images WHERE status = ? ORDER BY updated DESC LIMIT ?"
+        return [dict(zip(("path", "code", "error"), row)) for row in self.db.execute(sql, [ERROR, limit])]
+
+    # --- embeddings ------------------------------------------------------------------
+
+    def ids_with_embedding(self, backbone_id: int) -> set[int]:
+        rows = self.db.execute("SELECT image_id FROM embeddings WHERE backbone_id = ?", [backbone_id])
+        return {row[0] for row in rows}
+
+    def put_embeddings(self, backbone_id: int, image_ids: Sequence[int], pooled: np.ndarray, proj_norms: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(pooled, dtype="<f2")
+        now = utcnow()
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO embeddings (image_id, backbone_id, vector, proj_norm, created) VALUES (?, ?, ?, ?, ?)",
+            [(int(i), backbone_id, vectors[k].tobytes(), float(proj_norms[k]), now) for k, i in enumerate(image_ids)],
+        )
+
+    def copy_embeddings(self, source_id: int, target_id: int) -> int:
+        """Share a byte-identical file's embeddings (a copy in another folder): no decode."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO embeddings (image_id, backbone_id, vector, proj_norm, created) "
+            "SELECT ?, backbone_id, vector, proj_norm, created FROM embeddings WHERE image_id = ?",
+            [target_id, source_id],
+        )
+        return cursor.rowcount
+
+    def iter_embeddings(
+        self, backbone_id: int, image_ids: Sequence[int] | None = None, chunk: int = 65536
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(image ids, float16 pooled matrix, projected norms) in chunks: memory stays bounded."""
+        dim = self.db["backbones"].get(backbone_id)["pooled_dim"]
+        if image_ids is None:
+            cursor = self.db.execute(
+                "SELECT image_id, vector, proj_norm FROM embeddings e JOIN images i ON i.id = e.image_id "
+                "WHERE backbone_id = ? AND i.status != ? ORDER BY image_id",
+                [backbone_id, MISSING],
+            )
+            batches = iter(lambda: cursor.fetchmany(chunk), [])
+        else:
+            batches = (self._embedding_rows(backbone_id, image_ids[i : i + 900]) for i in range(0, len(image_ids), 900))
+        for rows in batches:
+            if rows:
+                yield _unpack_embeddings(rows, dim)
+
+    def _embedding_rows(self, backbone_id: int, image_ids: Sequence[int]) -> list[tuple]:
+        marks = ",".join("?" * len(image_ids))
+        sql = f"SELECT image_id, vector, proj_norm FROM embeddings WHERE backbone_id = ? AND image_id IN ({marks})"
+        return self.db.execute(sql, [backbone_id, *image_ids]).fetchall()
+
+    # --- heads and scores ------------------------------------------------------------
+
+    def record_head(self, head) -> None:
+        self.db["heads"].upsert(
+            {"id": head.name, "hash": head.hash, "kind": head.kind, "backbone": head.backbone,
+             "metadata": json.dumps(head.metadata, sort_keys=True, default=str), "first_used": utcnow()},
+            pk="id",
+        )
+
+    def put_scores(self, head, backbone_id: int, preprocess: str, image_ids, prediction) -> None:
+        std = prediction.std if prediction.std is not None else [None] * len(image_ids)
+        now = utcnow()
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO scores (image_id, head_id, score, std, head_hash, backbone_id, preprocess, scored_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (int(i), head.name, float(s), None if d is None else float(d), head.hash, backbone_id, preprocess, now)
+                for i, s, d in zip(image_ids, prediction.score, std)
+            ],
+        )
+
+    def ids_needing_score(self, head, backbone_id: int) -> list[int]:
+        """Embedded images whose score for this head is absent or has other provenance."""
+        sql = (
+            "SELECT e.image_id FROM embeddings e JOIN images i ON i.id = e.image_id "
+            "LEFT JOIN scores s ON s.image_id = e.image_id AND s.head_id = ? "
+            "WHERE e.backbone_id = ? AND i.status != ? "
+            "AND (s.image_id IS NULL OR s.head_hash != ? OR s.backbone_id != ?) ORDER BY e.image_id"
+        )
+        return [row[0] for row in self.db.execute(sql, [head.name, backbone_id, MISSING, head.hash, backbone_id])]
+
+    def scored_heads(self) -> list[dict]:
+        sql = (
+            "SELECT h.id, h.kind, h.backbone, h.hash, count(s.image_id) FROM heads h "
+            "LEFT JOIN scores s ON s.head_id = h.id GROUP BY h.id ORDER BY h.first_used"
+        )
+        return [dict(zip(("id", "kind", "backbone", "hash", "scored"), row)) for row in self.db.execute(sql)]
+
+    def scores(self, head_id: str, limit: int | None = None, worst: bool = False) -> list[dict]:
+        """Present photos by score for a head, best first (or worst first)."""
+        order = "ASC" if worst else "DESC"
+        sql = (
+            "SELECT i.id, i.path, s.score, s.std, s.head_hash, s.preprocess, s.scored_at FROM scores s "
+            f"JOIN images i ON i.id = s.image_id WHERE s.head_id = ? AND i.status != ? ORDER BY s.score {order}, i.path"
+        )
+        params: list = [head_id, MISSING]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        keys = ("image_id", "path", "score", "std", "head_hash", "preprocess", "scored_at")
+        return [dict(zip(keys, row)) for row in self.db.execute(sql, params)]
+
+    def score_values(self, head_id: str) -> np.ndarray:
+        rows = self.db.execute(
+            "SELECT s.score FROM scores s JOIN images i ON i.id = s.image_id WHERE head_id = ? AND i.status != ?",
+            [head_id, MISSING],
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.float64)
+
+    # --- runs ------------------------------------------------------------------------
+
+    def start_run(self, command: str, roots: Sequence[str] = (), settings: dict | None = None) -> int:
+        return self.db["runs"].insert(
+            {"command": command, "started": utcnow(), "status": "running", "roots": json.dumps(list(roots)),
+             "settings": json.dumps(settings or {}, default=str)}
+        ).last_pk
+
+    def finish_run(self, run_id: int, status: str, summary: dict, head_id: str | None = None, backbone: str | None = None) -> None:
+        self.db["runs"].update(
+            run_id,
+            {"finished": utcnow(), "status": status, "summary": json.dumps(summary, default=str),
+             "head_id": head_id, "backbone": backbone},
+        )
+
+    def last_run(self, command: str | None = None, status: str = "done") -> dict | None:
+        where, params = "status = ?", [status]
+        if command:
+            where += " AND command = ?"
+            params.append(command)
+        rows = list(self.db["runs"].rows_where(where, params, order_by="id DESC", limit=1))
+        return rows[0] if rows else None
+
+    def active_head_id(self) -> str | None:
+        """The head of the latest finished run that scored: what `top` shows by default."""
+        row = self.db.execute(
+            "SELECT head_id FROM runs WHERE status = 'done' AND head_id IS NOT NULL ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return row[0] if row else None
+
+    def integrity(self) -> str:
+        return self.db.execute("PRAGMA quick_check").fetchone()[0]
+
+
+def _unpack_embeddings(rows: list[tuple], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f2").reshape(len(rows), dim)
+    norms = np.fromiter((r[2] if r[2] is not None else np.nan for r in rows), dtype=np.float32, count=len(rows))
+    return ids, matrix, norms

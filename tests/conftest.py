@@ -1,0 +1,110 @@
+"""Shared fixtures: a tiny open_clip model saved as a real checkpoint, and photo libraries.
+
+The tiny model is built from an open_clip model-config JSON written here and saved with
+safetensors, then loaded back through `--model CONFIG.json --pretrained FILE`: the same
+path a user's own checkpoint takes. No download, ever (HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+METADATA_SAMPLES = FIXTURES / "metadata-samples"
+HARBOUR = FIXTURES / "photos" / "harbour.jpg"
+
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory, monkeypatch):
+    """No test reads the user's config or caches, or reaches the network."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("AES_INDEX_CACHE_DIR", str(home / "cache"))
+    for name in list(os.environ):
+        if name.startswith("AES_INDEX_") and name != "AES_INDEX_CACHE_DIR":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> dict:
+    """{"config": path to tiny-clip.json, "checkpoint": .safetensors, "pt": .pt} of one random model."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    config = folder / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(1234)
+    model = open_clip.create_model("tiny-clip")
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    checkpoint = folder / "tiny-clip.safetensors"
+    save_file(state, str(checkpoint))
+    pt = folder / "tiny-clip.pt"
+    torch.save({"state_dict": state}, pt)
+    return {"config": str(config), "checkpoint": str(checkpoint), "pt": str(pt), "model": model}
+
+
+@pytest.fixture
+def settings(tiny_model):
+    from aes_index.config import Settings
+
+    return Settings(
+        model=tiny_model["config"], pretrained=tiny_model["checkpoint"], device="cpu", dtype="fp32",
+        workers=0, batch_size=4,
+    )
+
+
+@pytest.fixture
+def model_args(tiny_model) -> list[str]:
+    """The same tiny model as CLI options."""
+    return ["--model", tiny_model["config"], "--pretrained", tiny_model["checkpoint"], "--device", "cpu", "--dtype", "fp32"]
+
+
+def make_photo(path: Path, seed: int, size=(320, 240)) -> Path:
+    """A small JPEG cut from the real harbour photo, varied by seed so embeddings differ."""
+    rng = np.random.default_rng(seed)
+    with Image.open(HARBOUR) as source:
+        width, height = source.size
+        left, top = int(rng.integers(0, width - 640)), int(rng.integers(0, height - 480))
+        crop = source.crop((left, top, left + 640, top + 480)).resize(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    crop.save(path, quality=90)
+    return path
+
+
+@pytest.fixture
+def library(tmp_path) -> Path:
+    """A library folder: every metadata-sample fixture, photos in subfolders, awkward names."""
+    root = tmp_path / "Photos"
+    shutil.copytree(METADATA_SAMPLES, root / "samples")
+    for i in range(6):
+        make_photo(root / "2024" / f"IMG_{i:04d}.jpg", seed=i)
+    make_photo(root / "2024" / "Straße mit Ümläut 'quoted' $(x).jpg", seed=10)
+    make_photo(root / "@eaDir" / "SYNOPHOTO_THUMB.jpg", seed=11)  # NAS clutter: skipped
+    make_photo(root / ".hidden" / "secret.jpg", seed=12)  # hidden folder: skipped
+    (root / "2024" / "notes.txt").write_text("not a photo")
+    return root
+
+
+def photo_paths(root: Path) -> list[Path]:
+    from aes_index.library import discover
+
+    return [Path(e.path) for e in discover([root])]
