@@ -16,15 +16,23 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .config import DB_FILENAME, Settings, load_settings
-from .errors import AesIndexError, ExitCode, IndexUnavailable
+from .errors import AesIndexError, ConfigError, ExitCode, IndexUnavailable
 
 log = logging.getLogger("aes_index")
 
 # --- argument parsing --------------------------------------------------------------------
 
 
+COMMON_DEFAULTS = {
+    "db": None, "model": None, "pretrained": None, "device": None, "dtype": None, "head": None,
+    "batch_size": None, "workers": None, "config": None, "json": False, "quiet": False, "debug": False,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: options given before the command must survive the command's own parser
+    # (which would otherwise reset them to their defaults); main() fills the defaults in.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("common options")
     group.add_argument("--db", help=f"index database (default: {DB_FILENAME} in the library root, or found upwards from here)")
     group.add_argument("--model", help="open_clip model name or model-config JSON (default ViT-B-32)")
@@ -67,10 +75,60 @@ def build_parser() -> argparse.ArgumentParser:
     rescore = commands.add_parser("rescore", parents=[common], help="score cached embeddings with a (new) head; no decoding")
     rescore.set_defaults(handler=cmd_rescore)
 
+    apply = commands.add_parser("apply-ratings", parents=[common], help="turn scores into star ratings in sidecars or EXIF")
+    _add_rating_options(apply)
+    apply.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+    apply.set_defaults(handler=cmd_apply_ratings)
+
+    ratings = commands.add_parser("ratings", parents=[common], help="ratings we wrote: undo")
+    ratings_commands = ratings.add_subparsers(dest="ratings_command", metavar="ACTION", required=True)
+    undo = ratings_commands.add_parser("undo", parents=[common], help="put back the ratings a run changed")
+    undo.add_argument("--run", type=int, help="run id (default: the latest run with writes left)")
+    undo.add_argument("--dry-run", action="store_true", help="report what would be undone")
+    undo.set_defaults(handler=cmd_ratings_undo)
+
+    watch = commands.add_parser("watch", parents=[common], help="keep the index and the stars current as photos arrive")
+    watch.add_argument("roots", nargs="*", metavar="ROOT", help="library folders (default: those already indexed)")
+    watch.add_argument("--poll", action="store_true", help="poll instead of inotify (NFS/SMB shares)")
+    watch.add_argument("--stable", type=float, default=2.0, metavar="SECONDS", help="a file is scored once unchanged this long (default 2)")
+    watch.add_argument("--rescan", type=float, default=900.0, metavar="SECONDS", help="full rescan interval; events get lost (default 900)")
+    watch.add_argument("--no-rate", action="store_true", help="only score; don't write star ratings")
+    _add_rating_options(watch)
+    watch.set_defaults(handler=cmd_watch)
+
+    status = commands.add_parser("status", parents=[common], help="the background watcher's state")
+    status.set_defaults(handler=cmd_status)
+
     doctor = commands.add_parser("doctor", parents=[common], help="check device, weights, head and index health")
     doctor.add_argument("--models", action="store_true", help="also list open_clip's model names")
     doctor.set_defaults(handler=cmd_doctor)
     return parser
+
+
+def _add_rating_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("rating options")
+    group.add_argument("--policy", choices=("percentile", "threshold"), help="percentile (default) or threshold cut points")
+    group.add_argument("--cuts", help="cut points for 2,3,4,5 stars (default percentiles 10,35,70,95)")
+    group.add_argument("--reject-below", help="scores below this get darktable's reject (-1)")
+    group.add_argument("--target", choices=("xmp", "exif"), help="XMP sidecars (default) or EXIF in JPEG originals")
+    group.add_argument("--no-tags", action="store_true", help="don't write Aesthetic|N stars tags")
+    group.add_argument("--overwrite-manual", action="store_true", help="also replace ratings a person set")
+    group.add_argument("--treat-as-unrated", metavar="N[,N]", help="ratings that count as none, e.g. 1 (darktable's import default)")
+
+
+def rating_options(args: argparse.Namespace, settings: Settings):
+    from .rate import RatingOptions
+    from .ratings import RatingPolicy
+
+    policy = RatingPolicy.parse(settings.policy, settings.cuts, settings.reject_below)
+    try:
+        unrated = tuple(int(v) for v in settings.treat_as_unrated.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--treat-as-unrated takes star values like 1 or 0,1, not {settings.treat_as_unrated!r}") from None
+    return RatingOptions(
+        policy=policy, target=settings.target, tags=not args.no_tags, overwrite_manual=args.overwrite_manual,
+        treat_as_unrated=unrated, dry_run=getattr(args, "dry_run", False),
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -80,6 +138,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     }
     if getattr(args, "exclude", None):
         overrides["exclude"] = tuple(args.exclude)
+    for name in ("policy", "cuts", "reject_below", "target", "treat_as_unrated"):
+        overrides[name] = getattr(args, name, None)
     return load_settings(overrides, config_path=args.config)
 
 
@@ -150,11 +210,18 @@ def progress_for(args) -> BarProgress:
 def cmd_rebuild(args) -> int:
     from .indexer import rebuild
 
+    from .locks import writer_lock
+
     settings = settings_from(args)
+    missing = [root for root in args.roots if not os.path.exists(root)]
+    if missing:
+        raise ConfigError(f"no such file or folder: {missing[0]}")
     with open_index(settings, args.roots, create=True) as index:
         if not args.roots and not index.roots():
             raise IndexUnavailable("no library roots known yet: run `aes-index rebuild PATH`")
-        summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
+        # One writer at a time: a running watcher finishes its batch, then waits for us.
+        with writer_lock(index.path):
+            summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
     emit(args, summary.as_dict(), lambda: summary_line(summary))
     return ExitCode.FILE_ERRORS if summary.errors else ExitCode.OK
 
@@ -279,6 +346,103 @@ def cmd_rescore(args) -> int:
     return ExitCode.OK
 
 
+def cmd_apply_ratings(args) -> int:
+    from .rate import apply_ratings
+
+    settings = settings_from(args)
+    options = rating_options(args, settings)
+    with open_index(settings) as index:
+        report = apply_ratings(index, options, head_id=_head_id_for_listing(index, settings))
+    emit(args, report.as_dict(), lambda: apply_text(report))
+    return ExitCode.FILE_ERRORS if report.errors else ExitCode.OK
+
+
+def apply_text(report) -> str:
+    from .rate import stars_summary
+
+    verb = "would write" if report.dry_run else "wrote"
+    lines = [
+        f"{report.photos} photos rated by {report.policy['kind']} {report.policy['cuts']} into {report.target}: {stars_summary(report.stars)}",
+        f"{verb} {sum(report.written.values())} ratings ({stars_summary(report.written)}); "
+        f"{report.unchanged} already right; {report.skipped_manual} manual ratings kept",
+    ]
+    if report.skipped_not_jpeg:
+        lines.append(f"{report.skipped_not_jpeg} photos skipped: EXIF ratings go only into JPEG originals")
+    lines += [f"error: {e['error']}" for e in report.errors]
+    if report.run_id is not None:
+        lines.append(f"run {report.run_id}: `aes-index ratings undo --run {report.run_id}` puts these back")
+    return "\n".join(lines)
+
+
+def cmd_ratings_undo(args) -> int:
+    from collections import Counter
+
+    from .rate import undo
+
+    settings = settings_from(args)
+    with open_index(settings) as index:
+        results = undo(index, args.run, dry_run=args.dry_run)
+    data = [{"target": str(r.action.target_path), "status": r.status, "detail": r.detail} for r in results]
+    counts = Counter(r.status for r in results)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to undo"
+    emit(args, data, lambda: ("dry run: " if args.dry_run else "") + summary)
+    return ExitCode.FILE_ERRORS if counts.get("failed") else ExitCode.OK
+
+
+def cmd_watch(args) -> int:
+    import signal
+    import threading
+
+    from .watch import WatchConfig, Watcher, ensure_not_watched
+
+    settings = settings_from(args)
+    with open_index(settings, args.roots, create=True) as index:
+        roots = [os.path.abspath(r) for r in args.roots] or index.roots()
+        index.add_roots(roots)
+        db_path = index.path
+    if not roots:
+        raise IndexUnavailable("no library roots known yet: `aes-index watch PATH`")
+    missing = [r for r in roots if not os.path.isdir(r)]
+    if missing:
+        raise ConfigError(f"not a folder: {missing[0]}")
+    after_batch = None
+    if not args.no_rate:
+        from .rate import apply_ratings
+
+        options = rating_options(args, settings)
+        after_batch = lambda index, ids: apply_ratings(index, options, image_ids=ids)  # noqa: E731
+    ensure_not_watched(db_path)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())  # finish the batch in hand, then exit
+    config = WatchConfig(stable_seconds=args.stable, rescan_seconds=args.rescan, poll=args.poll)
+    print(f"aes-index: watching {', '.join(roots)} (index {db_path})", file=sys.stderr)
+    status = Watcher(db_path, roots, settings, config, after_batch).run(stop)
+    print(f"aes-index: stopped after scoring {status.scored} photos ({status.errors} errors)", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_status(args) -> int:
+    from .watch import read_status
+
+    settings = settings_from(args)
+    db_path = locate_db(settings)
+    status = read_status(db_path) or {"running": False}
+    emit(args, status, lambda: status_text(status))
+    return ExitCode.OK
+
+
+def status_text(status: dict) -> str:
+    if "pid" not in status:
+        return "no watcher has run for this library"
+    state = f"running (pid {status['pid']}), {status['state']}" if status["running"] else "not running"
+    last = status.get("last_scored") or "-"
+    return (
+        f"watcher   {state}\nuptime    {status['uptime_seconds']:.0f} s\nqueue     {status['queue']} files\n"
+        f"scored    {status['scored']}, errors {status['errors']}\nlast      {last}"
+    )
+
+
 def cmd_doctor(args) -> int:
     from .doctor import diagnose
 
@@ -304,6 +468,9 @@ def doctor_text(report: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name, default in COMMON_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="aes-index: %(message)s", stream=sys.stderr
     )
@@ -314,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AesIndexError as exc:
         print(f"aes-index: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `aes-index top | head`: the reader left; that's fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
     except KeyboardInterrupt:
         print("aes-index: interrupted; finished batches are saved, run the command again to continue", file=sys.stderr)
         return ExitCode.INTERRUPTED

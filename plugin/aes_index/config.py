@@ -37,6 +37,11 @@ class Settings:
     workers: int = -1  # decode processes; -1 = pick by core count, 0 = decode inline
     cache_dir: str | None = None  # where open_clip/Hugging Face weights are cached
     exclude: tuple[str, ...] = ()  # extra glob patterns of names to skip while scanning
+    policy: str = "percentile"  # rating policy: percentile | threshold
+    cuts: str | None = None  # four cut points for 2..5 stars, e.g. "10,35,70,95"
+    reject_below: str | None = None  # optional: below this, reject (-1)
+    target: str = "xmp"  # where ratings go: xmp | exif
+    treat_as_unrated: str = ""  # ratings that count as "none", e.g. "1" for darktable's import default
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -87,6 +92,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         raise ConfigError(f"unknown setting {key!r} in {source}; known: {', '.join(types)}")
     kind = types[key]
     try:
+        if kind == "str | None":
+            return None if value is None else str(value)
         if kind == "int":
             return int(value)
         if kind.startswith("tuple"):

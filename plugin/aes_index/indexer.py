@@ -14,6 +14,7 @@ no-op rebuild and a rescore with a cached head never touch torch's model code.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import logging
@@ -134,12 +135,14 @@ class BackboneSession:
 def scan(index: Index, roots: Sequence[str], exclude: Sequence[str] = (), progress: Progress = Progress()) -> ScanResult:
     """Walk `roots` and bring the images table up to date. Decodes nothing."""
     result = ScanResult()
-    known = index.known_files()
     seen: set[str] = set()
     arrivals: list[FileEntry] = []
     progress.start("scan")
     with index.transaction():
+        known = index.known_files()  # read under the write lock: no other writer can race us
         for entry in discover(roots, exclude, on_error=lambda path, exc: _scan_error(path, exc, result)):
+            if entry.path in seen:
+                continue  # overlapping roots (a folder and a file in it) yield a file twice
             seen.add(entry.path)
             result.files += 1
             progress.advance()
@@ -151,7 +154,7 @@ def scan(index: Index, roots: Sequence[str], exclude: Sequence[str] = (), progre
                 result.image_ids.append(previous.id)
             else:
                 _refresh(index, previous, entry, result)
-        gone = [k for path, k in known.items() if path not in seen and k.status != MISSING and _under(path, roots)]
+        gone = [k for path, k in _known_under(known, roots).items() if path not in seen and k.status != MISSING]
         _place_arrivals(index, arrivals, gone, result)
     progress.finish()
     return result
@@ -162,12 +165,21 @@ def _scan_error(path: str, exc: OSError, result: ScanResult) -> None:
     log.warning("cannot read %s: %s", path, exc.strerror or exc)
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
+def _known_under(known: dict[str, store.KnownFile], roots: Sequence[str]) -> dict[str, store.KnownFile]:
+    """Indexed paths at or below each root. Bisection over the sorted paths keeps this
+    cheap when the watcher passes hundreds of single files against a 100k-photo index."""
+    paths = sorted(known)
+    found = {}
     for root in roots:
         root = os.path.abspath(root)
-        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
-            return True
-    return False
+        if root in known:
+            found[root] = known[root]
+        prefix = root.rstrip(os.sep) + os.sep
+        for path in paths[bisect.bisect_left(paths, prefix) :]:
+            if not path.startswith(prefix):
+                break
+            found[path] = known[path]
+    return found
 
 
 def _refresh(index: Index, previous: store.KnownFile, entry: FileEntry, result: ScanResult) -> None:
@@ -277,6 +289,10 @@ def embed_and_score(
                 _store_batch(index, backbone_id, head, preprocess, backbone.projection, item)
                 scored += len(item.image_ids)
                 count = len(item.image_ids)
+                if log.isEnabledFor(logging.DEBUG):
+                    paths = dict(work)
+                    for image_id in item.image_ids:
+                        log.debug("embedded %s", paths[image_id])
         decoded += count
         progress.advance(count)
         if stop():

@@ -54,6 +54,8 @@ def discover(
         root = os.path.abspath(os.fspath(root))
         try:
             info = os.stat(root)
+        except FileNotFoundError:
+            continue  # gone (deleted or moved away): its rows become missing, not errors
         except OSError as exc:
             on_error(root, exc)
             continue

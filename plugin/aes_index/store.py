@@ -147,16 +147,21 @@ class Index:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
-        version = self.schema_version()
+        self._refuse_newer(self.schema_version())
+        for target, migrate in MIGRATIONS:
+            if self.schema_version() >= target:
+                continue
+            with self.transaction():
+                # Re-read inside the write lock: another process may have just migrated.
+                if self.schema_version() < target:
+                    migrate(self.db)
+                    self.db.execute(f"PRAGMA user_version = {target}")
+
+    def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise IndexUnavailable(
                 f"index {self.path} has schema {version}, newer than this aes-index ({SCHEMA_VERSION}); upgrade aes-index"
             )
-        for target, migrate in MIGRATIONS:
-            if version < target:
-                with self.transaction():
-                    migrate(self.db)
-                    self.db.execute(f"PRAGMA user_version = {target}")
 
     # --- meta ------------------------------------------------------------------------
 
@@ -372,6 +377,10 @@ class Index:
              "head_id": head_id, "backbone": backbone},
         )
 
+    def note_run_head(self, run_id: int, head_id: str, backbone: str) -> None:
+        """A long-running run (the watcher) says early which head it scores with."""
+        self.db["runs"].update(run_id, {"head_id": head_id, "backbone": backbone})
+
     def last_run(self, command: str | None = None, status: str = "done") -> dict | None:
         where, params = "status = ?", [status]
         if command:
@@ -383,7 +392,8 @@ class Index:
     def active_head_id(self) -> str | None:
         """The head of the latest finished run that scored: what `top` shows by default."""
         row = self.db.execute(
-            "SELECT head_id FROM runs WHERE status = 'done' AND head_id IS NOT NULL ORDER BY id DESC LIMIT 1"
+            "SELECT head_id FROM runs WHERE status IN ('done', 'running', 'stopped') AND head_id IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1"
         ).fetchone()
         return row[0] if row else None
 

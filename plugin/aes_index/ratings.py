@@ -1,0 +1,238 @@
+"""Scores -> star ratings, and the rule that a person's rating always wins.
+
+Pure functions over numpy arrays; nothing here reads or writes files.
+
+Policies (`RatingPolicy`):
+
+- ``percentile`` (default): stars follow the photo's rank within the library's own score
+  distribution, so they mean the same thing whatever head produced the scores. Default cut
+  points ``DEFAULT_PERCENTILE_CUTS = (10, 35, 70, 95)``:
+
+      bottom 10%  -> 1 star      10-35% -> 2 stars     35-70% -> 3 stars
+      70-95%      -> 4 stars     top 5% -> 5 stars
+
+- ``threshold``: the cut points are absolute values on the head's score scale (e.g.
+  ``"4,5,6,7"`` on AVA's 1-10 scale); useful to keep stars stable as the library grows.
+
+A photo's percentile is its mid-rank in the reference distribution (the share of scores
+below it plus half of those equal to it), so equal scores always get equal stars, a
+one-photo or all-equal library gets 3 stars, and with distinct scores the shares are exact
+(100 photos: 10 get 1 star, 25 get 2, 35 get 3, 25 get 4, 5 get 5). A score exactly at a
+cut point gets the higher star count. Optional ``reject_below`` (a percentile or an
+absolute score, as the policy's cuts) turns scores strictly below it into -1, darktable's
+"rejected". NaN scores get 0: no rating is written for them.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from aes_index.errors import ConfigError
+
+PERCENTILE = "percentile"
+THRESHOLD = "threshold"
+POLICY_KINDS = (PERCENTILE, THRESHOLD)
+DEFAULT_PERCENTILE_CUTS = (10.0, 35.0, 70.0, 95.0)
+
+NO_RATING = 0
+REJECTED = -1
+
+
+@dataclass(frozen=True)
+class RatingPolicy:
+    """How scores become stars. See the module docstring for the defaults.
+
+    kind: "percentile" or "threshold".
+    cuts: four increasing cut points: the lowest score for 2, 3, 4 and 5 stars
+          (percentiles in (0, 100) for "percentile"; absolute scores for "threshold").
+    reject_below: optional; scores strictly below it (same unit as cuts) get -1.
+    """
+
+    kind: str = PERCENTILE
+    cuts: tuple[float, ...] = DEFAULT_PERCENTILE_CUTS
+    reject_below: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cuts", tuple(float(c) for c in self.cuts))
+        _validate(self)
+
+    @classmethod
+    def parse(
+        cls, kind: str = PERCENTILE, cuts: str | None = None, reject_below: str | None = None
+    ) -> RatingPolicy:
+        """Build a policy from command-line / config text, e.g. cuts="10,35,70,95".
+
+        Without cuts a percentile policy takes the defaults; a threshold policy needs them.
+        Raises ConfigError with a one-line message for anything malformed.
+        """
+        if cuts is None and kind == THRESHOLD:
+            raise ConfigError("the threshold policy needs cut points, e.g. --cuts 4,5,6,7.")
+        parsed_cuts = DEFAULT_PERCENTILE_CUTS if cuts is None else _parse_numbers(cuts, "cuts")
+        reject = None
+        if reject_below not in (None, ""):
+            (reject,) = _parse_numbers(reject_below, "reject-below", count=1)
+        return cls(kind=kind, cuts=parsed_cuts, reject_below=reject)
+
+
+def _parse_numbers(text: str, what: str, count: int | None = None) -> tuple[float, ...]:
+    try:
+        numbers = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers, not {text!r}.") from None
+    if count is not None and len(numbers) != count:
+        raise ConfigError(f"{what} takes {count} number(s), not {text!r}.")
+    return numbers
+
+
+def _validate(policy: RatingPolicy) -> None:
+    if policy.kind not in POLICY_KINDS:
+        raise ConfigError(
+            f"unknown rating policy {policy.kind!r}; use one of {', '.join(POLICY_KINDS)}."
+        )
+    cuts = policy.cuts
+    if len(cuts) != 4:
+        raise ConfigError(f"a rating policy needs 4 cut points (for 2..5 stars), got {len(cuts)}.")
+    if not all(math.isfinite(c) for c in cuts) or any(b <= a for a, b in itertools.pairwise(cuts)):
+        raise ConfigError(f"cut points must be finite and strictly increasing, got {list(cuts)}.")
+    if policy.kind == PERCENTILE and not (cuts[0] > 0 and cuts[-1] < 100):
+        raise ConfigError(f"percentile cut points must lie between 0 and 100, got {list(cuts)}.")
+    reject = policy.reject_below
+    if reject is not None and not (math.isfinite(reject) and reject <= cuts[0]):
+        raise ConfigError(
+            f"reject-below ({reject}) must be a number at or below the first cut ({cuts[0]})."
+        )
+    if reject is not None and policy.kind == PERCENTILE and reject <= 0:
+        raise ConfigError(f"a percentile reject-below must be above 0, got {reject}.")
+
+
+def cut_points(reference: np.ndarray, policy: RatingPolicy) -> list[float]:
+    """The score values where 2, 3, 4 and 5 stars begin (what reports draw as lines).
+
+    For a percentile policy: the lowest reference score whose percentile reaches each
+    cut (NaNs ignored); inf where no score reaches it (tiny or tied libraries), NaN for
+    all when there is no finite reference score (then every photo gets no rating).
+    """
+    return _score_cuts(np.asarray(reference, dtype=np.float64), policy.cuts, policy.kind)
+
+
+def reject_point(reference: np.ndarray, policy: RatingPolicy) -> float | None:
+    """The score below which photos are rejected (-1), or None without reject_below."""
+    if policy.reject_below is None:
+        return None
+    return _score_cuts(
+        np.asarray(reference, dtype=np.float64), (policy.reject_below,), policy.kind
+    )[0]
+
+
+def _score_cuts(reference: np.ndarray, cuts: tuple[float, ...], kind: str) -> list[float]:
+    if kind == THRESHOLD:
+        return list(cuts)
+    values, ranks = _midrank_table(reference)
+    if values.size == 0:
+        return [math.nan] * len(cuts)
+    first_reaching = np.searchsorted(ranks, cuts, side="left")
+    return [float(values[i]) if i < values.size else math.inf for i in first_reaching]
+
+
+def _midrank_table(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct finite reference scores, ascending, and each one's mid-rank percentile."""
+    finite = reference[np.isfinite(reference)]
+    values, counts = np.unique(finite, return_counts=True)
+    at_or_below = np.cumsum(counts)
+    below = at_or_below - counts
+    return values, 100.0 * (below + at_or_below) / (2.0 * max(finite.size, 1))
+
+
+def stars_for(
+    scores: np.ndarray, policy: RatingPolicy = RatingPolicy(), reference: np.ndarray | None = None
+) -> np.ndarray:
+    """Stars (int8: 1..5, -1 rejected, 0 = no rating for NaN) for each score.
+
+    reference: the score distribution percentile cuts are computed over; by default the
+    scores themselves (rate a whole library at once). Pass the whole library's scores to
+    rate a subset consistently with it.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    reference = scores if reference is None else np.asarray(reference, dtype=np.float64)
+    cuts = np.asarray(cut_points(reference, policy))
+    stars = np.zeros(scores.shape, dtype=np.int8)
+    if np.isnan(cuts).any():
+        return stars
+    finite = np.isfinite(scores)
+    # side="right": a score equal to a cut counts as having reached it.
+    stars[finite] = 1 + np.searchsorted(cuts, scores[finite], side="right")
+    reject = reject_point(reference, policy)
+    if reject is not None:
+        stars[finite & (scores < reject)] = REJECTED
+    return stars
+
+
+def percentile_ranks(scores: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Each score's percentile (0-100) within `reference` (default: the scores themselves).
+
+    Mid-rank for ties: the share of reference scores below, plus half of those equal.
+    NaN for NaN scores or an empty reference. This is what aes:Percentile records.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    reference = scores if reference is None else np.asarray(reference, dtype=np.float64)
+    ranked = np.sort(reference[np.isfinite(reference)])
+    ranks = np.full(scores.shape, np.nan)
+    finite = np.isfinite(scores)
+    if ranked.size == 0:
+        return ranks
+    below = np.searchsorted(ranked, scores[finite], side="left")
+    at_or_below = np.searchsorted(ranked, scores[finite], side="right")
+    ranks[finite] = 100.0 * (below + at_or_below) / (2.0 * ranked.size)
+    return ranks
+
+
+# --------------------------------------------------------------------------- manual ratings win
+
+
+class Action(str, enum.Enum):
+    WRITE = "write"
+    SKIP_MANUAL = "skip-manual"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one photo's rating in one target, and why (for reports)."""
+
+    action: Action
+    reason: str
+
+    @property
+    def write(self) -> bool:
+        return self.action is Action.WRITE
+
+
+def decide(
+    current: int | None, last_written: int | None, wanted: int, overwrite_manual: bool = False
+) -> Decision:
+    """Apply the manual-ratings-win rule to one photo in one target.
+
+    current: the rating the target holds now (None: absent).
+    last_written: the rating we wrote there last and haven't undone (None: never).
+    wanted: the stars our policy gives; 0 means "no rating" and is never written.
+    Writes only when the photo has no rating (None or 0) or still holds exactly what we
+    wrote last; any other rating was set by a person and is kept unless overwrite_manual.
+    """
+    if wanted == NO_RATING:
+        return Decision(Action.UNCHANGED, "no score, so no rating to write")
+    if current == wanted:
+        return Decision(Action.UNCHANGED, f"already rated {wanted}")
+    if current in (None, NO_RATING):
+        return Decision(Action.WRITE, "no rating yet")
+    if last_written is not None and current == last_written:
+        return Decision(Action.WRITE, f"still holds our previous rating {last_written}")
+    if overwrite_manual:
+        return Decision(Action.WRITE, f"manual rating {current} overwritten (--overwrite-manual)")
+    if last_written is None:
+        return Decision(Action.SKIP_MANUAL, f"rated {current} by hand; we never wrote it")
+    return Decision(Action.SKIP_MANUAL, f"rated {current} by hand since we wrote {last_written}")

@@ -1,0 +1,265 @@
+"""`aes-index watch`: keep the index (and the stars) current as photos arrive.
+
+Photos land from card readers, tethering, sync tools and NAS shares, often slowly and in
+bursts. The watcher:
+  * reconciles once at start (a full scan, exactly what `rebuild` does),
+  * then takes file events (inotify, or polling for NFS/SMB with --poll),
+  * waits until a file's size and mtime have been stable for `stable_seconds`, so a photo
+    still being copied is never scored half-written,
+  * feeds the ready paths, in batches, through the same stages as `rebuild`,
+  * rescans the roots periodically, because file events get lost (NAS, overflowing queues),
+  * holds one lock per library (one watcher), and takes the writer lock per batch so a
+    concurrent `rebuild` and the watcher never decode the same file twice,
+  * writes its state to `<db>.watch-status.json` for `aes-index status`.
+Failures of single files are recorded by the stages; a locked database or a folder that
+vanished mid-scan is logged and retried; the watcher lives on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import indexer
+from .atomic import atomic_write_bytes
+from .config import Settings
+from .library import is_candidate_name
+from .locks import LockHeld, file_lock, writer_lock
+from .store import Index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WatchConfig:
+    stable_seconds: float = 2.0  # size+mtime unchanged this long -> the copy is finished
+    rescan_seconds: float = 900.0  # full reconcile scan this often: events get lost
+    poll: bool = False  # polling observer for network filesystems (no inotify there)
+    poll_interval: float = 5.0
+    batch_max: int = 512  # paths per batch: bounds one transaction's work
+    tick: float = 0.25
+    lock_wait: float = 5.0  # wait this long for the writer lock, then retry next tick
+
+
+@dataclass
+class WatchStatus:
+    pid: int = field(default_factory=os.getpid)
+    started: float = field(default_factory=time.time)
+    state: str = "starting"
+    queue: int = 0
+    scored: int = 0
+    errors: int = 0
+    retries: int = 0
+    last_scored: str | None = None
+    last_scored_at: float | None = None
+    last_rescan: float | None = None
+
+    def as_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["uptime_seconds"] = round(time.time() - self.started, 1)
+        return data
+
+
+ALREADY_WATCHED = "another watcher is already running for this library"
+
+
+def ensure_not_watched(db_path: Path) -> None:
+    from .locks import is_locked
+
+    if is_locked(Path(db_path), "watch"):
+        raise LockHeld(f"{ALREADY_WATCHED} (`aes-index status` shows it)")
+
+
+def status_path(db_path: Path) -> Path:
+    return Path(db_path).with_name(Path(db_path).name + ".watch-status.json")
+
+
+class PendingPaths:
+    """Paths with events, each waiting until it has stopped changing. Thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[tuple[int, int] | None, float]] = {}  # path -> (stat, since)
+
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._seen[path] = (None, time.monotonic())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+    def take_stable(self, stable_seconds: float, limit: int) -> list[str]:
+        """Paths unchanged for `stable_seconds` (or gone: a deletion needs no waiting)."""
+        now = time.monotonic()
+        ready = []
+        with self._lock:
+            for path, (last, since) in list(self._seen.items()):
+                current = _stat_signature(path)
+                if current is None:
+                    ready.append(path)
+                elif current != last:
+                    self._seen[path] = (current, now)
+                elif now - since >= stable_seconds:
+                    ready.append(path)
+                if len(ready) >= limit:
+                    break
+            for path in ready:
+                del self._seen[path]
+        return ready
+
+    def put_back(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            self.add(path)
+
+
+def _stat_signature(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def _make_handler(pending: PendingPaths, exclude: Sequence[str]):
+    from watchdog.events import FileSystemEventHandler
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event):
+            if event.event_type in ("opened", "closed_no_write"):
+                return
+            for path in (event.src_path, getattr(event, "dest_path", "")):
+                if path and (event.is_directory or is_candidate_name(os.path.basename(path), exclude)):
+                    pending.add(os.fsdecode(path))
+
+    return Handler()
+
+
+class Watcher:
+    def __init__(
+        self, db_path: Path, roots: Sequence[str], settings: Settings, config: WatchConfig = WatchConfig(),
+        after_batch: Callable[[Index, list[int]], None] | None = None,
+    ):
+        self.db_path = Path(db_path)
+        self.roots = [os.path.abspath(r) for r in roots]
+        self.settings = settings
+        self.config = config
+        self.after_batch = after_batch  # e.g. apply star ratings to what was just scored
+        self.pending = PendingPaths()
+        self.status = WatchStatus()
+        self._head_id: str | None = None
+
+    def run(self, stop: threading.Event) -> WatchStatus:
+        with file_lock(self.db_path, "watch", timeout=0, what=ALREADY_WATCHED):
+            with Index(self.db_path) as index:
+                self.index = index
+                self.session = indexer.BackboneSession(index, self.settings)
+                self.run_id = index.start_run("watch", self.roots, {"watch": self.config.__dict__})
+                observer = self._start_observer()
+                try:
+                    self._loop(stop)
+                finally:
+                    observer.stop()
+                    observer.join(timeout=10)
+                    self.status.state = "stopped"
+                    self._write_status()
+                    index.finish_run(self.run_id, "stopped", self.status.as_dict(), self._head_id, self.session.key)
+        return self.status
+
+    def _start_observer(self):
+        if self.config.poll:
+            from watchdog.observers.polling import PollingObserver
+
+            observer = PollingObserver(timeout=self.config.poll_interval)
+        else:
+            from watchdog.observers import Observer
+
+            observer = Observer()
+        handler = _make_handler(self.pending, self.settings.exclude)
+        for root in self.roots:
+            observer.schedule(handler, root, recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+    def _loop(self, stop: threading.Event) -> None:
+        self._reconcile(stop)
+        last_status = 0.0
+        while not stop.is_set():
+            ready = self.pending.take_stable(self.config.stable_seconds, self.config.batch_max)
+            if ready:
+                self._process(ready, stop)
+            if time.time() - (self.status.last_rescan or 0) >= self.config.rescan_seconds:
+                self._reconcile(stop)
+            if time.monotonic() - last_status >= 1.0:
+                self.status.state = "idle" if not len(self.pending) else "waiting for files to settle"
+                self._write_status()
+                last_status = time.monotonic()
+            stop.wait(self.config.tick)
+
+    def _reconcile(self, stop: threading.Event) -> None:
+        self.status.state = "rescanning"
+        self._write_status()
+        if self._process(self.roots, stop):
+            self.status.last_rescan = time.time()
+
+    def _process(self, paths: Sequence[str], stop: threading.Event) -> bool:
+        """Run the stages over `paths`; on a lock or a transient error, keep them for later."""
+        self.status.state = "scoring"
+        self.status.queue = len(self.pending) + len(paths)
+        try:
+            with writer_lock(self.db_path, timeout=self.config.lock_wait):
+                ids, scored, errors = self._stages(paths, stop)
+        except (LockHeld, sqlite3.DatabaseError, OSError) as exc:  # transient: keep the paths, retry
+            log.warning("will retry %d path(s): %s", len(paths), exc)
+            self.status.retries += 1
+            if paths is not self.roots:
+                self.pending.put_back(paths)
+            return False
+        self.status.scored += scored
+        self.status.errors += errors
+        if self.after_batch and ids:
+            self.after_batch(self.index, ids)
+        return True
+
+    def _stages(self, paths: Sequence[str], stop: threading.Event) -> tuple[list[int], int, int]:
+        scanned = indexer.scan(self.index, paths, self.settings.exclude)
+        head = self.session.head()
+        if self._head_id != head.name:
+            self.index.record_head(head)
+            self.index.note_run_head(self.run_id, head.name, self.session.key)
+            self._head_id = head.name
+        work = indexer.select_work(self.index, self.session.id, scanned.image_ids)
+        decoded, scored, errors = indexer.embed_and_score(self.index, self.session, head, work, self.settings, stop=stop.is_set)
+        if self.session.id is not None:
+            scored += indexer.score_stale(self.index, self.session, head, scanned.image_ids)
+        if work and decoded:
+            self.status.last_scored = work[min(decoded, len(work)) - 1][1]
+            self.status.last_scored_at = time.time()
+        return scanned.image_ids, scored, errors + scanned.errors
+
+    def _write_status(self) -> None:
+        self.status.queue = len(self.pending)
+        data = json.dumps(self.status.as_dict(), indent=2).encode()
+        try:
+            atomic_write_bytes(status_path(self.db_path), data)
+        except OSError as exc:  # a read-only folder must not stop the watcher
+            log.debug("cannot write watcher status: %s", exc)
+
+
+def read_status(db_path: Path) -> dict | None:
+    from .locks import is_locked
+
+    try:
+        data = json.loads(status_path(db_path).read_text())
+    except (OSError, ValueError):
+        return None
+    data["running"] = is_locked(Path(db_path), "watch")
+    return data
