@@ -141,7 +141,7 @@ def backbone_key(model_name: str, pretrained: str) -> str:
     """Identity recorded with every embedding: a tag by name, a local file by content hash."""
     path = Path(pretrained).expanduser()
     if path.is_file():
-        return f"{model_name}/file:{path.name}:{_file_digest(path)}"
+        return f"{model_name}/file:{_file_digest(path)}"  # content, not name: renaming keeps its heads
     return f"{model_name}/{pretrained}"
 
 

@@ -62,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", parents=[common], help="score particular files (cached when unchanged)")
     score.add_argument("files", nargs="+", metavar="FILE")
+    score.add_argument("--attributes", action="store_true", help="also show attribute scores (composition, ...)")
     score.set_defaults(handler=cmd_score)
 
     top = commands.add_parser("top", parents=[common], help="list the best (or worst) photos")
     top.add_argument("-n", type=int, default=20, help="how many (default 20)")
     top.add_argument("--worst", action="store_true", help="lowest scores first")
+    top.add_argument("--by", metavar="ATTRIBUTE", help="rank by an attribute: composition, lighting, colour, sharpness, exposure, subject")
     top.set_defaults(handler=cmd_top)
 
     stats = commands.add_parser("stats", parents=[common], help="what the index holds")
@@ -74,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rescore = commands.add_parser("rescore", parents=[common], help="score cached embeddings with a (new) head; no decoding")
     rescore.set_defaults(handler=cmd_rescore)
+
+    attributes = commands.add_parser("attributes", parents=[common], help="score composition, lighting, colour, ... from the cache")
+    attributes.add_argument("--only", metavar="A,B", help="just these attributes (default: all)")
+    attributes.add_argument("--attribute-head", action="append", default=[], metavar="NAME=FILE", help="a trained head for an attribute")
+    attributes.add_argument("--tags", action="store_true", help="tag each attribute's top 20%% in the sidecars (Aesthetic|sharp, ...)")
+    attributes.add_argument("--dry-run", action="store_true", help="with --tags: report, write nothing")
+    attributes.set_defaults(handler=cmd_attributes)
 
     apply = commands.add_parser("apply-ratings", parents=[common], help="turn scores into star ratings in sidecars or EXIF")
     _add_rating_options(apply)
@@ -248,8 +257,20 @@ def cmd_score(args) -> int:
         # No library index around: score in a throwaway one rather than leave files behind.
         with Index(db or Path(scratch) / DB_FILENAME) as index:
             results = score_files(index, args.files, settings, progress_for(args))
+            if args.attributes:
+                _add_attribute_scores(index, settings, results)
     emit(args, [vars(r) for r in results], lambda: "\n".join(_score_text(r) for r in results))
     return ExitCode.FILE_ERRORS if any(r.score is None for r in results) else ExitCode.OK
+
+
+def _add_attribute_scores(index, settings: Settings, results) -> None:
+    from .attributes import ATTRIBUTES, attribute_scores, compute_attributes
+    from .indexer import BackboneSession
+
+    compute_attributes(index, BackboneSession(index, settings), list(ATTRIBUTES))
+    for result in results:
+        row = index.image_by_path(result.path)
+        result.attributes = attribute_scores(index, row["id"]) if row else {}
 
 
 def _find_db_quietly() -> Path | None:
@@ -262,13 +283,21 @@ def _score_text(result) -> str:
     if result.score is None:
         return f"{'error':>8}  {result.path}  ({result.error})"
     spread = f" ±{result.std:.2f}" if result.std is not None else ""
-    return f"{result.score:8.4f}{spread}  {result.path}"
+    line = f"{result.score:8.4f}{spread}  {result.path}"
+    if result.attributes:
+        line += "\n          " + ", ".join(f"{name} {value:+.4f}" for name, value in sorted(result.attributes.items()))
+    return line
 
 
 def cmd_top(args) -> int:
     settings = settings_from(args)
     with open_index(settings) as index:
-        head_id = _head_id_for_listing(index, settings)
+        if args.by:
+            from .attributes import head_id_for
+
+            head_id = head_id_for(index, args.by)
+        else:
+            head_id = _head_id_for_listing(index, settings)
         rows = index.scores(head_id, limit=args.n, worst=args.worst)
     emit(args, {"head": head_id, "photos": rows}, lambda: "\n".join(f"{r['score']:8.4f}  {r['path']}" for r in rows) or "no scored photos")
     return ExitCode.OK
@@ -344,6 +373,43 @@ def cmd_rescore(args) -> int:
         summary = rescore(index, settings, progress_for(args))
     emit(args, summary.as_dict(), lambda: f"rescore: {summary.scored} photos scored with {summary.head} in {summary.seconds:.1f} s (no decoding)")
     return ExitCode.OK
+
+
+def cmd_attributes(args) -> int:
+    from .attributes import ATTRIBUTES, attribute_tags, compute_attributes, parse_names
+    from .indexer import BackboneSession
+    from .rate import apply_attribute_tags
+
+    settings = settings_from(args)
+    names = parse_names(args.only)
+    overrides = dict(_name_equals_file(item) for item in args.attribute_head)
+    with open_index(settings) as index:
+        session = BackboneSession(index, settings)
+        if session.id is None:
+            raise IndexUnavailable("no embeddings for this backbone yet: run `aes-index rebuild` first")
+        scored = compute_attributes(index, session, names, overrides)
+        data = {"scored": scored}
+        if args.tags:
+            tags = attribute_tags(index, names)
+            data["tags"] = apply_attribute_tags(index, tags, {ATTRIBUTES[n].tag for n in names}, dry_run=args.dry_run)
+    emit(args, data, lambda: attributes_text(data))
+    return ExitCode.FILE_ERRORS if data.get("tags", {}).get("errors") else ExitCode.OK
+
+
+def _name_equals_file(item: str) -> tuple[str, str]:
+    name, sep, path = item.partition("=")
+    if not sep or not path:
+        raise ConfigError(f"--attribute-head takes NAME=FILE, not {item!r}")
+    return name, path
+
+
+def attributes_text(data: dict) -> str:
+    lines = [f"{name:<12} {n} photos scored (no decoding)" for name, n in data["scored"].items()]
+    if "tags" in data:
+        tags = data["tags"]
+        lines.append(f"tags: {tags['written']} sidecars {'would change' if tags['run_id'] is None else 'changed'}")
+        lines += [f"error: {e['error']}" for e in tags["errors"]]
+    return "\n".join(lines)
 
 
 def cmd_apply_ratings(args) -> int:

@@ -88,6 +88,14 @@ class Head:
         return Prediction(score, std)
 
 
+def emd_distribution(head: Head, pooled: np.ndarray, projection: np.ndarray | None) -> np.ndarray:
+    """An EMD head's full 10-bin distribution per image (predict() gives its mean and std)."""
+    if head.kind != "emd":
+        raise HeadError(f"head {head.name!r} is a {head.kind} head; only EMD heads give a distribution")
+    features = Features(np.asarray(pooled, np.float32), projection, head.input_space)
+    return _emd_probabilities(head, features)
+
+
 @dataclass
 class Features:
     """Image features in the space a head expects, used only through matmul.
@@ -160,13 +168,17 @@ def _predict_linear(head: Head, x: Features) -> Prediction:
     return Prediction(_first_layer(head, x, head.tensors["weight"], head.tensors["bias"].reshape(-1))[:, 0])
 
 
-def _predict_emd(head: Head, x: Features) -> Prediction:
+def _emd_probabilities(head: Head, x: Features) -> np.ndarray:
     if "hidden_weight" in head.tensors:
         hidden = np.maximum(_first_layer(head, x, head.tensors["hidden_weight"], head.tensors["hidden_bias"]), 0.0)
         logits = hidden @ head.tensors["weight"].T + head.tensors["bias"]
     else:
         logits = _first_layer(head, x, head.tensors["weight"], head.tensors["bias"])
-    probs = softmax(logits)
+    return softmax(logits)
+
+
+def _predict_emd(head: Head, x: Features) -> Prediction:
+    probs = _emd_probabilities(head, x)
     mean = probs @ EMD_BINS
     # Spread around the mean, not E[x^2] - E[x]^2: that difference cancels badly in
     # float32 when the distribution is nearly certain.
@@ -223,6 +235,9 @@ def save_head(head: Head, path: str | os.PathLike) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tensors = {k: np.ascontiguousarray(v) for k, v in head.tensors.items()}
     save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True, default=str)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600; a head is meant to be shared
     os.replace(tmp, path)
     return path
 
@@ -262,7 +277,7 @@ def shipped_heads() -> Iterable[Head]:
 def shipped_head_for(backbone_key: str) -> Head | None:
     """The head aes-index ships for this backbone, if any (best metric wins if several)."""
     matching = [head for head in shipped_heads() if head.backbone == backbone_key]
-    matching.sort(key=lambda h: h.metadata.get("metrics", {}).get("srcc", 0.0), reverse=True)
+    matching.sort(key=lambda h: (h.metadata.get("metrics") or {}).get("srcc") or 0.0, reverse=True)
     return matching[0] if matching else None
 
 

@@ -424,6 +424,7 @@ class FileScore:
     status: str = OK
     error: str | None = None
     cached: bool = False
+    attributes: dict[str, float] = field(default_factory=dict)
 
 
 def score_files(index: Index, paths: Sequence[str], settings: Settings, progress: Progress = Progress()) -> list[FileScore]:

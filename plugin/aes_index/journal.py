@@ -149,10 +149,14 @@ def record_exif(
 
 
 def last_written(db: sqlite_utils.Database, target: str, target_path: Path | str) -> int | None:
-    """The rating we wrote last to this target and haven't undone; None if none."""
+    """The rating we wrote last to this target and haven't undone; None if none.
+
+    Only writes that changed the rating count: a write of tags or of our own fields
+    leaves the rating as it was, and that rating may well be a person's.
+    """
     row = db.execute(
         f"SELECT new_rating FROM {TABLE} WHERE target = ? AND target_path = ? "
-        "AND undone_at IS NULL ORDER BY id DESC LIMIT 1",
+        "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
         [target, str(target_path)],
     ).fetchone()
     return None if row is None else row[0]

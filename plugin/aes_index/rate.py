@@ -113,13 +113,14 @@ def apply_ratings(
 
 def _rate_sidecar(index: Index, photo: PhotoRating, sidecar: Path, options: RatingOptions, head_id: str, report: ApplyReport) -> None:
     try:
-        current = xmp.read_sidecar(sidecar).rating
+        info = xmp.read_sidecar(sidecar)
+        current = info.rating
         decision = _decide(index, "xmp", sidecar, current, photo.stars, options)
         if not decision.write:
             _count_skip(report, photo, sidecar, current, decision)
             return
         fields = xmp.AesFields(score=round(photo.score, 6), percentile=round(photo.percentile, 2), head_id=head_id, stars=photo.stars)
-        tags = [_tag_for(photo.stars)] if options.tags else None
+        tags = [*_other_tags(info.tags), _tag_for(photo.stars)] if options.tags else None
         outcome = xmp.write_sidecar(sidecar, rating=photo.stars, aes=fields, tags=tags, dry_run=options.dry_run)
         if outcome.changed and not options.dry_run:
             journal.record_xmp(index.db, report.run_id, photo.path, outcome)
@@ -169,6 +170,11 @@ def _remember_own_write(index: Index, image_id: int, path: Path) -> None:
     index.update_image(image_id, size=info.st_size, mtime_ns=info.st_mtime_ns)
 
 
+def _other_tags(tags: Sequence[str]) -> list[str]:
+    """Our tags that are not star tags (attribute tags): a rating write keeps them."""
+    return [t for t in tags if not (t.endswith(" stars") or t == "rejected")]
+
+
 def _tag_for(stars: int) -> str:
     return "rejected" if stars == REJECTED else f"{stars} stars"
 
@@ -179,6 +185,41 @@ def _options_record(options: RatingOptions) -> dict:
         "target": options.target, "tags": options.tags, "overwrite_manual": options.overwrite_manual,
         "treat_as_unrated": list(options.treat_as_unrated),
     }
+
+
+def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attribute_tags: set[str], dry_run: bool = False) -> dict:
+    """Set each photo's attribute tags ("Aesthetic|sharp", ...) in its sidecars.
+
+    Only our attribute tags change: our star tags and everyone else's tags stay. A photo
+    without a sidecar gets one only if it has a tag to carry. Journaled like ratings.
+    """
+    run_id = None if dry_run else index.start_run("attribute-tags", index.roots(), {"tags": sorted(attribute_tags)})
+    counts = {"photos": 0, "written": 0, "errors": []}
+    ids = sorted(set(tags_by_image) | _ids_with_attribute_scores(index))
+    for image_id in ids:
+        path = Path(index.image(image_id)["path"])
+        counts["photos"] += 1
+        for sidecar in xmp.rating_sidecars(path):
+            try:
+                info = xmp.read_sidecar(sidecar)
+                wanted = [t for t in info.tags if t not in attribute_tags] + sorted(tags_by_image.get(image_id, []))
+                if set(wanted) == set(info.tags) or (not info.exists and not tags_by_image.get(image_id)):
+                    continue
+                outcome = xmp.write_sidecar(sidecar, tags=wanted, dry_run=dry_run)
+                if outcome.changed and not dry_run:
+                    journal.record_xmp(index.db, run_id, str(path), outcome)
+                counts["written"] += 1
+            except AesIndexError as exc:
+                counts["errors"].append({"path": str(sidecar), "error": str(exc)})
+    if run_id is not None:
+        index.finish_run(run_id, "done", {k: v for k, v in counts.items() if k != "errors"})
+    counts["run_id"] = run_id
+    return counts
+
+
+def _ids_with_attribute_scores(index: Index) -> set[int]:
+    rows = index.db.execute("SELECT DISTINCT image_id FROM scores WHERE head_id LIKE 'attribute-%'")
+    return {row[0] for row in rows}
 
 
 def undo(index: Index, run_id: int | None = None, dry_run: bool = False) -> list:
