@@ -142,3 +142,12 @@ def test_settings_from_environment_and_config_file(library, tiny_model, capsys, 
     monkeypatch.setenv("AES_INDEX_DTYPE", "fp32")
     code, out, err = run(capsys, "rebuild", library, "--config", config, "--json")
     assert json.loads(out)["backbone"].startswith("tiny-clip/file:")
+
+
+def test_report_writes_the_gallery(indexed, capsys, tmp_path):
+    library, summary = indexed
+    out = tmp_path / "best of.html"
+    code, stdout, _ = run(capsys, "report", "--db", library / ".aes-index.db", "--out", out, "--json")
+    data = json.loads(stdout)
+    assert code == 0 and out.is_file() and data["photos"] == summary["files"] and data["errors"] == summary["errors"]
+    assert data["thumbs_made"] == summary["scored"] and (tmp_path / "best of_thumbs").is_dir()

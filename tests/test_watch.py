@@ -162,6 +162,20 @@ def test_ratings_follow_as_photos_are_scored(tmp_path, settings):
     assert all(1 <= r <= 5 for r in ratings) and len(set(ratings)) > 1
 
 
+def test_index_inside_the_library_does_not_keep_the_watcher_busy(tmp_path, settings):
+    """The default: .aes-index.db (and the status file) in the library root. Their writes
+    must not count as library changes that never settle."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    db = root / ".aes-index.db"
+    with RunningWatcher(root, db, settings, WatchConfig(stable_seconds=1.0, rescan_seconds=3600, tick=0.1)) as running:
+        wait_for(lambda: read_status(db) and read_status(db)["state"] == "idle", what="idle")
+        for i in range(3):
+            make_photo(root / f"p{i}.jpg", seed=40 + i)
+        wait_for(lambda: len(scored_paths(db)) == 3, timeout=60, what="photos next to the index")
+        wait_for(lambda: len(running.watcher.pending) == 0, timeout=10, what="an empty queue")
+
+
 def test_periodic_rescan_catches_missed_events(tmp_path, settings, monkeypatch):
     """Events get lost (NAS, overflow): the periodic rescan finds the files anyway."""
     import aes_index.watch as watch_module

@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="the background watcher's state")
     status.set_defaults(handler=cmd_status)
 
+    report = commands.add_parser("report", parents=[common], help="write the sort-by-aesthetic gallery: one static HTML page")
+    report.add_argument("--out", type=Path, default=Path("gallery.html"), help="page to write (default gallery.html; thumbnails go to gallery_thumbs/ beside it)")
+    report.add_argument("--thumb-size", type=int, default=256, metavar="PX", help="thumbnails' short side in pixels (default 256)")
+    policy = report.add_argument_group("rating options (the stars the page shows)")
+    policy.add_argument("--policy", choices=("percentile", "threshold"), help="percentile (default) or threshold cut points")
+    policy.add_argument("--cuts", help="cut points for 2,3,4,5 stars (default percentiles 10,35,70,95)")
+    policy.add_argument("--reject-below", help="scores below this get darktable's reject (-1)")
+    report.set_defaults(handler=cmd_report)
+
     doctor = commands.add_parser("doctor", parents=[common], help="check device, weights, head and index health")
     doctor.add_argument("--models", action="store_true", help="also list open_clip's model names")
     doctor.set_defaults(handler=cmd_doctor)
@@ -506,6 +515,38 @@ def status_text(status: dict) -> str:
     return (
         f"watcher   {state}\nuptime    {status['uptime_seconds']:.0f} s\nqueue     {status['queue']} files\n"
         f"scored    {status['scored']}, errors {status['errors']}\nlast      {last}"
+    )
+
+
+def cmd_report(args) -> int:
+    from .ratings import RatingPolicy
+    from .report import build_report
+
+    settings = settings_from(args)
+    policy = RatingPolicy.parse(settings.policy, settings.cuts, settings.reject_below)
+    with open_index(settings) as index:
+        summary = build_report(
+            index, args.out, head_id=_report_head_id(index, settings), thumb_size=args.thumb_size,
+            progress=progress_for(args), policy=policy,
+        )
+    emit(args, summary.as_dict(), lambda: report_line(summary))
+    return ExitCode.OK
+
+
+def _report_head_id(index, settings: Settings) -> str:
+    """--head as a head id the index lists (`aes-index stats`), else read as `top` reads it."""
+    if settings.head in {head["id"] for head in index.scored_heads()}:
+        return settings.head
+    return _head_id_for_listing(index, settings)
+
+
+def report_line(summary) -> str:
+    thumbs = f"{summary.thumbs_made} made, {summary.thumbs_cached} cached"
+    if summary.thumbs_failed:
+        thumbs += f", {summary.thumbs_failed} could not be made (placeholders)"
+    return (
+        f"report: {summary.out_path}: {summary.photos} photos, {summary.errors} failed to decode; "
+        f"thumbnails {thumbs}; {summary.seconds:.1f} s"
     )
 
 

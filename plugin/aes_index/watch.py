@@ -89,8 +89,10 @@ class PendingPaths:
         self._seen: dict[str, tuple[tuple[int, int] | None, float]] = {}  # path -> (stat, since)
 
     def add(self, path: str) -> None:
+        """Queue a path; an event on a path already waiting changes nothing: its size
+        and mtime, not the events, tell when it has settled."""
         with self._lock:
-            self._seen[path] = (None, time.monotonic())
+            self._seen.setdefault(path, (None, time.monotonic()))
 
     def __len__(self) -> int:
         with self._lock:
@@ -134,6 +136,10 @@ def _make_handler(pending: PendingPaths, exclude: Sequence[str]):
     class Handler(FileSystemEventHandler):
         def on_any_event(self, event):
             if event.event_type in ("opened", "closed_no_write"):
+                return
+            if event.is_directory and event.event_type == "modified":
+                # A folder's mtime moves whenever anything in it changes, our own index
+                # and status files included; its photos bring their own events.
                 return
             for path in (event.src_path, getattr(event, "dest_path", "")):
                 if path and (event.is_directory or is_candidate_name(os.path.basename(path), exclude)):

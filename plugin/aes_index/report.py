@@ -1,0 +1,454 @@
+"""The "sort by aesthetic" gallery: one static HTML page built from the index.
+
+`build_report` writes ``gallery.html`` plus a sibling folder ``gallery_thumbs/`` of cached
+JPEG thumbnails. The page opens from disk (file://) with no server and no network: CSS and
+JS are inline, the data is embedded as JSON, and thumbnails are referenced by relative URL.
+
+Why thumbnails are files and not data: URIs: a 50k-photo library has 50k thumbnails of
+~15 KB; inlined as base64 that is a ~1 GB page the browser must parse before showing
+anything. Files load lazily (only the visible grid rows), and the folder doubles as the
+thumbnail cache: a thumbnail is named by the image's fingerprint and size, so it is made once
+and survives renames, moves and metadata edits of the photo; only missing ones are made.
+
+Thumbnails go through `aes_index.decode.decode_image`, the indexer's own decode path, so
+RAW previews, HEIC and EXIF orientation work as they do for scoring. A photo that cannot be
+decoded gets a placeholder in the page with its message; it never stops the build.
+
+The page shows the photos in exactly the order `Index.scores(head)` returns (best first),
+then the photos whose decoding failed (no score, shown with their error). Stars and
+percentiles come from `ratings` over the library's scores for that head; the stars
+aes-index actually wrote come from the journal (`journal.TABLE`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import journal
+from .decode import decode_image
+from .errors import AesIndexError, ConfigError, ExitCode, IndexUnavailable
+from .ratings import RatingPolicy, cut_points, percentile_ranks, reject_point, stars_for
+from .store import ERROR, Index
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "report_template.html"
+DATA_PLACEHOLDER = "__GALLERY_DATA__"
+SCRIPT_HASH_PLACEHOLDER = "__SCRIPT_HASH__"
+HISTOGRAM_BINS = 40
+THUMB_QUALITY = 82
+MIN_THUMB_SIZE = 16
+# One row per photo in the page's JSON, as arrays (50k objects with repeated keys would
+# add megabytes); the page turns them back into objects using these names.
+COLUMNS = ("id", "folder", "name", "score", "std", "percentile", "stars", "written", "thumb", "error", "thumbError")
+
+
+class ReportUnwritable(AesIndexError):
+    """The page or its thumbnail folder cannot be written (bad --out, full disk, ...)."""
+
+    exit_code = ExitCode.USAGE
+
+
+@dataclass
+class ReportSummary:
+    out_path: str
+    thumbs_dir: str
+    head_id: str
+    photos: int  # in the page: scored + errors
+    scored: int
+    errors: int  # photos whose decoding failed when indexed
+    thumbs_made: int
+    thumbs_cached: int
+    thumbs_failed: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Photo:
+    image_id: int
+    path: str
+    score: float  # NaN: not scored (its decoding failed)
+    std: float | None
+    thumb_key: str  # names its cached thumbnail
+    error: str | None  # the index's decode error
+
+
+class NoProgress:
+    def start(self, stage: str, total: int | None = None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_report(
+    index: Index,
+    out_path: str | os.PathLike,
+    head_id: str | None = None,
+    thumb_size: int = 256,
+    cache_dir: str | os.PathLike | None = None,
+    progress=None,
+    *,
+    policy: RatingPolicy = RatingPolicy(),
+    workers: int | None = None,
+) -> ReportSummary:
+    """Write the gallery page for `head_id` (default: the active head) to `out_path`.
+
+    cache_dir: the thumbnail folder (default: `<out stem>_thumbs` beside the page); the
+    page refers to it by a relative URL, so keep the two together when moving them.
+    thumb_size: the thumbnails' short side in pixels (the grid crops them to squares).
+    workers: threads making thumbnails (decoding releases the GIL); 0 = inline.
+    """
+    if thumb_size < MIN_THUMB_SIZE:
+        raise ConfigError(f"thumbnail size must be at least {MIN_THUMB_SIZE} px, not {thumb_size}")
+    started = time.monotonic()
+    out_path = Path(out_path).absolute()
+    thumbs_dir = Path(cache_dir).absolute() if cache_dir else default_thumbs_dir(out_path)
+    head_id = head_id or _active_head(index)
+    photos = load_photos(index, head_id)
+    thumbs = make_thumbnails(photos, thumbs_dir, thumb_size, progress or NoProgress(), workers)
+    data = page_data(index, head_id, photos, thumbs, policy, _relative_url(thumbs_dir, out_path.parent))
+    write_page(out_path, data)
+    return ReportSummary(
+        out_path=str(out_path),
+        thumbs_dir=str(thumbs_dir),
+        head_id=head_id,
+        photos=len(photos),
+        scored=sum(p.error is None for p in photos),
+        errors=sum(p.error is not None for p in photos),
+        thumbs_made=thumbs.made,
+        thumbs_cached=thumbs.cached,
+        thumbs_failed=len(thumbs.failures),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def default_thumbs_dir(out_path: Path) -> Path:
+    return out_path.with_name(f"{out_path.stem}_thumbs")
+
+
+def _active_head(index: Index) -> str:
+    head_id = index.active_head_id()
+    if head_id is None:
+        raise IndexUnavailable("nothing scored yet: run `aes-index rebuild`")
+    return head_id
+
+
+# --------------------------------------------------------------------------- reading the index
+
+
+def load_photos(index: Index, head_id: str) -> list[Photo]:
+    """Scored photos in the database's order for this head, then the decode failures."""
+    facts = _image_facts(index)
+    scored = [_scored_photo(row, facts[row["image_id"]]) for row in index.scores(head_id)]
+    seen = {photo.image_id for photo in scored}
+    failed = [_failed_photo(i, fact) for i, fact in facts.items() if fact["status"] == ERROR and i not in seen]
+    return scored + sorted(failed, key=lambda photo: photo.path)
+
+
+def _image_facts(index: Index) -> dict[int, dict]:
+    # One pass over `images` instead of 50k Index.image() calls.
+    rows = index.db.execute("SELECT id, path, size, mtime_ns, fingerprint, status, error FROM images")
+    keys = ("path", "size", "mtime_ns", "fingerprint", "status", "error")
+    return {row[0]: dict(zip(keys, row[1:])) for row in rows}
+
+
+def _scored_photo(row: dict, fact: dict) -> Photo:
+    score = math.nan if row["score"] is None else row["score"]
+    error = fact["error"] if fact["status"] == ERROR else None
+    return Photo(row["image_id"], row["path"], score, row["std"], _thumb_key(fact), error)
+
+
+def _failed_photo(image_id: int, fact: dict) -> Photo:
+    return Photo(image_id, fact["path"], math.nan, None, _thumb_key(fact), fact["error"] or "could not be decoded")
+
+
+def _thumb_key(fact: dict) -> str:
+    """The fingerprint: a thumbnail then follows the pixels, not the name. Files indexed
+    without one fall back to path + size + mtime, which changes whenever the file does."""
+    if fact["fingerprint"]:
+        return fact["fingerprint"]
+    identity = f"{fact['path']}\0{fact['size']}\0{fact['mtime_ns']}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(identity, digest_size=16).hexdigest()
+
+
+def written_stars(index: Index) -> dict[str, dict[str, int | None]]:
+    """image path -> {target: stars} of what aes-index wrote last and has not undone."""
+    if not index.db[journal.TABLE].exists():
+        return {}
+    sql = (
+        f"SELECT image_path, target, new_rating FROM {journal.TABLE} WHERE id IN "
+        f"(SELECT MAX(id) FROM {journal.TABLE} WHERE undone_at IS NULL GROUP BY image_path, target)"
+    )
+    written: dict[str, dict[str, int | None]] = {}
+    for path, target, stars in index.db.execute(sql):
+        written.setdefault(path, {})[target] = stars
+    return written
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+
+@dataclass
+class Thumbnails:
+    folder: Path
+    size: int
+    made: int = 0
+    cached: int = 0
+    failures: dict[int, str] = field(default_factory=dict)  # image id -> why there is none
+
+    def relative_name(self, photo: Photo) -> str:
+        return f"{photo.thumb_key[:2]}/{photo.thumb_key}-{self.size}.jpg"
+
+    def file_for(self, photo: Photo) -> Path:
+        return self.folder / self.relative_name(photo)
+
+
+def make_thumbnails(
+    photos: Sequence[Photo], folder: Path, size: int, progress, workers: int | None = None
+) -> Thumbnails:
+    """Make the missing thumbnails. Photos whose decoding already failed are skipped:
+    the index holds their error, and retrying a broken RAW's every route is slow."""
+    thumbs = Thumbnails(folder, size)
+    _make_folder(folder)
+    wanted = [p for p in photos if p.error is None]
+    missing = [p for p in wanted if not thumbs.file_for(p).is_file()]
+    thumbs.cached = len(wanted) - len(missing)
+    progress.start("thumbnails", len(missing))
+    try:
+        for photo, problem in zip(missing, _map(lambda p: _make_thumbnail(p, thumbs), missing, workers)):
+            if problem is None:
+                thumbs.made += 1
+            else:
+                thumbs.failures[photo.image_id] = problem
+            progress.advance()
+    finally:
+        progress.finish()
+    return thumbs
+
+
+def _map(function, items: Sequence, workers: int | None) -> Iterator:
+    """map(), on threads unless workers == 0; on any failure the queued work is dropped."""
+    if workers == 0 or len(items) < 2:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        try:
+            yield from pool.map(function, items)
+        except BaseException:  # GeneratorExit included: nobody wants the rest
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def _make_thumbnail(photo: Photo, thumbs: Thumbnails) -> str | None:
+    """None when the thumbnail was written, else the one-line reason for the placeholder."""
+    try:
+        image = decode_image(photo.path, min_side=thumbs.size)
+    except Exception as exc:  # decode_image raises DecodeError; anything else is one photo's bug
+        log.debug("no thumbnail for %s", photo.path, exc_info=True)
+        return str(exc) or type(exc).__name__
+    _save_jpeg(_shrink_to_short_side(image, thumbs.size), thumbs.file_for(photo))
+    return None
+
+
+def _shrink_to_short_side(image, size: int):
+    """decode_image leaves the short side in [size, 2*size): bring it to `size`."""
+    scale = size / min(image.size)
+    if scale >= 1:
+        return image
+    width, height = (max(1, round(side * scale)) for side in image.size)
+    return image.resize((width, height), reducing_gap=2.0)
+
+
+def _save_jpeg(image, target: Path) -> None:
+    # Write then rename: an interrupted build must not leave a truncated file that the
+    # next build would take as a cached thumbnail. No fsync: it is a cache.
+    _make_folder(target.parent)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        image.save(partial, "JPEG", quality=THUMB_QUALITY)
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ReportUnwritable(f"cannot write thumbnail {target}: {exc.strerror or exc}") from exc
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportUnwritable(f"cannot create {folder}: {exc.strerror or exc}") from exc
+
+
+# --------------------------------------------------------------------------- the page's data
+
+
+def page_data(
+    index: Index, head_id: str, photos: Sequence[Photo], thumbs: Thumbnails, policy: RatingPolicy, thumbs_url: str
+) -> dict:
+    """Everything the page shows, JSON-ready (no NaN/inf: JSON has neither)."""
+    scores = np.array([p.score for p in photos], dtype=np.float64)
+    reference = scores[np.isfinite(scores)]  # the library's scores for this head
+    stars = stars_for(scores, policy, reference=reference)
+    percentiles = percentile_ranks(scores, reference=reference)
+    folders = FolderTable(index.roots())
+    written = written_stars(index)
+    rows = [
+        _photo_row(photo, folders, float(percentiles[i]), int(stars[i]), written.get(photo.path), thumbs)
+        for i, photo in enumerate(photos)
+    ]
+    return {
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "db": _text(str(index.path)),
+        "head": head_id,
+        "separator": os.sep,
+        "policy": {"kind": policy.kind, "cuts": list(policy.cuts), "rejectBelow": policy.reject_below},
+        "cuts": [_finite_or_none(c) for c in cut_points(reference, policy)],
+        "reject": _finite_or_none(reject_point(reference, policy)),
+        "histogram": histogram(reference),
+        "thumbs": {"base": thumbs_url, "size": thumbs.size},
+        "folders": folders.as_json(),
+        "columns": COLUMNS,
+        "photos": rows,
+    }
+
+
+def _photo_row(photo: Photo, folders: "FolderTable", percentile: float, stars: int, written, thumbs: Thumbnails) -> list:
+    folder, name = os.path.split(photo.path)
+    thumb_error = thumbs.failures.get(photo.image_id)
+    has_thumb = photo.error is None and thumb_error is None
+    values = {
+        "id": photo.image_id,
+        "folder": folders.add(folder),
+        "name": _text(name),
+        "score": _finite_or_none(photo.score),
+        "std": _finite_or_none(photo.std),
+        "percentile": None if math.isnan(percentile) else round(percentile, 2),
+        "stars": stars,
+        "written": written,
+        "thumb": thumbs.relative_name(photo) if has_thumb else None,
+        "error": photo.error,
+        "thumbError": thumb_error,
+    }
+    return [values[column] for column in COLUMNS]
+
+
+class FolderTable:
+    """Each photo's folder as an index into one list; the list also holds every ancestor
+    up to its library root, so that choosing "Photos/2024" includes "Photos/2024/June"."""
+
+    def __init__(self, roots: Sequence[str]):
+        # Longest first, so that a root nested in another labels its own photos.
+        self.roots = sorted((os.path.normpath(r) for r in roots), key=len, reverse=True)
+        self.index: dict[str, int] = {}
+
+    def add(self, folder: str) -> int:
+        if folder not in self.index:
+            self.index[folder] = len(self.index)
+            parent = os.path.dirname(folder)
+            if parent != folder and not self._is_root_or_outside(folder):
+                self.add(parent)
+        return self.index[folder]
+
+    def _is_root_or_outside(self, folder: str) -> bool:
+        return self._root_of(folder) in (None, folder)
+
+    def _root_of(self, folder: str) -> str | None:
+        return next((r for r in self.roots if folder == r or folder.startswith(r + os.sep)), None)
+
+    def label(self, folder: str) -> str:
+        """Relative to the root's parent ("Photos/2024"): names which root it is in too."""
+        root = self._root_of(folder)
+        return folder if root is None else os.path.relpath(folder, os.path.dirname(root))
+
+    def as_json(self) -> list[dict]:
+        return [{"path": _text(f), "label": _text(self.label(f))} for f in self.index]
+
+
+def histogram(scores: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict:
+    if scores.size == 0:
+        return {"edges": [], "counts": []}
+    counts, edges = np.histogram(scores, bins=bins)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _text(value: str) -> str:
+    """A path as showable text: bytes that are not UTF-8 (surrogate escapes) become U+FFFD,
+    since they cannot be written into a UTF-8 page."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _relative_url(target: Path, page_folder: Path) -> str:
+    """The URL of folder `target` as seen from a page in `page_folder`, ending in '/'."""
+    try:
+        relative = Path(os.path.relpath(target, page_folder)).as_posix()
+    except ValueError:  # another drive on Windows: no relative path exists
+        return target.as_uri() + "/"
+    return urllib.parse.quote(relative) + "/"
+
+
+# --------------------------------------------------------------------------- writing the page
+
+
+def render_page(data: dict) -> str:
+    template = resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
+    page = template.replace(SCRIPT_HASH_PLACEHOLDER, _script_hash(template), 1)
+    return page.replace(DATA_PLACEHOLDER, embeddable_json(data), 1)
+
+
+def _script_hash(template: str) -> str:
+    """The CSP source that lets the page's one inline script run, and nothing else."""
+    script = re.search(r"<script>(.*?)</script>", template, re.DOTALL).group(1)
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return "sha256-" + base64.b64encode(digest).decode("ascii")
+
+
+def embeddable_json(data) -> str:
+    """JSON that cannot end its <script> element early or open an HTML comment.
+
+    A file may be called `</script><script>alert(1)</script>.jpg` (as folder "<" holding
+    "script>..."). Inside JSON, "<" only occurs in strings, where "\\u003c" means the same,
+    so escaping every "<" (and ">" and "&", for good measure) leaves the data unchanged.
+    U+2028/U+2029 are escaped for older JS parsers that took them as line ends.
+    """
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
+def write_page(out_path: Path, data: dict) -> None:
+    html = render_page(data)
+    partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
+    try:
+        partial.write_text(html, encoding="utf-8")
+        os.replace(partial, out_path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ReportUnwritable(f"cannot write {out_path}: {exc.strerror or exc}") from exc
