@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .config import DB_FILENAME, Settings, load_settings
-from .errors import AesIndexError, ConfigError, ExitCode, IndexUnavailable
+from .errors import ConfigError, ExitCode, IndexUnavailable, run_reporting_errors
 
 log = logging.getLogger("aes_index")
 
@@ -583,22 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.debug:  # exiv2 reports every odd maker note; the per-file error is what counts
         logging.getLogger("exiv2").setLevel(logging.CRITICAL)
-    try:
-        return args.handler(args)
-    except AesIndexError as exc:
-        print(f"aes-index: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except BrokenPipeError:  # `aes-index top | head`: the reader left; that's fine
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return ExitCode.OK
-    except KeyboardInterrupt:
-        print("aes-index: interrupted; finished batches are saved, run the command again to continue", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except Exception as exc:  # a bug: one line for users, the traceback for --debug
-        if args.debug:
-            raise
-        print(f"aes-index: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
-        return ExitCode.INTERNAL
+    return run_reporting_errors("aes-index", lambda: args.handler(args), debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,33 @@ class SidecarError(AesIndexError):
     """An XMP sidecar we refuse to touch (hostile, malformed, too large). Recorded per file."""
 
     exit_code = ExitCode.FILE_ERRORS
+
+
+def run_reporting_errors(prog: str, command, debug: bool = False) -> int:
+    """Run a CLI command; turn what it raises into one line on stderr and an exit code.
+
+    Shared by `aes-index` and `aes-train`: an AesIndexError is the user's error (its
+    message and code), Ctrl-C keeps what finished, a closed pipe is no error, and
+    anything else is a bug, shown with its traceback only under --debug.
+    """
+    import os
+    import sys
+
+    try:
+        return command()
+    except AesIndexError as exc:
+        if debug:
+            raise
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # `aes-index top | head`: the reader left; that's fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished work is saved, run the command again to continue", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        return ExitCode.INTERNAL

@@ -7,6 +7,7 @@
     evaluate  test-split metrics beside the paper's Table 1
     export    a head + model card into aes-index's shipped heads folder
     personal  a head from your own star ratings in an aes-index library
+    distort   a head that ranks good photos above filter-distorted versions of them
 
 Errors are aes_index AesIndexErrors: one line `aes-train: ...` and aes-index's exit codes.
 """
@@ -21,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from aes_index.errors import AesIndexError, ConfigError, ExitCode
+from aes_index.errors import ConfigError, ExitCode, run_reporting_errors
 
 from . import ava
 
@@ -130,6 +131,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--treat-as-unrated", default="", metavar="STARS",
                    help="comma-separated star values that are no judgement, e.g. 1 (darktable rates every import 1 star)")
     p.set_defaults(handler=cmd_personal)
+
+    p = commands.add_parser("distort", parents=[common, model], help="a head that ranks good photos above distorted versions of them")
+    source = p.add_argument_group("good photos (one of)").add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", metavar="DIR", help="a folder of good photos")
+    source.add_argument("--from-index", nargs="?", const="", metavar="DB",
+                        help="the photos you rated --min-stars or more in an aes-index library (default: .aes-index.db "
+                             "found from here upwards); also measures SRCC against your ratings")
+    p.add_argument("--min-stars", type=int, default=4, help="with --from-index: the rating a good photo has (default %(default)s)")
+    p.add_argument("--treat-as-unrated", default="", metavar="STARS", help="with --from-index: star values that are no judgement, e.g. 1")
+    p.add_argument("--out", help="head file to write (default <name>.safetensors)")
+    p.add_argument("--name", help="head name (default distort-rank-<backbone>)")
+    p.add_argument("--distortions", help="comma-separated subset of blur, noise, jpeg, overexpose, underexpose, desaturate, contrast, colour-cast, tilt (default all)")
+    p.add_argument("--levels", type=int, default=4, help="graded strengths per distortion (default %(default)s)")
+    p.add_argument("--loss", choices=("logistic", "margin"), default="logistic", help="RankNet logistic (default) or margin ranking loss")
+    p.add_argument("--margin", type=float, default=1.0, help="margin of --loss margin (default %(default)s)")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, help="pairs per step (default %(default)s)")
+    p.add_argument("--max-epochs", type=int, default=100)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--test-fraction", type=float, default=0.2, help="photos held out to measure (default %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="photos held out for early stopping (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the distortions, the split and training (default %(default)s)")
+    p.add_argument("--embed-batch", type=int, default=0, help="images per model batch (default 256 on GPU, 32 on CPU)")
+    p.add_argument("--save-images", metavar="DIR", help="also write every version as PNG, to look at")
+    p.add_argument("--personal-out", metavar="FILE",
+                   help="with --from-index: also fit a personal head on your ratings, started from this head")
+    p.set_defaults(handler=cmd_distort)
     return parser
 
 
@@ -492,27 +521,194 @@ def cmd_personal(args, argv) -> int:
     return ExitCode.OK
 
 
+def cmd_distort(args, argv) -> int:
+    import numpy as np
+
+    from aes_index.heads import save_head
+
+    from .distort import DistortConfig, embed_versions, folder_photos, parse_distortions
+    from .ranking import PARTS, RankConfig, pairs_of, pairwise_accuracy, ranking_head, ranking_pairs, split_photos, train_ranker
+
+    out = Reporter(args)
+    distort_config = DistortConfig(parse_distortions(args.distortions), args.levels, args.seed)
+    rank_config = RankConfig(
+        loss=args.loss, margin=args.margin, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
+        max_epochs=args.max_epochs, patience=args.patience, seed=args.seed,
+        test_fraction=args.test_fraction, val_fraction=args.val_fraction,
+    )
+    if args.personal_out and args.from_index is None:
+        raise ConfigError("--personal-out needs --from-index: the ratings it learns from are in the index")
+    rated, personal_config = None, None
+    if args.images is not None:
+        photos = folder_photos(Path(args.images).expanduser())
+        data = {"source": "folder", "folder": Path(args.images).name, "photos": len(photos)}
+    else:
+        rated, personal_config, db = _rated_library(args)
+        photos = rated.good(args.min_stars)
+        data = {"source": "your aes-index library", "min_stars": args.min_stars, "photos": len(photos), "rated": len(rated)}
+        out.log(f"{len(photos)} photos rated {args.min_stars} stars or more, of {len(rated)} rated photos in {db}")
+    # The split is fixed before decoding: a photo that fails to decode moves no other photo.
+    parts = split_photos([p.key for p in photos], rank_config)
+    if rated is not None:
+        parts = {**_split_the_rest(rated, parts, rank_config), **parts}
+        if args.personal_out:
+            _check_enough_ratings(rated, parts, personal_config)
+
+    backbone = load_model(args)
+    batch = args.embed_batch or (256 if backbone.device.type == "cuda" else 32)
+    variants = len(distort_config.distortions) * distort_config.levels + 1
+    out.log(f"embedding {len(photos)} photos x {variants} versions with {backbone.key}")
+    versions = embed_versions(backbone, photos, distort_config, batch, args.save_images,
+                              on_photo=lambda n: out.log(f"{n} of {len(photos)} photos embedded") if n % 50 == 0 else None)
+    for photo, reason in versions.failed:
+        out.log(f"skipped: {reason}")
+
+    pairs = ranking_pairs(versions)
+    train, val, test = (pairs_of(pairs, versions, parts, part) for part in PARTS)
+    out.log(f"training on {len(train)} pairs, early stopping on {len(val)}, testing on {len(test)}")
+    result = train_ranker(rank_config, versions.pooled, train, val, out.log)
+    scores = result.scores(versions.pooled)
+    photo_part = np.array([parts[int(k)] for k in versions.photo], dtype=object)
+    training_originals = versions.pooled[(versions.levels == 0) & (photo_part == "train")]
+    tested = {int(k) for k in versions.photo[photo_part == "test"]}
+    metrics = {"split": "test", "photos": len(tested), **pairwise_accuracy(scores, test)}
+    name = args.name or f"distort-rank-{slug(backbone.key)}"
+    metadata = {
+        "config": {"distort": distort_config.as_dict(), "rank": rank_config.as_dict()},
+        "data": {**data, "embedded": len(np.unique(versions.photo)), "failed_to_decode": len(versions.failed),
+                 "versions": len(versions), "preprocess": backbone.info.preprocess.describe()},
+        "split": {"method": "seeded-hash of photos, lowest hashes", "seed": args.seed,
+                  **{part: sum(1 for p in photos if parts[p.key] == part) for part in PARTS}},
+        "val_metrics": pairwise_accuracy(scores, val),
+        **provenance(argv),
+    }
+    head = ranking_head(name, result, training_originals, backbone.key, metadata)
+    if rated is not None:
+        metrics.update(_srcc_against_ratings(head, rated, parts))
+    head = with_metadata(head, metrics=metrics)
+    path = save_head(head, args.out or f"{slug(name)}.safetensors")
+
+    lines = _distort_summary(metrics, path)
+    data_out = {"head": str(path), "name": name, "metrics": metrics, "history": result.history,
+                "failed": [{"path": p.path, "reason": r} for p, r in versions.failed]}
+    if args.personal_out:
+        personal_path, personal_metrics = _warm_personal(args, argv, head, rated, parts, personal_config)
+        lines += _warm_summary(personal_metrics, personal_path)
+        data_out["personal"] = {"head": str(personal_path), "metrics": personal_metrics}
+    out.result(data_out, "\n".join(lines))
+    return ExitCode.FILE_ERRORS if versions.failed else ExitCode.OK
+
+
+def _rated_library(args):
+    """(RatedPhotos, PersonalConfig, db path) of the index --from-index names."""
+    from aes_index.backbone import backbone_key, resolve_model_name
+    from aes_index.errors import IndexUnavailable
+    from aes_index.library import find_db
+    from aes_index.store import Index
+
+    from .distort import rated_photos
+    from .personal import PersonalConfig
+
+    db = Path(args.from_index).expanduser() if args.from_index else find_db()
+    if db is None:
+        raise IndexUnavailable("no .aes-index.db here or in any parent folder; pass --from-index DB or run `aes-index rebuild PATH`")
+    try:
+        unrated = tuple(int(w) for w in _words(args.treat_as_unrated))
+    except ValueError:
+        raise ConfigError(f"--treat-as-unrated takes star values like 1 or 0,1; got {args.treat_as_unrated!r}") from None
+    config = PersonalConfig(seed=args.seed, treat_as_unrated=unrated)
+    settings = settings_from(args)
+    key = backbone_key(resolve_model_name(settings.model), settings.pretrained)
+    with Index(db, create=False) as index:
+        return rated_photos(index, key, config), config, db
+
+
+def _split_the_rest(rated, good_parts: dict, config) -> dict:
+    """Parts for the rated photos that are not good ones, split on their own (stratified):
+    their test part joins the good test photos to measure SRCC, never seen in training."""
+    import numpy as np
+
+    from .ranking import assign_parts
+
+    rest = np.array([int(i) for i in rated.ids if int(i) not in good_parts], dtype=np.int64)
+    if len(rest) == 0:
+        return {}
+    return dict(zip(rest.tolist(), assign_parts(rest, config.test_fraction, config.val_fraction, config.seed).tolist()))
+
+
+def _test_mask(rated, parts: dict):
+    import numpy as np
+
+    return np.array([parts.get(int(i)) == "test" for i in rated.ids], dtype=bool)
+
+
+def _srcc_against_ratings(head, rated, parts: dict) -> dict:
+    """SRCC of the head's scores and your stars, on held-out photos only."""
+    import numpy as np
+
+    from .metrics import spearman
+
+    test = _test_mask(rated, parts)
+    srcc = spearman(head.predict(rated.pooled[test], None).score, rated.stars[test]) if test.sum() > 1 else float("nan")
+    return {"srcc": None if np.isnan(srcc) else round(float(srcc), 4), "srcc_photos": int(test.sum())}
+
+
+def _check_enough_ratings(rated, parts: dict, config) -> None:
+    """Before the long part: will the ratings be enough for --personal-out?"""
+    import numpy as np
+
+    from .errors import NotEnoughData
+
+    fit = ~_test_mask(rated, parts)
+    if fit.sum() < max(config.folds, 5) or len(np.unique(rated.stars[fit])) < 2:
+        raise NotEnoughData(
+            f"{len(rated)} rated photos ({int(fit.sum())} to fit on) with {len(np.unique(rated.stars))} different ratings; "
+            f"--personal-out needs at least {max(config.folds, 5)} to fit on, with two or more different star values"
+        )
+
+
+def _warm_personal(args, argv, prior_head, rated, parts: dict, config):
+    from aes_index.heads import save_head
+
+    from .warmstart import warm_head, warm_personal
+
+    tensors, metrics, alpha = warm_personal(rated.pooled, rated.stars, _test_mask(rated, parts), prior_head, config)
+    head = warm_head(tensors, metrics, alpha, prior_head, rated.pooled.shape[1], len(rated), provenance(argv))
+    return save_head(head, args.personal_out), metrics
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _distort_summary(m: dict, path) -> list[str]:
+    lines = [
+        f"distortion ranking: pairwise accuracy {_fmt(m['pairwise_accuracy'])} on {m['pairs']} pairs of {m['photos']} held-out photos "
+        f"(original vs distorted {_fmt(m['original_vs_distorted'])}, milder vs stronger {_fmt(m['milder_vs_stronger'])})",
+        "  by distortion: " + ", ".join(f"{name} {_fmt(value)}" for name, value in m["by_distortion"].items()),
+    ]
+    if "srcc" in m:
+        lines.append(f"  SRCC {_fmt(m['srcc'])} against your ratings of {m['srcc_photos']} held-out photos")
+    lines += [f"head written to {path}", f"use it:  aes-index rescore --head {shlex.quote(str(path))}"]
+    return lines
+
+
+def _warm_summary(m: dict, path) -> list[str]:
+    return [
+        f"personal head started from it: SRCC {_fmt(m['srcc'])} on {m['n']} held-out rated photos "
+        f"(distortion head alone {_fmt(m['srcc_prior_only'])}, ratings alone {_fmt(m['srcc_ratings_only'])})",
+        f"head written to {path}",
+        f"use it:  aes-index rescore --head {shlex.quote(str(path))}",
+    ]
+
+
 # --- entry point -------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args, argv)
-    except AesIndexError as exc:
-        if args.debug:
-            raise
-        print(f"aes-train: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("aes-train: interrupted; finished work is saved, run the command again to continue", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except Exception as exc:  # a bug: one line for users, the traceback for --debug
-        if args.debug:
-            raise
-        print(f"aes-train: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
-        return ExitCode.INTERNAL
+    return run_reporting_errors("aes-train", lambda: args.handler(args, argv), debug=args.debug)
 
 
 if __name__ == "__main__":
