@@ -166,3 +166,13 @@ def test_preprocessing_matches_open_clip_transform(tiny_model):
 def test_backbone_info_round_trips_through_json(tiny_model):
     backbone = load_backbone(tiny_model["config"], "random", device="cpu", dtype="fp32")
     assert BackboneInfo.from_json(backbone.info.as_json()) == backbone.info
+
+
+def test_text_encoding_without_padding_equals_open_clips(tiny_model):
+    """The trimmed fast path gives open_clip's own encode_text vectors."""
+    backbone = load_backbone(tiny_model["config"], tiny_model["checkpoint"], device="cpu", dtype="fp32")
+    prompts = ["a outstanding picture, of a great white shark", "a horrible picture", "x"]
+    tokenizer = open_clip.get_tokenizer("tiny-clip")
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(tiny_model["model"].encode_text(tokenizer(prompts)), dim=-1).numpy()
+    np.testing.assert_allclose(backbone.encode_text(prompts), expected, atol=1e-5)

@@ -287,8 +287,42 @@ class Backbone:
         with torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
                 tokens = self.tokenizer(list(prompts[start : start + batch_size])).to(self.device)
-                rows.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+                features = _encode_trimmed(self.model, tokens)
+                rows.append(torch.nn.functional.normalize(features, dim=-1).float().cpu().numpy())
         return np.concatenate(rows) if rows else np.zeros((0, self.info.embed_dim), np.float32)
+
+
+def _encode_trimmed(clip, tokens: "torch.Tensor") -> "torch.Tensor":
+    """encode_text without the padding: prompts are ~15 of CLIP's 77 tokens.
+
+    With causal attention nothing after the end-of-text token can change the pooled
+    (argmax = EOT) output, so cutting the padding gives the same vectors for a fraction
+    of the work: building the 2,000-prompt zero-shot ensemble goes from minutes to
+    seconds on a CPU. Only for open_clip's standard CLIP text tower; anything else (and
+    any tokenizer that doesn't pad with 0) takes the full path. A test pins the result
+    to open_clip's own encode_text.
+    """
+    from open_clip.transformer import text_global_pool
+
+    trimmable = (
+        type(clip).__name__ == "CLIP" and getattr(clip, "text_pool_type", None) == "argmax"
+        and getattr(clip, "attn_mask", None) is not None and not isinstance(clip.text_projection, torch_linear())
+    )
+    if not trimmable:
+        return clip.encode_text(tokens)
+    length = int((tokens != 0).sum(dim=1).max())
+    tokens = tokens[:, :length]
+    cast = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(tokens).to(cast) + clip.positional_embedding[:length].to(cast)
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    pooled = text_global_pool(clip.ln_final(x), tokens, "argmax")
+    return pooled @ clip.text_projection
+
+
+def torch_linear():
+    import torch
+
+    return torch.nn.Linear
 
 
 def load_backbone(
