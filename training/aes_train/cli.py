@@ -522,12 +522,10 @@ def cmd_personal(args, argv) -> int:
 
 
 def cmd_distort(args, argv) -> int:
-    import numpy as np
-
     from aes_index.heads import save_head
 
-    from .distort import DistortConfig, embed_versions, folder_photos, parse_distortions
-    from .ranking import PARTS, RankConfig, pairs_of, pairwise_accuracy, ranking_head, ranking_pairs, split_photos, train_ranker
+    from .distort import DistortConfig, embed_versions, parse_distortions
+    from .ranking import RankConfig, ranking_head, split_photos, train_and_measure
 
     out = Reporter(args)
     distort_config = DistortConfig(parse_distortions(args.distortions), args.levels, args.seed)
@@ -538,65 +536,65 @@ def cmd_distort(args, argv) -> int:
     )
     if args.personal_out and args.from_index is None:
         raise ConfigError("--personal-out needs --from-index: the ratings it learns from are in the index")
-    rated, personal_config = None, None
-    if args.images is not None:
-        photos = folder_photos(Path(args.images).expanduser())
-        data = {"source": "folder", "folder": Path(args.images).name, "photos": len(photos)}
-    else:
-        rated, personal_config, db = _rated_library(args)
-        photos = rated.good(args.min_stars)
-        data = {"source": "your aes-index library", "min_stars": args.min_stars, "photos": len(photos), "rated": len(rated)}
-        out.log(f"{len(photos)} photos rated {args.min_stars} stars or more, of {len(rated)} rated photos in {db}")
-    # The split is fixed before decoding: a photo that fails to decode moves no other photo.
-    parts = split_photos([p.key for p in photos], rank_config)
-    if rated is not None:
-        parts = {**_split_the_rest(rated, parts, rank_config), **parts}
-        if args.personal_out:
-            _check_enough_ratings(rated, parts, personal_config)
+    photos, data, rated, personal_config = _good_photos(args, out)
+    # Too few photos or ratings fail now, not after embedding (the split made then differs
+    # from this one only if some photos cannot be decoded).
+    planned = split_photos([p.key for p in photos], rank_config)
+    if args.personal_out:
+        _check_enough_ratings(rated, _parts_of(rated, planned, rank_config), personal_config)
 
     backbone = load_model(args)
     batch = args.embed_batch or (256 if backbone.device.type == "cuda" else 32)
-    variants = len(distort_config.distortions) * distort_config.levels + 1
-    out.log(f"embedding {len(photos)} photos x {variants} versions with {backbone.key}")
+    out.log(f"embedding {len(photos)} photos x {len(distort_config.distortions) * distort_config.levels + 1} versions with {backbone.key}")
     versions = embed_versions(backbone, photos, distort_config, batch, args.save_images,
                               on_photo=lambda n: out.log(f"{n} of {len(photos)} photos embedded") if n % 50 == 0 else None)
-    for photo, reason in versions.failed:
+    for _, reason in versions.failed:
         out.log(f"skipped: {reason}")
 
-    pairs = ranking_pairs(versions)
-    train, val, test = (pairs_of(pairs, versions, parts, part) for part in PARTS)
-    out.log(f"training on {len(train)} pairs, early stopping on {len(val)}, testing on {len(test)}")
-    result = train_ranker(rank_config, versions.pooled, train, val, out.log)
-    scores = result.scores(versions.pooled)
-    photo_part = np.array([parts[int(k)] for k in versions.photo], dtype=object)
-    training_originals = versions.pooled[(versions.levels == 0) & (photo_part == "train")]
-    tested = {int(k) for k in versions.photo[photo_part == "test"]}
-    metrics = {"split": "test", "photos": len(tested), **pairwise_accuracy(scores, test)}
+    # The split that counts is of the photos that decoded: a failure can't leave a part empty.
+    parts = split_photos(versions.photo, rank_config)
+    if rated is not None:
+        parts = _parts_of(rated, parts, rank_config)
+    outcome = train_and_measure(rank_config, versions, parts, out.log)
     name = args.name or f"distort-rank-{slug(backbone.key)}"
     metadata = {
         "config": {"distort": distort_config.as_dict(), "rank": rank_config.as_dict()},
-        "data": {**data, "embedded": len(np.unique(versions.photo)), "failed_to_decode": len(versions.failed),
+        "data": {**data, "embedded": sum(outcome.split.values()), "failed_to_decode": len(versions.failed),
                  "versions": len(versions), "preprocess": backbone.info.preprocess.describe()},
-        "split": {"method": "seeded-hash of photos, lowest hashes", "seed": args.seed,
-                  **{part: sum(1 for p in photos if parts[p.key] == part) for part in PARTS}},
-        "val_metrics": pairwise_accuracy(scores, val),
+        "split": {"method": "seeded-hash of photos, lowest hashes", "seed": args.seed, **outcome.split},
+        "val_metrics": outcome.val_metrics,
         **provenance(argv),
     }
-    head = ranking_head(name, result, training_originals, backbone.key, metadata)
+    head = ranking_head(name, outcome.result, outcome.training_originals, backbone.key, metadata)
+    metrics = dict(outcome.metrics)
     if rated is not None:
         metrics.update(_srcc_against_ratings(head, rated, parts))
     head = with_metadata(head, metrics=metrics)
     path = save_head(head, args.out or f"{slug(name)}.safetensors")
 
     lines = _distort_summary(metrics, path)
-    data_out = {"head": str(path), "name": name, "metrics": metrics, "history": result.history,
-                "failed": [{"path": p.path, "reason": r} for p, r in versions.failed]}
+    result = {"head": str(path), "name": name, "metrics": metrics, "history": outcome.result.history,
+              "failed": [{"path": p.path, "reason": r} for p, r in versions.failed]}
     if args.personal_out:
         personal_path, personal_metrics = _warm_personal(args, argv, head, rated, parts, personal_config)
         lines += _warm_summary(personal_metrics, personal_path)
-        data_out["personal"] = {"head": str(personal_path), "metrics": personal_metrics}
-    out.result(data_out, "\n".join(lines))
+        result["personal"] = {"head": str(personal_path), "metrics": personal_metrics}
+    out.result(result, "\n".join(lines))
     return ExitCode.FILE_ERRORS if versions.failed else ExitCode.OK
+
+
+def _good_photos(args, out):
+    """(photos, data description, RatedPhotos or None, PersonalConfig or None)."""
+    from .distort import folder_photos
+
+    if args.images is not None:
+        photos = folder_photos(Path(args.images).expanduser())
+        return photos, {"source": "folder", "folder": Path(args.images).name, "photos": len(photos)}, None, None
+    rated, personal_config, db = _rated_library(args)
+    photos = rated.good(args.min_stars)
+    out.log(f"{len(photos)} photos rated {args.min_stars} stars or more, of {len(rated)} rated photos in {db}")
+    data = {"source": "your aes-index library", "min_stars": args.min_stars, "photos": len(photos), "rated": len(rated)}
+    return photos, data, rated, personal_config
 
 
 def _rated_library(args):
@@ -623,17 +621,19 @@ def _rated_library(args):
         return rated_photos(index, key, config), config, db
 
 
-def _split_the_rest(rated, good_parts: dict, config) -> dict:
-    """Parts for the rated photos that are not good ones, split on their own (stratified):
-    their test part joins the good test photos to measure SRCC, never seen in training."""
+def _parts_of(rated, good_parts: dict, config) -> dict:
+    """The good photos' parts, and parts for the other rated photos, split on their own
+    (stratified): their test part joins the good test photos to measure SRCC on photos
+    the trainer never saw."""
     import numpy as np
 
     from .ranking import assign_parts
 
     rest = np.array([int(i) for i in rated.ids if int(i) not in good_parts], dtype=np.int64)
     if len(rest) == 0:
-        return {}
-    return dict(zip(rest.tolist(), assign_parts(rest, config.test_fraction, config.val_fraction, config.seed).tolist()))
+        return dict(good_parts)
+    rest_parts = assign_parts(rest, config.test_fraction, config.val_fraction, config.seed)
+    return {**dict(zip(rest.tolist(), rest_parts.tolist())), **good_parts}
 
 
 def _test_mask(rated, parts: dict):

@@ -10,9 +10,10 @@ Each distortion is a function (image, amount, rng) -> image. Its strength runs f
 mild to a strong `amount` (the filter's own parameter: blur sigma, noise std, JPEG
 quality, exposure stops, ...) over `levels` graded steps; level 0 is the original.
 
-Determinism: every (photo, distortion, level) draws from its own random generator,
-seeded by (seed, photo key, distortion, level). The same seed gives byte-identical
-pixels, whichever other distortions or photos a run includes.
+Determinism: every (photo, distortion) draws from its own random generator, seeded by
+(seed, photo key, distortion). The same seed gives byte-identical pixels, whichever
+other distortions or photos a run includes. The levels of one photo share the draws
+(the same noise field, the same tilt direction), so they differ in strength alone.
 
 Distortions are applied to the image decode_image() returns (short side at least the
 model's input size), between the two steps of aes_index.pipeline.prepare(): decode,
@@ -196,10 +197,11 @@ def variant_list(config: DistortConfig) -> list[Variant]:
     return [Variant(ORIGINAL, 0)] + [Variant(name, level) for name in config.distortions for level in range(1, config.levels + 1)]
 
 
-def generator_for(seed: int, photo_key: int, distortion: str, level: int) -> np.random.Generator:
-    """A generator of its own per (photo, distortion, level): results don't depend on
-    which other distortions or photos are in the run, nor on their order."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, photo_key & 0xFFFFFFFFFFFFFFFF, zlib.crc32(distortion.encode()), level])
+def generator_for(seed: int, photo_key: int, distortion: str) -> np.random.Generator:
+    """A generator of its own per (photo, distortion): results don't depend on which
+    other distortions or photos are in the run, nor on their order; and every level
+    of a photo draws the same numbers, so its versions differ in strength only."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, photo_key & 0xFFFFFFFFFFFFFFFF, zlib.crc32(distortion.encode())])
 
 
 def distort(image: Image.Image, variant: Variant, config: DistortConfig, photo_key: int) -> Image.Image:
@@ -207,7 +209,7 @@ def distort(image: Image.Image, variant: Variant, config: DistortConfig, photo_k
     if variant.level == 0:
         return image
     distortion = DISTORTIONS[variant.distortion]
-    rng = generator_for(config.seed, photo_key, variant.distortion, variant.level)
+    rng = generator_for(config.seed, photo_key, variant.distortion)
     return distortion.apply(image.convert("RGB"), distortion.amount(variant.level, config.levels), rng)
 
 
@@ -221,3 +223,158 @@ def parse_distortions(text: str | None) -> tuple[str, ...]:
     """"blur,noise" -> ("blur", "noise"); empty -> all of them."""
     names: Sequence[str] = [w.strip() for w in (text or "").split(",") if w.strip()]
     return tuple(names) or tuple(DISTORTIONS)
+
+
+# --- through the serving pipeline to pooled features -------------------------------------
+
+
+@dataclass(frozen=True)
+class Photo:
+    key: int  # stable per photo: the index's image id, or a hash of the path in the folder
+    path: str
+
+
+@dataclass
+class VersionEmbeddings:
+    """Pooled features of every version of every photo, one row per version."""
+
+    variants: list[Variant]  # what the numbers in `variant` refer to
+    photo: np.ndarray  # (N,) int64 photo key
+    variant: np.ndarray  # (N,) int32 index into `variants`
+    pooled: np.ndarray  # (N, D) float32, rounded through float16 as aes-index stores it
+    failed: list[tuple[Photo, str]]  # photos that could not be decoded, with the reason
+
+    def __len__(self) -> int:
+        return len(self.photo)
+
+    @property
+    def levels(self) -> np.ndarray:
+        return np.array([v.level for v in self.variants], dtype=np.int32)[self.variant]
+
+    def distortion_names(self) -> np.ndarray:
+        return np.array([v.distortion for v in self.variants])[self.variant]
+
+
+def embed_versions(
+    backbone,
+    photos: Sequence[Photo],
+    config: DistortConfig,
+    batch_size: int = 32,
+    save_dir=None,
+    on_photo: Callable[[int], None] | None = None,
+) -> VersionEmbeddings:
+    """Decode each photo once, make its versions in memory, embed them in batches.
+
+    In memory rather than through files and embed_stream: writing every version as a
+    JPEG would add compression artefacts to all of them (and PNGs of 37 versions per
+    photo are slow and large), while decode -> distort -> to_model_pixels is exactly
+    pipeline.prepare() with the filter in between. Decoding and filtering cost a few
+    per cent of the image encoder's time on a CPU, so no worker processes are needed.
+    """
+    from aes_index.decode import decode_image
+    from aes_index.errors import DecodeError
+    from aes_index.pipeline import _embed_batch, to_model_pixels
+
+    spec = backbone.info.preprocess
+    variants = variant_list(config)
+    rows: list[tuple[int, int]] = []
+    pooled: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    failed: list[tuple[Photo, str]] = []
+
+    def flush() -> None:
+        if pending:
+            # _embed_batch: the same model call and float16 rounding as aes-index's indexer
+            pooled.append(_embed_batch(backbone, list(range(len(pending))), pending).pooled)
+            pending.clear()
+
+    for done, photo in enumerate(photos, start=1):
+        try:
+            image = decode_image(photo.path, min_side=spec.size)  # as pipeline.prepare() decodes
+        except DecodeError as exc:
+            failed.append((photo, str(exc)))
+            continue
+        for index, (variant, version) in enumerate(versions(image, config, photo.key)):
+            if save_dir is not None:
+                _save_version(save_dir, photo, variant, version)
+            rows.append((photo.key, index))
+            pending.append(to_model_pixels(version, spec))
+            if len(pending) == batch_size:
+                flush()
+        if on_photo is not None:
+            on_photo(done)
+    flush()
+    keys = np.array([r[0] for r in rows], dtype=np.int64)
+    which = np.array([r[1] for r in rows], dtype=np.int32)
+    matrix = np.concatenate(pooled) if pooled else np.zeros((0, backbone.info.pooled_dim), np.float32)
+    return VersionEmbeddings(variants, keys, which, matrix, failed)
+
+
+def _save_version(folder, photo: Photo, variant: Variant, image: Image.Image) -> None:
+    """PNG (lossless): what is saved is what was embedded, before the model's resize."""
+    from pathlib import Path
+
+    target = Path(folder) / f"{Path(photo.path).stem}-{photo.key:x}"
+    target.mkdir(parents=True, exist_ok=True)
+    image.save(target / f"{variant.label}.png")
+
+
+# --- where the good photos come from ---------------------------------------------------
+
+
+def folder_photos(root) -> list[Photo]:
+    """Every photo under `root` (aes-index's own discovery rules). The key is a hash of
+    the path below `root`, so adding photos later changes no other photo's key."""
+    import hashlib
+    import os
+
+    from aes_index.library import discover
+
+    photos = []
+    for entry in discover([root]):
+        relative = os.path.relpath(entry.path, root).encode("utf-8", "surrogateescape")
+        key = int.from_bytes(hashlib.blake2b(relative, digest_size=7).digest(), "big")
+        photos.append(Photo(key, entry.path))
+    if not photos:
+        raise ConfigError(f"no photos found under {root}")
+    return photos
+
+
+@dataclass
+class RatedPhotos:
+    """The photos of an aes-index library that carry a rating of their owner's."""
+
+    ids: np.ndarray  # (N,) image ids in the index
+    paths: list[str]
+    ratings: np.ndarray  # (N,) the rating as written: -1 (rejected) .. 5
+    stars: np.ndarray  # (N,) as a label: a reject is 0 stars
+    pooled: np.ndarray  # (N, D) float32: the index's cached embeddings of them
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def good(self, min_stars: int) -> list[Photo]:
+        return [Photo(int(i), p) for i, p, r in zip(self.ids, self.paths, self.ratings) if r >= min_stars]
+
+
+def rated_photos(index, backbone_key: str, config) -> RatedPhotos:
+    """Ratings as `aes-train personal` reads them (sidecar, else EXIF; never the ones
+    aes-index wrote), of photos the index holds an embedding of from this backbone."""
+    from aes_index.errors import IndexUnavailable
+
+    from .personal import collect_ratings, indexed_photos, targets
+
+    row = index.backbone(backbone_key)
+    if row is None:
+        known = ", ".join(r["key"] for r in index.backbones()) or "none"
+        raise IndexUnavailable(f"the index has no embeddings from {backbone_key} (it has: {known}); pass its --model/--pretrained")
+    photos = indexed_photos(index, row["id"])
+    path_of = dict(photos)
+    ratings, stars = targets(sorted(collect_ratings(index, photos).values(), key=lambda r: r.image_id), config)
+    ids = [r.image_id for r in ratings]
+    vectors: dict[int, np.ndarray] = {}
+    for chunk_ids, matrix, _ in index.iter_embeddings(row["id"], ids):
+        vectors.update(zip(chunk_ids.tolist(), matrix.astype(np.float32)))
+    pooled = np.stack([vectors[i] for i in ids]) if ids else np.zeros((0, row["pooled_dim"]), np.float32)
+    return RatedPhotos(np.array(ids, dtype=np.int64), [path_of[i] for i in ids],
+                       np.array([r.rating for r in ratings], dtype=np.int64), stars, pooled)
