@@ -254,3 +254,16 @@ def test_index_uses_wal_and_stores_float16_embeddings(index, library, settings):
     assert matrix.dtype == np.float16 and matrix.shape[1] == 64
     assert len(_embedding(index, int(ids[0]))) == 64 * 2
     assert np.all(norms > 0)
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(index, library, settings, caplog):
+    """A legacy-encoded name (Latin-1 from an old camera card or a Windows share)."""
+    source = (library / "2024" / "IMG_0001.jpg").read_bytes()
+    weird = os.path.join(os.fsencode(library / "2024"), b"Stra\xdfe.jpg")  # Latin-1 sharp s
+    with open(weird, "wb") as handle:
+        handle.write(source + b"\x00")
+    summary = indexer.rebuild(index, [str(library)], settings)
+    indexable = photo_paths(library)  # the same discovery: the odd name is left out
+    assert summary.files == len(indexable) and summary.decoded == len(indexable) and summary.errors >= 1
+    assert index.db["images"].count == len(indexable)  # nothing half-stored for the odd name
+    assert any("not valid UTF-8" in r.getMessage() and "Stra\ufffde.jpg" in r.getMessage() for r in caplog.records)

@@ -175,3 +175,14 @@ def test_hostile_sidecar_is_reported_and_the_run_goes_on(photos, capsys):
     report = json.loads(out)
     assert code == 3 and len(report["errors"]) == 1 and "DSC_0006" in report["errors"][0]["path"]
     assert report["written_total"] == 19 and hostile.read_bytes() == before
+
+
+def test_ratings_undo_is_not_blocked_by_a_newer_darktable_run(photos, capsys):
+    from aes_index import journal
+
+    code, out, _ = run(capsys, "apply-ratings", "--db", db_of(photos), "--json")
+    with Index(db_of(photos)) as index:  # darktable's plugin journals its own writes later
+        journal.record(index.db, run_id=10_000, image_path=str(photos / "DSC_0001.jpg"), target="darktable",
+                       target_path=f"{photos / 'DSC_0001.jpg'}#0", old_rating=1, new_rating=4)
+    code, out, _ = run(capsys, "ratings", "undo", "--db", db_of(photos), "--json")
+    assert [r["status"] for r in json.loads(out)].count("deleted") == 20

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--reject-below", help="scores below this get darktable's reject (-1)")
     report.set_defaults(handler=cmd_report)
 
+    _add_darktable_commands(commands, common)
+    _add_digikam_commands(commands)
+
     doctor = commands.add_parser("doctor", parents=[common], help="check device, weights, head and index health")
     doctor.add_argument("--models", action="store_true", help="also list open_clip's model names")
     doctor.set_defaults(handler=cmd_doctor)
@@ -159,6 +162,60 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for name in ("policy", "cuts", "reject_below", "target", "treat_as_unrated"):
         overrides[name] = getattr(args, name, None)
     return load_settings(overrides, config_path=args.config)
+
+
+def _add_darktable_commands(commands, common: argparse.ArgumentParser) -> None:
+    darktable = commands.add_parser("darktable", parents=[common], help="the darktable plugin: install it; the protocol it speaks")
+    actions = darktable.add_subparsers(dest="darktable_command", metavar="ACTION", required=True)
+    protocol = (
+        ("rate", "score the plugin's images; say which rating each may get"),
+        ("top", "score the plugin's images; pick the best --percent of them"),
+        ("undo", "say which of the plugin's images get their rating back"),
+        ("applied", "journal what the plugin set or put back"),
+    )
+    for name, text in protocol:  # spoken by plugin/darktable/aesthetic.lua, not by people
+        action = actions.add_parser(name, parents=[common], help=f"(plugin protocol) {text}")
+        action.add_argument("--request", type=Path, required=True, metavar="FILE", help="the plugin's JSON request")
+        action.add_argument("--response", type=Path, required=True, metavar="FILE", help="where the JSON answer goes")
+        action.set_defaults(handler=cmd_darktable_protocol)
+        if name == "rate":
+            _add_rating_options(action)
+        if name == "top":
+            action.add_argument("--percent", type=float, required=True, help="how much to select, 1-100")
+    for name, handler, text in (
+        ("install", cmd_darktable_install, "put the plugin into darktable's lua/ folder and require it from luarc"),
+        ("uninstall", cmd_darktable_uninstall, "remove the plugin and its luarc line"),
+    ):
+        action = actions.add_parser(name, parents=[common], help=text)
+        action.add_argument("--config-dir", type=Path, metavar="DIR", help="darktable's configuration folder (default ~/.config/darktable)")
+        action.set_defaults(handler=handler)
+
+
+def _add_digikam_commands(commands) -> None:
+    digikam = commands.add_parser("digikam", help="star ratings and tags straight into digiKam's database")
+    actions = digikam.add_subparsers(dest="digikam_command", metavar="ACTION", required=True)
+    sync = actions.add_parser("sync", help="write ratings and Aesthetic tags for the photos digiKam and the index share")
+    _add_digikam_options(sync)
+    _add_rating_options(sync)
+    sync.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+    sync.set_defaults(handler=cmd_digikam_sync)
+    undo = actions.add_parser("undo", help="put back the ratings and tags a sync changed")
+    _add_digikam_options(undo)
+    undo.add_argument("--run", type=int, help="run id (default: the latest sync with writes left)")
+    undo.add_argument("--dry-run", action="store_true", help="report what would be undone")
+    undo.set_defaults(handler=cmd_digikam_undo)
+
+
+def _add_digikam_options(parser: argparse.ArgumentParser) -> None:
+    # Not the common options: there --db names aes-index's index, here digiKam's database.
+    parser.add_argument("--db", dest="digikam_db", type=Path, required=True, metavar="DIGIKAM4_DB", help="digiKam's database, e.g. ~/Pictures/digikam4.db")
+    parser.add_argument("--index", dest="db", default=argparse.SUPPRESS, metavar="PATH", help="aes-index's index (default: as for the other commands)")
+    parser.add_argument("--head", default=argparse.SUPPRESS, help="whose scores to use (default: the latest run's head)")
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="aes-index's config file")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
+
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -567,6 +624,89 @@ def doctor_text(report: dict) -> str:
     if report.get("models"):
         lines.append("models: " + ", ".join(report["models"]))
     return "\n".join(lines)
+
+
+def cmd_darktable_protocol(args) -> int:
+    from . import darktable
+
+    settings = settings_from(args)
+    options = rating_options(args, settings) if args.darktable_command == "rate" else None
+    request = darktable.read_request(args.request)
+    response = darktable.handle(args.darktable_command, request, settings, options, getattr(args, "percent", None))
+    darktable.write_response(args.response, response)
+    return ExitCode.OK
+
+
+def cmd_darktable_install(args) -> int:
+    from .darktable import install
+
+    report = install(args.config_dir)
+    emit(args, report.as_dict(), lambda: darktable_install_text(report, "installed"))
+    return ExitCode.OK
+
+
+def cmd_darktable_uninstall(args) -> int:
+    from .darktable import uninstall
+
+    report = uninstall(args.config_dir)
+    emit(args, report.as_dict(), lambda: darktable_install_text(report, "uninstalled"))
+    return ExitCode.OK
+
+
+def darktable_install_text(report, done: str) -> str:
+    import shutil
+
+    lines = list(report.changed) or [f"nothing to do: the plugin is {done} in {report.config_dir}"]
+    if report.changed:
+        lines.append(f"restart darktable to finish: {done}")
+    if done == "installed" and shutil.which("aes-index") is None:
+        # darktable runs the plugin's "aes-index command" preference; say what to put there.
+        lines.append(f"aes-index is not on PATH: set darktable's lua option 'aesthetic: aes-index command' to {Path(sys.argv[0]).resolve()}")
+    return "\n".join(lines)
+
+
+def cmd_digikam_sync(args) -> int:
+    from .digikam import sync
+
+    settings = settings_from(args)
+    options = rating_options(args, settings)
+    with open_index(settings) as index:
+        report = sync(index, args.digikam_db, options, _head_id_for_listing(index, settings))
+    emit(args, report.as_dict(), lambda: digikam_sync_text(report))
+    return ExitCode.OK
+
+
+def digikam_sync_text(report) -> str:
+    from .rate import stars_summary
+
+    verb = "would write" if report.dry_run else "wrote"
+    lines = [
+        f"{report.matched} of {report.images} digiKam images are scored photos",
+        f"{verb} {sum(report.written.values())} ratings ({stars_summary(report.written)}); {report.unchanged} already right; "
+        f"{report.skipped_manual} manual ratings kept",
+    ]
+    if report.skipped_rejected:
+        lines.append(f"{report.skipped_rejected} rejects left alone: digiKam's rating has no 'rejected'")
+    if report.backup:
+        lines.append(f"backup: {report.backup}")
+    if report.run_id is not None:
+        lines.append(f"run {report.run_id}: `aes-index digikam undo --db {report.database} --run {report.run_id}` puts these back")
+    return "\n".join(lines)
+
+
+def cmd_digikam_undo(args) -> int:
+    from collections import Counter
+
+    from .digikam import undo
+
+    settings = settings_from(args)
+    with open_index(settings) as index:
+        backup, results = undo(index, args.digikam_db, args.run, dry_run=args.dry_run)
+    counts = Counter(result.status for result in results)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to undo"
+    data = {"backup": backup, "results": [vars(result) for result in results]}
+    emit(args, data, lambda: ("dry run: " if args.dry_run else "") + summary + (f"\nbackup: {backup}" if backup else ""))
+    return ExitCode.OK
 
 
 # --- entry point -------------------------------------------------------------------------

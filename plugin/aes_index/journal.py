@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -195,23 +195,32 @@ class UndoResult:
         return self.status in ("restored", "deleted", "kept-manual", "missing")
 
 
-def latest_run(db: sqlite_utils.Database) -> int | None:
-    """The newest run that still has writes not undone; None when there is nothing to undo."""
-    row = db.execute(f"SELECT MAX(run_id) FROM {TABLE} WHERE undone_at IS NULL").fetchone()
+def latest_run(db: sqlite_utils.Database, targets: Sequence[str] = TARGETS) -> int | None:
+    """The newest run that still has writes to `targets` not undone; None when there is nothing to undo."""
+    marks = ",".join("?" * len(targets))
+    row = db.execute(
+        f"SELECT MAX(run_id) FROM {TABLE} WHERE undone_at IS NULL AND target IN ({marks})", list(targets)
+    ).fetchone()
     return row[0]
 
 
-def plan_undo(db: sqlite_utils.Database, run_id: int | None = None) -> list[UndoAction]:
+def plan_undo(
+    db: sqlite_utils.Database, run_id: int | None = None, targets: Sequence[str] = TARGETS
+) -> list[UndoAction]:
     """The undo actions for `run_id` (default: the latest run), newest write first.
 
-    Plans only; nothing is changed. Rows already undone are left out.
+    Only writes to `targets`: `aes-index ratings undo` handles the files (xmp, exif);
+    darktable and digiKam writes are undone by their own commands, and their runs must
+    not stand in the way. Plans only; nothing is changed. Rows already undone are left out.
     """
     if run_id is None:
-        run_id = latest_run(db)
+        run_id = latest_run(db, targets)
         if run_id is None:
             return []
+    marks = ",".join("?" * len(targets))
     rows = db.execute(
-        f"SELECT * FROM {TABLE} WHERE run_id = ? AND undone_at IS NULL ORDER BY id DESC", [run_id]
+        f"SELECT * FROM {TABLE} WHERE run_id = ? AND undone_at IS NULL AND target IN ({marks}) ORDER BY id DESC",
+        [run_id, *targets],
     )
     names = [d[0] for d in rows.description]
     return [_action(db, dict(zip(names, values, strict=True))) for values in rows.fetchall()]

@@ -8,6 +8,7 @@ reported through `on_error` and skipped; the walk goes on.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
@@ -81,12 +82,30 @@ def _walk(folder: str, exclude: tuple[str, ...], on_error) -> Iterator[FileEntry
                 if entry.name not in SKIPPED_DIRS and not entry.name.startswith(".") and entry.name not in exclude:
                     subfolders.append(entry.path)
             elif entry.is_file(follow_symlinks=True) and is_candidate_name(entry.name, exclude):
+                if not _is_utf8(entry.path):
+                    on_error(entry.path, OSError(errno.EILSEQ, "file name is not valid UTF-8; rename it to index it"))
+                    continue
                 info = entry.stat(follow_symlinks=True)
                 yield FileEntry(entry.path, info.st_size, info.st_mtime_ns)
         except OSError as exc:  # vanished or unreadable between listing and stat
             on_error(entry.path, exc)
     for subfolder in subfolders:
         yield from _walk(subfolder, exclude, on_error)
+
+
+def _is_utf8(path: str) -> bool:
+    """Names from a legacy-encoded disk arrive with surrogate escapes, which the index
+    (SQLite text) cannot hold: such a file is reported instead of breaking the run."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """A path as a user can read it, whatever its bytes."""
+    return os.fsencode(path).decode("utf-8", "replace")
 
 
 def fingerprint(path: str | os.PathLike, size: int | None = None) -> str:

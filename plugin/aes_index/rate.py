@@ -224,7 +224,7 @@ def _ids_with_attribute_scores(index: Index) -> set[int]:
 
 def undo(index: Index, run_id: int | None = None, dry_run: bool = False) -> list:
     """Put back every rating a run wrote (default: the latest run with writes left)."""
-    actions = journal.plan_undo(index.db, run_id)
+    actions = journal.plan_undo(index.db, run_id, targets=journal.FILE_TARGETS)
     return journal.execute_undo(index.db, actions, dry_run=dry_run)
 
 

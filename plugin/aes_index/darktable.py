@@ -1,0 +1,419 @@
+"""darktable: the protocol behind the Lua plugin, and the plugin's installer.
+
+darktable ignores a sidecar once it has imported the photo, so star ratings for its images
+go in through its Lua API. The plugin (plugin/darktable/aesthetic.lua; shipped inside this
+package as lua/aesthetic.lua) stays thin: for each action it writes a JSON request to a
+temporary file, runs ``aes-index darktable ACTION --request FILE --response FILE`` and
+applies the JSON answer. Photo paths travel only inside those files, never on a command
+line, so no file name can reach a shell.
+
+Every request carries the images an action is about, with their *current* darktable
+rating, so "manual ratings win" holds inside darktable exactly as in sidecars (the same
+ratings.decide() rule, journal target "darktable", one journal key per darktable image:
+its path + "#" + its duplicate index)::
+
+    {"version": 1, "images": [{"ref": 1, "path": "/p/IMG_1.CR2", "duplicate": 0, "rating": 1}]}
+
+Actions and their answers (``ref`` points back into the request's list):
+
+    rate     score what isn't scored yet, then per image: score, percentile, stars, our tags
+             ("aesthetic|stars|4", "aesthetic|score|70-80%") and, only where the plugin may
+             set it, "rating"; "run" names the run the plugin reports back under
+    top      --percent N: "selected" for the best N% of the request's images by score
+    undo     the rating to put back ("rating") for each image that still holds the stars
+             we set; images a person re-rated since keep theirs ("kept")
+    applied  the plugin's report: {"run": R, "rated": [{path, duplicate, old, new}],
+             "restored": [{path, duplicate, rating}]}; journals the writes / marks them undone
+
+The files are UTF-8 JSON, read and written with surrogateescape: a Linux file name may be
+any bytes but NUL and "/", and comes back byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from . import journal
+from .atomic import atomic_write_bytes
+from .config import DB_FILENAME, Settings
+from .errors import ConfigError
+from .ratings import REJECTED, Action, Decision
+from .store import Index, utcnow
+
+PROTOCOL_VERSION = 1
+TARGET = "darktable"  # the journal target of ratings set through the plugin
+ACTIONS = ("rate", "top", "undo", "applied")
+TAG_ROOT = "aesthetic"
+
+
+class ProtocolError(ConfigError):
+    """A request file that isn't what the plugin writes (wrong version, wrong types)."""
+
+
+@dataclass(frozen=True)
+class DtImage:
+    """One darktable image as the plugin describes it."""
+
+    ref: int  # its position in the request, for the answer
+    path: str
+    duplicate: int  # darktable's duplicate index: duplicates share a file, not a rating
+    rating: int  # darktable's current rating: -1 rejected, 0..5
+
+    @property
+    def key(self) -> str:
+        """The journal's target_path: one per darktable image, duplicates apart."""
+        return f"{self.path}#{self.duplicate}"
+
+
+# --------------------------------------------------------------------------- protocol files
+
+
+def read_request(path: Path) -> dict:
+    try:
+        text = Path(path).read_bytes().decode("utf-8", "surrogateescape")
+        request = json.loads(text)
+    except OSError as exc:
+        raise ProtocolError(f"cannot read the request file {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise ProtocolError(f"the request file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(request, dict) or request.get("version") != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"the request speaks protocol {request.get('version') if isinstance(request, dict) else '?'}, "
+            f"this aes-index speaks {PROTOCOL_VERSION}: install the plugin again (`aes-index darktable install`)"
+        )
+    return request
+
+
+def write_response(path: Path, response: dict) -> None:
+    data = json.dumps({"version": PROTOCOL_VERSION, **response}, ensure_ascii=False, allow_nan=False)
+    Path(path).write_bytes(data.encode("utf-8", "surrogateescape"))
+
+
+def parse_images(request: dict) -> list[DtImage]:
+    return [_image(entry) for entry in _list(request, "images")]
+
+
+def _image(entry) -> DtImage:
+    image = _entry_image(entry, "rating")
+    return DtImage(_int(entry, "ref"), image.path, image.duplicate, image.rating)
+
+
+def _entry_image(entry, rating_field: str) -> DtImage:
+    if not isinstance(entry, dict):
+        raise ProtocolError(f"an image entry must be an object, not {entry!r}")
+    return DtImage(ref=0, path=_path(entry), duplicate=_int(entry, "duplicate"), rating=_int(entry, rating_field))
+
+
+def _list(data: dict, name: str) -> list:
+    value = data.get(name, [])
+    if not isinstance(value, list):
+        raise ProtocolError(f"{name!r} must be a list")
+    return value
+
+
+def _int(entry: dict, name: str) -> int:
+    value = entry.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"{name!r} must be an integer in {entry!r}")
+    return value
+
+
+def _path(entry: dict) -> str:
+    path = entry.get("path")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ProtocolError(f"'path' must be an absolute path in {entry!r}")
+    return os.path.normpath(path)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def handle(action: str, request: dict, settings: Settings, options=None, percent: float | None = None) -> dict:
+    """Answer one request; `options` (rate.RatingOptions) for rate, `percent` for top."""
+    if action == "applied":
+        return applied(settings, request)
+    images = parse_images(request)
+    if action == "rate":
+        return rate(settings, options, images)
+    if action == "top":
+        return top(settings, images, percent)
+    if action == "undo":
+        return undo(settings, images)
+    raise ConfigError(f"unknown darktable action {action!r}; use one of {', '.join(ACTIONS)}")
+
+
+def rate(settings: Settings, options, images: Sequence[DtImage]) -> dict:
+    """Score the images, then say which rating each may get, under manual-ratings-win."""
+    if not images:
+        return {"run": None, "images": [], "errors": []}
+    with Index(index_path(settings, images)) as index:
+        head_id, errors = _score(index, images, settings)
+        photos = _photos_by_path(index, head_id, options.policy, images)
+        run_id = index.start_run("darktable-rate", index.roots(), {"images": len(images)})
+        answers = [_rate_answer(index, image, photos[image.path], options) for image in images if image.path in photos]
+        summary = {"images": len(images), "scored": len(answers), "to_rate": sum("rating" in a for a in answers)}
+        index.finish_run(run_id, "done", summary, head_id)
+    return {"run": run_id, "head": head_id, "images": answers, "errors": errors}
+
+
+def top(settings: Settings, images: Sequence[DtImage], percent: float | None) -> dict:
+    """The best `percent` % of the request's images by score (at least one when any is scored)."""
+    if percent is None or not 0 < percent <= 100:
+        raise ConfigError(f"--percent must be above 0 and at most 100, not {percent}")
+    if not images:
+        return {"images": [], "errors": []}
+    with Index(index_path(settings, images)) as index:
+        head_id, errors = _score(index, images, settings)
+        photos = _photos_by_path(index, head_id, None, images).items()
+        scores = {path: photo.score for path, photo in photos if math.isfinite(photo.score)}
+    scored = sorted((image for image in images if image.path in scores), key=lambda i: (-scores[i.path], i.ref))
+    chosen = {image.ref for image in scored[: math.ceil(len(scored) * percent / 100)]}
+    answers = [{"ref": i.ref, "score": scores[i.path], "selected": i.ref in chosen} for i in scored]
+    return {"head": head_id, "images": answers, "errors": errors}
+
+
+def undo(settings: Settings, images: Sequence[DtImage]) -> dict:
+    """Which of these images get their rating back: those still holding the stars we set.
+
+    All our writes to an image count, newest last: it gets back the rating it had before
+    our first one, if it still holds our last one. Otherwise a person rated it since; its
+    journal rows are closed as "kept-manual" right away (nothing for the plugin to do).
+    """
+    path = index_path(settings, images) if images else None
+    if path is None or not path.is_file():
+        return {"images": [], "kept": 0}
+    answers, kept = [], 0
+    with Index(path) as index, index.transaction():
+        writes = _open_writes(index, {image.key for image in images})
+        for image in images:
+            rows = writes.get(image.key)
+            if not rows:
+                continue
+            if image.rating == rows[-1]["new_rating"]:
+                answers.append({"ref": image.ref, "rating": rows[0]["old_rating"] or 0})
+            else:
+                _close_writes(index, rows, "kept-manual")
+                kept += 1
+    return {"images": answers, "kept": kept}
+
+
+def applied(settings: Settings, request: dict) -> dict:
+    """Journal what the plugin set ("rated") and close what it put back ("restored")."""
+    rated = [_rated(entry) for entry in _list(request, "rated")]
+    restored = [_entry_image(entry, "rating") for entry in _list(request, "restored")]
+    if not rated and not restored:
+        return {"recorded": 0, "restored": 0}
+    run_id = request.get("run")
+    if rated and (not isinstance(run_id, int) or isinstance(run_id, bool)):
+        raise ProtocolError("'run' must be the run id the rate answer gave")
+    with Index(index_path(settings, [image for image, _ in rated] + restored)) as index, index.transaction():
+        for image, old in rated:
+            journal.record(
+                index.db, run_id=run_id, image_path=image.path, target=TARGET, target_path=image.key,
+                old_rating=old, new_rating=image.rating,
+            )
+        writes = _open_writes(index, {image.key for image in restored})
+        for rows in writes.values():
+            _close_writes(index, rows, "restored")
+    return {"recorded": len(rated), "restored": len(writes)}
+
+
+def _rated(entry: dict) -> tuple[DtImage, int]:
+    """One "rated" report: the image with the rating the plugin set, and the one it replaced."""
+    return _entry_image(entry, "new"), _int(entry, "old")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def index_path(settings: Settings, images: Sequence[DtImage]) -> Path:
+    """The configured index, else one found upwards from the images' common folder, else
+    a new one there: darktable starts the plugin from anywhere, so the current folder
+    means nothing."""
+    if settings.db:
+        return Path(settings.db).expanduser()
+    from .library import find_db
+
+    folder = Path(os.path.commonpath([os.path.dirname(image.path) for image in images]))
+    return find_db(folder) or folder / DB_FILENAME
+
+
+def _score(index: Index, images: Sequence[DtImage], settings: Settings) -> tuple[str, list[dict]]:
+    """Score the images not scored yet (cached otherwise); -> (head id, per-image errors)."""
+    from .indexer import BackboneSession, score_files
+    from .locks import writer_lock
+
+    paths = sorted({image.path for image in images if _storable(image.path)})
+    with writer_lock(index.path):  # a running watcher finishes its batch first
+        results = {result.path: result for result in score_files(index, paths, settings)}
+    head_id = BackboneSession(index, settings).head().name  # cached now: no model load
+    failed = {path: result.error for path, result in results.items() if result.score is None}
+    failed |= {i.path: "the file name is not valid UTF-8: the index cannot hold it" for i in images if not _storable(i.path)}
+    return head_id, [{"ref": image.ref, "error": failed[image.path]} for image in images if image.path in failed]
+
+
+def _storable(path: str) -> bool:
+    """SQLite keeps text as UTF-8; a name of other bytes (surrogate escapes here) can't go in."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _photos_by_path(index: Index, head_id: str, policy, images: Iterable[DtImage]) -> dict:
+    """PhotoRating per requested path; stars and percentiles come from the whole index,
+    so a photo rated in darktable gets what `apply-ratings` would give it."""
+    from .rate import plan
+    from .ratings import RatingPolicy
+
+    wanted = {image.path for image in images}
+    return {p.path: p for p in plan(index, head_id, policy or RatingPolicy()) if p.path in wanted}
+
+
+def _rate_answer(index: Index, image: DtImage, photo, options) -> dict:
+    decision = _decision(index, image, photo.stars, options)
+    answer = {"ref": image.ref, "stars": photo.stars, "reason": decision.reason}
+    if math.isfinite(photo.score):
+        answer |= {"score": photo.score, "percentile": round(photo.percentile, 2)}
+    if options.tags:
+        answer["tags"] = our_tags(photo.stars, photo.percentile)
+    if decision.write:
+        answer["rating"] = photo.stars
+    return answer
+
+
+def _decision(index: Index, image: DtImage, stars: int, options) -> Decision:
+    if image.rating == stars:  # checked first: treat_as_unrated would turn 1 -> 1 into a write
+        return Decision(Action.UNCHANGED, f"already rated {stars}")
+    from .rate import _decide  # the one manual-ratings-win rule, treat_as_unrated included
+
+    return _decide(index, TARGET, image.key, image.rating, stars, options)
+
+
+def our_tags(stars: int, percentile: float) -> list[str]:
+    """darktable tags for a photo: its stars and its score bucket, e.g. "aesthetic|score|70-80%"."""
+    tags = []
+    if stars == REJECTED:
+        tags.append(f"{TAG_ROOT}|stars|rejected")
+    elif stars > 0:
+        tags.append(f"{TAG_ROOT}|stars|{stars}")
+    if math.isfinite(percentile):
+        low = min(int(percentile // 10) * 10, 90)
+        tags.append(f"{TAG_ROOT}|score|{low}-{low + 10}%")
+    return tags
+
+
+def _open_writes(index: Index, keys: set[str]) -> dict[str, list[dict]]:
+    """Our darktable writes not undone yet, per journal key, oldest first."""
+    rows = index.db.execute(
+        f"SELECT id, target_path, old_rating, new_rating FROM {journal.TABLE} "
+        "WHERE target = ? AND undone_at IS NULL ORDER BY id",
+        [TARGET],
+    )
+    writes: dict[str, list[dict]] = {}
+    for row_id, key, old, new in rows:
+        if key in keys:
+            writes.setdefault(key, []).append({"id": row_id, "old_rating": old, "new_rating": new})
+    return writes
+
+
+def _close_writes(index: Index, rows: list[dict], note: str) -> None:
+    index.db.conn.executemany(
+        f"UPDATE {journal.TABLE} SET undone_at = ?, undo_note = ? WHERE id = ?",
+        [(utcnow(), note, row["id"]) for row in rows],
+    )
+
+
+# --------------------------------------------------------------------------- install
+
+
+SCRIPT_NAME = "aesthetic"
+LUARC_LINE = f'require "{SCRIPT_NAME}"  -- aesthetic ratings from aes-index (`aes-index darktable uninstall` removes this line)'
+_ANY_REQUIRE = re.compile(rf"""^\s*require\s*\(?\s*["']{SCRIPT_NAME}["']""")
+
+
+@dataclass
+class InstallReport:
+    config_dir: Path
+    script: Path
+    luarc: Path
+    changed: list[str]  # what this call did; empty when there was nothing to do
+
+    def as_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+def default_config_dir() -> Path:
+    """darktable's configuration folder: $XDG_CONFIG_HOME/darktable (~/.config/darktable);
+    %LOCALAPPDATA%\\darktable on Windows."""
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "darktable"
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "darktable"
+
+
+def plugin_source() -> bytes:
+    """The Lua plugin shipped in this package (a copy of plugin/darktable/aesthetic.lua)."""
+    return resources.files("aes_index").joinpath("lua", f"{SCRIPT_NAME}.lua").read_bytes()
+
+
+def install(config_dir: Path | None = None) -> InstallReport:
+    """Put the plugin in <config>/lua/ and require it from <config>/luarc; idempotent."""
+    report = _report(config_dir)
+    source = plugin_source()
+    if not report.script.is_file() or report.script.read_bytes() != source:
+        report.script.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(report.script, source)
+        report.changed.append(f"wrote {report.script}")
+    lines = _luarc_lines(report.luarc)
+    if not any(_ANY_REQUIRE.match(line) for line in lines):
+        _write_luarc(report.luarc, [*lines, LUARC_LINE])
+        report.changed.append(f"added `require \"{SCRIPT_NAME}\"` to {report.luarc}")
+    return report
+
+
+def uninstall(config_dir: Path | None = None) -> InstallReport:
+    """Undo install: remove our luarc line (no other) and the script; idempotent."""
+    report = _report(config_dir)
+    lines = _luarc_lines(report.luarc)
+    kept = [line for line in lines if line != LUARC_LINE]
+    if len(kept) != len(lines):
+        _write_luarc(report.luarc, kept)
+        report.changed.append(f"removed our line from {report.luarc}")
+    if report.script.is_file():
+        report.script.unlink()
+        report.changed.append(f"removed {report.script}")
+        _remove_if_empty(report.script.parent)
+    return report
+
+
+def _report(config_dir: Path | None) -> InstallReport:
+    folder = Path(config_dir or default_config_dir()).expanduser()
+    return InstallReport(folder, folder / "lua" / f"{SCRIPT_NAME}.lua", folder / "luarc", [])
+
+
+def _luarc_lines(luarc: Path) -> list[str]:
+    return luarc.read_text(encoding="utf-8").splitlines() if luarc.is_file() else []
+
+
+def _write_luarc(luarc: Path, lines: list[str]) -> None:
+    if not any(line.strip() for line in lines):
+        luarc.unlink(missing_ok=True)  # it held only our line: install had created it
+        return
+    luarc.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(luarc, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty: other scripts live there
