@@ -30,7 +30,7 @@ from .backbone import BackboneInfo, PreprocessSpec, backbone_key, load_backbone,
 from .config import Settings
 from .errors import DecodeError
 from .heads import Head, check_compatible, resolve_head
-from .library import FileEntry, discover, fingerprint
+from .library import FileEntry, discover, fingerprint, printable
 from .pipeline import Batch, Failed, default_workers, embed_stream
 from .store import ERROR, MISSING, NEW, OK, Index
 
@@ -162,7 +162,7 @@ def scan(index: Index, roots: Sequence[str], exclude: Sequence[str] = (), progre
 
 def _scan_error(path: str, exc: OSError, result: ScanResult) -> None:
     result.errors += 1
-    log.warning("cannot read %s: %s", path, exc.strerror or exc)
+    log.warning("cannot read %s: %s", printable(path), exc.strerror or exc)
 
 
 def _known_under(known: dict[str, store.KnownFile], roots: Sequence[str]) -> dict[str, store.KnownFile]:
@@ -276,7 +276,7 @@ def embed_and_score(
     backbone_id = session.ensure_row()
     preprocess = backbone.info.preprocess.describe()
     batch_size = settings.batch_size or (256 if backbone.device.type == "cuda" else 32)
-    workers = default_workers() if settings.workers < 0 else settings.workers
+    workers = default_workers(backbone.device.type != "cpu") if settings.workers < 0 else settings.workers
     decoded = scored = errors = 0
     progress.start("embed", len(work))
     for item in embed_stream(backbone, work, batch_size, workers):
@@ -376,7 +376,7 @@ def rescore(index: Index, settings: Settings, progress: Progress = Progress()) -
         summary.scored = score_stale(index, session, head)
         progress.finish()
         summary.head, summary.backbone = head.name, session.key
-        summary.files = len(index.ids_with_embedding(session.id))
+        summary.files = index.embedding_count(session.id)
         summary.skipped = summary.files - summary.scored
     except KeyboardInterrupt:
         summary.status = "interrupted"

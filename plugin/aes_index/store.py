@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +34,10 @@ from .errors import IndexUnavailable
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
+CACHE_KIB = 65_536  # page cache per connection
+PAGE_SIZE = 16_384  # bytes, for new databases
+WAL_CHECKPOINT_BYTES = 64 << 20
+STREAM_ABOVE = 20_000  # iter_embeddings: above this many ids, one scan beats id lookups
 
 # Image statuses
 NEW, OK, ERROR, MISSING = "new", "ok", "error", "missing"
@@ -111,9 +117,22 @@ class Index:
             conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             self.db = sqlite_utils.Database(conn)
             self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Applies to a new database only (an existing one keeps its page size). Rows of
+            # 1.5 KB vectors and two indexes over a million scores want big pages: a
+            # rescore of 1M embeddings takes 9.4 s with 16 KB pages, 12 s with SQLite's 4 KB.
+            self.db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
             self.db.execute("PRAGMA foreign_keys = ON")
+            # 64 MB of page cache (SQLite's default is 2 MB): writing a million scores
+            # updates two indexes at random places, and with the default cache every
+            # insert misses. Allocated as used, so a small library pays nothing for it.
+            self.db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            # Checkpoint the WAL into the database every 64 MB instead of every 1000 pages:
+            # each checkpoint syncs the file, and a million-row rescore would do it after
+            # every transaction. Same durability (WAL + synchronous=NORMAL), fewer fsyncs.
+            page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
+            self.db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_BYTES // page_size}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise IndexUnavailable(f"cannot open index {self.path}: {exc}") from exc
@@ -259,6 +278,9 @@ class Index:
 
     # --- embeddings ------------------------------------------------------------------
 
+    def embedding_count(self, backbone_id: int) -> int:
+        return self.db.execute("SELECT count(*) FROM embeddings WHERE backbone_id = ?", [backbone_id]).fetchone()[0]
+
     def ids_with_embedding(self, backbone_id: int) -> set[int]:
         rows = self.db.execute("SELECT image_id FROM embeddings WHERE backbone_id = ?", [backbone_id])
         return {row[0] for row in rows}
@@ -283,20 +305,23 @@ class Index:
     def iter_embeddings(
         self, backbone_id: int, image_ids: Sequence[int] | None = None, chunk: int = 65536
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(image ids, float16 pooled matrix, projected norms) in chunks: memory stays bounded."""
+        """(image ids, float16 pooled matrix, projected norms) in chunks: memory stays bounded.
+
+        Rows come in storage order, not id order. A few ids are looked up; many (a rescore)
+        are picked out of one sequential scan, which reads a million 768-d rows in seconds.
+        """
         dim = self.db["backbones"].get(backbone_id)["pooled_dim"]
-        if image_ids is None:
-            cursor = self.db.execute(
-                "SELECT image_id, vector, proj_norm FROM embeddings e JOIN images i ON i.id = e.image_id "
-                "WHERE backbone_id = ? AND i.status != ? ORDER BY image_id",
-                [backbone_id, MISSING],
-            )
-            batches = iter(lambda: cursor.fetchmany(chunk), [])
+        if image_ids is not None and len(image_ids) <= STREAM_ABOVE:
+            for i in range(0, len(image_ids), 900):
+                rows = self._embedding_rows(backbone_id, image_ids[i : i + 900])
+                if rows:
+                    yield _unpack_embeddings(rows, dim)
+            return
+        wanted = None if image_ids is None else _IdSet(image_ids)
+        if self.db.conn.in_transaction:  # a second connection wouldn't see this transaction
+            yield from _embedding_pages(self.db.conn, backbone_id, dim, chunk, wanted)
         else:
-            batches = (self._embedding_rows(backbone_id, image_ids[i : i + 900]) for i in range(0, len(image_ids), 900))
-        for rows in batches:
-            if rows:
-                yield _unpack_embeddings(rows, dim)
+            yield from _read_ahead(self.path, backbone_id, dim, chunk, wanted)
 
     def _embedding_rows(self, backbone_id: int, image_ids: Sequence[int]) -> list[tuple]:
         marks = ",".join("?" * len(image_ids))
@@ -313,19 +338,31 @@ class Index:
         )
 
     def put_scores(self, head, backbone_id: int, preprocess: str, image_ids, prediction) -> None:
-        std = prediction.std if prediction.std is not None else [None] * len(image_ids)
-        now = utcnow()
+        count = len(prediction.score)
+        std = [None] * count if prediction.std is None else np.asarray(prediction.std, np.float64).tolist()
+        ids = np.asarray(image_ids, dtype=np.int64).tolist()
+        scores = np.asarray(prediction.score, np.float64).tolist()
+        fixed = (head.name, head.hash, backbone_id, preprocess, utcnow())
+        # An upsert, not INSERT OR REPLACE: a retrained head rescoring a library updates
+        # rows in place instead of deleting and re-inserting each (3x slower).
         self.db.conn.executemany(
-            "INSERT OR REPLACE INTO scores (image_id, head_id, score, std, head_hash, backbone_id, preprocess, scored_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (int(i), head.name, float(s), None if d is None else float(d), head.hash, backbone_id, preprocess, now)
-                for i, s, d in zip(image_ids, prediction.score, std)
-            ],
+            "INSERT INTO scores (image_id, score, std, head_id, head_hash, backbone_id, preprocess, scored_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (image_id, head_id) DO UPDATE SET score = excluded.score, "
+            "std = excluded.std, head_hash = excluded.head_hash, backbone_id = excluded.backbone_id, "
+            "preprocess = excluded.preprocess, scored_at = excluded.scored_at",
+            [(i, s, d, *fixed) for i, s, d in zip(ids, scores, std)],
         )
 
     def ids_needing_score(self, head, backbone_id: int) -> list[int]:
         """Embedded images whose score for this head is absent or has other provenance."""
+        if self.db.execute("SELECT 1 FROM scores WHERE head_id = ? LIMIT 1", [head.name]).fetchone() is None:
+            # A head that has scored nothing yet (the usual rescore): every embedded image,
+            # without probing the scores index once per image.
+            sql = (
+                "SELECT e.image_id FROM embeddings e JOIN images i ON i.id = e.image_id "
+                "WHERE e.backbone_id = ? AND i.status != ? ORDER BY e.image_id"
+            )
+            return [row[0] for row in self.db.execute(sql, [backbone_id, MISSING])]
         sql = (
             "SELECT e.image_id FROM embeddings e JOIN images i ON i.id = e.image_id "
             "LEFT JOIN scores s ON s.image_id = e.image_id AND s.head_id = ? "
@@ -401,8 +438,100 @@ class Index:
         return self.db.execute("PRAGMA quick_check").fetchone()[0]
 
 
-def _unpack_embeddings(rows: list[tuple], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f2").reshape(len(rows), dim)
-    norms = np.fromiter((r[2] if r[2] is not None else np.nan for r in rows), dtype=np.float32, count=len(rows))
+def _embedding_pages(conn, backbone_id: int, dim: int, chunk: int, wanted: "_IdSet | None") -> Iterator[tuple]:
+    """A backbone's embeddings of present images, `chunk` rows per query, unpacked.
+
+    Paged by rowid (the order of the backbone index, so SQLite neither sorts 1.5 GB of
+    vectors nor keeps a read open while the caller writes between pages).
+    """
+    sql = (
+        "SELECT e.rowid, e.image_id, e.vector, e.proj_norm FROM embeddings e JOIN images i ON i.id = e.image_id "
+        "WHERE e.backbone_id = ? AND e.rowid > ? AND i.status != ? ORDER BY e.rowid LIMIT ?"
+    )
+    last = -1
+    while rows := conn.execute(sql, [backbone_id, last, MISSING, chunk]).fetchall():
+        last = rows[-1][0]
+        ids, matrix, norms = _unpack_embeddings(rows, dim, first=1)
+        del rows
+        if wanted is not None:
+            keep = wanted.contains(ids)
+            ids, matrix, norms = ids[keep], matrix[keep], norms[keep]
+        if len(ids):
+            yield ids, matrix, norms
+
+
+def _read_ahead(path: Path, backbone_id: int, dim: int, chunk: int, wanted: "_IdSet | None") -> Iterator[tuple]:
+    """_embedding_pages read one page ahead, on a second connection in a thread.
+
+    A rescore then reads page k+1 while it scores and writes page k (SQLite lets the
+    threads run at once, and with WAL the reader never waits for the writer): 1M
+    embeddings are rescored in ~2 s less on 2 cores. One page ahead bounds the memory.
+    """
+    pages: queue.Queue = queue.Queue(maxsize=1)
+    stopping = threading.Event()
+
+    def put(item) -> None:
+        while not stopping.is_set():
+            try:
+                pages.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read() -> None:
+        try:
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
+            try:
+                for page in _embedding_pages(conn, backbone_id, dim, chunk, wanted):
+                    put(page)
+                    if stopping.is_set():  # the consumer has gone
+                        break
+            finally:
+                conn.close()
+        except BaseException as exc:  # handed to the consuming thread
+            put(exc)
+        put(_END_OF_PAGES)
+
+    reader = threading.Thread(target=read, name="aes-index-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (page := pages.get()) is not _END_OF_PAGES:
+            if isinstance(page, BaseException):
+                raise page
+            yield page
+    finally:
+        stopping.set()
+        reader.join()
+
+
+_END_OF_PAGES = object()
+
+
+class _IdSet:
+    """Membership of many image ids, vectorised: a bitmap over the id range (ids are
+    SQLite rowids, dense from 1), or a sorted array if the range is sparse."""
+
+    def __init__(self, image_ids: Sequence[int]):
+        ids = np.asarray(image_ids, dtype=np.int64)
+        top = int(ids.max()) if len(ids) else 0
+        self.bitmap = None
+        if 0 <= int(ids.min(initial=0)) and top <= 8 * len(ids) + 1_000_000:
+            self.bitmap = np.zeros(top + 1, dtype=bool)
+            self.bitmap[ids] = True
+        else:
+            self.sorted = np.unique(ids)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        if self.bitmap is None:
+            return np.isin(ids, self.sorted, assume_unique=True)
+        inside = (ids >= 0) & (ids < len(self.bitmap))
+        return inside & self.bitmap[np.where(inside, ids, 0)]
+
+
+def _unpack_embeddings(rows: list[tuple], dim: int, first: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of (image_id, vector, norm), starting at column `first` -> three arrays."""
+    i, v, n = first, first + 1, first + 2
+    ids = np.fromiter((r[i] for r in rows), dtype=np.int64, count=len(rows))
+    matrix = np.frombuffer(b"".join([r[v] for r in rows]), dtype="<f2").reshape(len(rows), dim)
+    norms = np.fromiter((r[n] if r[n] is not None else np.nan for r in rows), dtype=np.float32, count=len(rows))
     return ids, matrix, norms

@@ -1,0 +1,317 @@
+"""The fast paths stay correct: core sharing, the GPU route and its CPU fallback (exercised
+on the CPU: torchvision decodes JPEGs there too), bulk reads and writes of the index."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aes_index import heads, pipeline, store
+from aes_index.backbone import PreprocessSpec, load_backbone
+from aes_index.pipeline import Decoded, Failed, GpuJpeg
+from aes_index.store import Index
+
+from conftest import HARBOUR, METADATA_SAMPLES, REPO_ROOT
+
+SPEC = PreprocessSpec(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+CPU = torch.device("cpu")
+
+
+def camera_jpeg(path: Path, size=(640, 480), orientation: int = 1, **save) -> Path:
+    """The harbour photo at `size`, with an EXIF orientation, saved like a camera would."""
+    with Image.open(HARBOUR) as source:
+        image = source.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.save(path, "JPEG", quality=save.pop("quality", 92), exif=exif.tobytes(), **save)
+    return path
+
+
+def assert_close_pixels(cpu: np.ndarray, gpu: np.ndarray) -> None:
+    """The GPU route's box average stands in for libjpeg's DCT scaling: a level or two apart
+    at most places; a wrong orientation or crop would be tens of levels apart everywhere."""
+    assert cpu.shape == gpu.shape and gpu.dtype == np.uint8
+    difference = np.abs(cpu.astype(int) - gpu.astype(int))
+    assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 3
+
+
+# --- sharing the cores ---------------------------------------------------------------------
+
+
+def test_default_workers_use_every_core_on_a_cpu_and_leave_one_to_feed_a_gpu(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert pipeline.default_workers() == 8
+    assert pipeline.default_workers(accelerated=True) == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert pipeline.default_workers(accelerated=True) == 1
+
+
+def test_decode_workers_run_nicer_than_the_model():
+    pool = pipeline._CrashTolerantPool(1, SPEC)
+    try:
+        worker_niceness = pool.pool.submit(os.nice, 0).result()
+    finally:
+        pool.shutdown()
+    assert worker_niceness == min(19, os.nice(0) + pipeline.WORKER_NICE)
+
+
+def test_torch_threads_wait_passively_unless_the_user_says_otherwise():
+    code = "import os, aes_index.backbone; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "plugin"), env.get("PYTHONPATH", "")])
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "ACTIVE"
+
+
+def test_a_shipped_model_name_resolves_without_importing_torch():
+    code = (
+        "import sys; from aes_index.backbone import resolve_model_name; "
+        "print(resolve_model_name('ViT-B-32'), 'torch' in sys.modules, 'open_clip' in sys.modules)"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "plugin"), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split()
+    assert out == ["ViT-B-32", "False", "False"]
+
+
+# --- choosing the GPU route ------------------------------------------------------------------
+
+
+def test_the_gpu_route_is_only_taken_on_cuda_with_torchvision(monkeypatch):
+    assert not pipeline.gpu_jpeg_decoding(CPU)
+    assert pipeline.gpu_jpeg_decoding(torch.device("cuda"))  # torchvision is installed here
+    monkeypatch.setattr(pipeline, "_torchvision_decode_jpeg", lambda: None)
+    assert not pipeline.gpu_jpeg_decoding(torch.device("cuda"))
+
+
+def test_without_cuda_embedding_decodes_on_the_cpu(tiny_model, tmp_path, monkeypatch):
+    backbone = load_backbone(tiny_model["config"], tiny_model["checkpoint"], device="cpu", dtype="fp32")
+    monkeypatch.setattr(pipeline, "gpu_decode_stream", lambda *a, **k: pytest.fail("GPU route on a CPU"))
+    photo = camera_jpeg(tmp_path / "a.jpg")
+    batches = list(pipeline.embed_stream(backbone, [(1, str(photo))], batch_size=4, workers=0))
+    assert [b.image_ids for b in batches] == [[1]]
+
+
+@pytest.mark.parametrize(
+    "name, make, route",
+    [
+        ("baseline.jpg", lambda p: camera_jpeg(p), "gpu"),
+        ("grey.jpg", lambda p: Image.open(camera_jpeg(p)).convert("L").save(p, "JPEG"), "gpu"),
+        ("cmyk.jpg", lambda p: Image.open(camera_jpeg(p)).convert("CMYK").save(p, "JPEG"), "cpu"),
+        ("progressive.jpg", lambda p: camera_jpeg(p, progressive=True), "cpu"),
+        ("photo.png", lambda p: Image.open(camera_jpeg(p)).save(p, "PNG"), "cpu"),
+        ("renamed-png.jpg", lambda p: Image.open(camera_jpeg(p)).save(p, "PNG"), "cpu"),
+        ("raw-named.dng", lambda p: camera_jpeg(p), "cpu"),
+        ("empty.jpg", lambda p: p.write_bytes(b""), "cpu"),
+        ("damaged-header.jpg", lambda p: p.write_bytes(b"\xff\xd8\xff" + b"\x00" * 100), "cpu"),
+        ("missing.jpg", lambda p: None, "cpu"),
+    ],
+)
+def test_files_nvjpeg_cannot_decode_like_the_cpu_go_to_the_cpu(tmp_path, name, make, route):
+    path = tmp_path / name
+    make(path)
+    jpeg = pipeline.read_for_gpu(7, str(path))
+    assert (jpeg is not None) == (route == "gpu")
+    if jpeg is not None:
+        assert jpeg.image_id == 7 and bytes(jpeg.data) == path.read_bytes()
+
+
+def test_a_jpeg_over_the_pixel_limit_goes_to_the_cpu_which_refuses_it(tmp_path):
+    path = camera_jpeg(tmp_path / "big.jpg", size=(640, 480))
+    assert pipeline.read_for_gpu(1, str(path), max_pixels=640 * 480) is not None
+    assert pipeline.read_for_gpu(1, str(path), max_pixels=640 * 480 - 1) is None
+
+
+def test_the_gpu_route_reads_the_orientation_the_cpu_route_applies(tmp_path):
+    for orientation in (1, 3, 6, 8):
+        jpeg = pipeline.read_for_gpu(1, str(camera_jpeg(tmp_path / f"o{orientation}.jpg", orientation=orientation)))
+        assert jpeg.orientation == orientation
+
+
+# --- the GPU route's pixels --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_tensor_turns_like_pillow(orientation):
+    from aes_index.decode import _UPRIGHTING_TRANSPOSE
+
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    expected = Image.fromarray(pixels)
+    if orientation in _UPRIGHTING_TRANSPOSE:
+        expected = expected.transpose(_UPRIGHTING_TRANSPOSE[orientation])
+    turned = pipeline.upright_tensor(torch.from_numpy(pixels).permute(2, 0, 1)[None], orientation)
+    assert np.array_equal(turned[0].permute(1, 2, 0).numpy(), np.asarray(expected))
+
+
+@pytest.mark.parametrize(
+    "size, orientation",
+    [((6000, 4000), 6), ((2048, 1369), 1), ((1620, 1080), 8), ((640, 480), 3), ((3000, 3000), 5), ((200, 150), 2)],
+)
+@pytest.mark.parametrize("resize_mode", ["shortest", "longest", "squash"])
+def test_gpu_route_pixels_match_the_cpu_route(tmp_path, size, orientation, resize_mode):
+    """Run with device="cpu": the same code that runs after nvJPEG on a GPU."""
+    spec = PreprocessSpec(224, SPEC.mean, SPEC.std, resize_mode=resize_mode)
+    path = camera_jpeg(tmp_path / "photo.jpg", size=size, orientation=orientation, subsampling=1)
+    decoded, refused = pipeline.decode_jpegs([pipeline.read_for_gpu(1, str(path))], spec, CPU)
+    assert not refused and decoded[0].image_id == 1
+    assert_close_pixels(pipeline.prepare(str(path), spec), decoded[0].pixels.numpy())
+
+
+def test_a_group_nvjpeg_refuses_part_of_is_decoded_file_by_file(tmp_path):
+    good = [pipeline.read_for_gpu(i, str(camera_jpeg(tmp_path / f"{i}.jpg"))) for i in (1, 2)]
+    bad = GpuJpeg(3, str(tmp_path / "3.jpg"), bytearray(b"\xff\xd8\xff\xe0" + b"\x00" * 64), None)
+    decoded, refused = pipeline.decode_jpegs([good[0], bad, good[1]], SPEC, CPU)
+    assert [d.image_id for d in decoded] == [1, 2] and refused == [bad]
+
+
+def test_gpu_stream_returns_every_file_once_and_the_cpu_takes_the_rest(tmp_path):
+    """JPEGs on the device (here the CPU), every other file through the CPU route."""
+    items = {
+        1: camera_jpeg(tmp_path / "a.jpg", size=(1200, 800), orientation=6),
+        2: camera_jpeg(tmp_path / "b.jpg", progressive=True),
+        3: METADATA_SAMPLES / "RAW_KODAK_DC50_é.KDC",
+        4: METADATA_SAMPLES / "PNG.png",
+        5: tmp_path / "missing.jpg",
+        6: camera_jpeg(tmp_path / "c.jpg"),
+    }
+    (tmp_path / "d.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)
+    items[7] = tmp_path / "d.jpg"
+    results = list(pipeline.gpu_decode_stream([(i, str(p)) for i, p in items.items()], SPEC, CPU, workers=0, readers=2, ahead=3))
+    by_id = {r.image_id: r for r in results}
+    assert len(results) == len(items) and set(by_id) == set(items)
+    assert isinstance(by_id[5], Failed) and isinstance(by_id[7], Failed)
+    assert all(isinstance(by_id[i].pixels, torch.Tensor) for i in (1, 6))  # decoded on the device
+    assert all(isinstance(by_id[i].pixels, np.ndarray) for i in (2, 3, 4))  # by the CPU route
+    for i in (1, 6):
+        assert_close_pixels(pipeline.prepare(str(items[i]), SPEC), by_id[i].pixels.numpy())
+
+
+def test_gpu_stream_with_worker_processes_and_an_early_stop(tmp_path):
+    items = [(i, str(camera_jpeg(tmp_path / f"{i}.jpg", size=(320, 240)))) for i in range(6)]
+    items += [(10 + i, str(METADATA_SAMPLES / "PNG.png")) for i in range(6)]
+    results = list(pipeline.gpu_decode_stream(items, SPEC, CPU, workers=1))
+    assert sorted(r.image_id for r in results) == sorted(i for i, _ in items)
+    stream = pipeline.gpu_decode_stream(items, SPEC, CPU, workers=1)
+    next(stream)
+    stream.close()  # the consumer stops early: the background thread and the pool end
+
+
+def test_embedding_through_the_gpu_route_matches_the_cpu_route(tiny_model, tmp_path, monkeypatch):
+    backbone = load_backbone(tiny_model["config"], tiny_model["checkpoint"], device="cpu", dtype="fp32")
+    items = [(1, str(camera_jpeg(tmp_path / "a.jpg", size=(900, 600), orientation=6))),
+             (2, str(METADATA_SAMPLES / "RAW_KODAK_DC50_é.KDC")),
+             (3, str(camera_jpeg(tmp_path / "b.jpg", size=(600, 900))))]
+    cpu = {i: v for b in pipeline.embed_stream(backbone, items, 8, 0) for i, v in zip(b.image_ids, b.pooled)}
+    monkeypatch.setattr(pipeline, "gpu_jpeg_decoding", lambda device: True)
+    gpu = {i: v for b in pipeline.embed_stream(backbone, items, 8, 0) for i, v in zip(b.image_ids, b.pooled)}
+    assert set(cpu) == set(gpu) == {1, 2, 3}
+    for i in cpu:
+        cosine = cpu[i] @ gpu[i] / np.linalg.norm(cpu[i]) / np.linalg.norm(gpu[i])
+        assert cosine > 0.995
+
+
+def test_stack_pixels_joins_cpu_and_device_images():
+    a, b = np.zeros((4, 4, 3), np.uint8), torch.ones((4, 4, 3), dtype=torch.uint8)
+    assert isinstance(pipeline.stack_pixels([a, a]), np.ndarray)
+    stacked = pipeline.stack_pixels([a, b])
+    assert isinstance(stacked, torch.Tensor) and stacked.shape == (2, 4, 4, 3) and stacked[1].sum() == 48
+
+
+# --- bulk reads and writes of the index --------------------------------------------------
+
+
+@pytest.fixture
+def filled_index(tmp_path):
+    """60 images with 8-d embeddings, the last 10 missing."""
+    from aes_index.backbone import BackboneInfo
+
+    info = BackboneInfo("tiny/x", "tiny", "x", 8, 4, SPEC)
+    with Index(tmp_path / "index.db") as index:
+        backbone_id = index.ensure_backbone(info, np.eye(8, 4, dtype=np.float32))
+        ids = [index.add_image(f"/p/{i}.jpg", 1, 1, f"{i:032x}") for i in range(60)]
+        vectors = np.arange(60 * 8, dtype=np.float32).reshape(60, 8)
+        index.put_embeddings(backbone_id, ids, vectors, np.ones(60, np.float32))
+        index.mark_missing(ids[50:])
+        yield index, backbone_id, ids, vectors
+
+
+@pytest.mark.parametrize("stream_above", [1_000, 5])  # looked up by id, or picked out of a scan
+def test_iter_embeddings_returns_the_wanted_rows_of_present_images(filled_index, monkeypatch, stream_above):
+    index, backbone_id, ids, vectors = filled_index
+    monkeypatch.setattr(store, "STREAM_ABOVE", stream_above)
+    wanted = ids[3:40:3]
+    got = {int(i): m for chunk_ids, matrix, _ in index.iter_embeddings(backbone_id, wanted, chunk=4)
+           for i, m in zip(chunk_ids, matrix)}
+    assert sorted(got) == sorted(wanted)
+    assert all(np.array_equal(got[i], vectors[ids.index(i)].astype(np.float16)) for i in got)
+    everything = [int(i) for chunk_ids, _, _ in index.iter_embeddings(backbone_id, chunk=7) for i in chunk_ids]
+    assert sorted(everything) == ids[:50]  # missing images are left out
+
+
+def test_the_scan_inside_a_transaction_sees_its_own_writes(filled_index, monkeypatch):
+    index, backbone_id, ids, _ = filled_index
+    monkeypatch.setattr(store, "STREAM_ABOVE", 5)
+    with index.transaction():
+        new = index.add_image("/p/new.jpg", 1, 1, "f" * 32)
+        index.put_embeddings(backbone_id, [new], np.ones((1, 8), np.float32), np.ones(1, np.float32))
+        seen = [int(i) for chunk_ids, _, _ in index.iter_embeddings(backbone_id, [*ids, new], chunk=16) for i in chunk_ids]
+    assert new in seen
+
+
+def test_a_scan_abandoned_halfway_stops_its_reader(filled_index):
+    index, backbone_id, _, _ = filled_index
+    chunks = index.iter_embeddings(backbone_id, chunk=2)
+    next(chunks)
+    chunks.close()  # returns: the read-ahead thread has been told to stop and has ended
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "aes-index-read-ahead"]
+
+
+def test_id_set_with_dense_and_sparse_ids():
+    for wanted in ([1, 5, 9, 10], [3, 2**40, 7]):
+        id_set = store._IdSet(wanted)
+        probe = np.array([0, 1, 2, 3, 5, 7, 9, 10, 11, 2**40, -4], dtype=np.int64)
+        assert list(probe[id_set.contains(probe)]) == sorted(set(wanted) & set(probe.tolist()))
+
+
+def test_scores_written_again_replace_the_old_row(filled_index):
+    index, backbone_id, ids, _ = filled_index
+
+    class Head:
+        name, hash = "h", "first"
+
+    index.db.execute("INSERT INTO heads (id, hash) VALUES ('h', 'first')")
+    index.put_scores(Head, backbone_id, "p", ids[:3], heads.Prediction(np.array([1, 2, 3], np.float32)))
+    Head.hash = "second"
+    index.put_scores(Head, backbone_id, "p", ids[1:4], heads.Prediction(np.array([5, 6, 7], np.float32), np.ones(3, np.float32)))
+    rows = index.db.execute("SELECT image_id, score, std, head_hash FROM scores ORDER BY image_id").fetchall()
+    assert rows == [(ids[0], 1.0, None, "first"), (ids[1], 5.0, 1.0, "second"), (ids[2], 6.0, 1.0, "second"),
+                    (ids[3], 7.0, 1.0, "second")]
+
+
+def test_new_indexes_use_big_pages_and_old_ones_keep_theirs(tmp_path):
+    import sqlite3
+
+    with Index(tmp_path / "new.db") as index:
+        assert index.db.execute("PRAGMA page_size").fetchone()[0] == store.PAGE_SIZE
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute("CREATE TABLE t (x)")
+    old.close()
+    with Index(tmp_path / "old.db") as index:
+        assert index.db.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
+@pytest.mark.parametrize("columns", [1, 2, 10, 16, 17, 300])
+def test_head_products_equal_matmul(columns):
+    rng = np.random.default_rng(columns)
+    rows, matrix = rng.standard_normal((50, 24), dtype=np.float32), rng.standard_normal((24, columns), dtype=np.float32)
+    assert np.allclose(heads.product(rows, matrix), rows @ matrix, rtol=1e-5, atol=1e-4)
+    assert np.allclose(heads.product(rows, matrix.T.copy().T), rows @ matrix, rtol=1e-5, atol=1e-4)  # any layout
