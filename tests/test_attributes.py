@@ -63,7 +63,8 @@ def test_attributes_for_an_indexed_library_decode_nothing(shoot, model_args, cap
     assert code == 0 and json.loads(out)["scored"] == {name: 10 for name in attributes.ATTRIBUTES}
     with Index(shoot / ".aes-index.db") as index:
         rows = index.db.execute(
-            "SELECT head_id, head_hash, backbone_id, preprocess FROM scores WHERE head_id LIKE 'attribute-%'"
+            "SELECT s.head_id, b.head_hash, b.backbone_id, b.preprocess FROM scores s JOIN score_batches b ON b.id = s.batch "
+            "WHERE s.head_id LIKE 'attribute-%'"
         ).fetchall()
         assert len(rows) == 60 and all(r[1] and r[2] and r[3] for r in rows)  # provenance on every row
         assert index.active_head_id().startswith("zeroshot-ensemble")  # attributes never become the active head

@@ -143,7 +143,9 @@ def test_rescore_changes_scores_without_decoding(index, library, settings, decod
 
 def test_scores_record_their_provenance(index, library, settings):
     indexer.rebuild(index, [str(library)], settings)
-    row = index.db.execute("SELECT head_id, head_hash, backbone_id, preprocess FROM scores LIMIT 1").fetchone()
+    row = index.db.execute(
+        "SELECT s.head_id, b.head_hash, b.backbone_id, b.preprocess FROM scores s JOIN score_batches b ON b.id = s.batch LIMIT 1"
+    ).fetchone()
     backbone = index.db["backbones"].get(row[2])
     head = index.db["heads"].get(row[0])
     assert row[1] == head["hash"] and backbone["key"].startswith("tiny-clip/file:")

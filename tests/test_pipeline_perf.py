@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aes_index import heads, pipeline, store
+from aes_index import heads, indexer, pipeline, store
 from aes_index.backbone import PreprocessSpec, load_backbone
 from aes_index.pipeline import Decoded, Failed, GpuJpeg
 from aes_index.store import Index
@@ -292,7 +292,9 @@ def test_scores_written_again_replace_the_old_row(filled_index):
     index.put_scores(Head, backbone_id, "p", ids[:3], heads.Prediction(np.array([1, 2, 3], np.float32)))
     Head.hash = "second"
     index.put_scores(Head, backbone_id, "p", ids[1:4], heads.Prediction(np.array([5, 6, 7], np.float32), np.ones(3, np.float32)))
-    rows = index.db.execute("SELECT image_id, score, std, head_hash FROM scores ORDER BY image_id").fetchall()
+    rows = index.db.execute(
+        "SELECT s.image_id, s.score, s.std, b.head_hash FROM scores s JOIN score_batches b ON b.id = s.batch ORDER BY s.image_id"
+    ).fetchall()
     assert rows == [(ids[0], 1.0, None, "first"), (ids[1], 5.0, 1.0, "second"), (ids[2], 6.0, 1.0, "second"),
                     (ids[3], 7.0, 1.0, "second")]
 
@@ -315,3 +317,96 @@ def test_head_products_equal_matmul(columns):
     rows, matrix = rng.standard_normal((50, 24), dtype=np.float32), rng.standard_normal((24, columns), dtype=np.float32)
     assert np.allclose(heads.product(rows, matrix), rows @ matrix, rtol=1e-5, atol=1e-4)
     assert np.allclose(heads.product(rows, matrix.T.copy().T), rows @ matrix, rtol=1e-5, atol=1e-4)  # any layout
+
+
+def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
+    """Version 1's rowid table, with the provenance in every row, becomes one B-tree keyed
+    by (head_id, image_id) whose rows point to their batch; every score and its provenance
+    survive, and the upsert still updates in place."""
+    path = tmp_path / "v1.db"
+    db = __import__("sqlite_utils").Database(path)
+    store._migrate_to_1(db)
+    db.execute("INSERT INTO images (id, path, status) VALUES (1, '/p/1.jpg', 'ok'), (2, '/p/2.jpg', 'ok')")
+    db.execute("INSERT INTO heads (id, hash) VALUES ('h', 'x'), ('g', 'y')")
+    rows = [(1, "h", 0.5, None, "x", 1, "p", "t1"), (2, "h", 0.25, 0.1, "x", 1, "p", "t2"),
+            (1, "g", 3.0, None, "y", 1, None, "t1")]
+    db.conn.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.execute("PRAGMA user_version = 1")
+    db.conn.commit()
+    db.conn.close()
+    with Index(path) as index:
+        assert index.schema_version() == store.SCHEMA_VERSION == 2
+        migrated = index.db.execute(
+            "SELECT s.image_id, s.head_id, s.score, s.std, b.head_hash, b.backbone_id, b.preprocess, b.scored_at "
+            "FROM scores s JOIN score_batches b ON b.id = s.batch"
+        ).fetchall()
+        assert sorted(migrated, key=str) == sorted(rows, key=str)
+        assert index.db["score_batches"].count == 3  # one per distinct write
+        table_sql = index.db.execute("SELECT sql FROM sqlite_master WHERE name = 'scores'").fetchone()[0]
+        assert "WITHOUT ROWID" in table_sql and "PRIMARY KEY (head_id, image_id)" in table_sql
+        plan = " ".join(str(r) for r in index.db.execute("EXPLAIN QUERY PLAN SELECT score FROM scores WHERE head_id = 'h'"))
+        assert "SCAN" not in plan  # a range of the key, not the whole table
+
+        class Head:
+            name, hash = "h", "z"
+
+        index.put_scores(Head, 1, "p", [2], heads.Prediction(np.array([9.0], np.float32)))
+        assert index.db.execute("SELECT count(*), max(score) FROM scores WHERE head_id = 'h'").fetchone() == (2, 9.0)
+        assert [(r["image_id"], r["head_hash"]) for r in index.scores("h")] == [(2, "z"), (1, "x")]
+        index.forget_derived(1)
+        assert index.db.execute("SELECT image_id, head_id FROM scores").fetchall() == [(2, "h")]
+
+
+def test_a_failed_score_write_leaves_nothing_staged_for_the_next(filled_index):
+    index, backbone_id, ids, _ = filled_index
+    index.db.execute("INSERT INTO heads (id, hash) VALUES ('known', 'k')")
+
+    class Known:
+        name, hash = "known", "k"
+
+    with pytest.raises(Exception, match="FOREIGN KEY"):  # no such images: the copy into scores is refused
+        index.put_scores(Known, backbone_id, "p", [10_001, 10_002], heads.Prediction(np.ones(2, np.float32)))
+    assert index.db.execute("SELECT count(*) FROM staged_scores").fetchone()[0] == 0
+    index.put_scores(Known, backbone_id, "p", ids[3:5], heads.Prediction(np.ones(2, np.float32)))
+    assert [r[0] for r in index.db.execute("SELECT image_id FROM scores ORDER BY image_id")] == ids[3:5]
+
+
+def test_rescoring_with_a_fresh_head_reads_every_present_embedding_once(filled_index, monkeypatch):
+    """No id list for a head that has scored nothing: one scan, missing images left out."""
+    index, backbone_id, ids, vectors = filled_index
+    from aes_index.backbone import BackboneInfo
+    from aes_index.config import Settings
+
+    monkeypatch.setattr(store, "STREAM_ABOVE", 5)
+    asked = []
+    real = Index.iter_embeddings
+    monkeypatch.setattr(Index, "iter_embeddings", lambda self, b, image_ids=None, **k: asked.append(image_ids) or real(self, b, image_ids, **k))
+    monkeypatch.setattr(Index, "ids_needing_score", lambda *a: pytest.fail("listed the ids of a fresh head"))
+    head = heads.Head({"kind": "linear", "name": "probe", "backbone": "tiny/x", "input_space": "pooled", "input_dim": 8},
+                      {"weight": np.ones((1, 8), np.float32), "bias": np.zeros(1, np.float32)})
+    index.record_head(head)
+
+    class Session:
+        def ensure_row(self):
+            return backbone_id
+
+        projection = np.eye(8, 4, dtype=np.float32)
+        info = BackboneInfo("tiny/x", "tiny", "x", 8, 4, SPEC)
+
+    assert indexer.score_stale(index, Session(), head) == 50 and asked == [None]
+    got = dict(index.db.execute("SELECT image_id, score FROM scores WHERE head_id = 'probe'").fetchall())
+    assert sorted(got) == ids[:50]
+    assert np.allclose([got[i] for i in ids[:50]], vectors[:50].astype(np.float16).astype(np.float32).sum(1), rtol=1e-3)
+
+
+@pytest.mark.parametrize("variable_limit", [7, 32766])  # 2 rows a statement, or all of them in one
+def test_rows_inserted_in_multi_row_statements_all_arrive_in_order(tmp_path, variable_limit):
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
+    conn.execute("CREATE TABLE t (a INTEGER, b FLOAT, c TEXT)")
+    rows = [(i, i / 3, None if i % 2 else f"r{i}") for i in range(11)]
+    store._insert_rows(conn, "t", [list(column) for column in zip(*rows)])
+    store._insert_rows(conn, "t", [[], [], []])
+    assert conn.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == rows

@@ -475,8 +475,9 @@ def synthetic_index(path: Path, photos: int) -> Index:
             [(i, f"/nowhere/Photos/{i % 100:03d}/IMG_{i:06d}.jpg", f"{i:032x}") for i in range(1, photos + 1)],
         )
         index.db.execute("INSERT INTO heads (id, hash, kind) VALUES ('synthetic', 'h', 'linear')")
+        index.db.execute("INSERT INTO score_batches (id, head_id, head_hash) VALUES (1, 'synthetic', 'h')")
         index.db.conn.executemany(
-            "INSERT INTO scores (image_id, head_id, score, head_hash) VALUES (?, 'synthetic', ?, 'h')",
+            "INSERT INTO scores (image_id, head_id, score, batch) VALUES (?, 'synthetic', ?, 1)",
             [(i, float(s)) for i, s in zip(range(1, photos + 1), rng.normal(5, 1, photos))],
         )
         index.db.execute("INSERT INTO runs (command, status, head_id) VALUES ('rebuild', 'done', 'synthetic')")

@@ -313,12 +313,15 @@ def _store_batch(index: Index, backbone_id: int, head: Head, preprocess: str, pr
 def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: Sequence[int] | None = None) -> int:
     """Score cached embeddings lacking a current score for `head`: no decoding at all."""
     backbone_id = session.ensure_row()
-    stale = index.ids_needing_score(head, backbone_id)
-    if image_ids is not None:
-        wanted = set(image_ids)
-        stale = [i for i in stale if i in wanted]
-    if not stale:
-        return 0
+    if image_ids is None and not index.has_scores(head):
+        stale = None  # a head that has scored nothing (the usual rescore): every embedding, one scan
+    else:
+        stale = index.ids_needing_score(head, backbone_id)
+        if image_ids is not None:
+            wanted = set(image_ids)
+            stale = [i for i in stale if i in wanted]
+        if not stale:
+            return 0
     projection = session.projection
     preprocess = session.info.preprocess.describe()
     count = 0

@@ -28,6 +28,7 @@ import io
 import os
 import shutil
 import struct
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -44,7 +45,7 @@ PREVIEW_SIZE = (1620, 1080)  # the JPEG preview in Nikon/Sony RAW files
 JPEG_BASES, HEIC_BASES, RAW_BASES = 64, 2, 4
 NOISE_SIGMA = 6.0  # at mid-grey, in 8-bit levels: gives ~8 MB files at quality 92
 EVERY_NTH_HEIC, EVERY_NTH_RAW = 20, 20
-FORMAT = 2  # bump when what is built changes (2: indexes written with 16 KB SQLite pages)
+FORMAT = 4  # bump when what is built changes (2: 16 KB SQLite pages; 4: index schema 2)
 
 
 # --- photo library ---------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def _ensure_bases(workers: int | None) -> dict[str, list[Path]]:
     }
     missing = [(path, make, seed) for entries in plan.values() for path, make, seed in entries if not path.is_file()]
     if missing:
-        print(f"building {len(missing)} base photos in {folder} (once; about a second each)", flush=True)
+        print(f"building {len(missing)} base photos in {folder} (once; about a second each)", file=sys.stderr, flush=True)
         with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
             list(pool.map(_write_base, missing))
     return {kind: [path for path, _, _ in entries] for kind, entries in plan.items()}
