@@ -587,6 +587,25 @@ def test_raw_with_only_a_broken_preview_names_each_failure():
 
 
 @needs_fixtures
+def test_a_raw_stripped_of_its_sensor_data_is_not_demosaiced_into_noise():
+    """DNG.dng (13 KB) describes a 3516x2328 sensor whose data is gone: LibRaw's demosaic
+    is uninitialised memory, another picture at every decode. It is refused, and the
+    file's own (tiny) preview is used, the same in every process."""
+    import rawpy
+
+    from aes_index.decode import _libraw_demosaic
+
+    sample = METADATA_SAMPLES / "DNG.dng"
+    with rawpy.imread(str(sample)) as raw, pytest.raises(NoPreview, match="holds no sensor data"):
+        _libraw_demosaic(raw, sample.stat().st_size, 224, 10**8)
+    code = "import hashlib, numpy, sys; from aes_index.decode import decode_image; " \
+           "print(hashlib.sha256(numpy.asarray(decode_image(sys.argv[1])).tobytes()).hexdigest())"
+    digests = {subprocess.run([sys.executable, "-c", code, str(sample)], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(REPO_ROOT / "plugin"))).stdout for _ in range(3)}
+    assert len(digests) == 1 and len(digests.pop().strip()) == 64
+
+
+@needs_fixtures
 def test_raw_too_large_for_demosaic_is_not_demosaiced():
     with pytest.raises(NoPreview, match="megapixel limit"):
         decode_image(KODAK_RAW, max_pixels=1000)  # preview 96x64 = 6144 px: also refused

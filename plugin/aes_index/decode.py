@@ -349,7 +349,7 @@ def _libraw_images(
         yield "libraw thumbnail", lambda: _libraw_thumbnail(
             raw, min_side, max_pixels, orientation
         )
-        yield "libraw demosaic", lambda: _libraw_demosaic(raw, min_side, max_pixels)
+        yield "libraw demosaic", lambda: _libraw_demosaic(raw, os.path.getsize(path), min_side, max_pixels)
 
 
 class _Exiv2File(NamedTuple):
@@ -420,8 +420,17 @@ def _libraw_thumbnail(raw, min_side: int, max_pixels: int, orientation: int | No
     return _finish(Image.fromarray(thumb.data), orientation, min_side)
 
 
-def _libraw_demosaic(raw, min_side: int, max_pixels: int) -> Image.Image:
+# A RAW file with less than this many bytes per sensor pixel was stripped of its sensor
+# data (as sample files often are): LibRaw would "demosaic" uninitialised memory, another
+# picture at every decode. Real files hold far more, lossy-compressed ones included
+# (0.2-1 byte per pixel); a stripped one holds a few kilobytes for millions of pixels.
+MIN_RAW_BYTES_PER_PIXEL = 1 / 16
+
+
+def _libraw_demosaic(raw, file_size: int, min_side: int, max_pixels: int) -> Image.Image:
     _refuse_bomb("libraw demosaic", (raw.sizes.width, raw.sizes.height), max_pixels)
+    if file_size < MIN_RAW_BYTES_PER_PIXEL * raw.sizes.raw_width * raw.sizes.raw_height:
+        raise NoPreview(_line("libraw demosaic", "the file holds no sensor data (a stripped RAW file)"))
     rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
     return _finish(Image.fromarray(rgb), None, min_side)  # LibRaw already applied the flip
 
