@@ -358,14 +358,21 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
 
 
 def test_a_failed_score_write_leaves_nothing_staged_for_the_next(filled_index):
+    import sqlite3
+
     index, backbone_id, ids, _ = filled_index
     index.db.execute("INSERT INTO heads (id, hash) VALUES ('known', 'k')")
 
     class Known:
         name, hash = "known", "k"
 
-    with pytest.raises(Exception, match="FOREIGN KEY"):  # no such images: the copy into scores is refused
-        index.put_scores(Known, backbone_id, "p", [10_001, 10_002], heads.Prediction(np.ones(2, np.float32)))
+    def refuse_the_copy_into_scores(action, table, *_):  # as a full disk or a lock would
+        return sqlite3.SQLITE_DENY if (action, table) == (sqlite3.SQLITE_INSERT, "scores") else sqlite3.SQLITE_OK
+
+    index.db.conn.set_authorizer(refuse_the_copy_into_scores)
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        index.put_scores(Known, backbone_id, "p", ids[:2], heads.Prediction(np.ones(2, np.float32)))
+    index.db.conn.set_authorizer(None)
     assert index.db.execute("SELECT count(*) FROM staged_scores").fetchone()[0] == 0
     index.put_scores(Known, backbone_id, "p", ids[3:5], heads.Prediction(np.ones(2, np.float32)))
     assert [r[0] for r in index.db.execute("SELECT image_id FROM scores ORDER BY image_id")] == ids[3:5]

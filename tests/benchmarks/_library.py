@@ -45,7 +45,7 @@ PREVIEW_SIZE = (1620, 1080)  # the JPEG preview in Nikon/Sony RAW files
 JPEG_BASES, HEIC_BASES, RAW_BASES = 64, 2, 4
 NOISE_SIGMA = 6.0  # at mid-grey, in 8-bit levels: gives ~8 MB files at quality 92
 EVERY_NTH_HEIC, EVERY_NTH_RAW = 20, 20
-FORMAT = 4  # bump when what is built changes (2: 16 KB SQLite pages; 4: index schema 2)
+FORMAT = 5  # bump when what is built changes (2: 16 KB SQLite pages; 5: index schema 2)
 
 
 # --- photo library ---------------------------------------------------------------------------
