@@ -17,7 +17,6 @@ writes; a busy timeout rides out short locks from a concurrent writer.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import queue
