@@ -323,8 +323,10 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
     """Version 1's rowid table, with the provenance in every row, becomes one B-tree keyed
     by (head_id, image_id) whose rows point to their batch; every score and its provenance
     survive, and the upsert still updates in place."""
+    import sqlite_utils
+
     path = tmp_path / "v1.db"
-    db = __import__("sqlite_utils").Database(path)
+    db = sqlite_utils.Database(path)
     store._migrate_to_1(db)
     db.execute("INSERT INTO images (id, path, status) VALUES (1, '/p/1.jpg', 'ok'), (2, '/p/2.jpg', 'ok')")
     db.execute("INSERT INTO heads (id, hash) VALUES ('h', 'x'), ('g', 'y')")
@@ -382,7 +384,6 @@ def test_rescoring_with_a_fresh_head_reads_every_present_embedding_once(filled_i
     """No id list for a head that has scored nothing: one scan, missing images left out."""
     index, backbone_id, ids, vectors = filled_index
     from aes_index.backbone import BackboneInfo
-    from aes_index.config import Settings
 
     monkeypatch.setattr(store, "STREAM_ABOVE", 5)
     asked = []
