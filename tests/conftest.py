@@ -29,16 +29,34 @@ TINY_CONFIG = {
 }
 
 
+STABLE_ENV = "AES_INDEX_STABLE_SECONDS"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stability_window():
+    """Tests make photos and index them at once: with the default 2 s window a rebuild would
+    leave every one of them for later. Set in os.environ so CLI subprocesses inherit it;
+    tests of the window set their own."""
+    previous = os.environ.get(STABLE_ENV)
+    os.environ[STABLE_ENV] = "0"
+    yield
+    if previous is None:
+        os.environ.pop(STABLE_ENV, None)
+    else:
+        os.environ[STABLE_ENV] = previous
+
+
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path_factory, monkeypatch):
+def isolated_environment(tmp_path_factory, monkeypatch, no_stability_window):
     """No test reads the user's config or caches, or reaches the network."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("AES_INDEX_CACHE_DIR", str(home / "cache"))
     for name in list(os.environ):
-        if name.startswith("AES_INDEX_") and name != "AES_INDEX_CACHE_DIR":
+        if name.startswith("AES_INDEX_") and name not in ("AES_INDEX_CACHE_DIR", STABLE_ENV):
             monkeypatch.delenv(name)
+    monkeypatch.setenv(STABLE_ENV, "0")  # a test that changed it leaves the next one the default
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +86,7 @@ def settings(tiny_model):
 
     return Settings(
         model=tiny_model["config"], pretrained=tiny_model["checkpoint"], device="cpu", dtype="fp32",
-        workers=0, batch_size=4,
+        workers=0, batch_size=4, stable_seconds=0.0,
     )
 
 

@@ -102,10 +102,13 @@ def test_bursts_slow_copy_rename_delete_and_concurrent_rebuild(tmp_path, setting
             for i in range(burst * 50, burst * 50 + 50):
                 shutil.copy(staging / f"new_{i:03d}.jpg", root / f"burst{burst}" / f"new_{i:03d}.jpg")
             if burst == 1:  # a manual rebuild runs while the watcher works
+                # With the default stability window, as a person runs it: files still being
+                # copied are the watcher's, never read half-written by the rebuild.
+                env = {k: v for k, v in os.environ.items() if k != "AES_INDEX_STABLE_SECONDS"}
                 rebuild = subprocess.Popen(
                     [sys.executable, "-m", "aes_index.cli", "rebuild", str(root), "--db", str(db), *model_args,
                      "--workers", "0", "--debug", "--json"],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                 )
             time.sleep(0.3)
 

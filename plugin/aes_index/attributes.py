@@ -127,38 +127,36 @@ def attribute_head(name: str, backbone_key: str, load_backbone, override: str | 
     return head
 
 
-def compute_attributes(index, session, names: list[str], overrides: dict[str, str] | None = None) -> dict[str, int]:
-    """Score every cached embedding with each attribute head: {attribute: photos scored}."""
+def compute_attributes(
+    index, session, names: list[str], overrides: dict[str, str] | None = None, lock_timeout: float | None = None
+) -> dict[str, int]:
+    """Score every cached embedding with each attribute head: {attribute: photos scored}.
+
+    Holds the writer lock: a rebuild or the watcher must not store embeddings under us."""
     from .indexer import score_stale
+    from .locks import writer_lock
 
     overrides = overrides or {}
     counts = {}
-    for name in names:
-        head = attribute_head(name, session.key, lambda: session.model, overrides.get(name))
-        check_compatible(head, session.key, session.info.pooled_dim, session.info.embed_dim)
-        index.record_head(head)
-        counts[name] = score_stale(index, session, head)
+    with writer_lock(index.path, lock_timeout):
+        for name in names:
+            head = attribute_head(name, session.key, lambda: session.model, overrides.get(name))
+            check_compatible(head, session.key, session.info.pooled_dim, session.info.embed_dim)
+            index.record_head(head)
+            counts[name] = score_stale(index, session, head)
     return counts
 
 
 def attribute_scores(index, image_id: int) -> dict[str, float]:
     """{attribute: score} stored for one photo."""
-    rows = index.db.execute(
-        "SELECT h.metadata, s.score FROM scores s JOIN heads h ON h.id = s.head_id WHERE s.image_id = ? AND h.id LIKE 'attribute-%'",
-        [image_id],
-    )
-    import json
-
-    return {json.loads(meta).get("attribute"): score for meta, score in rows}
+    return {meta.get("attribute"): score for meta, score in index.scores_of_image(image_id, "attribute-")}
 
 
 def head_id_for(index, name: str) -> str:
     """The head whose scores `top --by NAME` lists: the attribute's most recently used head."""
-    import json
-
     parse_names(name)
-    for head_id, meta in index.db.execute("SELECT id, metadata FROM heads ORDER BY first_used DESC"):
-        if json.loads(meta).get("attribute") == name:
+    for head_id, meta in index.heads_latest_first():
+        if meta.get("attribute") == name:
             return head_id
     raise ConfigError(f"no {name} scores yet: run `aes-index attributes`")
 

@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("common options")
     group.add_argument("--db", help=f"index database (default: {DB_FILENAME} in the library root, or found upwards from here)")
-    group.add_argument("--model", help="open_clip model name or model-config JSON (default ViT-B-32)")
-    group.add_argument("--pretrained", help="pretrained tag or local .safetensors/.pt checkpoint (default openai)")
+    group.add_argument("--model", help="open_clip model name or model-config JSON (default: the index's, else ViT-B-32)")
+    group.add_argument("--pretrained", help="pretrained tag or local .safetensors/.pt checkpoint (default: the index's, else openai)")
     group.add_argument("--device", help="auto | cpu | cuda[:N] | mps")
     group.add_argument("--dtype", help="auto | fp32 | fp16 | bf16")
     group.add_argument("--head", help="auto | zeroshot[:fixed|ensemble|context[:POS/NEG]] | head .safetensors file")
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", parents=[common], help="keep the index and the stars current as photos arrive")
     watch.add_argument("roots", nargs="*", metavar="ROOT", help="library folders (default: those already indexed)")
     watch.add_argument("--poll", action="store_true", help="poll instead of inotify (NFS/SMB shares)")
-    watch.add_argument("--stable", type=float, default=2.0, metavar="SECONDS", help="a file is scored once unchanged this long (default 2)")
+    watch.add_argument("--stable", type=float, metavar="SECONDS", help="a file is scored once unchanged this long (default 2; setting stable_seconds)")
     watch.add_argument("--rescan", type=float, default=900.0, metavar="SECONDS", help="full rescan interval; events get lost (default 900)")
     watch.add_argument("--no-rate", action="store_true", help="only score; don't write star ratings")
     _add_rating_options(watch)
@@ -161,6 +161,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides["exclude"] = tuple(args.exclude)
     for name in ("policy", "cuts", "reject_below", "target", "treat_as_unrated"):
         overrides[name] = getattr(args, name, None)
+    overrides["stable_seconds"] = getattr(args, "stable", None)
     return load_settings(overrides, config_path=args.config)
 
 
@@ -285,8 +286,6 @@ def progress_for(args) -> BarProgress:
 def cmd_rebuild(args) -> int:
     from .indexer import rebuild
 
-    from .locks import writer_lock
-
     settings = settings_from(args)
     missing = [root for root in args.roots if not os.path.exists(root)]
     if missing:
@@ -294,9 +293,8 @@ def cmd_rebuild(args) -> int:
     with open_index(settings, args.roots, create=True) as index:
         if not args.roots and not index.roots():
             raise IndexUnavailable("no library roots known yet: run `aes-index rebuild PATH`")
-        # One writer at a time: a running watcher finishes its batch, then waits for us.
-        with writer_lock(index.path):
-            summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
+        # rebuild takes the writer lock: a running watcher finishes its batch, then waits for us.
+        summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
     emit(args, summary.as_dict(), lambda: summary_line(summary))
     return ExitCode.FILE_ERRORS if summary.errors else ExitCode.OK
 
@@ -308,7 +306,10 @@ def summary_line(summary) -> str:
             parts.append(f"{getattr(summary, name)} {name}")
     rate = f" ({summary.images_per_second:.1f} img/s)" if summary.decoded else ""
     hint = "; `aes-index stats` lists the errors" if summary.errors else ""
-    return f"{summary.command}: {', '.join(parts)} in {summary.seconds:.1f} s{rate}{hint}"
+    line = f"{summary.command}: {', '.join(parts)} in {summary.seconds:.1f} s{rate}{hint}"
+    if summary.settling:
+        line += f"\n{summary.settling} files still being written: skipped; run again once they are complete"
+    return line
 
 
 def cmd_score(args) -> int:
@@ -452,7 +453,7 @@ def cmd_attributes(args) -> int:
     with open_index(settings) as index:
         session = BackboneSession(index, settings)
         if session.id is None:
-            raise IndexUnavailable("no embeddings for this backbone yet: run `aes-index rebuild` first")
+            raise IndexUnavailable(f"no embeddings from {session.key} yet: run `aes-index rebuild` first")
         scored = compute_attributes(index, session, names, overrides)
         data = {"scored": scored}
         if args.tags:
@@ -547,7 +548,7 @@ def cmd_watch(args) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())  # finish the batch in hand, then exit
-    config = WatchConfig(stable_seconds=args.stable, rescan_seconds=args.rescan, poll=args.poll)
+    config = WatchConfig(stable_seconds=settings.stable_seconds, rescan_seconds=args.rescan, poll=args.poll)
     print(f"aes-index: watching {', '.join(roots)} (index {db_path})", file=sys.stderr)
     status = Watcher(db_path, roots, settings, config, after_batch).run(stop)
     print(f"aes-index: stopped after scoring {status.scored} photos ({status.errors} errors)", file=sys.stderr)
@@ -711,6 +712,8 @@ def cmd_digikam_undo(args) -> int:
 
 # --- entry point -------------------------------------------------------------------------
 
+    if not (args.json or args.quiet):  # one-line notices, e.g. which backbone a command picked
+        logging.getLogger("aes_index.notice").setLevel(logging.INFO)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()

@@ -23,12 +23,15 @@ from .errors import ConfigError
 
 DB_FILENAME = ".aes-index.db"
 ENV_PREFIX = "AES_INDEX_"
+DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-32", "openai"
 
 
 @dataclass(frozen=True)
 class Settings:
-    model: str = "ViT-B-32"  # open_clip model name, or a path to an open_clip model-config JSON
-    pretrained: str = "openai"  # open_clip tag, a local .safetensors/.pt file, or "random"
+    # The backbone: None = not named, so commands use the one the index was built with
+    # (indexer.choose_backbone), or DEFAULT_MODEL/DEFAULT_PRETRAINED for a new index.
+    model: str | None = None  # open_clip model name, or a path to an open_clip model-config JSON
+    pretrained: str | None = None  # open_clip tag, a local .safetensors/.pt file, or "random"
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | fp32 | fp16 | bf16
     head: str = "auto"  # auto | zeroshot[:MODE[:POS/NEG]] | path to a head .safetensors
@@ -42,9 +45,14 @@ class Settings:
     reject_below: str | None = None  # optional: below this, reject (-1)
     target: str = "xmp"  # where ratings go: xmp | exif
     treat_as_unrated: str = ""  # ratings that count as "none", e.g. "1" for darktable's import default
+    stable_seconds: float = 2.0  # a file modified more recently than this is still being written: not read yet
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def with_default_backbone(self) -> "Settings":
+        """The named backbone, the defaults filling what is not named (no index to ask)."""
+        return self.replace(model=self.model or DEFAULT_MODEL, pretrained=self.pretrained or DEFAULT_PRETRAINED)
 
 
 def config_file_path(env: Mapping[str, str] = os.environ) -> Path:
@@ -96,6 +104,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return None if value is None else str(value)
         if kind == "int":
             return int(value)
+        if kind == "float":
+            return float(value)
         if kind.startswith("tuple"):
             items = value.split(",") if isinstance(value, str) else value
             return tuple(str(item).strip() for item in items if str(item).strip())

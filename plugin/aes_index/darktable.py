@@ -248,11 +248,10 @@ def index_path(settings: Settings, images: Sequence[DtImage]) -> Path:
 def _score(index: Index, images: Sequence[DtImage], settings: Settings) -> tuple[str, list[dict]]:
     """Score the images not scored yet (cached otherwise); -> (head id, per-image errors)."""
     from .indexer import BackboneSession, score_files
-    from .locks import writer_lock
 
     paths = sorted({image.path for image in images if _storable(image.path)})
-    with writer_lock(index.path):  # a running watcher finishes its batch first
-        results = {result.path: result for result in score_files(index, paths, settings)}
+    # score_files takes the writer lock: a running watcher finishes its batch first
+    results = {result.path: result for result in score_files(index, paths, settings)}
     head_id = BackboneSession(index, settings).head().name  # cached now: no model load
     failed = {path: result.error for path, result in results.items() if result.score is None}
     failed |= {i.path: "the file name is not valid UTF-8: the index cannot hold it" for i in images if not _storable(i.path)}

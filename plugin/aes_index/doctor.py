@@ -9,13 +9,31 @@ from .errors import AesIndexError
 
 
 def diagnose(settings: Settings, db_path: Path, list_models: bool = False) -> dict:
-    checks = [_check_environment(settings), _check_weights(settings), _check_head(settings), _check_index(db_path)]
+    try:
+        settings = _backbone_named(settings, db_path)
+    except AesIndexError as exc:  # several backbones in the index and none named
+        failed = _check("weights", False, str(exc))
+        checks = [_check_environment(settings), failed, _check("head", False, str(exc)), _check_index(db_path)]
+    else:
+        checks = [_check_environment(settings), _check_weights(settings), _check_head(settings), _check_index(db_path)]
     report = {"ok": all(c["ok"] for c in checks if c["required"]), "checks": checks}
     if list_models:
         import open_clip
 
         report["models"] = open_clip.list_models()
     return report
+
+
+def _backbone_named(settings: Settings, db_path: Path) -> Settings:
+    """Settings naming the backbone the commands would use: the index's if not named."""
+    if settings.model and settings.pretrained or not db_path.is_file():
+        return settings.with_default_backbone()
+    from .indexer import choose_backbone
+    from .store import Index
+
+    with Index(db_path, create=False) as index:
+        model, pretrained, _ = choose_backbone(index, settings)
+    return settings.replace(model=model, pretrained=pretrained)
 
 
 def _check(name: str, ok: bool, detail: str, required: bool = True, **facts) -> dict:

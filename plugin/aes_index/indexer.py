@@ -1,11 +1,14 @@
 """The indexing stages and the operations built from them (rebuild, rescore, score files).
 
-Each stage is one small function over the index; `rebuild` and the watcher run the same
-stages in the same order:
+Each stage is one small function over the index. `run_stages` runs them, in this order,
+under the writer lock, for every caller (rebuild, score, the watcher, darktable's plugin):
 
-    scan            discover files, compare with the index: new / changed / moved / missing
+    scan            discover files, compare with the index: new / changed / moved / missing;
+                    files modified within the stability window are still being written: left alone
+    head            resolve the head and record it
     select_work     which images need decoding for this backbone
-    embed_and_score decode (workers) -> embed (batches) -> score -> store, a batch per transaction
+    embed_and_score decode (workers) -> embed (batches) -> score -> store, a batch per
+                    transaction; a file whose size or mtime moved since the scan is not stored
     score_stale     score cached embeddings whose score is absent or has other provenance
 
 The model is loaded only when something must be decoded or a zero-shot head built: a
@@ -27,14 +30,18 @@ import numpy as np
 
 from . import store
 from .backbone import BackboneInfo, PreprocessSpec, backbone_key, load_backbone, resolve_model_name
-from .config import Settings
-from .errors import DecodeError
+from .config import DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings
+from .errors import ConfigError, DecodeError
 from .heads import Head, check_compatible, resolve_head
 from .library import FileEntry, discover, fingerprint, printable
+from .locks import writer_lock
 from .pipeline import Batch, Failed, default_workers, embed_stream
 from .store import ERROR, MISSING, NEW, OK, Index
 
 log = logging.getLogger(__name__)
+# One-line notices for people (which backbone a command picked); the CLI shows them on
+# stderr unless --json or --quiet, the API leaves them silent.
+notices = logging.getLogger("aes_index.notice")
 
 
 class Progress:
@@ -58,7 +65,9 @@ class ScanResult:
     duplicates: int = 0  # new files identical to an indexed one: embedding shared
     missing: int = 0
     errors: int = 0
+    settling: int = 0  # modified within the stability window: still being written, left for later
     image_ids: list[int] = field(default_factory=list)  # every image seen in this scan
+    settling_paths: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +83,7 @@ class RunSummary:
     changed: int = 0
     moved: int = 0
     missing: int = 0
+    settling: int = 0  # still being written (too recently modified, or changed while read): run again
     seconds: float = 0.0
     images_per_second: float = 0.0
     head: str | None = None
@@ -87,24 +97,68 @@ class RunSummary:
 # --- the backbone, resolved lazily -------------------------------------------------------
 
 
+def choose_backbone(index: Index | None, settings: Settings) -> tuple[str, str, dict | None]:
+    """(model, pretrained, the index's row or None) for a command.
+
+    Named (--model and --pretrained, config, environment): that one. Not named: the one
+    the index holds; the defaults if it holds none; an error if it holds several, since
+    guessing would score with the wrong one. Naming one half picks among the index's
+    backbones with that half."""
+    model, pretrained = settings.model, settings.pretrained
+    if model and pretrained:
+        return model, pretrained, None
+    rows = [row for row in (index.backbones() if index is not None else []) if _matches(row, model, pretrained)]
+    if len(rows) > 1:
+        keys = ", ".join(row["key"] for row in rows)
+        raise ConfigError(f"the index holds embeddings from {keys}: pass --model and --pretrained")
+    if rows:
+        row = rows[0]
+        if row["key"] not in _announced:
+            _announced.add(row["key"])
+            notices.info("using the index's backbone %s", row["key"])
+        return row["model"], row["pretrained"], row
+    return model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED, None
+
+
+_announced: set[str] = set()  # say once per process, not once per batch
+
+
+def _matches(row: dict, model: str | None, pretrained: str | None) -> bool:
+    """Whether an index backbone fits the half that was named (by argument or by name)."""
+    key_model, _, key_pretrained = row["key"].partition("/")
+    return (model is None or model in (row["model"], key_model)) and (pretrained is None or pretrained in (row["pretrained"], key_pretrained))
+
+
+def loadable(model: str, pretrained: str) -> tuple[str, str]:
+    """The arguments to record with a backbone: files as absolute paths, so that a later
+    command run from another folder loads the same model."""
+    def absolute(value: str) -> str:
+        path = os.path.expanduser(value)
+        return os.path.abspath(path) if os.path.isfile(path) else value
+
+    return absolute(model), absolute(pretrained)
+
+
 class BackboneSession:
     """The backbone for a run: its index row always, the model only if needed."""
 
     def __init__(self, index: Index, settings: Settings):
         self.index = index
-        self.settings = settings
-        self.key = backbone_key(resolve_model_name(settings.model), settings.pretrained)
-        row = index.backbone(self.key)
+        model, pretrained, row = choose_backbone(index, settings)
+        self.settings = settings.replace(model=model, pretrained=pretrained)
+        self.key = row["key"] if row else backbone_key(resolve_model_name(model), pretrained)
+        row = row or index.backbone(self.key)
         self.id: int | None = row["id"] if row else None
         self._info = BackboneInfo.from_json(row["preprocess"]) if row else None
 
     @functools.cached_property
     def model(self):
-        backbone = load_backbone(
-            self.settings.model, self.settings.pretrained, self.settings.device, self.settings.dtype, self.settings.cache_dir
-        )
+        settings = self.settings
+        backbone = load_backbone(settings.model, settings.pretrained, settings.device, settings.dtype, settings.cache_dir)
+        if backbone.key != self.key:  # the index's row names a weights file whose content changed since
+            raise ConfigError(f"{settings.pretrained} is no longer the weights the index was built with ({self.key}): pass --model and --pretrained")
         if self.id is None:
-            self.id = self.index.ensure_backbone(backbone.info, backbone.projection)
+            self.id = self.index.ensure_backbone(backbone.info, backbone.projection, *loadable(settings.model, settings.pretrained))
             self._info = backbone.info
         return backbone
 
@@ -132,8 +186,14 @@ class BackboneSession:
 # --- stages ------------------------------------------------------------------------------
 
 
-def scan(index: Index, roots: Sequence[str], exclude: Sequence[str] = (), progress: Progress = Progress()) -> ScanResult:
-    """Walk `roots` and bring the images table up to date. Decodes nothing."""
+def scan(
+    index: Index, roots: Sequence[str], exclude: Sequence[str] = (), progress: Progress = Progress(), stable_seconds: float = 0.0,
+) -> ScanResult:
+    """Walk `roots` and bring the images table up to date. Decodes nothing.
+
+    A file modified less than `stable_seconds` ago is still being written (a copy, a
+    tethered shot): it is counted as settling, neither added nor marked missing, and read
+    by a later run once it has settled."""
     result = ScanResult()
     seen: set[str] = set()
     arrivals: list[FileEntry] = []
@@ -146,6 +206,10 @@ def scan(index: Index, roots: Sequence[str], exclude: Sequence[str] = (), progre
             seen.add(entry.path)
             result.files += 1
             progress.advance()
+            if _still_written(entry, stable_seconds):
+                result.settling += 1
+                result.settling_paths.append(entry.path)
+                continue
             previous = known.get(entry.path)
             if previous is None:
                 arrivals.append(entry)
@@ -158,6 +222,14 @@ def scan(index: Index, roots: Sequence[str], exclude: Sequence[str] = (), progre
         _place_arrivals(index, arrivals, gone, result)
     progress.finish()
     return result
+
+
+FUTURE_SLACK_NS = 1_000_000_000  # mtimes further ahead than this are clock skew, not a write in progress
+
+
+def _still_written(entry: FileEntry, stable_seconds: float) -> bool:
+    age_ns = time.time_ns() - entry.mtime_ns
+    return stable_seconds > 0 and -FUTURE_SLACK_NS < age_ns < stable_seconds * 1e9
 
 
 def _scan_error(path: str, exc: OSError, result: ScanResult) -> None:
@@ -193,7 +265,7 @@ def _refresh(index: Index, previous: store.KnownFile, entry: FileEntry, result: 
         return
     if print_ == previous.fingerprint:
         result.touched += 1
-        status = previous.status if previous.status != MISSING else (OK if _has_embedding(index, previous.id) else NEW)
+        status = previous.status if previous.status != MISSING else (OK if index.has_embedding(previous.id) else NEW)
         index.update_image(previous.id, size=entry.size, mtime_ns=entry.mtime_ns, status=status)
         return
     result.changed += 1
@@ -201,10 +273,6 @@ def _refresh(index: Index, previous: store.KnownFile, entry: FileEntry, result: 
     index.update_image(
         previous.id, size=entry.size, mtime_ns=entry.mtime_ns, fingerprint=print_, status=NEW, error_code=None, error=None
     )
-
-
-def _has_embedding(index: Index, image_id: int) -> bool:
-    return index.db.execute("SELECT 1 FROM embeddings WHERE image_id = ? LIMIT 1", [image_id]).fetchone() is not None
 
 
 def _place_arrivals(index: Index, arrivals: list[FileEntry], gone: list[store.KnownFile], result: ScanResult) -> None:
@@ -224,7 +292,7 @@ def _place_arrivals(index: Index, arrivals: list[FileEntry], gone: list[store.Kn
         candidates = vanished.get(print_) or _missing_with(index, print_)
         if candidates:
             image_id = candidates.pop(0)
-            status = OK if _has_embedding(index, image_id) else NEW
+            status = OK if index.has_embedding(image_id) else NEW
             index.update_image(image_id, path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, status=status)
             result.moved += 1
         else:
@@ -260,54 +328,97 @@ def select_work(index: Index, backbone_id: int | None, image_ids: Iterable[int] 
     embedded = index.ids_with_embedding(backbone_id) if backbone_id is not None and not force else set()
     statuses = (NEW, OK, ERROR) if force else (NEW, OK)
     wanted = None if image_ids is None else set(image_ids)
-    marks = ",".join("?" * len(statuses))
-    rows = index.db.execute(f"SELECT id, path FROM images WHERE status IN ({marks}) ORDER BY path", list(statuses))
-    return [(i, p) for i, p in rows if i not in embedded and (wanted is None or i in wanted)]
+    return [(i, p) for i, p in index.images_with_status(statuses) if i not in embedded and (wanted is None or i in wanted)]
+
+
+@dataclass
+class Embedded:
+    """What embed_and_score did: decoded = stored + failed + unsettled."""
+
+    decoded: int = 0
+    scored: int = 0
+    errors: int = 0
+    unsettled_paths: list[str] = field(default_factory=list)  # changed between scan and store: left new
+
+    @property
+    def unsettled(self) -> int:
+        return len(self.unsettled_paths)
 
 
 def embed_and_score(
     index: Index, session: BackboneSession, head: Head, work: list[tuple[int, str]], settings: Settings,
     progress: Progress = Progress(), stop: Callable[[], bool] = lambda: False,
-) -> tuple[int, int, int]:
-    """Decode, embed and score `work`; each batch is committed whole. -> (decoded, scored, errors)."""
+) -> Embedded:
+    """Decode, embed and score `work`; each batch is committed whole.
+
+    Before a batch is stored, each file's size and mtime are compared with what the scan
+    recorded: a file written to while we read it may have been decoded half-written, so
+    its result is dropped and the image stays new."""
+    done = Embedded()
     if not work:
-        return 0, 0, 0
+        return done
     backbone = session.model
     backbone_id = session.ensure_row()
     preprocess = backbone.info.preprocess.describe()
     batch_size = settings.batch_size or (256 if backbone.device.type == "cuda" else 32)
     workers = default_workers(backbone.device.type != "cpu") if settings.workers < 0 else settings.workers
-    decoded = scored = errors = 0
+    paths = dict(work)
+    recorded = index.file_signatures(list(paths))
     progress.start("embed", len(work))
     for item in embed_stream(backbone, work, batch_size, workers):
+        ids = [item.image_id] if isinstance(item, Failed) else item.image_ids
+        moved = {i for i in ids if _file_signature(paths[i]) != recorded.get(i)}
         with index.transaction():
             if isinstance(item, Failed):
-                index.record_error(item.image_id, item.code, item.message)
-                errors += 1
-                count = 1
+                if not moved:  # a half-written file fails to decode too: no error for that
+                    index.record_error(item.image_id, item.code, item.message)
+                    done.errors += 1
             else:
-                _store_batch(index, backbone_id, head, preprocess, backbone.projection, item)
-                scored += len(item.image_ids)
-                count = len(item.image_ids)
-                if log.isEnabledFor(logging.DEBUG):
-                    paths = dict(work)
-                    for image_id in item.image_ids:
-                        log.debug("embedded %s", paths[image_id])
-        decoded += count
-        progress.advance(count)
+                kept = _without(item, moved)
+                if kept.image_ids:
+                    _store_batch(index, backbone_id, head, preprocess, backbone.projection, kept)
+                    done.scored += len(kept.image_ids)
+                    _log_embedded(kept.image_ids, paths)
+        _log_unsettled(moved, paths)
+        done.unsettled_paths += [paths[i] for i in sorted(moved)]
+        done.decoded += len(ids)
+        progress.advance(len(ids))
         if stop():
             break
     progress.finish()
-    return decoded, scored, errors
+    return done
+
+
+def _file_signature(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def _without(batch: Batch, image_ids: set[int]) -> Batch:
+    if not image_ids:
+        return batch
+    keep = np.array([i not in image_ids for i in batch.image_ids], dtype=bool)
+    return Batch([i for i in batch.image_ids if i not in image_ids], batch.pooled[keep], batch.proj_norms[keep])
+
+
+def _log_embedded(image_ids: Sequence[int], paths: dict[int, str]) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        for image_id in image_ids:
+            log.debug("embedded %s", paths[image_id])
+
+
+def _log_unsettled(image_ids: set[int], paths: dict[int, str]) -> None:
+    for image_id in sorted(image_ids):
+        log.info("%s changed while it was read: not stored, read again once it has settled", printable(paths[image_id]))
 
 
 def _store_batch(index: Index, backbone_id: int, head: Head, preprocess: str, projection, batch: Batch) -> None:
     index.put_embeddings(backbone_id, batch.image_ids, batch.pooled, batch.proj_norms)
     index.put_scores(head, backbone_id, preprocess, batch.image_ids, head.predict(batch.pooled, projection, batch.proj_norms))
-    index.db.conn.executemany(
-        "UPDATE images SET status = ?, error_code = NULL, error = NULL, updated = ? WHERE id = ?",
-        [(OK, store.utcnow(), i) for i in batch.image_ids],
-    )
+    index.mark_ok(batch.image_ids)
 
 
 def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: Sequence[int] | None = None) -> int:
@@ -336,6 +447,54 @@ def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: S
 # --- operations --------------------------------------------------------------------------
 
 
+@dataclass
+class StageResult:
+    """What one pass of the stages did over some paths."""
+
+    scanned: ScanResult
+    head: Head
+    backbone: str  # the backbone's key
+    work: list[tuple[int, str]]  # (image id, path) given to the decoder, in order
+    embedded: Embedded
+    restored: int = 0  # cached embeddings scored by score_stale
+
+    @property
+    def scored(self) -> int:
+        return self.embedded.scored + self.restored
+
+    @property
+    def errors(self) -> int:
+        return self.embedded.errors + self.scanned.errors
+
+    @property
+    def settling(self) -> int:
+        return self.scanned.settling + self.embedded.unsettled
+
+
+def run_stages(
+    index: Index, paths: Sequence[str], settings: Settings, *, session: BackboneSession | None = None, force: bool = False,
+    stable_seconds: float | None = None, stop: Callable[[], bool] = lambda: False, progress: Progress = Progress(),
+    lock_timeout: float | None = None,
+) -> StageResult:
+    """scan -> head -> select_work -> embed_and_score -> score_stale over `paths`, holding
+    the writer lock (waiting up to `lock_timeout` seconds; None: as long as it takes).
+
+    Every caller that indexes files comes through here: one writer at a time means each
+    photo is decoded once, since whoever comes second finds its embedding stored."""
+    window = settings.stable_seconds if stable_seconds is None else stable_seconds
+    with writer_lock(index.path, lock_timeout):
+        scanned = scan(index, paths, settings.exclude, progress, stable_seconds=window)
+        session = session or BackboneSession(index, settings)
+        head = session.head()
+        index.record_head(head)
+        work = select_work(index, session.id, scanned.image_ids, force)
+        embedded = embed_and_score(index, session, head, work, settings, progress, stop)
+        result = StageResult(scanned, head, session.key, work, embedded)
+        if session.id is not None:  # no row: nothing was ever embedded with this backbone
+            result.restored = score_stale(index, session, head, scanned.image_ids)
+    return result
+
+
 def rebuild(
     index: Index, roots: Sequence[str], settings: Settings, force: bool = False,
     progress: Progress = Progress(), stop: Callable[[], bool] = lambda: False,
@@ -347,15 +506,8 @@ def rebuild(
     summary = RunSummary(run_id, "rebuild")
     started = time.monotonic()
     try:
-        scanned = scan(index, roots, settings.exclude, progress)
-        session = BackboneSession(index, settings)
-        work = select_work(index, session.id, scanned.image_ids, force)
-        head = session.head()
-        index.record_head(head)
-        decoded, scored, errors = embed_and_score(index, session, head, work, settings, progress, stop)
-        if session.id is not None:
-            scored += score_stale(index, session, head, scanned.image_ids)
-        summary = _summarise(summary, scanned, decoded, scored, errors, head, session.key)
+        result = run_stages(index, roots, settings, force=force, stop=stop, progress=progress)
+        summary = _summarise(summary, result)
     except KeyboardInterrupt:
         summary.status = "interrupted"
         raise
@@ -364,20 +516,21 @@ def rebuild(
     return summary
 
 
-def rescore(index: Index, settings: Settings, progress: Progress = Progress()) -> RunSummary:
+def rescore(index: Index, settings: Settings, progress: Progress = Progress(), lock_timeout: float | None = None) -> RunSummary:
     """Score every cached embedding with the configured head: no decoding."""
+    session = BackboneSession(index, settings)
+    if session.id is None:
+        raise _no_embeddings(index, session.key)
     run_id = index.start_run("rescore", index.roots(), _settings_record(settings))
     summary = RunSummary(run_id, "rescore")
     started = time.monotonic()
     try:
-        session = BackboneSession(index, settings)
-        if session.id is None:
-            raise _no_embeddings(index, session.key)
         head = session.head()
-        index.record_head(head)
-        progress.start("rescore")
-        summary.scored = score_stale(index, session, head)
-        progress.finish()
+        with writer_lock(index.path, lock_timeout):  # a rebuild storing embeddings meanwhile would be missed
+            index.record_head(head)
+            progress.start("rescore")
+            summary.scored = score_stale(index, session, head)
+            progress.finish()
         summary.head, summary.backbone = head.name, session.key
         summary.files = index.embedding_count(session.id)
         summary.skipped = summary.files - summary.scored
@@ -396,14 +549,16 @@ def _no_embeddings(index: Index, key: str):
     return IndexUnavailable(f"the index has no embeddings from {key} (it has: {known}); run `aes-index rebuild` first")
 
 
-def _summarise(summary: RunSummary, scanned: ScanResult, decoded: int, scored: int, errors: int, head: Head, key: str) -> RunSummary:
+def _summarise(summary: RunSummary, result: StageResult) -> RunSummary:
+    scanned = result.scanned
     summary.files = scanned.files
-    summary.decoded = decoded
-    summary.scored = scored
-    summary.skipped = scanned.files - decoded
-    summary.errors = errors + scanned.errors
+    summary.decoded = result.embedded.decoded
+    summary.scored = result.scored
+    summary.settling = result.settling
+    summary.skipped = scanned.files - summary.decoded - scanned.settling  # unchanged
+    summary.errors = result.errors
     summary.new, summary.changed, summary.moved, summary.missing = scanned.new, scanned.changed, scanned.moved, scanned.missing
-    summary.head, summary.backbone = head.name, key
+    summary.head, summary.backbone = result.head.name, result.backbone
     return summary
 
 
@@ -430,28 +585,28 @@ class FileScore:
     attributes: dict[str, float] = field(default_factory=dict)
 
 
-def score_files(index: Index, paths: Sequence[str], settings: Settings, progress: Progress = Progress()) -> list[FileScore]:
+def score_files(
+    index: Index, paths: Sequence[str], settings: Settings, progress: Progress = Progress(), lock_timeout: float | None = None,
+) -> list[FileScore]:
     """Score particular files through the index: cached when unchanged, decoded otherwise."""
     paths = [os.path.abspath(p) for p in paths]
-    scanned = scan(index, paths, settings.exclude, progress)
-    session = BackboneSession(index, settings)
-    head = session.head()
-    index.record_head(head)
-    work = select_work(index, session.id, scanned.image_ids)
-    embed_and_score(index, session, head, work, settings, progress)
-    score_stale(index, session, head, scanned.image_ids)
-    decoded_ids = {i for i, _ in work}
-    return [_file_score(index, path, head, decoded_ids) for path in paths]
+    result = run_stages(index, paths, settings, progress=progress, lock_timeout=lock_timeout)
+    decoded_ids = {i for i, _ in result.work}
+    settling = set(result.scanned.settling_paths)
+    return [_file_score(index, path, result.head, decoded_ids, path in settling) for path in paths]
 
 
-def _file_score(index: Index, path: str, head: Head, decoded_ids: set[int]) -> FileScore:
+def _file_score(index: Index, path: str, head: Head, decoded_ids: set[int], settling: bool) -> FileScore:
+    if settling:
+        return FileScore(path, None, status=NEW, error=f"{os.path.basename(path)}: still being written; try again in a moment")
     row = index.image_by_path(path)
     if row is None:
         reason = "not a supported photo file" if os.path.isfile(path) else "no such file"
         return FileScore(path, None, status=ERROR, error=f"{os.path.basename(path)}: {reason}")
     if row["status"] == ERROR:
         return FileScore(path, None, status=ERROR, error=row["error"])
-    score = index.db.execute("SELECT score, std FROM scores WHERE image_id = ? AND head_id = ?", [row["id"], head.name]).fetchone()
+    score = index.score_of(row["id"], head.name)
     if score is None:
-        return FileScore(path, None, status=row["status"], error="not scored")
+        error = "changed while it was read; try again in a moment" if row["status"] == NEW else "not scored"
+        return FileScore(path, None, status=row["status"], error=error)
     return FileScore(path, score[0], score[1], cached=row["id"] not in decoded_ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,12 +27,44 @@ def _lock_path(db_path: Path, name: str) -> Path:
     return db_path.with_name(f"{db_path.name}.{name}.lock")
 
 
+# Locks this process holds: lock file -> [thread lock, depth, open handle]. flock() on a
+# second descriptor of a file this process has locked would wait for ourselves forever, so
+# a nested acquisition (run_stages inside a caller that already holds the writer lock)
+# only counts up. Other threads of this process wait on the thread lock, as another
+# process waits on the flock.
+_held: dict[str, list] = {}
+_held_guard = threading.Lock()
+
+
 @contextmanager
 def file_lock(db_path: Path, name: str, timeout: float | None = None, what: str = "the index") -> Iterator[Path]:
-    """Hold `<db>.<name>.lock`; wait up to `timeout` seconds (None: forever, 0: don't wait)."""
+    """Hold `<db>.<name>.lock`; wait up to `timeout` seconds (None: forever, 0: don't wait).
+
+    Re-entrant within a thread: nesting is harmless."""
     path = _lock_path(Path(db_path), name)
-    handle = open(path, "a+")
     deadline = None if timeout is None else time.monotonic() + timeout
+    with _held_guard:
+        entry = _held.setdefault(str(path.resolve()), [threading.RLock(), 0, None])
+    thread_lock = entry[0]
+    if not thread_lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+        raise LockHeld(f"{what} is busy: another thread of this process holds {path.name}")
+    try:
+        if entry[1] == 0:
+            entry[2] = _flock(path, deadline, what)
+        entry[1] += 1
+        try:
+            yield path
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[2].close()  # closing releases the flock
+                entry[2] = None
+    finally:
+        thread_lock.release()
+
+
+def _flock(path: Path, deadline: float | None, what: str):
+    handle = open(path, "a+")
     try:
         while True:
             try:
@@ -45,9 +78,10 @@ def file_lock(db_path: Path, name: str, timeout: float | None = None, what: str 
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
-        yield path
-    finally:
-        handle.close()  # closing releases the flock
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def _holder(path: Path) -> str:

@@ -169,10 +169,7 @@ def load_photos(index: Index, head_id: str) -> list[Photo]:
 
 
 def _image_facts(index: Index) -> dict[int, dict]:
-    # One pass over `images` instead of 50k Index.image() calls.
-    rows = index.db.execute("SELECT id, path, size, mtime_ns, fingerprint, status, error FROM images")
-    keys = ("path", "size", "mtime_ns", "fingerprint", "status", "error")
-    return {row[0]: dict(zip(keys, row[1:])) for row in rows}
+    return index.image_facts()  # one pass over `images` instead of 50k Index.image() calls
 
 
 def _scored_photo(row: dict, fact: dict) -> Photo:

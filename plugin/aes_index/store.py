@@ -240,14 +240,17 @@ class Index:
 
     # --- backbones -------------------------------------------------------------------
 
-    def ensure_backbone(self, info, projection: np.ndarray | None) -> int:
-        """The id of this backbone's row, created on first use."""
+    def ensure_backbone(self, info, projection: np.ndarray | None, model: str | None = None, pretrained: str | None = None) -> int:
+        """The id of this backbone's row, created on first use.
+
+        `model` and `pretrained` are the arguments it was loaded with, kept so that later
+        commands can load it again without being told (default: the names in `info`)."""
         row = self.backbone(info.key)
         if row:
             return row["id"]
         blob = None if projection is None else np.ascontiguousarray(projection, np.float32).tobytes()
         return self.db["backbones"].insert(
-            {"key": info.key, "model": info.model, "pretrained": info.pretrained,
+            {"key": info.key, "model": model or info.model, "pretrained": pretrained or info.pretrained,
              "pooled_dim": info.pooled_dim, "embed_dim": info.embed_dim,
              "preprocess": info.as_json(), "projection": blob, "first_used": utcnow()}
         ).last_pk
@@ -301,6 +304,35 @@ class Index:
         """The file's pixels changed: its embeddings and scores no longer describe it."""
         # Probe each head's range of the (head_id, image_id) key: no index on image_id alone.
         self.db.execute("DELETE FROM scores WHERE head_id IN (SELECT id FROM heads) AND image_id = ?", [image_id])
+    def images_with_status(self, statuses: Sequence[str]) -> list[tuple[int, str]]:
+        """(id, path) of the images in any of `statuses`, by path."""
+        marks = ",".join("?" * len(statuses))
+        return self.db.execute(f"SELECT id, path FROM images WHERE status IN ({marks}) ORDER BY path", list(statuses)).fetchall()
+
+    def file_signatures(self, image_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """{image id: (size, mtime_ns)} as the last scan recorded them."""
+        found = {}
+        for start in range(0, len(image_ids), 900):
+            chunk = list(image_ids[start : start + 900])
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(f"SELECT id, size, mtime_ns FROM images WHERE id IN ({marks})", chunk)
+            found.update({image_id: (size, mtime_ns) for image_id, size, mtime_ns in rows})
+        return found
+
+    def image_facts(self) -> dict[int, dict]:
+        """{image id: path, size, mtime_ns, fingerprint, status, error} of every image, in one pass."""
+        rows = self.db.execute("SELECT id, path, size, mtime_ns, fingerprint, status, error FROM images")
+        keys = ("path", "size", "mtime_ns", "fingerprint", "status", "error")
+        return {row[0]: dict(zip(keys, row[1:])) for row in rows}
+
+    def mark_ok(self, image_ids: Sequence[int]) -> None:
+        """Embedded and scored: clear any earlier error."""
+        now = utcnow()
+        self.db.conn.executemany(
+            "UPDATE images SET status = ?, error_code = NULL, error = NULL, updated = ? WHERE id = ?",
+            [(OK, now, int(i)) for i in image_ids],
+        )
+
         self.db.execute("DELETE FROM embeddings WHERE image_id = ?", [image_id])
 
     def record_error(self, image_id: int, code: str, message: str) -> None:
@@ -332,6 +364,10 @@ class Index:
         self.db.conn.executemany(
             "INSERT OR REPLACE INTO embeddings (image_id, backbone_id, vector, proj_norm, created) VALUES (?, ?, ?, ?, ?)",
             [(int(i), backbone_id, vectors[k].tobytes(), float(proj_norms[k]), now) for k, i in enumerate(image_ids)],
+    def has_embedding(self, image_id: int) -> bool:
+        """Whether any backbone's embedding of this image is cached."""
+        return self.db.execute("SELECT 1 FROM embeddings WHERE image_id = ? LIMIT 1", [image_id]).fetchone() is not None
+
         )
 
     def copy_embeddings(self, source_id: int, target_id: int) -> int:
@@ -423,6 +459,24 @@ class Index:
             # without probing the scores index once per image.
             sql = (
                 "SELECT e.image_id FROM embeddings e JOIN images i ON i.id = e.image_id "
+    def score_of(self, image_id: int, head_id: str) -> tuple[float, float | None] | None:
+        """(score, std) of one image by one head, or None."""
+        return self.db.execute("SELECT score, std FROM scores WHERE head_id = ? AND image_id = ?", [head_id, image_id]).fetchone()
+
+    def scores_of_image(self, image_id: int, head_prefix: str) -> list[tuple[dict, float]]:
+        """(head metadata, score) of one image, for every head whose id starts with `head_prefix`."""
+        sql = (
+            "SELECT h.metadata, s.score FROM heads h JOIN scores s ON s.head_id = h.id AND s.image_id = ? "
+            "WHERE h.id LIKE ? ESCAPE '\\'"
+        )
+        pattern = head_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return [(json.loads(meta), score) for meta, score in self.db.execute(sql, [image_id, pattern])]
+
+    def heads_latest_first(self) -> list[tuple[str, dict]]:
+        """(head id, metadata) of every head, the most recently recorded first."""
+        rows = self.db.execute("SELECT id, metadata FROM heads ORDER BY first_used DESC")
+        return [(head_id, json.loads(meta)) for head_id, meta in rows]
+
                 "WHERE e.backbone_id = ? AND i.status != ? ORDER BY e.image_id"
             )
             return [row[0] for row in self.db.execute(sql, [backbone_id, MISSING])]

@@ -6,10 +6,11 @@ bursts. The watcher:
   * then takes file events (inotify, or polling for NFS/SMB with --poll),
   * waits until a file's size and mtime have been stable for `stable_seconds`, so a photo
     still being copied is never scored half-written,
-  * feeds the ready paths, in batches, through the same stages as `rebuild`,
+  * feeds the ready paths, in batches, through indexer.run_stages, as `rebuild` does (which
+    takes the writer lock per batch, so a concurrent `rebuild` and the watcher never decode
+    the same file twice); files that run_stages finds still being written come back here,
   * rescans the roots periodically, because file events get lost (NAS, overflowing queues),
-  * holds one lock per library (one watcher), and takes the writer lock per batch so a
-    concurrent `rebuild` and the watcher never decode the same file twice,
+  * holds one lock per library (one watcher),
   * writes its state to `<db>.watch-status.json` for `aes-index status`.
 Failures of single files are recorded by the stages; a locked database or a folder that
 vanished mid-scan is logged and retried; the watcher lives on.
@@ -31,7 +32,7 @@ from . import indexer
 from .atomic import atomic_write_bytes
 from .config import Settings
 from .library import is_candidate_name
-from .locks import LockHeld, file_lock, writer_lock
+from .locks import LockHeld, file_lock
 from .store import Index
 
 log = logging.getLogger(__name__)
@@ -221,35 +222,34 @@ class Watcher:
         self.status.state = "scoring"
         self.status.queue = len(self.pending) + len(paths)
         try:
-            with writer_lock(self.db_path, timeout=self.config.lock_wait):
-                ids, scored, errors = self._stages(paths, stop)
+            result = indexer.run_stages(
+                self.index, paths, self.settings, session=self.session, stable_seconds=self.config.stable_seconds,
+                stop=stop.is_set, lock_timeout=self.config.lock_wait,
+            )
         except (LockHeld, sqlite3.DatabaseError, OSError) as exc:  # transient: keep the paths, retry
             log.warning("will retry %d path(s): %s", len(paths), exc)
             self.status.retries += 1
             if paths is not self.roots:
                 self.pending.put_back(paths)
             return False
-        self.status.scored += scored
-        self.status.errors += errors
-        if self.after_batch and ids:
-            self.after_batch(self.index, ids)
+        self._note(result)
+        # Still being written (seen by a rescan before any event), or changed while read:
+        # wait for them to settle, like any file with events.
+        self.pending.put_back(result.scanned.settling_paths + result.embedded.unsettled_paths)
+        if self.after_batch and result.scanned.image_ids:
+            self.after_batch(self.index, result.scanned.image_ids)
         return True
 
-    def _stages(self, paths: Sequence[str], stop: threading.Event) -> tuple[list[int], int, int]:
-        scanned = indexer.scan(self.index, paths, self.settings.exclude)
-        head = self.session.head()
-        if self._head_id != head.name:
-            self.index.record_head(head)
-            self.index.note_run_head(self.run_id, head.name, self.session.key)
-            self._head_id = head.name
-        work = indexer.select_work(self.index, self.session.id, scanned.image_ids)
-        decoded, scored, errors = indexer.embed_and_score(self.index, self.session, head, work, self.settings, stop=stop.is_set)
-        if self.session.id is not None:
-            scored += indexer.score_stale(self.index, self.session, head, scanned.image_ids)
-        if work and decoded:
-            self.status.last_scored = work[min(decoded, len(work)) - 1][1]
+    def _note(self, result: indexer.StageResult) -> None:
+        self.status.scored += result.scored
+        self.status.errors += result.errors
+        if self._head_id != result.head.name:
+            self.index.note_run_head(self.run_id, result.head.name, result.backbone)
+            self._head_id = result.head.name
+        decoded = result.embedded.decoded
+        if result.work and decoded:
+            self.status.last_scored = result.work[min(decoded, len(result.work)) - 1][1]
             self.status.last_scored_at = time.time()
-        return scanned.image_ids, scored, errors + scanned.errors
 
     def _write_status(self) -> None:
         self.status.queue = len(self.pending)

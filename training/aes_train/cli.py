@@ -189,7 +189,8 @@ def settings_from(args):
 
     overrides = {name: getattr(args, name, None) for name in ("model", "pretrained", "device", "dtype", "db")}
     overrides["cache_dir"] = getattr(args, "weights_cache", None)
-    return load_settings(overrides, config_path=getattr(args, "config", None))
+    # Training names its backbone or takes the default; it never picks one from an index.
+    return load_settings(overrides, config_path=getattr(args, "config", None)).with_default_backbone()
 
 
 def load_model(args, dtype: str | None = None):
