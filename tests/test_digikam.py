@@ -21,7 +21,7 @@ from urllib.parse import quote
 import defusedxml.ElementTree as ET
 import pytest
 
-from aes_index import digikam
+from aes_index.targets import digikam
 from aes_index.cli import main
 from aes_index.errors import ExitCode
 from aes_index.rate import plan

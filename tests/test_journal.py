@@ -1,4 +1,5 @@
-"""The undo journal: what we wrote, what counts as ours, and undoing it carefully."""
+"""The undo journal (store layer) and the one undo loop over the file targets: what we
+wrote, what counts as ours, and undoing it carefully."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from PIL import Image
 
 from aes_index import journal
 from aes_index.exif_rating import read_exif_rating, write_exif_rating
+from aes_index.journal import Write
 from aes_index.ratings import Action, decide
+from aes_index.store import Index
+from aes_index.targets import apply as targets
+from aes_index.targets.exif import ExifTarget
+from aes_index.targets.sidecar import SidecarTarget, journal_entry
 from aes_index.xmp import AesFields, read_sidecar, write_sidecar
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -20,32 +26,41 @@ AES = AesFields(score=5.5, percentile=50.0, head_id="zero-shot", stars=3)
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = sqlite_utils.Database(tmp_path / "index.db")
-    journal.ensure_tables(database)
-    return database
+def index(tmp_path):
+    with Index(tmp_path / "index.db") as index:
+        yield index
+
+
+@pytest.fixture
+def db(index):
+    return index.db
 
 
 def write_and_record(db, run_id, sidecar, **fields):
     outcome = write_sidecar(sidecar, **fields)
-    journal.record_xmp(db, run_id, sidecar.with_suffix(""), outcome)
+    journal.record(db, run_id, journal_entry(str(sidecar.with_suffix("")), outcome))
     return outcome
 
 
-def undo(db, run_id=None, **kwargs):
-    return {
-        r.action.target_path.name: r
-        for r in journal.execute_undo(db, journal.plan_undo(db, run_id), **kwargs)
-    }
+def record(db, run_id, target, place, old, new, image_path="/p/a"):
+    return journal.record(db, run_id, Write(target=target, place=place, image_path=image_path, old=old, new=new))
+
+
+def undo(db, run_id=None, dry_run=False):
+    """`aes-index ratings undo`: the one undo loop over the file targets."""
+    with Index(db.conn.execute("PRAGMA database_list").fetchone()[2]) as index:
+        files = {"xmp": SidecarTarget(), "exif": ExifTarget(index=index)}
+        actions = journal.plan_undo(db, run_id, journal.FILE_TARGETS)
+        return {r.action.target_path.name: r for r in targets.undo(index, files, actions, dry_run)}
 
 
 # --------------------------------------------------------------------------- table
 
 
-def test_ensure_tables_is_idempotent(tmp_path):
+def test_create_table_is_idempotent(tmp_path):
     database = sqlite_utils.Database(tmp_path / "index.db")
     for _ in range(3):
-        journal.ensure_tables(database)
+        journal.create_table(database)
     table = database[journal.TABLE]
     assert {
         "id",
@@ -59,38 +74,23 @@ def test_ensure_tables_is_idempotent(tmp_path):
         "content_hash_after",
         "written_at",
         "undone_at",
+        "field",
     } <= set(table.columns_dict)
     assert len(table.indexes) == 2
 
 
-def test_ensure_tables_adds_columns_to_an_older_journal(tmp_path):
+def test_create_table_adds_columns_to_an_older_journal(tmp_path):
     database = sqlite_utils.Database(tmp_path / "index.db")
     database[journal.TABLE].create({"id": int, "run_id": int, "target": str}, pk="id")
-    journal.ensure_tables(database)
-    assert "prior_json" in database[journal.TABLE].columns_dict
+    journal.create_table(database)
+    assert {"prior_json", "field"} <= set(database[journal.TABLE].columns_dict)
 
 
 def test_last_written_is_the_latest_write_not_undone(db):
     assert journal.last_written(db, "xmp", "/p/a.xmp") is None
     for run, rating in ((1, 3), (2, 4)):
-        journal.record(
-            db,
-            run_id=run,
-            image_path="/p/a",
-            target="xmp",
-            target_path="/p/a.xmp",
-            old_rating=None,
-            new_rating=rating,
-        )
-    journal.record(
-        db,
-        run_id=2,
-        image_path="/p/a",
-        target="exif",
-        target_path="/p/a.xmp",
-        old_rating=None,
-        new_rating=1,
-    )
+        record(db, run, "xmp", "/p/a.xmp", None, rating)
+    record(db, 2, "exif", "/p/a.xmp", None, 1)
     assert journal.last_written(db, "xmp", "/p/a.xmp") == 4
     assert journal.last_written(db, "exif", "/p/a.xmp") == 1
     db[journal.TABLE].update(2, {"undone_at": "now"})
@@ -100,15 +100,7 @@ def test_last_written_is_the_latest_write_not_undone(db):
 
 def test_unknown_target_is_refused(db):
     with pytest.raises(ValueError):
-        journal.record(
-            db,
-            run_id=1,
-            image_path="a",
-            target="lightroom",
-            target_path="a",
-            old_rating=None,
-            new_rating=1,
-        )
+        record(db, 1, "lightroom", "a", None, 1)
 
 
 def test_new_run_id_starts_at_one(db):
@@ -218,19 +210,10 @@ def test_undo_of_a_refused_sidecar_fails_and_stays_pending(db, tmp_path):
     assert len(journal.plan_undo(db)) == 1
 
 
-def test_other_targets_are_left_to_their_modules(db):
-    journal.record(
-        db,
-        run_id=1,
-        image_path="/p/a.CR2",
-        target="darktable",
-        target_path="17",
-        old_rating=1,
-        new_rating=4,
-    )
-    (result,) = journal.execute_undo(db, journal.plan_undo(db))
-    assert result.status == "unsupported" and not result.done
-    assert len(journal.plan_undo(db)) == 1
+def test_ratings_undo_leaves_the_plugins_targets_alone(db):
+    record(db, 1, "darktable", "/p/a.CR2#0", 1, 4, image_path="/p/a.CR2")
+    assert undo(db) == {}  # `ratings undo` plans the file targets only
+    assert len(journal.plan_undo(db)) == 1 and journal.plan_undo(db, targets=journal.FILE_TARGETS) == []
 
 
 # --------------------------------------------------------------------------- exif undo
@@ -240,7 +223,8 @@ def test_exif_undo_restores_and_respects_manual_changes(db, tmp_path):
     first, second = tmp_path / "a.jpg", tmp_path / "b.jpg"
     for path in (first, second):
         Image.new("RGB", (8, 8)).save(path)
-        journal.record_exif(db, 1, write_exif_rating(path, 4))
+        outcome = write_exif_rating(path, 4)
+        record(db, 1, "exif", str(path), outcome.prior, outcome.rating, image_path=str(path))
     write_exif_rating(second, 1)  # changed in another program since
 
     results = undo(db)

@@ -182,7 +182,7 @@ def test_ratings_undo_is_not_blocked_by_a_newer_darktable_run(photos, capsys):
 
     code, out, _ = run(capsys, "apply-ratings", "--db", db_of(photos), "--json")
     with Index(db_of(photos)) as index:  # darktable's plugin journals its own writes later
-        journal.record(index.db, run_id=10_000, image_path=str(photos / "DSC_0001.jpg"), target="darktable",
-                       target_path=f"{photos / 'DSC_0001.jpg'}#0", old_rating=1, new_rating=4)
+        index.journal.record(10_000, journal.Write(target="darktable", place=f"{photos / 'DSC_0001.jpg'}#0",
+                                                   image_path=str(photos / "DSC_0001.jpg"), old=1, new=4))
     code, out, _ = run(capsys, "ratings", "undo", "--db", db_of(photos), "--json")
     assert [r["status"] for r in json.loads(out)].count("deleted") == 20

@@ -238,8 +238,8 @@ def indexed_library(tmp_path_factory, tiny_model) -> Path:
         ranked = index.scores(index.active_head_id())
         assert len(ranked) >= 10 and index.status_counts().get(ERROR)
         for row, target, stars in ((ranked[0], "xmp", 5), (ranked[3], "darktable", 2)):
-            journal.record(index.db, run_id=1, image_path=row["path"], target=target,
-                           target_path=row["path"] + ".xmp", old_rating=None, new_rating=stars)
+            index.journal.record(1, journal.Write(target=target, place=row["path"] + ".xmp", image_path=row["path"],
+                                                  old=None, new=stars))
     return root
 
 

@@ -371,18 +371,9 @@ def cmd_top(args) -> int:
 
 
 def _head_id_for_listing(index, settings: Settings) -> str:
-    """Which head's scores to list: the one named, else the one the last run used."""
-    if settings.head not in (None, "", "auto"):
-        from .heads import load_head
-        from .zeroshot import head_name, parse_spec
+    from .heads import scored_head_id
 
-        if settings.head.startswith("zeroshot"):
-            return head_name(*parse_spec(settings.head))
-        return load_head(settings.head).name
-    head_id = index.active_head_id()
-    if head_id is None:
-        raise IndexUnavailable("nothing scored yet: run `aes-index rebuild`")
-    return head_id
+    return scored_head_id(index, settings.head)
 
 
 def cmd_stats(args) -> int:
@@ -492,6 +483,7 @@ def cmd_apply_ratings(args) -> int:
 
 def apply_text(report) -> str:
     from .rate import stars_summary
+    from .targets.apply import UNSUPPORTED_TEXT
 
     verb = "would write" if report.dry_run else "wrote"
     lines = [
@@ -499,8 +491,10 @@ def apply_text(report) -> str:
         f"{verb} {sum(report.written.values())} ratings ({stars_summary(report.written)}); "
         f"{report.unchanged} already right; {report.skipped_manual} manual ratings kept",
     ]
-    if report.skipped_not_jpeg:
-        lines.append(f"{report.skipped_not_jpeg} photos skipped: EXIF ratings go only into JPEG originals")
+    if report.changed_since_read:
+        lines.append(f"{report.changed_since_read} left alone: changed while we decided (by a person?); run again")
+    for reason, count in sorted(report.unsupported.items()):
+        lines.append(f"{count} photos skipped: {UNSUPPORTED_TEXT.get(reason, reason)}")
     lines += [f"error: {e['error']}" for e in report.errors]
     if report.run_id is not None:
         lines.append(f"run {report.run_id}: `aes-index ratings undo --run {report.run_id}` puts these back")
@@ -584,18 +578,11 @@ def cmd_report(args) -> int:
     policy = RatingPolicy.parse(settings.policy, settings.cuts, settings.reject_below)
     with open_index(settings) as index:
         summary = build_report(
-            index, args.out, head_id=_report_head_id(index, settings), thumb_size=args.thumb_size,
+            index, args.out, head_id=_head_id_for_listing(index, settings), thumb_size=args.thumb_size,
             progress=progress_for(args), policy=policy,
         )
     emit(args, summary.as_dict(), lambda: report_line(summary))
     return ExitCode.OK
-
-
-def _report_head_id(index, settings: Settings) -> str:
-    """--head as a head id the index lists (`aes-index stats`), else read as `top` reads it."""
-    if settings.head in {head["id"] for head in index.scored_heads()}:
-        return settings.head
-    return _head_id_for_listing(index, settings)
 
 
 def report_line(summary) -> str:
@@ -667,7 +654,7 @@ def darktable_install_text(report, done: str) -> str:
 
 
 def cmd_digikam_sync(args) -> int:
-    from .digikam import sync
+    from .targets.digikam import sync
 
     settings = settings_from(args)
     options = rating_options(args, settings)
@@ -680,40 +667,39 @@ def cmd_digikam_sync(args) -> int:
 def digikam_sync_text(report) -> str:
     from .rate import stars_summary
 
+    data = report.as_dict()
     verb = "would write" if report.dry_run else "wrote"
     lines = [
-        f"{report.matched} of {report.images} digiKam images are scored photos",
+        f"{data['matched']} of {data['images']} digiKam images are scored photos",
         f"{verb} {sum(report.written.values())} ratings ({stars_summary(report.written)}); {report.unchanged} already right; "
         f"{report.skipped_manual} manual ratings kept",
     ]
-    if report.skipped_rejected:
-        lines.append(f"{report.skipped_rejected} rejects left alone: digiKam's rating has no 'rejected'")
-    if report.backup:
-        lines.append(f"backup: {report.backup}")
+    if data["skipped_rejected"]:
+        lines.append(f"{data['skipped_rejected']} rejects left alone: digiKam's rating has no 'rejected'")
+    if data["backup"]:
+        lines.append(f"backup: {data['backup']}")
     if report.run_id is not None:
-        lines.append(f"run {report.run_id}: `aes-index digikam undo --db {report.database} --run {report.run_id}` puts these back")
+        lines.append(f"run {report.run_id}: `aes-index digikam undo --db {data['database']} --run {report.run_id}` puts these back")
     return "\n".join(lines)
 
 
 def cmd_digikam_undo(args) -> int:
     from collections import Counter
 
-    from .digikam import undo
+    from .targets.digikam import undo
 
     settings = settings_from(args)
     with open_index(settings) as index:
         backup, results = undo(index, args.digikam_db, args.run, dry_run=args.dry_run)
     counts = Counter(result.status for result in results)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to undo"
-    data = {"backup": backup, "results": [vars(result) for result in results]}
+    data = {"backup": backup, "results": [result.as_dict() for result in results]}
     emit(args, data, lambda: ("dry run: " if args.dry_run else "") + summary + (f"\nbackup: {backup}" if backup else ""))
     return ExitCode.OK
 
 
 # --- entry point -------------------------------------------------------------------------
 
-    if not (args.json or args.quiet):  # one-line notices, e.g. which backbone a command picked
-        logging.getLogger("aes_index.notice").setLevel(logging.INFO)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
@@ -726,6 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.debug:  # exiv2 reports every odd maker note; the per-file error is what counts
         logging.getLogger("exiv2").setLevel(logging.CRITICAL)
+    if not (args.json or args.quiet):  # one-line notices, e.g. which backbone a command picked
+        logging.getLogger("aes_index.notice").setLevel(logging.INFO)
     return run_reporting_errors("aes-index", lambda: args.handler(args), debug=args.debug)
 
 

@@ -2,15 +2,16 @@
 
 darktable ignores a sidecar once it has imported the photo, so star ratings for its images
 go in through its Lua API. The plugin (plugin/darktable/aesthetic.lua; shipped inside this
-package as lua/aesthetic.lua) stays thin: for each action it writes a JSON request to a
+package through the link lua/aesthetic.lua) stays thin: for each action it writes a JSON request to a
 temporary file, runs ``aes-index darktable ACTION --request FILE --response FILE`` and
 applies the JSON answer. Photo paths travel only inside those files, never on a command
 line, so no file name can reach a shell.
 
 Every request carries the images an action is about, with their *current* darktable
-rating, so "manual ratings win" holds inside darktable exactly as in sidecars (the same
-ratings.decide() rule, journal target "darktable", one journal key per darktable image:
-its path + "#" + its duplicate index)::
+rating, so "manual ratings win" holds inside darktable exactly as in sidecars: the one
+apply loop (targets/apply.py) runs with targets/darktable.py as the target, journal
+target "darktable", one place per darktable image: its path + "#" + its duplicate index.
+The plugin sets a rating only if the image still holds the rating its request carried::
 
     {"version": 1, "images": [{"ref": 1, "path": "/p/IMG_1.CR2", "duplicate": 0, "rating": 1}]}
 
@@ -40,36 +41,20 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from . import journal
 from .atomic import atomic_write_bytes
 from .config import DB_FILENAME, Settings
 from .errors import ConfigError
-from .ratings import REJECTED, Action, Decision
-from .store import Index, utcnow
+from .store import Index
+from .targets import apply as targets
+from .targets.darktable import DarktableTarget, DtImage, applied_write, our_tags  # noqa: F401 - our_tags: the plugin's tag names
 
 PROTOCOL_VERSION = 1
 TARGET = "darktable"  # the journal target of ratings set through the plugin
 ACTIONS = ("rate", "top", "undo", "applied")
-TAG_ROOT = "aesthetic"
 
 
 class ProtocolError(ConfigError):
     """A request file that isn't what the plugin writes (wrong version, wrong types)."""
-
-
-@dataclass(frozen=True)
-class DtImage:
-    """One darktable image as the plugin describes it."""
-
-    ref: int  # its position in the request, for the answer
-    path: str
-    duplicate: int  # darktable's duplicate index: duplicates share a file, not a rating
-    rating: int  # darktable's current rating: -1 rejected, 0..5
-
-    @property
-    def key(self) -> str:
-        """The journal's target_path: one per darktable image, duplicates apart."""
-        return f"{self.path}#{self.duplicate}"
 
 
 # --------------------------------------------------------------------------- protocol files
@@ -150,17 +135,15 @@ def handle(action: str, request: dict, settings: Settings, options=None, percent
 
 
 def rate(settings: Settings, options, images: Sequence[DtImage]) -> dict:
-    """Score the images, then say which rating each may get, under manual-ratings-win."""
+    """Score the images, then say which rating each may get: the one apply loop, with the
+    plugin's request as the read and our answer as the write."""
     if not images:
         return {"run": None, "images": [], "errors": []}
     with Index(index_path(settings, images)) as index:
         head_id, errors = _score(index, images, settings)
-        photos = _photos_by_path(index, head_id, options.policy, images)
-        run_id = index.start_run("darktable-rate", index.roots(), {"images": len(images)})
-        answers = [_rate_answer(index, image, photos[image.path], options) for image in images if image.path in photos]
-        summary = {"images": len(images), "scored": len(answers), "to_rate": sum("rating" in a for a in answers)}
-        index.finish_run(run_id, "done", summary, head_id)
-    return {"run": run_id, "head": head_id, "images": answers, "errors": errors}
+        target = DarktableTarget(images=list(images))
+        report = targets.apply(index, target, _photos(index, head_id, options.policy, images), options, head_id, "darktable-rate")
+    return {"run": report.run_id, "head": head_id, "images": target.answer_list(), "errors": errors}
 
 
 def top(settings: Settings, images: Sequence[DtImage], percent: float | None) -> dict:
@@ -171,8 +154,8 @@ def top(settings: Settings, images: Sequence[DtImage], percent: float | None) ->
         return {"images": [], "errors": []}
     with Index(index_path(settings, images)) as index:
         head_id, errors = _score(index, images, settings)
-        photos = _photos_by_path(index, head_id, None, images).items()
-        scores = {path: photo.score for path, photo in photos if math.isfinite(photo.score)}
+        photos = _photos(index, head_id, None, images)
+        scores = {photo.path: photo.score for photo in photos if math.isfinite(photo.score)}
     scored = sorted((image for image in images if image.path in scores), key=lambda i: (-scores[i.path], i.ref))
     chosen = {image.ref for image in scored[: math.ceil(len(scored) * percent / 100)]}
     answers = [{"ref": i.ref, "score": scores[i.path], "selected": i.ref in chosen} for i in scored]
@@ -189,19 +172,12 @@ def undo(settings: Settings, images: Sequence[DtImage]) -> dict:
     path = index_path(settings, images) if images else None
     if path is None or not path.is_file():
         return {"images": [], "kept": 0}
-    answers, kept = [], 0
-    with Index(path) as index, index.transaction():
-        writes = _open_writes(index, {image.key for image in images})
-        for image in images:
-            rows = writes.get(image.key)
-            if not rows:
-                continue
-            if image.rating == rows[-1]["new_rating"]:
-                answers.append({"ref": image.ref, "rating": rows[0]["old_rating"] or 0})
-            else:
-                _close_writes(index, rows, "kept-manual")
-                kept += 1
-    return {"images": answers, "kept": kept}
+    target = DarktableTarget(images=list(images))
+    with Index(path) as index:
+        actions = index.journal.plan_undo_places(TARGET, [image.key for image in images])
+        results = targets.undo(index, {TARGET: target}, actions)
+    answers = [{"ref": ref, "rating": rating} for ref, rating in sorted(target.restores.items())]
+    return {"images": answers, "kept": sum(result.status == "kept-manual" for result in results)}
 
 
 def applied(settings: Settings, request: dict) -> dict:
@@ -215,14 +191,11 @@ def applied(settings: Settings, request: dict) -> dict:
         raise ProtocolError("'run' must be the run id the rate answer gave")
     with Index(index_path(settings, [image for image, _ in rated] + restored)) as index, index.transaction():
         for image, old in rated:
-            journal.record(
-                index.db, run_id=run_id, image_path=image.path, target=TARGET, target_path=image.key,
-                old_rating=old, new_rating=image.rating,
-            )
-        writes = _open_writes(index, {image.key for image in restored})
-        for rows in writes.values():
-            _close_writes(index, rows, "restored")
-    return {"recorded": len(rated), "restored": len(writes)}
+            index.journal.record(run_id, applied_write(image, old))
+        actions = index.journal.plan_undo_places(TARGET, [image.key for image in restored])
+        for action in actions:
+            index.journal.mark_undone(action.row_ids, "restored")
+    return {"recorded": len(rated), "restored": len(actions)}
 
 
 def _rated(entry: dict) -> tuple[DtImage, int]:
@@ -267,68 +240,14 @@ def _storable(path: str) -> bool:
     return True
 
 
-def _photos_by_path(index: Index, head_id: str, policy, images: Iterable[DtImage]) -> dict:
-    """PhotoRating per requested path; stars and percentiles come from the whole index,
+def _photos(index: Index, head_id: str, policy, images: Iterable[DtImage]) -> list:
+    """PhotoRating of each requested path; stars and percentiles come from the whole index,
     so a photo rated in darktable gets what `apply-ratings` would give it."""
     from .rate import plan
     from .ratings import RatingPolicy
 
     wanted = {image.path for image in images}
-    return {p.path: p for p in plan(index, head_id, policy or RatingPolicy()) if p.path in wanted}
-
-
-def _rate_answer(index: Index, image: DtImage, photo, options) -> dict:
-    decision = _decision(index, image, photo.stars, options)
-    answer = {"ref": image.ref, "stars": photo.stars, "reason": decision.reason}
-    if math.isfinite(photo.score):
-        answer |= {"score": photo.score, "percentile": round(photo.percentile, 2)}
-    if options.tags:
-        answer["tags"] = our_tags(photo.stars, photo.percentile)
-    if decision.write:
-        answer["rating"] = photo.stars
-    return answer
-
-
-def _decision(index: Index, image: DtImage, stars: int, options) -> Decision:
-    if image.rating == stars:  # checked first: treat_as_unrated would turn 1 -> 1 into a write
-        return Decision(Action.UNCHANGED, f"already rated {stars}")
-    from .rate import _decide  # the one manual-ratings-win rule, treat_as_unrated included
-
-    return _decide(index, TARGET, image.key, image.rating, stars, options)
-
-
-def our_tags(stars: int, percentile: float) -> list[str]:
-    """darktable tags for a photo: its stars and its score bucket, e.g. "aesthetic|score|70-80%"."""
-    tags = []
-    if stars == REJECTED:
-        tags.append(f"{TAG_ROOT}|stars|rejected")
-    elif stars > 0:
-        tags.append(f"{TAG_ROOT}|stars|{stars}")
-    if math.isfinite(percentile):
-        low = min(int(percentile // 10) * 10, 90)
-        tags.append(f"{TAG_ROOT}|score|{low}-{low + 10}%")
-    return tags
-
-
-def _open_writes(index: Index, keys: set[str]) -> dict[str, list[dict]]:
-    """Our darktable writes not undone yet, per journal key, oldest first."""
-    rows = index.db.execute(
-        f"SELECT id, target_path, old_rating, new_rating FROM {journal.TABLE} "
-        "WHERE target = ? AND undone_at IS NULL ORDER BY id",
-        [TARGET],
-    )
-    writes: dict[str, list[dict]] = {}
-    for row_id, key, old, new in rows:
-        if key in keys:
-            writes.setdefault(key, []).append({"id": row_id, "old_rating": old, "new_rating": new})
-    return writes
-
-
-def _close_writes(index: Index, rows: list[dict], note: str) -> None:
-    index.db.conn.executemany(
-        f"UPDATE {journal.TABLE} SET undone_at = ?, undo_note = ? WHERE id = ?",
-        [(utcnow(), note, row["id"]) for row in rows],
-    )
+    return [p for p in plan(index, head_id, policy or RatingPolicy()) if p.path in wanted]
 
 
 # --------------------------------------------------------------------------- install
@@ -360,7 +279,8 @@ def default_config_dir() -> Path:
 
 
 def plugin_source() -> bytes:
-    """The Lua plugin shipped in this package (a copy of plugin/darktable/aesthetic.lua)."""
+    """The Lua plugin shipped in this package: lua/aesthetic.lua links to the one source,
+    plugin/darktable/aesthetic.lua (a wheel stores the linked file's bytes)."""
     return resources.files("aes_index").joinpath("lua", f"{SCRIPT_NAME}.lua").read_bytes()
 
 

@@ -45,6 +45,13 @@ class IndexUnavailable(AesIndexError):
     exit_code = ExitCode.INDEX
 
 
+class NothingScored(IndexUnavailable):
+    """The index holds no scores yet: every command that lists or rates says so alike."""
+
+    def __init__(self, message: str = "nothing scored yet: run `aes-index rebuild` first"):
+        super().__init__(message)
+
+
 class DecodeError(AesIndexError):
     """A file could not be turned into pixels. Recorded per file; never stops a run.
 

@@ -69,25 +69,40 @@ def read_exif_rating(path: Path) -> int | None:
 
     Raises NotAJpeg for other files and ExifRatingError for a damaged EXIF block.
     """
+    return read_exif_state(path)[0]
+
+
+def read_exif_state(path: Path) -> tuple[int | None, str]:
+    """The rating (as `read_exif_rating`) and the sha256 of the bytes it was read from,
+    which `write_exif_rating(expect_hash=...)` checks before it writes."""
     path = Path(path)
     data = _read_jpeg(path)
     segment = _find_exif_segment(data, path)
     if segment is None:
-        return None
+        return None, sha256_hex(data)
     ifd0 = _Ifd0.parse(data[segment.payload_start : segment.end], path)
-    return ifd0.rating()
+    return ifd0.rating(), sha256_hex(data)
 
 
-def write_exif_rating(path: Path, rating: int | None, *, dry_run: bool = False) -> ExifWriteOutcome:
+class ExifChanged(ExifRatingError):
+    """The JPEG is not what the decision to write it was made on."""
+
+
+def write_exif_rating(
+    path: Path, rating: int | None, *, dry_run: bool = False, expect_hash: str | None = None
+) -> ExifWriteOutcome:
     """Set the JPEG's EXIF Rating and RatingPercent to `rating` (0-5); None removes both.
 
     Only the EXIF block changes; the file is rewritten atomically and only if its bytes
-    change. Raises NotAJpeg for anything but a JPEG, ExifRatingError for damaged EXIF.
+    change. Raises NotAJpeg for anything but a JPEG, ExifRatingError for damaged EXIF,
+    ExifChanged when `expect_hash` (the read a decision was made on) no longer matches.
     """
     path = Path(path)
     if rating is not None and rating not in PERCENT_FOR_STARS:
         raise ValueError(f"EXIF ratings are 0-5 (no reject), not {rating!r}")
     data = _read_jpeg(path)
+    if expect_hash is not None and sha256_hex(data) != expect_hash:
+        raise ExifChanged(f"{path}: changed since it was read (by a person?); left as it is")
     segment = _find_exif_segment(data, path)
     if segment is None:
         prior, result = None, _with_new_exif(data, rating, path)

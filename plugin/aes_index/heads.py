@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import HeadError
+from .errors import HeadError, NothingScored
 
 FORMAT_VERSION = 1
 METADATA_KEY = "aes_index"
@@ -323,3 +323,21 @@ def resolve_head(spec: str, backbone_key: str, load_backbone) -> Head:
     if spec.split(":", 1)[0] == "zeroshot":
         return zeroshot.zeroshot_head(spec, backbone_key, load_backbone)
     return load_head(Path(spec).expanduser())
+
+
+def scored_head_id(index, spec: str | None = None) -> str:
+    """Whose scores a command lists or rates: the head `spec` names (a head id the index
+    lists, a zero-shot spec, a head file), else the head of the latest run that scored.
+    The one place every command (top, report, apply-ratings, digikam sync) asks."""
+    if spec in (None, "", "auto"):
+        head_id = index.active_head_id()
+        if head_id is None:
+            raise NothingScored()
+        return head_id
+    if spec in {head["id"] for head in index.scored_heads()}:
+        return spec
+    if spec.startswith("zeroshot"):
+        from .zeroshot import head_name, parse_spec
+
+        return head_name(*parse_spec(spec))
+    return load_head(spec).name

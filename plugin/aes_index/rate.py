@@ -1,55 +1,35 @@
-"""Rate and write: scores -> stars by policy -> XMP sidecars or EXIF, under the manual-wins rule.
+"""Rate: scores -> stars by policy, then into a target through the one apply loop.
 
-For each scored photo: the policy gives the wanted stars (percentiles over the library's
-own score distribution); each target (the photo's sidecars, or its EXIF) is read, and
-ratings.decide() says whether we may write: only where there is no rating yet, or where
-the rating is still exactly the one we wrote last (journal.last_written). Every write is
-journaled with its prior value, so `aes-index ratings undo` can put it back.
+For each scored photo the policy gives the wanted stars (percentiles over the library's
+own score distribution); targets/apply.py writes them into every place the target holds
+the photo (its sidecars, or its EXIF) under the manual-ratings-win rule, and journals
+every write, so `aes-index ratings undo` can put it back.
 
 The same function serves `apply-ratings` and the watcher (after each batch it scores).
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
-from . import exif_rating, journal, xmp
-from .errors import AesIndexError, ConfigError
-from .ratings import REJECTED, RatingPolicy, decide, percentile_ranks, stars_for
+from . import journal, xmp
+from .errors import AesIndexError, ConfigError, NothingScored
+from .ratings import REJECTED, RatingPolicy, percentile_ranks, stars_for
+from .heads import scored_head_id
 from .store import Index
+from .targets import apply as targets
+from .targets.apply import ApplyReport  # noqa: F401 - the report apply_ratings returns
+from .targets.exif import ExifTarget
+from .targets.protocol import Target, UndoResult
+from .targets.sidecar import SidecarTarget, journal_entry
 
 TARGETS = ("xmp", "exif")
 RAW_SAFE_TARGETS = ("xmp",)  # never rewrite a RAW original
-
-
-@dataclass
-class ApplyReport:
-    run_id: int | None
-    dry_run: bool
-    head: str
-    policy: dict
-    target: str
-    photos: int = 0
-    stars: Counter = field(default_factory=Counter)  # wanted stars per level, every photo
-    written: Counter = field(default_factory=Counter)  # stars written (or that would be)
-    unchanged: int = 0
-    skipped_manual: int = 0
-    skipped_not_jpeg: int = 0
-    errors: list[dict] = field(default_factory=list)
-    manual: list[dict] = field(default_factory=list)  # which ratings a person set, kept
-
-    def as_dict(self) -> dict:
-        data = dict(self.__dict__)
-        data["stars"] = {str(k): v for k, v in sorted(self.stars.items())}
-        data["written"] = {str(k): v for k, v in sorted(self.written.items())}
-        data["written_total"] = sum(self.written.values())
-        return data
 
 
 @dataclass(frozen=True)
@@ -87,104 +67,27 @@ def plan(index: Index, head_id: str, policy: RatingPolicy, image_ids: Iterable[i
     ]
 
 
+def file_target(index: Index, name: str) -> Target:
+    """The file target `apply-ratings --target` names."""
+    if name == "xmp":
+        return SidecarTarget()
+    if name == "exif":
+        return ExifTarget(index=index)
+    raise ConfigError(f"unknown rating target {name!r}; use one of {', '.join(TARGETS)}")
+
+
 def apply_ratings(
     index: Index, options: RatingOptions, head_id: str | None = None, image_ids: Iterable[int] | None = None
 ) -> ApplyReport:
     """Write the policy's stars into each photo's target; return what changed and why not."""
-    if options.target not in TARGETS:
-        raise ConfigError(f"unknown rating target {options.target!r}; use one of {', '.join(TARGETS)}")
-    head_id = head_id or index.active_head_id()
-    if head_id is None:
-        raise ConfigError("nothing scored yet: run `aes-index rebuild` first")
-    run_id = None if options.dry_run else index.start_run("apply-ratings", index.roots(), _options_record(options))
-    report = ApplyReport(run_id, options.dry_run, head_id, _options_record(options)["policy"], options.target)
-    for photo in plan(index, head_id, options.policy, image_ids):
-        report.photos += 1
-        report.stars[photo.stars] += 1
-        if options.target == "xmp":
-            for sidecar in xmp.rating_sidecars(Path(photo.path)):
-                _rate_sidecar(index, photo, sidecar, options, head_id, report)
-        else:
-            _rate_exif(index, photo, options, report)
-    if run_id is not None:
-        index.finish_run(run_id, "done", report.as_dict(), head_id)
-    return report
+    target = file_target(index, options.target)
+    head_id = head_id or scored_head_id(index)
+    return targets.apply(index, target, plan(index, head_id, options.policy, image_ids), options, head_id, "apply-ratings")
 
 
-def _rate_sidecar(index: Index, photo: PhotoRating, sidecar: Path, options: RatingOptions, head_id: str, report: ApplyReport) -> None:
-    try:
-        info = xmp.read_sidecar(sidecar)
-        current = info.rating
-        decision = _decide(index, "xmp", sidecar, current, photo.stars, options)
-        if not decision.write:
-            _count_skip(report, photo, sidecar, current, decision)
-            return
-        fields = xmp.AesFields(score=round(photo.score, 6), percentile=round(photo.percentile, 2), head_id=head_id, stars=photo.stars)
-        tags = [*_other_tags(info.tags), _tag_for(photo.stars)] if options.tags else None
-        outcome = xmp.write_sidecar(sidecar, rating=photo.stars, aes=fields, tags=tags, dry_run=options.dry_run)
-        if outcome.changed and not options.dry_run:
-            journal.record_xmp(index.db, report.run_id, photo.path, outcome)
-        report.written[photo.stars] += 1
-    except AesIndexError as exc:
-        report.errors.append({"path": str(sidecar), "error": str(exc)})
-
-
-def _rate_exif(index: Index, photo: PhotoRating, options: RatingOptions, report: ApplyReport) -> None:
-    path = Path(photo.path)
-    if path.suffix.lower() not in (".jpg", ".jpeg", ".jpe") or photo.stars == REJECTED:
-        report.skipped_not_jpeg += 1  # EXIF ratings only in JPEG originals, and have no reject
-        return
-    try:
-        current = exif_rating.read_exif_rating(path)
-        decision = _decide(index, "exif", path, current, photo.stars, options)
-        if not decision.write:
-            _count_skip(report, photo, path, current, decision)
-            return
-        outcome = exif_rating.write_exif_rating(path, photo.stars, dry_run=options.dry_run)
-        if outcome.changed and not options.dry_run:
-            journal.record_exif(index.db, report.run_id, outcome)
-            _remember_own_write(index, photo.image_id, path)
-        report.written[photo.stars] += 1
-    except AesIndexError as exc:
-        report.errors.append({"path": str(path), "error": str(exc)})
-
-
-def _decide(index: Index, target: str, target_path: Path, current: int | None, wanted: int, options: RatingOptions):
-    if current in options.treat_as_unrated:
-        current = None  # e.g. darktable rates every import 1 star: not a person's judgement
-    return decide(current, journal.last_written(index.db, target, target_path), wanted, options.overwrite_manual)
-
-
-def _count_skip(report: ApplyReport, photo: PhotoRating, target: Path, current, decision) -> None:
-    if decision.action.value == "skip-manual":
-        report.skipped_manual += 1
-        report.manual.append({"path": str(target), "rating": current, "wanted": photo.stars, "reason": decision.reason})
-    else:
-        report.unchanged += 1
-
-
-def _remember_own_write(index: Index, image_id: int, path: Path) -> None:
-    """Our EXIF write changed the file's size and mtime: record them, so the next scan
-    doesn't take our own write for a change (its fingerprint, the pixel tail, is the same)."""
-    info = os.stat(path)
-    index.update_image(image_id, size=info.st_size, mtime_ns=info.st_mtime_ns)
-
-
-def _other_tags(tags: Sequence[str]) -> list[str]:
-    """Our tags that are not star tags (attribute tags): a rating write keeps them."""
-    return [t for t in tags if not (t.endswith(" stars") or t == "rejected")]
-
-
-def _tag_for(stars: int) -> str:
-    return "rejected" if stars == REJECTED else f"{stars} stars"
-
-
-def _options_record(options: RatingOptions) -> dict:
-    return {
-        "policy": {"kind": options.policy.kind, "cuts": list(options.policy.cuts), "reject_below": options.policy.reject_below},
-        "target": options.target, "tags": options.tags, "overwrite_manual": options.overwrite_manual,
-        "treat_as_unrated": list(options.treat_as_unrated),
-    }
+def stars_summary(counter: Counter) -> str:
+    names = {REJECTED: "rejected", 0: "unrated"}
+    return ", ".join(f"{n} × {names.get(k, f'{k}★')}" for k, n in sorted(counter.items(), reverse=True)) or "none"
 
 
 def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attribute_tags: set[str], dry_run: bool = False) -> dict:
@@ -195,7 +98,7 @@ def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attr
     """
     run_id = None if dry_run else index.start_run("attribute-tags", index.roots(), {"tags": sorted(attribute_tags)})
     counts = {"photos": 0, "written": 0, "errors": []}
-    ids = sorted(set(tags_by_image) | _ids_with_attribute_scores(index))
+    ids = sorted(set(tags_by_image) | index.ids_with_scores_like('attribute-%'))
     for image_id in ids:
         path = Path(index.image(image_id)["path"])
         counts["photos"] += 1
@@ -205,9 +108,9 @@ def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attr
                 wanted = [t for t in info.tags if t not in attribute_tags] + sorted(tags_by_image.get(image_id, []))
                 if set(wanted) == set(info.tags) or (not info.exists and not tags_by_image.get(image_id)):
                     continue
-                outcome = xmp.write_sidecar(sidecar, tags=wanted, dry_run=dry_run)
+                outcome = xmp.write_sidecar(sidecar, tags=wanted, dry_run=dry_run, expect_hash=info.content_hash)
                 if outcome.changed and not dry_run:
-                    journal.record_xmp(index.db, run_id, str(path), outcome)
+                    index.journal.record(run_id, journal_entry(str(path), outcome))
                 counts["written"] += 1
             except AesIndexError as exc:
                 counts["errors"].append({"path": str(sidecar), "error": str(exc)})
@@ -217,17 +120,7 @@ def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attr
     return counts
 
 
-def _ids_with_attribute_scores(index: Index) -> set[int]:
-    rows = index.db.execute("SELECT DISTINCT image_id FROM scores WHERE head_id LIKE 'attribute-%'")
-    return {row[0] for row in rows}
-
-
-def undo(index: Index, run_id: int | None = None, dry_run: bool = False) -> list:
-    """Put back every rating a run wrote (default: the latest run with writes left)."""
-    actions = journal.plan_undo(index.db, run_id, targets=journal.FILE_TARGETS)
-    return journal.execute_undo(index.db, actions, dry_run=dry_run)
-
-
-def stars_summary(counter: Counter) -> str:
-    names = {REJECTED: "rejected", 0: "unrated"}
-    return ", ".join(f"{n} × {names.get(k, f'{k}★')}" for k, n in sorted(counter.items(), reverse=True)) or "none"
+def undo(index: Index, run_id: int | None = None, dry_run: bool = False) -> list[UndoResult]:
+    """Put back every rating a run wrote into files (default: the latest run with writes left)."""
+    files = {"xmp": SidecarTarget(), "exif": ExifTarget(index=index)}
+    return targets.undo(index, files, index.journal.plan_undo(run_id, journal.FILE_TARGETS), dry_run)

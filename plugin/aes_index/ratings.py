@@ -213,21 +213,27 @@ class Decision:
 
 
 def decide(
-    current: int | None, last_written: int | None, wanted: int, overwrite_manual: bool = False
+    current: int | None,
+    last_written: int | None,
+    wanted: int,
+    overwrite_manual: bool = False,
+    treat_as_unrated: tuple[int, ...] = (),
 ) -> Decision:
-    """Apply the manual-ratings-win rule to one photo in one target.
+    """Apply the manual-ratings-win rule to one photo in one place: the only copy of it.
 
-    current: the rating the target holds now (None: absent).
+    current: the rating the place holds now (None: absent).
     last_written: the rating we wrote there last and haven't undone (None: never).
     wanted: the stars our policy gives; 0 means "no rating" and is never written.
+    treat_as_unrated: ratings that count as none (darktable rates every import 1 star:
+    not a person's judgement).
     Writes only when the photo has no rating (None or 0) or still holds exactly what we
     wrote last; any other rating was set by a person and is kept unless overwrite_manual.
     """
     if wanted == NO_RATING:
         return Decision(Action.UNCHANGED, "no score, so no rating to write")
-    if current == wanted:
+    if current == wanted:  # before treat_as_unrated, which would turn 1 -> 1 into a write
         return Decision(Action.UNCHANGED, f"already rated {wanted}")
-    if current in (None, NO_RATING):
+    if current in (None, NO_RATING) or current in treat_as_unrated:
         return Decision(Action.WRITE, "no rating yet")
     if last_written is not None and current == last_written:
         return Decision(Action.WRITE, f"still holds our previous rating {last_written}")

@@ -40,9 +40,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import journal
 from .decode import decode_image
-from .errors import AesIndexError, ConfigError, ExitCode, IndexUnavailable
+from .errors import AesIndexError, ConfigError, ExitCode
 from .ratings import RatingPolicy, cut_points, percentile_ranks, reject_point, stars_for
 from .store import ERROR, Index
 
@@ -150,10 +149,9 @@ def default_thumbs_dir(out_path: Path) -> Path:
 
 
 def _active_head(index: Index) -> str:
-    head_id = index.active_head_id()
-    if head_id is None:
-        raise IndexUnavailable("nothing scored yet: run `aes-index rebuild`")
-    return head_id
+    from .heads import scored_head_id
+
+    return scored_head_id(index)
 
 
 # --------------------------------------------------------------------------- reading the index
@@ -193,14 +191,8 @@ def _thumb_key(fact: dict) -> str:
 
 def written_stars(index: Index) -> dict[str, dict[str, int | None]]:
     """image path -> {target: stars} of what aes-index wrote last and has not undone."""
-    if not index.db[journal.TABLE].exists():
-        return {}
-    sql = (
-        f"SELECT image_path, target, new_rating FROM {journal.TABLE} WHERE id IN "
-        f"(SELECT MAX(id) FROM {journal.TABLE} WHERE undone_at IS NULL GROUP BY image_path, target)"
-    )
     written: dict[str, dict[str, int | None]] = {}
-    for path, target, stars in index.db.execute(sql):
+    for path, target, stars in index.journal.open_places():
         written.setdefault(path, {})[target] = stars
     return written
 

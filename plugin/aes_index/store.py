@@ -32,9 +32,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import sqlite_utils
 
+from . import journal
 from .errors import IndexUnavailable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 65_536  # page cache per connection
 PAGE_SIZE = 16_384  # bytes, for new databases
@@ -98,9 +99,7 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
          "settings": str, "head_id": str, "backbone": str, "summary": str},
         pk="id",
     )
-    from . import journal  # the ratings undo journal lives in the same database
-
-    journal.ensure_tables(db)
+    journal.create_table(db)  # the undo journal lives in the same database
 
 
 def _migrate_to_2(db: sqlite_utils.Database) -> None:
@@ -142,7 +141,13 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE scores_v2 RENAME TO scores")
 
 
-MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2)]
+def _migrate_to_3(db: sqlite_utils.Database) -> None:
+    """The journal names the field each write set ("rating"; culling adds "pick", "group")."""
+    journal.create_table(db)  # adds the columns a version-2 journal lacks
+    db.execute(f"UPDATE {journal.TABLE} SET field = ? WHERE field IS NULL", [journal.RATING])
+
+
+MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3)]
 
 
 class Index:
@@ -174,6 +179,7 @@ class Index:
             page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
             self.db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_BYTES // page_size}")
             self._migrate()
+            self.journal = journal.Journal(self.db)
         except sqlite3.DatabaseError as exc:
             raise IndexUnavailable(f"cannot open index {self.path}: {exc}") from exc
         except OSError as exc:
@@ -284,6 +290,10 @@ class Index:
     def update_image(self, image_id: int, **fields) -> None:
         self.db["images"].update(image_id, dict(fields, updated=utcnow()))
 
+    def update_image_stat(self, path: str, size: int, mtime_ns: int) -> None:
+        """Our own write (an EXIF rating) changed a photo's size and mtime, not its pixels."""
+        self.db.execute("UPDATE images SET size = ?, mtime_ns = ?, updated = ? WHERE path = ?", [size, mtime_ns, utcnow(), path])
+
     def image(self, image_id: int) -> dict:
         return self.db["images"].get(image_id)
 
@@ -294,16 +304,6 @@ class Index:
     def images_with_fingerprint(self, fingerprint: str) -> list[dict]:
         return list(self.db["images"].rows_where("fingerprint = ?", [fingerprint], order_by="id"))
 
-    def mark_missing(self, image_ids: Sequence[int]) -> None:
-        now = utcnow()
-        self.db.conn.executemany(
-            "UPDATE images SET status = ?, updated = ? WHERE id = ?", [(MISSING, now, i) for i in image_ids]
-        )
-
-    def forget_derived(self, image_id: int) -> None:
-        """The file's pixels changed: its embeddings and scores no longer describe it."""
-        # Probe each head's range of the (head_id, image_id) key: no index on image_id alone.
-        self.db.execute("DELETE FROM scores WHERE head_id IN (SELECT id FROM heads) AND image_id = ?", [image_id])
     def images_with_status(self, statuses: Sequence[str]) -> list[tuple[int, str]]:
         """(id, path) of the images in any of `statuses`, by path."""
         marks = ",".join("?" * len(statuses))
@@ -333,6 +333,16 @@ class Index:
             [(OK, now, int(i)) for i in image_ids],
         )
 
+    def mark_missing(self, image_ids: Sequence[int]) -> None:
+        now = utcnow()
+        self.db.conn.executemany(
+            "UPDATE images SET status = ?, updated = ? WHERE id = ?", [(MISSING, now, i) for i in image_ids]
+        )
+
+    def forget_derived(self, image_id: int) -> None:
+        """The file's pixels changed: its embeddings and scores no longer describe it."""
+        # Probe each head's range of the (head_id, image_id) key: no index on image_id alone.
+        self.db.execute("DELETE FROM scores WHERE head_id IN (SELECT id FROM heads) AND image_id = ?", [image_id])
         self.db.execute("DELETE FROM embeddings WHERE image_id = ?", [image_id])
 
     def record_error(self, image_id: int, code: str, message: str) -> None:
@@ -354,6 +364,10 @@ class Index:
     def embedding_count(self, backbone_id: int) -> int:
         return self.db.execute("SELECT count(*) FROM embeddings WHERE backbone_id = ?", [backbone_id]).fetchone()[0]
 
+    def has_embedding(self, image_id: int) -> bool:
+        """Whether any backbone's embedding of this image is cached."""
+        return self.db.execute("SELECT 1 FROM embeddings WHERE image_id = ? LIMIT 1", [image_id]).fetchone() is not None
+
     def ids_with_embedding(self, backbone_id: int) -> set[int]:
         rows = self.db.execute("SELECT image_id FROM embeddings WHERE backbone_id = ?", [backbone_id])
         return {row[0] for row in rows}
@@ -364,10 +378,6 @@ class Index:
         self.db.conn.executemany(
             "INSERT OR REPLACE INTO embeddings (image_id, backbone_id, vector, proj_norm, created) VALUES (?, ?, ?, ?, ?)",
             [(int(i), backbone_id, vectors[k].tobytes(), float(proj_norms[k]), now) for k, i in enumerate(image_ids)],
-    def has_embedding(self, image_id: int) -> bool:
-        """Whether any backbone's embedding of this image is cached."""
-        return self.db.execute("SELECT 1 FROM embeddings WHERE image_id = ? LIMIT 1", [image_id]).fetchone() is not None
-
         )
 
     def copy_embeddings(self, source_id: int, target_id: int) -> int:
@@ -449,16 +459,6 @@ class Index:
         finally:  # outside a transaction a failed call must not leave rows for the next one
             conn.execute("DELETE FROM staged_scores")
 
-    def has_scores(self, head) -> bool:
-        return self.db.execute("SELECT 1 FROM scores WHERE head_id = ? LIMIT 1", [head.name]).fetchone() is not None
-
-    def ids_needing_score(self, head, backbone_id: int) -> list[int]:
-        """Embedded images whose score for this head is absent or has other provenance."""
-        if not self.has_scores(head):
-            # A head that has scored nothing yet (the usual rescore): every embedded image,
-            # without probing the scores index once per image.
-            sql = (
-                "SELECT e.image_id FROM embeddings e JOIN images i ON i.id = e.image_id "
     def score_of(self, image_id: int, head_id: str) -> tuple[float, float | None] | None:
         """(score, std) of one image by one head, or None."""
         return self.db.execute("SELECT score, std FROM scores WHERE head_id = ? AND image_id = ?", [head_id, image_id]).fetchone()
@@ -477,6 +477,16 @@ class Index:
         rows = self.db.execute("SELECT id, metadata FROM heads ORDER BY first_used DESC")
         return [(head_id, json.loads(meta)) for head_id, meta in rows]
 
+    def has_scores(self, head) -> bool:
+        return self.db.execute("SELECT 1 FROM scores WHERE head_id = ? LIMIT 1", [head.name]).fetchone() is not None
+
+    def ids_needing_score(self, head, backbone_id: int) -> list[int]:
+        """Embedded images whose score for this head is absent or has other provenance."""
+        if not self.has_scores(head):
+            # A head that has scored nothing yet (the usual rescore): every embedded image,
+            # without probing the scores index once per image.
+            sql = (
+                "SELECT e.image_id FROM embeddings e JOIN images i ON i.id = e.image_id "
                 "WHERE e.backbone_id = ? AND i.status != ? ORDER BY e.image_id"
             )
             return [row[0] for row in self.db.execute(sql, [backbone_id, MISSING])]
@@ -488,6 +498,11 @@ class Index:
             "AND (s.image_id IS NULL OR b.head_hash != ? OR b.backbone_id != ?) ORDER BY e.image_id"
         )
         return [row[0] for row in self.db.execute(sql, [head.name, backbone_id, MISSING, head.hash, backbone_id])]
+
+    def ids_with_scores_like(self, head_pattern: str) -> set[int]:
+        """Images with a score from any head whose id matches the LIKE pattern ("attribute-%")."""
+        rows = self.db.execute("SELECT DISTINCT image_id FROM scores WHERE head_id LIKE ?", [head_pattern])
+        return {row[0] for row in rows}
 
     def scored_heads(self) -> list[dict]:
         sql = (

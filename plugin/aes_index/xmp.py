@@ -189,6 +189,10 @@ class WriteOutcome:
         return _describe_changes(self.prior, self.after)
 
 
+class SidecarChanged(SidecarError):
+    """The sidecar is not what the decision to write it was made on."""
+
+
 # --------------------------------------------------------------------------- file names
 
 
@@ -261,6 +265,7 @@ def write_sidecar(
     tags: Sequence[str] | None = None,
     tag_fields: Iterable[str] = DEFAULT_TAG_FIELDS,
     dry_run: bool = False,
+    expect_hash: str | None | Keep = KEEP,
 ) -> WriteOutcome:
     """Set our fields in the sidecar at `path`, creating a minimal one when there is none.
 
@@ -269,6 +274,8 @@ def write_sidecar(
     tags: our tags relative to TAG_ROOT ("4 stars", "a|b"); our entries in `tag_fields`
     become exactly these (an empty list removes ours); None leaves tags alone.
     Everything else in the file keeps its bytes. With dry_run nothing is written.
+    expect_hash: the content hash of the read a decision was made on (None: there was no
+    file); when the file no longer matches it, SidecarChanged is raised and nothing written.
     Raises SidecarError (file untouched) for a sidecar we refuse to edit.
     """
     path = Path(path)
@@ -280,6 +287,8 @@ def write_sidecar(
     tag_keys = tuple(f.key for f in fields) if tags is not None else ()
 
     original = _read_limited(path)
+    if expect_hash is not KEEP and (None if original is None else sha256_hex(original)) != expect_hash:
+        raise SidecarChanged(f"{path}: changed since it was read (by a person?); left as it is")
     if original is None and not _sets_anything(rating, aes, tags):
         nothing = SidecarInfo(path=path, exists=False)
         return WriteOutcome(path, False, False, nothing, nothing, None, touched, tag_keys)

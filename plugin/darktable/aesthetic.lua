@@ -275,15 +275,24 @@ end
 
 -- ----------------------------------------------------------------------- actions
 
+-- aes-index decided on the ratings the request carried; an image a person re-rated while
+-- it decided keeps the person's rating (the same-read rule of every rating target).
+local function still_as_sent(image, sent)
+  return image.rating == sent.rating
+end
+
 local function rate(images)
-  local answer, err = ask("rate", { images = describe_all(images) }, rating_arguments())
+  local sent = describe_all(images)
+  local answer, err = ask("rate", { images = sent }, rating_arguments())
   if not answer then return nil, err end
-  local rated = {}
+  local rated, changed = {}, 0
   for _, item in ipairs(answer.images) do
     local image = images[item.ref]
     if item.tags then set_our_tags(image, item.tags) end
-    if item.rating then
-      rated[#rated + 1] = { path = describe(image).path, duplicate = image.duplicate_index,
+    if item.rating and not still_as_sent(image, sent[item.ref]) then
+      changed = changed + 1
+    elseif item.rating then
+      rated[#rated + 1] = { path = sent[item.ref].path, duplicate = image.duplicate_index,
                             old = image.rating, new = item.rating }
       image.rating = item.rating
     end
@@ -292,7 +301,7 @@ local function rate(images)
     local reported, report_err = ask("applied", { run = answer.run, rated = rated })
     if not reported then return nil, "ratings set, but not journaled: " .. report_err end
   end
-  return { scored = #answer.images, rated = #rated, errors = #answer.errors }
+  return { scored = #answer.images, rated = #rated, changed = changed, errors = #answer.errors }
 end
 
 local function select_top(images, percent)
@@ -307,13 +316,16 @@ local function select_top(images, percent)
 end
 
 local function remove_stars(images)
-  local answer, err = ask("undo", { images = describe_all(images) })
+  local sent = describe_all(images)
+  local answer, err = ask("undo", { images = sent })
   if not answer then return nil, err end
   local restored = {}
   for _, item in ipairs(answer.images) do
     local image = images[item.ref]
-    image.rating = item.rating
-    restored[#restored + 1] = { path = describe(image).path, duplicate = image.duplicate_index, rating = item.rating }
+    if still_as_sent(image, sent[item.ref]) then
+      image.rating = item.rating
+      restored[#restored + 1] = { path = sent[item.ref].path, duplicate = image.duplicate_index, rating = item.rating }
+    end
   end
   for _, image in ipairs(images) do set_our_tags(image, {}) end
   if #restored > 0 then

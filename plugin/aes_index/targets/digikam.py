@@ -10,7 +10,7 @@ own SQLite database instead, for the photos it can match:
 Ratings go into ImageInformation.rating (-1: no rating; digiKam has no "rejected" rating,
 so rejects are left alone), tags into Tags ("Aesthetic" / "4 stars", TagsTree is kept by
 digiKam's own triggers) and ImageTags. The manual-ratings-win rule is the one of
-rate.py, with journal target "digikam" and one key per digiKam image: "<db path>#<id>".
+targets/apply.py, with journal target "digikam" and one key per digiKam image: "<db path>#<id>".
 
 Never while digiKam runs: a sync refuses when a digikam process exists (/proc/*/comm) or
 the database is locked (BEGIN EXCLUSIVE with a short timeout), makes a backup beside the
@@ -24,17 +24,17 @@ import os
 import re
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from . import journal
-from .errors import AesIndexError, ConfigError, ExitCode
-from .ratings import REJECTED
-from .store import Index, utcnow
+from ..errors import AesIndexError, ConfigError, ExitCode
+from ..journal import UndoAction, Write
+from ..store import Index
+from . import apply as targets
+from .protocol import Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
 
 TARGET = "digikam"
 TAG_ROOT = "Aesthetic"
@@ -58,114 +58,83 @@ class DigikamImage:
 
 
 @dataclass
-class SyncReport:
-    run_id: int | None
-    dry_run: bool
-    database: str
-    backup: str | None = None
-    images: int = 0  # visible images in digiKam's database
-    matched: int = 0  # of those, scored in the index
-    written: Counter = field(default_factory=Counter)
-    unchanged: int = 0
-    skipped_manual: int = 0
-    skipped_rejected: int = 0  # digiKam's rating has no "rejected"
-    manual: list[dict] = field(default_factory=list)
+class DigikamTarget(Target):
+    """digiKam's database: one place per digiKam image ("<db path>#<image id>"). A session
+    holds the database exclusively (backup first); its writes land, and are journaled,
+    when the session commits."""
 
-    def as_dict(self) -> dict:
-        data = dict(self.__dict__)
-        data["written"] = {str(k): v for k, v in sorted(self.written.items())}
-        data["written_total"] = sum(self.written.values())
-        return data
+    db_path: Path = Path()
+    lock_timeout: float = LOCK_TIMEOUT_S
+    name: str = TARGET
+    rejects: bool = False  # digiKam's rating has no "rejected" (it has a pick label)
+    transactional: bool = True
+
+    def __post_init__(self) -> None:
+        self.db_path = Path(self.db_path).resolve()
+        self.conn: sqlite3.Connection | None = None
+        self._by_path: dict[str, list[DigikamImage]] = {}
+
+    @property
+    def place_prefix(self) -> str:
+        return image_key(self.db_path, 0)[:-1]  # "<db path>#"
+
+    @contextmanager
+    def session(self, dry_run: bool) -> Iterator[None]:
+        with _exclusively(self.db_path, dry_run, self.lock_timeout) as (conn, backup):
+            self.conn = conn
+            images = digikam_images(conn)
+            self._by_path = {}
+            for image in images:
+                self._by_path.setdefault(image.path, []).append(image)
+            self.extra = {"database": str(self.db_path), "backup": backup, "images": len(images), "matched": 0}
+            try:
+                yield
+            finally:
+                self.conn = None
+
+    def unsupported(self, photo_path: str, stars: int) -> str | None:
+        if photo_path not in self._by_path:
+            return None  # not in digiKam: no places, nothing to say
+        self.extra["matched"] += 1
+        return super().unsupported(photo_path, stars)
+
+    def places(self, photo_path: str) -> list[Place]:
+        return [Place(image_key(self.db_path, image.id), image.path, ref=image.id) for image in self._by_path.get(photo_path, [])]
+
+    def read(self, place: Place) -> Reading:
+        rating = rating_of(self.conn, place.ref)
+        return Reading(place, rating, token=rating)  # held exclusively: it stays this
+
+    def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
+        image_id = reading.place.ref
+        prior_tags = our_tags(self.conn, image_id)
+        set_rating(self.conn, image_id, wanted.stars)
+        if wanted.tags:
+            set_our_tags(self.conn, image_id, [f"{wanted.stars} stars"])
+        return Write(
+            target=TARGET, place=reading.place.key, image_path=reading.place.image_path, old=reading.value,
+            new=wanted.stars, prior={"tags": prior_tags} if wanted.tags else None,
+        )
+
+    def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
+        image_id = int(action.place.rsplit("#", 1)[1])
+        if self.conn.execute("SELECT 1 FROM Images WHERE id = ?", [image_id]).fetchone() is None:
+            return UndoResult(action, "missing", "digiKam no longer has this image")
+        if "tags" in action.prior:
+            set_our_tags(self.conn, image_id, [_relative(tag) for tag in action.prior["tags"]])
+        current = rating_of(self.conn, image_id)
+        if current != action.expected:
+            return kept_manual(action, current)
+        set_rating(self.conn, image_id, action.restore)
+        return restored(action)
 
 
-# --------------------------------------------------------------------------- sync
-
-
-def sync(index: Index, db_path: Path, options, head_id: str, lock_timeout: float = LOCK_TIMEOUT_S) -> SyncReport:
+def sync(index: Index, db_path: Path, options, head_id: str, lock_timeout: float = LOCK_TIMEOUT_S) -> targets.ApplyReport:
     """Write the policy's stars (and tags) into digiKam's database for every matched photo."""
-    from .rate import plan
+    from ..rate import plan
 
-    db_path = Path(db_path).resolve()
-    report = SyncReport(None, options.dry_run, str(db_path))
-    with _exclusively(db_path, options.dry_run, lock_timeout) as (conn, backup):
-        report.backup = backup
-        photos = {photo.path: photo for photo in plan(index, head_id, options.policy)}
-        writes = []
-        for image in digikam_images(conn):
-            report.images += 1
-            if image.path in photos:
-                report.matched += 1
-                writes += _sync_image(conn, index, db_path, image, photos[image.path], options, report)
-    if not options.dry_run:
-        report.run_id = _journal(index, writes, report)
-    return report
-
-
-def _sync_image(conn, index: Index, db_path: Path, image: DigikamImage, photo, options, report: SyncReport) -> list[dict]:
-    """Rate one matched image if the rule allows; the journal entry of what was written."""
-    from .rate import _decide  # the one manual-ratings-win rule, treat_as_unrated included
-
-    if photo.stars == REJECTED:
-        report.skipped_rejected += 1
-        return []
-    if image.rating == photo.stars:  # checked first: treat_as_unrated would turn 1 -> 1 into a write
-        report.unchanged += 1
-        return []
-    key = image_key(db_path, image.id)
-    decision = _decide(index, TARGET, key, image.rating, photo.stars, options)
-    if not decision.write:
-        _count_skip(report, image, photo.stars, decision)
-        return []
-    prior_tags = our_tags(conn, image.id)
-    set_rating(conn, image.id, photo.stars)
-    if options.tags:
-        set_our_tags(conn, image.id, [f"{photo.stars} stars"])
-    report.written[photo.stars] += 1
-    prior = {"tags": prior_tags} if options.tags else None
-    return [{"image_path": image.path, "target_path": key, "old_rating": image.rating, "new_rating": photo.stars, "prior": prior}]
-
-
-def _count_skip(report: SyncReport, image: DigikamImage, wanted: int, decision) -> None:
-    if decision.action.value == "skip-manual":
-        report.skipped_manual += 1
-        report.manual.append({"path": image.path, "rating": image.rating, "wanted": wanted, "reason": decision.reason})
-    else:
-        report.unchanged += 1
-
-
-def _journal(index: Index, writes: list[dict], report: SyncReport) -> int:
-    """Record the run and its writes in the index, after digiKam's database committed."""
-    run_id = index.start_run("digikam-sync", index.roots(), {"database": report.database})
-    with index.transaction():
-        for write in writes:
-            journal.record(index.db, run_id=run_id, target=TARGET, **write)
-    index.finish_run(run_id, "done", report.as_dict())
-    return run_id
-
-
-def image_key(db_path: Path, image_id: int) -> str:
-    return f"{db_path}#{image_id}"
-
-
-# --------------------------------------------------------------------------- undo
-
-
-@dataclass(frozen=True)
-class UndoResult:
-    path: str
-    status: str  # restored | kept-manual | missing | superseded
-    detail: str = ""
-
-
-def latest_run(index: Index, db_path: Path) -> int | None:
-    """The newest run with digiKam writes to this database that are not undone yet."""
-    prefix = image_key(Path(db_path).resolve(), 0)[:-1]  # "<db path>#"
-    row = index.db.execute(
-        f"SELECT MAX(run_id) FROM {journal.TABLE} WHERE target = ? AND undone_at IS NULL "
-        "AND substr(target_path, 1, ?) = ?",
-        [TARGET, len(prefix), prefix],
-    ).fetchone()
-    return row[0]
+    target = DigikamTarget(db_path=db_path, lock_timeout=lock_timeout)
+    return targets.apply(index, target, plan(index, head_id, options.policy), options, head_id, "digikam-sync")
 
 
 def undo(index: Index, db_path: Path, run_id: int | None = None, dry_run: bool = False,
@@ -175,42 +144,16 @@ def undo(index: Index, db_path: Path, run_id: int | None = None, dry_run: bool =
     A rating a person changed since stays ("kept-manual"); our tags are restored either way,
     as undo does for sidecars. Runs are undone newest first ("superseded" otherwise).
     """
-    db_path = Path(db_path).resolve()
-    actions = _undo_actions(index, db_path, run_id if run_id is not None else latest_run(index, db_path))
+    target = DigikamTarget(db_path=db_path, lock_timeout=lock_timeout)
+    actions = index.journal.plan_undo(run_id, (TARGET,), target.place_prefix)
     if not actions:
         return None, []
-    with _exclusively(db_path, dry_run, lock_timeout) as (conn, backup):
-        results = [(action, _undo_image(conn, action)) for action in actions]
-    if not dry_run:
-        with index.transaction():
-            for action, result in results:
-                if result.status != "superseded":
-                    index.db[journal.TABLE].update(action.row_id, {"undone_at": utcnow(), "undo_note": result.status})
-    return backup, [result for _, result in results]
+    results = targets.undo(index, {TARGET: target}, actions, dry_run)
+    return target.extra.get("backup"), results
 
 
-def _undo_actions(index: Index, db_path: Path, run_id: int | None) -> list:
-    """The journal's undo plan for a run, limited to its writes into this database."""
-    if run_id is None:
-        return []
-    prefix = image_key(db_path, 0)[:-1]
-    return [a for a in journal.plan_undo(index.db, run_id) if a.target == TARGET and str(a.target_path).startswith(prefix)]
-
-
-def _undo_image(conn, action) -> UndoResult:
-    path = str(action.image_path)
-    if action.superseded_by_run is not None:
-        return UndoResult(path, "superseded", f"run {action.superseded_by_run} wrote it again; undo that first")
-    image_id = int(str(action.target_path).rsplit("#", 1)[1])
-    if conn.execute("SELECT 1 FROM Images WHERE id = ?", [image_id]).fetchone() is None:
-        return UndoResult(path, "missing", "digiKam no longer has this image")
-    if action.prior_tags is not None:
-        set_our_tags(conn, image_id, [_relative(tag) for tag in action.prior_tags])
-    current = rating_of(conn, image_id)
-    if current != action.expected_rating:
-        return UndoResult(path, "kept-manual", f"rating is {current} now, not our {action.expected_rating}: left as is")
-    set_rating(conn, image_id, action.restore_rating)
-    return UndoResult(path, "restored", f"rating {action.expected_rating} -> {action.restore_rating}")
+def image_key(db_path: Path, image_id: int) -> str:
+    return f"{db_path}#{image_id}"
 
 
 def _relative(tag: str) -> str:

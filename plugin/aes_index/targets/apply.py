@@ -1,0 +1,176 @@
+"""The one apply loop and the one undo loop, for every rating target and every command.
+
+`apply-ratings` (XMP or EXIF), the watcher after each batch, `digikam sync` and the
+darktable plugin's "rate" all run `apply`; `ratings undo`, `digikam undo` and the
+plugin's "remove our stars" all run `undo`. What differs between them is the target
+(protocol.py), never the rule: the decision is ratings.decide(), made on the very read
+the write then checks (ChangedSinceRead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import AesIndexError
+from ..journal import UndoAction, Write
+from ..ratings import Action, decide
+from ..store import Index
+from .protocol import ChangedSinceRead, Place, Target, UndoResult, Wanted
+
+UNSUPPORTED_TEXT = {
+    "not-jpeg": "EXIF ratings go only into JPEG originals",
+    "no-reject": "the target has no 'rejected' rating",
+}
+
+
+@dataclass
+class ApplyReport:
+    run_id: int | None
+    dry_run: bool
+    head: str
+    policy: dict
+    target: str
+    photos: int = 0
+    stars: Counter = field(default_factory=Counter)  # wanted stars per level, every photo
+    written: Counter = field(default_factory=Counter)  # stars written (or that would be)
+    unchanged: int = 0
+    skipped_manual: int = 0
+    changed_since_read: int = 0  # a person changed the place between our read and write
+    unsupported: Counter = field(default_factory=Counter)  # why a target can't take a value
+    errors: list[dict] = field(default_factory=list)
+    manual: list[dict] = field(default_factory=list)  # which ratings a person set, kept
+    extra: dict = field(default_factory=dict)  # the target's own facts (digiKam: images, backup)
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("extra", "unsupported")}
+        data["stars"] = {str(k): v for k, v in sorted(self.stars.items())}
+        data["written"] = {str(k): v for k, v in sorted(self.written.items())}
+        data["written_total"] = sum(self.written.values())
+        data["unsupported"] = dict(self.unsupported)
+        data["skipped_not_jpeg"] = self.unsupported["not-jpeg"]
+        data["skipped_rejected"] = self.unsupported["no-reject"]
+        return {**data, **self.extra}
+
+
+def apply(index: Index, target: Target, photos: Iterable, options, head_id: str, command: str) -> ApplyReport:
+    """Give each photo (rate.PhotoRating) its stars in every place `target` holds it,
+    where the manual-ratings-win rule allows; journal each write; one run in the index."""
+    record = options_record(options)
+    run_id = None if options.dry_run else index.start_run(command, index.roots(), record)
+    report = ApplyReport(run_id, options.dry_run, head_id, record["policy"], target.name)
+    status = "failed"
+    try:
+        writes: list[Write] = []
+        with target.session(options.dry_run):
+            for photo in photos:
+                report.photos += 1
+                report.stars[photo.stars] += 1
+                writes += _apply_photo(index, target, photo, options, head_id, report)
+                if not target.transactional:
+                    _journal(index, run_id, writes)
+                    writes = []
+        _journal(index, run_id, writes)  # a transactional target's writes landed just now
+        report.extra.update(target.extra)
+        status = "done"
+    finally:
+        if run_id is not None:
+            index.finish_run(run_id, status, report.as_dict(), head_id)
+    return report
+
+
+def _apply_photo(index: Index, target: Target, photo, options, head_id: str, report: ApplyReport) -> list[Write]:
+    reason = target.unsupported(photo.path, photo.stars)
+    if reason:
+        report.unsupported[reason] += 1
+        return []
+    wanted = Wanted(photo.stars, photo.score, photo.percentile, head_id, options.tags)
+    writes = []
+    for place in target.places(photo.path):
+        try:
+            write = _apply_place(index, target, place, wanted, options, report)
+        except ChangedSinceRead as exc:
+            report.changed_since_read += 1
+            report.manual.append({"path": place.key, "rating": None, "wanted": wanted.stars, "reason": str(exc)})
+        except AesIndexError as exc:
+            report.errors.append({"path": place.key, "error": str(exc)})
+        else:
+            writes += [write] if write is not None else []
+    return writes
+
+
+def _apply_place(index: Index, target: Target, place: Place, wanted: Wanted, options, report: ApplyReport) -> Write | None:
+    reading = target.read(place)
+    last = index.journal.last_written(target.name, place.key)
+    decision = decide(reading.value, last, wanted.stars, options.overwrite_manual, tuple(options.treat_as_unrated))
+    target.note(place, wanted, decision.reason, decision.write)
+    if not decision.write:
+        if decision.action is Action.SKIP_MANUAL:
+            report.skipped_manual += 1
+            report.manual.append({"path": place.key, "rating": reading.value, "wanted": wanted.stars, "reason": decision.reason})
+        else:
+            report.unchanged += 1
+        return None
+    write = target.write(reading, wanted, options.dry_run)
+    if write is None and not target.deferred:
+        report.unchanged += 1  # the bytes were already what we would write
+        return None
+    report.written[wanted.stars] += 1
+    return None if options.dry_run else write
+
+
+def _journal(index: Index, run_id: int | None, writes: Sequence[Write]) -> None:
+    if run_id is None or not writes:
+        return
+    with index.transaction():
+        for write in writes:
+            index.journal.record(run_id, write)
+
+
+def options_record(options) -> dict:
+    policy = options.policy
+    return {
+        "policy": {"kind": policy.kind, "cuts": list(policy.cuts), "reject_below": policy.reject_below},
+        "target": options.target, "tags": options.tags, "overwrite_manual": options.overwrite_manual,
+        "treat_as_unrated": list(options.treat_as_unrated),
+    }
+
+
+# --------------------------------------------------------------------------- undo
+
+
+def undo(index: Index, targets: Mapping[str, Target], actions: Sequence[UndoAction], dry_run: bool = False) -> list[UndoResult]:
+    """Put back what the journal's `actions` wrote, each through its target.
+
+    A value a person changed since stays ("kept-manual"); a run whose place a later run
+    wrote again waits ("superseded"). Rows dealt with are closed in the journal (unless
+    dry_run): at once for file targets, so an interrupted undo resumes where it stopped;
+    after the commit for a database target; when the plugin reports back for darktable.
+    """
+    results: list[UndoResult] = []
+    with contextlib.ExitStack() as stack:
+        for target in {id(t): t for t in targets.values()}.values():
+            stack.enter_context(target.session(dry_run))
+        for action in actions:
+            target = targets[action.target]
+            result = _undo_one(target, action, dry_run)
+            results.append(result)
+            if result.done and not dry_run and not target.transactional:
+                index.journal.mark_undone(action.row_ids, result.status)
+    if not dry_run:
+        with index.transaction():
+            for result in results:
+                if result.done and targets[result.action.target].transactional:
+                    index.journal.mark_undone(result.action.row_ids, result.status)
+    return results
+
+
+def _undo_one(target: Target, action: UndoAction, dry_run: bool) -> UndoResult:
+    if action.superseded_by_run is not None:
+        return UndoResult(action, "superseded", f"run {action.superseded_by_run} wrote it again; undo that first")
+    try:
+        return target.undo(action, dry_run)
+    except (AesIndexError, OSError) as err:
+        return UndoResult(action, "failed", " ".join(str(err).split()))

@@ -1,0 +1,69 @@
+"""EXIF Rating inside JPEG originals (opt-in, `--target exif`): the "exif" target.
+
+The byte-level editor is aes_index.exif_rating (only the EXIF block changes, pixels never).
+EXIF has no "rejected", and RAW originals are never rewritten.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import exif_rating
+from ..journal import UndoAction, Write
+from ..store import Index
+from .protocol import ChangedSinceRead, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
+
+
+@dataclass
+class ExifTarget(Target):
+    index: Index | None = field(default=None, repr=False)  # to record our own writes' size and mtime
+    name: str = "exif"
+    rejects: bool = False
+
+    def unsupported(self, photo_path: str, stars: int) -> str | None:
+        if Path(photo_path).suffix.lower() not in exif_rating.JPEG_SUFFIXES or stars == -1:
+            return "not-jpeg"  # EXIF ratings only in JPEG originals, and have no reject
+        return None
+
+    def places(self, photo_path: str) -> list[Place]:
+        return [Place(photo_path, photo_path)]
+
+    def read(self, place: Place) -> Reading:
+        rating, content_hash = exif_rating.read_exif_state(Path(place.key))
+        return Reading(place, rating, token=content_hash)
+
+    def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
+        path = Path(reading.place.key)
+        try:
+            outcome = exif_rating.write_exif_rating(path, wanted.stars, dry_run=dry_run, expect_hash=reading.token)
+        except exif_rating.ExifChanged as exc:
+            raise ChangedSinceRead(str(exc)) from exc
+        if not outcome.changed:
+            return None
+        if not dry_run:
+            self._remember_own_write(path)
+        return Write(
+            target=self.name, place=str(path), image_path=str(path), old=outcome.prior, new=outcome.rating,
+            content_hash_after=outcome.content_hash,
+        )
+
+    def _remember_own_write(self, path: Path) -> None:
+        """Our write changed the file's size and mtime: record them, so the next scan
+        doesn't take our own write for a change (its fingerprint, the pixel tail, is the same)."""
+        if self.index is not None:
+            info = os.stat(path)
+            self.index.update_image_stat(str(path), info.st_size, info.st_mtime_ns)
+
+    def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
+        path = action.target_path
+        if not path.exists():
+            return UndoResult(action, "missing", "the photo is gone")
+        current, content_hash = exif_rating.read_exif_state(path)
+        if current != action.expected:
+            return kept_manual(action, current)
+        exif_rating.write_exif_rating(path, action.restore, dry_run=dry_run, expect_hash=content_hash)
+        if not dry_run:
+            self._remember_own_write(path)
+        return restored(action)

@@ -1,0 +1,143 @@
+"""The rating-target protocol: what every place we write a photo manager's value into offers.
+
+A *target* is a kind of storage a photo manager reads (XMP sidecars, EXIF in JPEGs,
+darktable's library through its Lua plugin, digiKam's database). A *place* is one spot in
+it that holds one photo's value (one sidecar, one darktable duplicate, one digiKam image).
+The one apply loop and the one undo loop (apply.py) drive every target the same way:
+
+    with target.session(dry_run):           # e.g. digiKam's database held exclusively
+        for place in target.places(photo):
+            reading = target.read(place)     # the value now, and a token of the state read
+            decision = decide(...)           # decide.py: manual values win, in one place
+            written = target.write(reading, wanted, dry_run)   # refuses if the place changed since `reading`
+            journal the write                # store's journal
+        target.undo(action, dry_run)         # put one journaled write back
+
+The decision and the write use the same read: `write` gets the `Reading` the decision was
+made on and raises `ChangedSinceRead` when the place no longer holds that state (a person
+rated the photo in between), so a person's rating is never overwritten by a stale decision.
+
+Values are ints: ratings -1 (rejected) .. 5, 0 or None for "none". Culling's picks and
+groups will be more fields (`journal.Write.field`) over the same protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ..errors import AesIndexError, ExitCode
+from ..journal import UndoAction, Write
+
+
+class TargetError(AesIndexError):
+    """One place that could not be read or written; recorded per place, the run goes on."""
+
+    exit_code = ExitCode.FILE_ERRORS
+
+
+class ChangedSinceRead(TargetError):
+    """The place changed between the read our decision used and the write: left alone."""
+
+
+@dataclass(frozen=True)
+class Place:
+    """One spot a photo's value lives in: `key` is its journal name (target_path)."""
+
+    key: str
+    image_path: str
+    ref: Any = None  # the target's own handle (a darktable request's ref, a digiKam image id)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a place holds now; `token` is what the write checks it still holds."""
+
+    place: Place
+    value: int | None  # None (or 0): no rating
+    token: Any
+    detail: Any = None  # the target's own view (a sidecar's tags and fields)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What we want a photo to show: its stars, and what they come from."""
+
+    stars: int
+    score: float
+    percentile: float
+    head_id: str
+    tags: bool = True  # also our "Aesthetic" tags
+
+
+@dataclass(frozen=True)
+class UndoResult:
+    action: UndoAction
+    status: str  # restored | deleted | kept-manual | missing | superseded | pending | failed
+    detail: str = ""
+
+    @property
+    def done(self) -> bool:
+        """Whether the journal rows count as undone (and are closed)."""
+        return self.status in ("restored", "deleted", "kept-manual", "missing")
+
+    def as_dict(self) -> dict:
+        return {"path": self.action.image_path, "target": self.action.place, "status": self.status, "detail": self.detail}
+
+
+@dataclass
+class Target:
+    """Base of the four targets; each overrides places, read, write and undo."""
+
+    name: str = ""  # the journal's target name
+    rejects: bool = True  # whether the target can hold a "rejected" (-1)
+    # True: writes land when the session ends (a database transaction), so they are
+    # journaled then; False: each write is on disk at once and journaled at once.
+    transactional: bool = False
+    # True: the photo manager applies our answer itself and reports back (darktable),
+    # so writes are journaled and undo rows closed when it does.
+    deferred: bool = False
+    extra: dict = field(default_factory=dict)  # target facts for the run's report
+
+    @contextlib.contextmanager
+    def session(self, dry_run: bool) -> Iterator[None]:
+        yield
+
+    def unsupported(self, photo_path: str, stars: int) -> str | None:
+        """Why this target can't take this photo's value at all (None: it can)."""
+        if stars == -1 and not self.rejects:
+            return "no-reject"
+        return None
+
+    def places(self, photo_path: str) -> list[Place]:
+        raise NotImplementedError
+
+    def read(self, place: Place) -> Reading:
+        raise NotImplementedError
+
+    def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
+        """Set the wanted value (and our fields) where `reading` was taken.
+
+        Returns what to journal (None: nothing changed on disk). Raises ChangedSinceRead
+        when the place no longer holds what `reading` saw, TargetError for a place we refuse.
+        """
+        raise NotImplementedError
+
+    def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
+        raise NotImplementedError
+
+    def note(self, place: Place, wanted: Wanted, reason: str, written: bool) -> None:
+        """Every decision, written or not (darktable answers with all of them)."""
+
+
+def show(value: int | None) -> str:
+    return "none" if value is None else str(value)
+
+
+def kept_manual(action: UndoAction, current: int | None) -> UndoResult:
+    return UndoResult(action, "kept-manual", f"rating is {show(current)} now, not our {show(action.expected)}: left as is")
+
+
+def restored(action: UndoAction) -> UndoResult:
+    return UndoResult(action, "restored", f"rating {show(action.expected)} -> {show(action.restore)}")
