@@ -45,10 +45,10 @@ def rated_library(tmp_path, model_args):
                 expected[path.name] = (int(stars[i]), "exif")
             elif i < 35:  # written by aes-index (journaled): not a label
                 xmp.write_sidecar(sidecar, rating=3)
-                journal.record(index.db, run_id=1, image_path=path, target="xmp", target_path=sidecar, old_rating=None, new_rating=3)
+                index.journal.record(1, journal.Write(target="xmp", place=str(sidecar), image_path=str(path), old=None, new=3))
             elif i == 35:  # aes-index wrote 3, the user changed it to 1: a label again
                 xmp.write_sidecar(sidecar, rating=1)
-                journal.record(index.db, run_id=1, image_path=path, target="xmp", target_path=sidecar, old_rating=None, new_rating=3)
+                index.journal.record(1, journal.Write(target="xmp", place=str(sidecar), image_path=str(path), old=None, new=3))
                 expected[path.name] = (1, "xmp")
             elif i == 36:  # rejected in darktable: counts as 0 stars
                 xmp.write_sidecar(sidecar, rating=-1)

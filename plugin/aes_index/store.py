@@ -368,6 +368,15 @@ class Index:
         """Whether any backbone's embedding of this image is cached."""
         return self.db.execute("SELECT 1 FROM embeddings WHERE image_id = ? LIMIT 1", [image_id]).fetchone() is not None
 
+    def present_with_embedding(self, backbone_id: int) -> list[tuple[int, str]]:
+        """(image id, path) of photos scored fine that have an embedding from this backbone."""
+        rows = self.db.execute(
+            "SELECT i.id, i.path FROM images i JOIN embeddings e ON e.image_id = i.id "
+            "WHERE e.backbone_id = ? AND i.status = ? ORDER BY i.id",
+            [backbone_id, OK],
+        )
+        return [(int(i), p) for i, p in rows]
+
     def ids_with_embedding(self, backbone_id: int) -> set[int]:
         rows = self.db.execute("SELECT image_id FROM embeddings WHERE backbone_id = ?", [backbone_id])
         return {row[0] for row in rows}

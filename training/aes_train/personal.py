@@ -26,11 +26,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from aes_index import journal, xmp
+from aes_index import xmp
 from aes_index.errors import AesIndexError
 from aes_index.exif_rating import JPEG_SUFFIXES, read_exif_rating
 from aes_index.heads import Head
-from aes_index.store import OK
 
 from .ava import unit_hash
 from .errors import NotEnoughData
@@ -58,7 +57,7 @@ def sidecar_ratings(index, photos: list[tuple[int, str]]) -> Iterator[UserRating
             rating = xmp.read_sidecar(sidecar).rating
         except AesIndexError:  # a sidecar we refuse to parse is no label
             continue
-        if rating and journal.last_written(index.db, "xmp", sidecar) != rating:
+        if rating and index.journal.last_written("xmp", sidecar) != rating:
             yield UserRating(image_id, int(rating), "xmp")
 
 
@@ -71,7 +70,7 @@ def exif_ratings(index, photos: list[tuple[int, str]]) -> Iterator[UserRating]:
             rating = read_exif_rating(Path(path))
         except (AesIndexError, OSError):
             continue
-        if rating and journal.last_written(index.db, "exif", path) != rating:
+        if rating and index.journal.last_written("exif", path) != rating:
             yield UserRating(image_id, int(rating), "exif")
 
 
@@ -81,12 +80,7 @@ RATING_SOURCES: dict[str, RatingSource] = {"xmp": sidecar_ratings, "exif": exif_
 
 def indexed_photos(index, backbone_id: int) -> list[tuple[int, str]]:
     """(image id, path) of present photos that have an embedding from this backbone."""
-    rows = index.db.execute(
-        "SELECT i.id, i.path FROM images i JOIN embeddings e ON e.image_id = i.id "
-        "WHERE e.backbone_id = ? AND i.status = ? ORDER BY i.id",
-        [backbone_id, OK],
-    )
-    return [(int(i), p) for i, p in rows]
+    return index.present_with_embedding(backbone_id)
 
 
 def collect_ratings(index, photos, sources: Iterable[RatingSource] = RATING_SOURCES.values()) -> dict[int, UserRating]:
