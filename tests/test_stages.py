@@ -192,6 +192,9 @@ def test_commands_without_model_flags_use_the_index_backbone(built, capsys, monk
     assert code == ExitCode.OK and all(r["score"] is not None for r in json.loads(out)), err
     with Index(db) as index:
         assert len(index.backbones()) == 1
+    code, out, err = run(capsys, "doctor", "--db", db, "--device", "cpu", "--json")
+    weights = {c["name"]: c for c in json.loads(out)["checks"]}["weights"]
+    assert code == ExitCode.OK and weights["path"].endswith("tiny-clip.safetensors"), out
 
 
 def test_the_chosen_backbone_is_named_on_stderr_unless_json(built):

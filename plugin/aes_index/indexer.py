@@ -126,7 +126,8 @@ _announced: set[str] = set()  # say once per process, not once per batch
 def _matches(row: dict, model: str | None, pretrained: str | None) -> bool:
     """Whether an index backbone fits the half that was named (by argument or by name)."""
     key_model, _, key_pretrained = row["key"].partition("/")
-    return (model is None or model in (row["model"], key_model)) and (pretrained is None or pretrained in (row["pretrained"], key_pretrained))
+    model_fits = model is None or model in (row["model"], key_model)
+    return model_fits and (pretrained is None or pretrained in (row["pretrained"], key_pretrained))
 
 
 def loadable(model: str, pretrained: str) -> tuple[str, str]:
@@ -156,7 +157,10 @@ class BackboneSession:
         settings = self.settings
         backbone = load_backbone(settings.model, settings.pretrained, settings.device, settings.dtype, settings.cache_dir)
         if backbone.key != self.key:  # the index's row names a weights file whose content changed since
-            raise ConfigError(f"{settings.pretrained} is no longer the weights the index was built with ({self.key}): pass --model and --pretrained")
+            raise ConfigError(
+                f"{settings.pretrained} no longer holds the weights the index was built with ({self.key}): "
+                "pass --model and --pretrained"
+            )
         if self.id is None:
             self.id = self.index.ensure_backbone(backbone.info, backbone.projection, *loadable(settings.model, settings.pretrained))
             self._info = backbone.info
@@ -482,9 +486,9 @@ def run_stages(
     Every caller that indexes files comes through here: one writer at a time means each
     photo is decoded once, since whoever comes second finds its embedding stored."""
     window = settings.stable_seconds if stable_seconds is None else stable_seconds
+    session = session or BackboneSession(index, settings)  # first: a backbone we can't choose fails before any write
     with writer_lock(index.path, lock_timeout):
         scanned = scan(index, paths, settings.exclude, progress, stable_seconds=window)
-        session = session or BackboneSession(index, settings)
         head = session.head()
         index.record_head(head)
         work = select_work(index, session.id, scanned.image_ids, force)
