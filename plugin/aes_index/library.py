@@ -2,8 +2,9 @@
 
 Skips what photo libraries are full of but isn't a photo: hidden files and folders,
 Synology's @eaDir, darktable's .dtrash, macOS resource forks, thumbnail caches, and
-files still being written by a copy tool (partial/temp names). Unreadable folders are
-reported through `on_error` and skipped; the walk goes on.
+files still being written by a copy tool (partial/temp names), and our own gallery's
+thumbnails (a folder holding `THUMBS_MARKER`). Unreadable folders are reported through
+`on_error` and skipped; the walk goes on.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ SKIPPED_NAME_PATTERNS = (
     "*.part", "*.partial", "*.crdownload", "*.tmp", "*~", "*.!sync", "*.syncthing.*",
     "Thumbs.db",
 )
+# `report` writes this file into its thumbnail folder. The folder lands in the library
+# when the report runs from the library root, and its JPEGs must never be indexed or rated.
+THUMBS_MARKER = ".aes-index-thumbs"
 FINGERPRINT_TAIL = 256 * 1024
 
 
@@ -51,6 +55,7 @@ def discover(
 ) -> Iterator[FileEntry]:
     """Yield every photo under `roots` (files or folders), depth first, sorted per folder."""
     exclude = tuple(exclude)
+    marked: dict[str, bool] = {}
     for root in roots:
         root = os.path.abspath(os.fspath(root))
         try:
@@ -59,6 +64,8 @@ def discover(
             continue  # gone (deleted or moved away): its rows become missing, not errors
         except OSError as exc:
             on_error(root, exc)
+            continue
+        if _in_thumbnail_folder(root, marked):
             continue
         if stat.S_ISDIR(info.st_mode):
             yield from _walk(root, exclude, on_error)
@@ -75,6 +82,8 @@ def _walk(folder: str, exclude: tuple[str, ...], on_error) -> Iterator[FileEntry
     except OSError as exc:
         on_error(folder, exc)
         return
+    if any(entry.name == THUMBS_MARKER for entry in entries):
+        return  # our gallery's thumbnails, not photos
     subfolders = []
     for entry in entries:
         try:
@@ -91,6 +100,22 @@ def _walk(folder: str, exclude: tuple[str, ...], on_error) -> Iterator[FileEntry
             on_error(entry.path, exc)
     for subfolder in subfolders:
         yield from _walk(subfolder, exclude, on_error)
+
+
+def _in_thumbnail_folder(path: str, marked: dict[str, bool]) -> bool:
+    """Whether `path` lies in a thumbnail folder (or is one). The walk sees the marker on
+    its way down; this is for the files and subfolders the watcher hands over one by one.
+    `marked` remembers the folders already looked at."""
+    folder = path
+    while True:
+        if folder not in marked:
+            marked[folder] = os.path.isfile(os.path.join(folder, THUMBS_MARKER))
+        if marked[folder]:
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
 
 
 def _is_utf8(path: str) -> bool:

@@ -9,6 +9,8 @@ Why thumbnails are files and not data: URIs: a 50k-photo library has 50k thumbna
 anything. Files load lazily (only the visible grid rows), and the folder doubles as the
 thumbnail cache: a thumbnail is named by the image's fingerprint and size, so it is made once
 and survives renames, moves and metadata edits of the photo; only missing ones are made.
+Identical photos share one. The folder holds a marker file (`library.THUMBS_MARKER`) that
+keeps the scanner out when the gallery is written inside the library.
 
 Thumbnails go through `aes_index.decode.decode_image`, the indexer's own decode path, so
 RAW previews, HEIC and EXIF orientation work as they do for scoring. A photo that cannot be
@@ -29,6 +31,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +45,7 @@ import numpy as np
 
 from .decode import decode_image
 from .errors import AesIndexError, ConfigError, ExitCode
+from .library import THUMBS_MARKER
 from .ratings import RatingPolicy, cut_points, percentile_ranks, reject_point, stars_for
 from .store import ERROR, Index
 
@@ -222,20 +226,46 @@ def make_thumbnails(
     the index holds their error, and retrying a broken RAW's every route is slow."""
     thumbs = Thumbnails(folder, size)
     _make_folder(folder)
+    mark_as_thumbnails(folder)
     wanted = [p for p in photos if p.error is None]
-    missing = [p for p in wanted if not thumbs.file_for(p).is_file()]
-    thumbs.cached = len(wanted) - len(missing)
-    progress.start("thumbnails", len(missing))
+    jobs = _one_job_per_thumbnail([p for p in wanted if not thumbs.file_for(p).is_file()], thumbs)
+    thumbs.cached = len(wanted) - sum(len(copies) for copies in jobs)
+    progress.start("thumbnails", len(jobs))
     try:
-        for photo, problem in zip(missing, _map(lambda p: _make_thumbnail(p, thumbs), missing, workers)):
+        for copies, problem in zip(jobs, _map(lambda c: _make_shared_thumbnail(c, thumbs), jobs, workers)):
             if problem is None:
-                thumbs.made += 1
+                thumbs.made += len(copies)
             else:
-                thumbs.failures[photo.image_id] = problem
+                thumbs.failures.update((photo.image_id, problem) for photo in copies)
             progress.advance()
     finally:
         progress.finish()
     return thumbs
+
+
+def _one_job_per_thumbnail(photos: Sequence[Photo], thumbs: Thumbnails) -> list[list[Photo]]:
+    """Copies of one photo share a fingerprint, so a thumbnail file: one job makes it for
+    all of them, where a job per copy would decode it again and race for the same file."""
+    jobs: dict[str, list[Photo]] = {}
+    for photo in photos:
+        jobs.setdefault(thumbs.relative_name(photo), []).append(photo)
+    return list(jobs.values())
+
+
+def mark_as_thumbnails(folder: Path) -> None:
+    """Leave the marker that keeps the scanner out (library.THUMBS_MARKER): the default
+    gallery_thumbs/ lands inside the library whenever `report` runs from its root."""
+    marker = folder / THUMBS_MARKER
+    if marker.is_file():
+        return
+    try:
+        marker.write_text(
+            "aes-index gallery thumbnails: aes-index never indexes or rates this folder.\n"
+            "It is a cache; deleting the folder is safe (the next report remakes it).\n",
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        raise ReportUnwritable(f"cannot write {marker}: {exc.strerror or exc}") from exc
 
 
 def _map(function, items: Sequence, workers: int | None) -> Iterator:
@@ -249,6 +279,16 @@ def _map(function, items: Sequence, workers: int | None) -> Iterator:
         except BaseException:  # GeneratorExit included: nobody wants the rest
             pool.shutdown(cancel_futures=True)
             raise
+
+
+def _make_shared_thumbnail(copies: Sequence[Photo], thumbs: Thumbnails) -> str | None:
+    """From the first copy that decodes: one deleted or unreadable copy leaves the others
+    their thumbnail. None when it was written, else the last copy's reason."""
+    for photo in copies:
+        problem = _make_thumbnail(photo, thumbs)
+        if problem is None:
+            return None
+    return problem
 
 
 def _make_thumbnail(photo: Photo, thumbs: Thumbnails) -> str | None:
@@ -273,9 +313,11 @@ def _shrink_to_short_side(image, size: int):
 
 def _save_jpeg(image, target: Path) -> None:
     # Write then rename: an interrupted build must not leave a truncated file that the
-    # next build would take as a cached thumbnail. No fsync: it is a cache.
+    # next build would take as a cached thumbnail. No fsync: it is a cache. The temporary
+    # name is the writer's own (process and thread): two writers of one thumbnail, e.g.
+    # two reports at once, must not rename each other's file away.
     _make_folder(target.parent)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.part")
     try:
         image.save(partial, "JPEG", quality=THUMB_QUALITY)
         os.replace(partial, target)
