@@ -302,10 +302,14 @@ def test_scores_written_again_replace_the_old_row(filled_index):
 def test_new_indexes_use_big_pages_and_old_ones_keep_theirs(tmp_path):
     import sqlite3
 
+    import sqlite_utils
+
     with Index(tmp_path / "new.db") as index:
         assert index.db.execute("PRAGMA page_size").fetchone()[0] == store.PAGE_SIZE
-    old = sqlite3.connect(tmp_path / "old.db")
-    old.execute("CREATE TABLE t (x)")
+    old = sqlite3.connect(tmp_path / "old.db")  # an index made with SQLite's default 4 KB pages
+    store._migrate_to_1(sqlite_utils.Database(old))
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
     old.close()
     with Index(tmp_path / "old.db") as index:
         assert index.db.execute("PRAGMA page_size").fetchone()[0] == 4096

@@ -237,10 +237,19 @@ def locate_db(settings: Settings, roots: Sequence[str] = (), must_exist: bool = 
     return found
 
 
-def open_index(settings: Settings, roots: Sequence[str] = (), create: bool = False):
+def open_index(settings: Settings, roots: Sequence[str] = (), create: bool = False, read_only: bool = False):
+    """The index a command works on, checked whole when that is cheap (a damaged one is
+    refused before the command reads half of it). Commands that only read pass
+    `read_only`: the file is then never changed, not even upgraded (see store.Index)."""
     from .store import Index
 
-    return Index(locate_db(settings, roots, must_exist=not create), create=create)
+    index = Index(locate_db(settings, roots, must_exist=not create), create=create, read_only=read_only)
+    try:
+        index.check_on_open()
+    except BaseException:
+        index.close()
+        raise
+    return index
 
 
 def emit(args, data, text: str | Callable[[], str]) -> None:
@@ -358,7 +367,7 @@ def _score_text(result) -> str:
 
 def cmd_top(args) -> int:
     settings = settings_from(args)
-    with open_index(settings) as index:
+    with open_index(settings, read_only=True) as index:
         if args.by:
             from .attributes import head_id_for
 
@@ -380,7 +389,7 @@ def cmd_stats(args) -> int:
     import numpy as np
 
     settings = settings_from(args)
-    with open_index(settings) as index:
+    with open_index(settings, read_only=True) as index:
         head_id = index.active_head_id()
         values = index.score_values(head_id) if head_id else np.zeros(0)
         data = {
@@ -596,12 +605,12 @@ def report_line(summary) -> str:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import diagnose
+    from .doctor import diagnose, exit_code
 
     settings = settings_from(args)
     report = diagnose(settings, locate_db(settings, must_exist=False), list_models=args.models)
     emit(args, report, lambda: doctor_text(report))
-    return ExitCode.OK if report["ok"] else ExitCode.WEIGHTS
+    return exit_code(report)
 
 
 def doctor_text(report: dict) -> str:

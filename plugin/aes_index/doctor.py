@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import Settings
-from .errors import AesIndexError
+from .errors import AesIndexError, ExitCode, IndexUnavailable
+
+SCORING_CHECKS = ("device", "weights", "head")
 
 
 def diagnose(settings: Settings, db_path: Path, list_models: bool = False) -> dict:
@@ -24,6 +26,15 @@ def diagnose(settings: Settings, db_path: Path, list_models: bool = False) -> di
     return report
 
 
+def exit_code(report: dict) -> int:
+    """4 when something scoring needs fails (device, weights, head), else 5 when the index
+    does, else 0: a script can tell "fix the model" from "fix the index"."""
+    failed = {check["name"] for check in report["checks"] if check["required"] and not check["ok"]}
+    if failed & set(SCORING_CHECKS):
+        return ExitCode.WEIGHTS
+    return ExitCode.INDEX if failed else ExitCode.OK
+
+
 def _backbone_named(settings: Settings, db_path: Path) -> Settings:
     """Settings naming the backbone the commands would use: the index's if not named."""
     if settings.model and settings.pretrained or not db_path.is_file():
@@ -31,8 +42,11 @@ def _backbone_named(settings: Settings, db_path: Path) -> Settings:
     from .indexer import choose_backbone
     from .store import Index
 
-    with Index(db_path, create=False) as index:
-        model, pretrained, _ = choose_backbone(index, settings)
+    try:
+        with Index(db_path, read_only=True) as index:
+            model, pretrained, _ = choose_backbone(index, settings)
+    except IndexUnavailable:  # the index check reports it; weights are checked for the default
+        return settings.with_default_backbone()
     return settings.replace(model=model, pretrained=pretrained)
 
 
@@ -92,17 +106,20 @@ def _check_head(settings: Settings) -> dict:
 
 
 def _check_index(db_path: Path) -> dict:
-    from .store import Index
+    from .store import INDEX_PROBLEMS, Index
 
     if not db_path.is_file():
         return _check("index", True, f"none yet at {db_path} (created by `aes-index rebuild`)", required=False)
     try:
-        with Index(db_path, create=False) as index:
-            health = index.integrity()
+        # Read-only: doctor changes nothing, not even an index that needs an upgrade.
+        with Index(db_path, read_only=True) as index:
+            health = index.integrity()  # every page, whatever the size: doctor is the full check
+            if health != "ok":
+                return _check("index", False, INDEX_PROBLEMS["SQLITE_CORRUPT"].format(path=db_path, error=health))
             counts = index.status_counts()
             detail = f"{db_path}: schema {index.schema_version()}, integrity {health}, " + (
                 ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"
             )
-            return _check("index", health == "ok", detail, images=counts)
-    except AesIndexError as exc:
+            return _check("index", True, detail, images=counts)
+    except AesIndexError as exc:  # damaged beyond checking, not an index, too old, locked
         return _check("index", False, str(exc))
