@@ -47,9 +47,12 @@ def record(db, run_id, target, place, old, new, image_path="/p/a"):
 
 
 def undo(db, run_id=None, dry_run=False):
-    """`aes-index ratings undo`: the one undo loop over the file targets."""
-    with Index(db.conn.execute("PRAGMA database_list").fetchone()[2]) as index:
-        files = {"xmp": SidecarTarget(), "exif": ExifTarget(index=index)}
+    """`aes-index ratings undo`: the one undo loop over the file targets (the library
+    is the folder the index lies in)."""
+    path = db.conn.execute("PRAGMA database_list").fetchone()[2]
+    with Index(path) as index:
+        roots = (str(Path(path).parent),)
+        files = {"xmp": SidecarTarget(roots=roots), "exif": ExifTarget(index=index, roots=roots)}
         actions = journal.plan_undo(db, run_id, journal.FILE_TARGETS)
         return {r.action.target_path.name: r for r in targets.undo(index, files, actions, dry_run)}
 

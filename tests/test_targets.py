@@ -38,9 +38,10 @@ class SidecarPhotos:
         self.photo = tmp_path / "IMG_1.CR2"
         self.photo.write_bytes(b"raw")
         self.sidecar = xmp.sidecar_for(self.photo)
+        self.roots = (str(tmp_path),)
 
     def target(self):
-        return SidecarTarget()
+        return SidecarTarget(roots=self.roots)
 
     def set_by_person(self, rating):
         xmp.write_sidecar(self.sidecar, rating=rating)
@@ -56,9 +57,10 @@ class ExifPhotos:
         self.index = index
         self.photo = tmp_path / "IMG_1.jpg"
         Image.new("RGB", (16, 16), (90, 120, 30)).save(self.photo)
+        self.roots = (str(tmp_path),)
 
     def target(self):
-        return ExifTarget(index=self.index)
+        return ExifTarget(index=self.index, roots=self.roots)
 
     def set_by_person(self, rating):
         exif_rating.write_exif_rating(self.photo, rating)

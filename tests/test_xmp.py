@@ -125,6 +125,9 @@ def test_darktable_sidecar_keeps_every_other_property(source, tmp_path):
     assert after["Xmp.aes.Head"][1] == "emd-vitb32-ava@1"
     assert after["Xmp.aes.Stars"][1] == "4"
     for key, ours in LIST_TAGS.items():
+        if key == "Xmp.digiKam.TagsList" and key not in before:
+            assert key not in after  # never created: digiKam would then read it alone
+            continue
         old_items = before.get(key, ("", ()))[1]
         assert after[key][1] == (*old_items, ours)  # existing tags kept, in order
 
@@ -194,7 +197,7 @@ def test_stale_tags_of_ours_are_replaced_and_others_kept(tmp_path):
         "Aesthetic|keep|me",
         "Aesthetic|4 stars",
     )
-    assert props["Xmp.digiKam.TagsList"][1] == ("Aesthetic/keep/me", "Aesthetic/4 stars")
+    assert "Xmp.digiKam.TagsList" not in props  # it had none: we create none
     assert read_sidecar(path).tags == ("keep|me", "4 stars")
 
 
@@ -210,10 +213,38 @@ def test_removing_our_tags_removes_lists_we_created(tmp_path):
 
 def test_only_chosen_tag_fields_are_written(tmp_path):
     path = copy_fixture(FIXTURES / "darktable-xmp" / "lensfun.xmp", tmp_path)
-    write_sidecar(path, tags=["4 stars"], tag_fields=["digikam"])
+    write_sidecar(path, tags=["4 stars"], tag_fields=["dc"])
     props = exiv2_properties(path)
     assert props["Xmp.lr.hierarchicalSubject"][1] == ("Folk", "toto")
-    assert props["Xmp.digiKam.TagsList"][1] == ("Aesthetic/4 stars",)
+    assert props["Xmp.dc.subject"][1][-1] == "Aesthetic|4 stars"
+
+
+DIGIKAM_SIDECAR = """<?xml version="1.0" encoding="UTF-8"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about="" xmlns:digiKam="http://www.digikam.org/ns/1.0/"
+    xmlns:lr="http://ns.adobe.com/lightroom/1.0/">
+   <digiKam:TagsList><rdf:Seq><rdf:li>People/Folk</rdf:li></rdf:Seq></digiKam:TagsList>
+   <lr:hierarchicalSubject><rdf:Bag><rdf:li>People|Folk</rdf:li></rdf:Bag></lr:hierarchicalSubject>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+
+
+def test_a_digikam_tagslist_is_kept_in_step_and_never_created(tmp_path):
+    """digiKam reads digiKam:TagsList first and nothing else. A darktable sidecar has none
+    (its tags are in lr:hierarchicalSubject and dc:subject): a TagsList holding only our
+    tag would hide the user's tags from digiKam. One digiKam wrote gets our entry too."""
+    darktable = copy_fixture(FIXTURES / "darktable-xmp" / "lensfun.xmp", tmp_path)
+    write_sidecar(darktable, tags=["3 stars"])
+    assert "Xmp.digiKam.TagsList" not in exiv2_properties(darktable)
+    assert exiv2_properties(darktable)["Xmp.lr.hierarchicalSubject"][1] == ("Folk", "toto", "Aesthetic|3 stars")
+
+    digikam = tmp_path / "IMG_2.jpg.xmp"
+    digikam.write_text(DIGIKAM_SIDECAR)
+    write_sidecar(digikam, tags=["3 stars"])
+    assert exiv2_properties(digikam)["Xmp.digiKam.TagsList"][1] == ("People/Folk", "Aesthetic/3 stars")
 
 
 def test_keep_leaves_fields_alone(tmp_path):
@@ -364,7 +395,8 @@ def test_a_new_sidecar_is_minimal_and_readable(tmp_path):
     props = exiv2_properties(path)
     assert props["Xmp.xmp.Rating"][1] == "4"
     assert props["Xmp.aes.Stars"][1] == "4"
-    assert props["Xmp.digiKam.TagsList"][1] == ("Aesthetic/4 stars",)
+    assert props["Xmp.lr.hierarchicalSubject"][1] == ("Aesthetic|4 stars",)
+    assert "Xmp.digiKam.TagsList" not in props  # digiKam reads lr:hierarchicalSubject then
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -11,6 +11,7 @@ rename itself survives a power cut.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -32,6 +33,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     no debris beside the user's photos.
     """
     path = Path(path)
+    _refuse_protected(path)
     fd, tmp = _create_temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -45,6 +47,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             tmp.unlink()
         raise
     _fsync_directory(path.parent)
+
+
+def _refuse_protected(path: Path) -> None:
+    """A file the user write-protected (no write bit, or not writable for us) stays as it
+    is: replacing it by rename would succeed, since a rename needs only the folder's
+    permission, and silently undo the user's protection."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, "write-protected: left as it is", str(path))
 
 
 def _create_temp_beside(path: Path) -> tuple[int, Path]:

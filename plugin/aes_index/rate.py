@@ -69,10 +69,11 @@ def plan(index: Index, head_id: str, policy: RatingPolicy, image_ids: Iterable[i
 
 def file_target(index: Index, name: str) -> Target:
     """The file target `apply-ratings --target` names."""
+    roots = tuple(index.roots())
     if name == "xmp":
-        return SidecarTarget()
+        return SidecarTarget(roots=roots)
     if name == "exif":
-        return ExifTarget(index=index)
+        return ExifTarget(index=index, roots=roots)
     raise ConfigError(f"unknown rating target {name!r}; use one of {', '.join(TARGETS)}")
 
 
@@ -122,5 +123,5 @@ def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attr
 
 def undo(index: Index, run_id: int | None = None, dry_run: bool = False) -> list[UndoResult]:
     """Put back every rating a run wrote into files (default: the latest run with writes left)."""
-    files = {"xmp": SidecarTarget(), "exif": ExifTarget(index=index)}
+    files = {name: file_target(index, name) for name in journal.FILE_TARGETS}
     return targets.undo(index, files, index.journal.plan_undo(run_id, journal.FILE_TARGETS), dry_run)

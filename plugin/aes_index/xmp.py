@@ -95,6 +95,7 @@ class TagField:
     prefix: str  # the prefix we declare when the file has none for `ns`
     separator: str  # hierarchy separator inside this property's entries
     container: str  # rdf:Bag or rdf:Seq when we create the property
+    creates: bool = True  # False: only a property the file already has gets our entries
 
     def entry(self, tag: str) -> str:
         """Our relative tag "a|b" as this property writes it, e.g. "Aesthetic/a/b"."""
@@ -110,7 +111,10 @@ class TagField:
 
 TAG_FIELDS: dict[str, TagField] = {
     "lr": TagField("lr", LR_NS, "hierarchicalSubject", "lr", "|", "Bag"),
-    "digikam": TagField("digikam", DIGIKAM_NS, "TagsList", "digiKam", "/", "Seq"),
+    # digiKam reads digiKam:TagsList first and then nothing else: a TagsList we created
+    # beside a darktable sidecar's lr:hierarchicalSubject would hide every tag of the
+    # user's from digiKam. Where there is none, digiKam reads lr:hierarchicalSubject.
+    "digikam": TagField("digikam", DIGIKAM_NS, "TagsList", "digiKam", "/", "Seq", creates=False),
     "dc": TagField("dc", DC_NS, "subject", "dc", "|", "Bag"),
 }
 DEFAULT_TAG_FIELDS = ("lr", "digikam", "dc")
@@ -390,6 +394,8 @@ def _check_read_back(doc, rating, aes, tags, fields, path) -> None:
     if aes is not KEEP and (_read_aes(doc) is None) != (aes is None):
         problems.append("aes fields did not read back")
     for tag_field in fields if tags is not None else ():
+        if not tag_field.creates and not doc.properties(tag_field.ns, tag_field.local):
+            continue  # a property we don't create, and the file has none
         if set(found := _read_tags(doc, [tag_field])) != set(tags):
             problems.append(f"{tag_field.local} reads {sorted(found)}, not {sorted(tags)}")
     if problems:
@@ -695,7 +701,12 @@ def _simple_value(prop: _Attr | _Node) -> str | None:
 
 
 def _read_rating(doc: _Doc, path: Path) -> int | None:
-    for prop in doc.properties(XMP_NS, "Rating"):
+    props = doc.properties(XMP_NS, "Rating")
+    if len(props) > 1:
+        # Two values (two rdf:Description blocks): Exiv2, hence darktable and digiKam,
+        # rejects the file ("Duplicate property"); which one a reader shows is anyone's guess.
+        raise _refusal(path, f"it holds {len(props)} xmp:Rating values; keep one (e.g. re-save it in darktable)")
+    for prop in props:
         text = _simple_value(prop)
         try:
             return round(float(text))
@@ -821,7 +832,7 @@ class _Editor:
                     self._remove(item)
         if missing and containers:
             self._append_items(containers[0], missing)
-        elif missing:
+        elif missing and tag_field.creates:
             self._add_list_property(tag_field, missing)
 
     def result(self) -> bytes:

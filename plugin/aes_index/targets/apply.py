@@ -10,11 +10,13 @@ the write then checks (ChangedSinceRead).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import AesIndexError
+from ..locks import file_lock
 from ..journal import UndoAction, Write
 from ..ratings import Action, decide
 from ..store import Index
@@ -57,53 +59,89 @@ class ApplyReport:
 
 def apply(index: Index, target: Target, photos: Iterable, options, head_id: str, command: str) -> ApplyReport:
     """Give each photo (rate.PhotoRating) its stars in every place `target` holds it,
-    where the manual-ratings-win rule allows; journal each write; one run in the index."""
+    where the manual-ratings-win rule allows; journal each write; one run in the index.
+
+    Runs that write ratings take turns (a lock beside the index): two at once would each
+    decide on what the other is about to change, and journal each other's writes wrongly.
+    """
     record = options_record(options)
-    run_id = None if options.dry_run else index.start_run(command, index.roots(), record)
-    report = ApplyReport(run_id, options.dry_run, head_id, record["policy"], target.name)
-    status = "failed"
-    try:
-        writes: list[Write] = []
-        with target.session(options.dry_run):
-            for photo in photos:
-                report.photos += 1
-                report.stars[photo.stars] += 1
-                writes += _apply_photo(index, target, photo, options, head_id, report)
-                if not target.transactional:
-                    _journal(index, run_id, writes)
-                    writes = []
-        _journal(index, run_id, writes)  # a transactional target's writes landed just now
-        report.extra.update(target.extra)
-        status = "done"
-    finally:
-        if run_id is not None:
-            index.finish_run(run_id, status, report.as_dict(), head_id)
+    with file_lock(index.path, "ratings", what="another run that writes ratings"):
+        run_id = None if options.dry_run else index.start_run(command, index.roots(), record)
+        report = ApplyReport(run_id, options.dry_run, head_id, record["policy"], target.name)
+        status = "failed"
+        try:
+            with target.session(options.dry_run):
+                claims = _claim_places(target, photos, report)
+                writes = _apply_places(index, target, claims, options, head_id, report, run_id)
+            _journal(index, run_id, writes)  # a transactional target's writes landed just now
+            report.extra.update(target.extra)
+            status = "done"
+        finally:
+            if run_id is not None:
+                index.finish_run(run_id, status, report.as_dict(), head_id)
     return report
 
 
-def _apply_photo(index: Index, target: Target, photo, options, head_id: str, report: ApplyReport) -> list[Write]:
-    reason = target.unsupported(photo.path, photo.stars)
-    if reason:
-        report.unsupported[reason] += 1
-        return []
-    wanted = Wanted(photo.stars, photo.score, photo.percentile, head_id, options.tags)
-    writes = []
-    for place in target.places(photo.path):
+def _claim_places(target: Target, photos: Iterable, report: ApplyReport) -> dict[str, tuple]:
+    """Each place with the one photo that decides its value.
+
+    Photos that share a place are one photograph: a RAW+JPEG pair with a Lightroom-style
+    IMG_1.xmp, or IMG_1.jpg + IMG_1.png. They get one decision, from the member the
+    policy rates highest (then the higher score, then the path), so runs settle instead
+    of flipping the shared sidecar between the members' stars.
+    """
+    claims: dict[str, tuple] = {}
+    for photo in photos:
+        report.photos += 1
+        report.stars[photo.stars] += 1
+        reason = target.unsupported(photo.path, photo.stars)
+        if reason:
+            report.unsupported[reason] += 1
+            continue
+        for place in target.places(photo.path):
+            held = claims.get(place.key)
+            if held is None or _outranks(photo, held[0]):
+                claims[place.key] = (photo, place)
+    return claims
+
+
+def _outranks(photo, other) -> bool:
+    return (photo.stars, _finite(photo.score), other.path) > (other.stars, _finite(other.score), photo.path)
+
+
+def _finite(score: float) -> float:
+    return score if math.isfinite(score) else -math.inf
+
+
+def _apply_places(index: Index, target: Target, claims: dict, options, head_id: str, report: ApplyReport, run_id) -> list[Write]:
+    """Decide and write each claimed place; file targets journal each write at once."""
+    writes: list[Write] = []
+    for photo, place in claims.values():
+        wanted = Wanted(photo.stars, photo.score, photo.percentile, head_id, options.tags)
         try:
             write = _apply_place(index, target, place, wanted, options, report)
         except ChangedSinceRead as exc:
             report.changed_since_read += 1
             report.manual.append({"path": place.key, "rating": None, "wanted": wanted.stars, "reason": str(exc)})
+            continue
         except AesIndexError as exc:
             report.errors.append({"path": place.key, "error": str(exc)})
+            continue
+        if write is None:
+            continue
+        if target.transactional:
+            writes.append(write)
         else:
-            writes += [write] if write is not None else []
+            _journal(index, run_id, [write])
     return writes
 
 
 def _apply_place(index: Index, target: Target, place: Place, wanted: Wanted, options, report: ApplyReport) -> Write | None:
     reading = target.read(place)
+    # What we wrote last: the journal's word, else the place's own (a sidecar whose
+    # aes:Stars equals its rating was rated by us, wherever the photo has moved since).
     last = index.journal.last_written(target.name, place.key)
+    last = reading.ours if last is None else last
     decision = decide(reading.value, last, wanted.stars, options.overwrite_manual, tuple(options.treat_as_unrated))
     target.note(place, wanted, decision.reason, decision.write)
     if not decision.write:
@@ -151,6 +189,7 @@ def undo(index: Index, targets: Mapping[str, Target], actions: Sequence[UndoActi
     """
     results: list[UndoResult] = []
     with contextlib.ExitStack() as stack:
+        stack.enter_context(file_lock(index.path, "ratings", what="another run that writes ratings"))
         for target in {id(t): t for t in targets.values()}.values():
             stack.enter_context(target.session(dry_run))
         for action in actions:

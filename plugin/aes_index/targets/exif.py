@@ -13,12 +13,13 @@ from pathlib import Path
 from .. import exif_rating
 from ..journal import UndoAction, Write
 from ..store import Index
-from .protocol import ChangedSinceRead, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
+from .protocol import ChangedSinceRead, check_inside, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
 
 
 @dataclass
 class ExifTarget(Target):
     index: Index | None = field(default=None, repr=False)  # to record our own writes' size and mtime
+    roots: tuple[str, ...] = ()  # the library's folders: no photo outside them is written
     name: str = "exif"
     rejects: bool = False
 
@@ -31,6 +32,7 @@ class ExifTarget(Target):
         return [Place(photo_path, photo_path)]
 
     def read(self, place: Place) -> Reading:
+        check_inside(place.key, self.roots)
         rating, content_hash = exif_rating.read_exif_state(Path(place.key))
         return Reading(place, rating, token=content_hash)
 
@@ -58,6 +60,7 @@ class ExifTarget(Target):
 
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         path = action.target_path
+        check_inside(str(path), self.roots)
         if not path.exists():
             return UndoResult(action, "missing", "the photo is gone")
         current, content_hash = exif_rating.read_exif_state(path)

@@ -24,6 +24,7 @@ groups will be more fields (`journal.Write.field`) over the same protocol.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -39,6 +40,23 @@ class TargetError(AesIndexError):
 
 class ChangedSinceRead(TargetError):
     """The place changed between the read our decision used and the write: left alone."""
+
+
+class OutsideLibrary(TargetError):
+    """A file place that is not inside the roots the user indexed (or leads out of them
+    through a symlink): we never write there."""
+
+
+def check_inside(path: str, roots) -> None:
+    """Refuse a file outside the indexed roots, followed through every symlink."""
+    real = os.path.realpath(path)
+    for root in roots:
+        top = os.path.realpath(root)
+        if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+            return
+    where = "leads outside" if os.path.islink(path) else "is outside"
+    known = ", ".join(roots) or "none yet: run `aes-index rebuild ROOT`"
+    raise OutsideLibrary(f"{path}: not touched: it {where} the library's folders ({known})")
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,7 @@ class Reading:
     value: int | None  # None (or 0): no rating
     token: Any
     detail: Any = None  # the target's own view (a sidecar's tags and fields)
+    ours: int | None = None  # the value the place itself says we wrote (a sidecar's aes:Stars)
 
 
 @dataclass(frozen=True)

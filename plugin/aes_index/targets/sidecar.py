@@ -14,19 +14,22 @@ from .. import xmp
 from ..atomic import sha256_hex
 from ..journal import UndoAction, Write
 from ..ratings import REJECTED
-from .protocol import ChangedSinceRead, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
+from .protocol import ChangedSinceRead, check_inside, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
 
 
 @dataclass
 class SidecarTarget(Target):
+    roots: tuple[str, ...] = ()  # the library's folders: no sidecar outside them is written
     name: str = "xmp"
 
     def places(self, photo_path: str) -> list[Place]:
         return [Place(str(sidecar), photo_path) for sidecar in xmp.rating_sidecars(Path(photo_path))]
 
     def read(self, place: Place) -> Reading:
+        check_inside(place.key, self.roots)
         info = xmp.read_sidecar(Path(place.key))
-        return Reading(place, info.rating, token=info.content_hash, detail=info)
+        ours = info.aes.stars if info.aes is not None and info.aes.stars == info.rating else None
+        return Reading(place, info.rating, token=info.content_hash, detail=info, ours=ours)
 
     def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
         info: xmp.SidecarInfo = reading.detail
@@ -44,6 +47,7 @@ class SidecarTarget(Target):
 
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         path = action.target_path
+        check_inside(str(path), self.roots)
         if action.delete_if_hash is not None and _has_hash(path, action.delete_if_hash):
             if not dry_run:
                 path.unlink()
