@@ -5,7 +5,8 @@ At most `ahead` chunks are in flight, so memory stays bounded however large the 
 the queue never holds more than a few batches of 224x224 uint8 images.
 
 Workers import neither torch nor the model (decode.py and Pillow only), and are started
-with "spawn" so they never inherit a forked copy of torch's thread pools.
+with "spawn" so they never inherit a forked copy of torch's thread pools. They die with
+the main process, even one killed outright (see "dying with the parent").
 
 How the cores are shared, on a CPU without a GPU: decoding a 24 MP JPEG costs about 60 ms
 of one core, the model about 25 ms (bf16), so decoding needs most of the machine. There is
@@ -28,7 +29,10 @@ import io
 import multiprocessing
 import os
 import queue
+import signal
+import sys
 import threading
+import time
 import warnings
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -176,7 +180,9 @@ class _CrashTolerantPool:
 
     def _start(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_init_worker)
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
+        )
 
     def submit(self, tasks: list) -> tuple:
         return self.pool.submit(_prepare_chunk, tasks, self.spec), tasks
@@ -208,9 +214,52 @@ class _CrashTolerantPool:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     _quiet_worker()
     _lower_priority(WORKER_NICE)
+
+
+# --- dying with the parent ------------------------------------------------------------------
+#
+# A parent killed outright (kill -9, the OOM killer) runs no finally and no atexit, so
+# nothing shuts the pool down. Its workers would wait for tasks forever: they hold the task
+# queue's write end themselves, so they never see it close. And they keep the resource
+# tracker alive too, which exits only once every holder of its pipe (the parent and each
+# worker) is gone. So workers end themselves when their parent goes; the tracker follows.
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if not _linux_kill_on_parent_death():
+        threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), name="orphan-check", daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told to tell us
+        os._exit(1)
+
+
+def _linux_kill_on_parent_death() -> bool:
+    """Ask the kernel for SIGKILL when the parent dies; False where it can't be asked.
+
+    The kernel means the parent *thread*: a pool must not outlive the thread that started
+    it (decode_stream starts and shuts down its pool in the thread that consumes it)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # no libc to load, or no prctl in it
+        return False
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """Elsewhere, notice it: an orphan is adopted, and its parent pid changes."""
+    while os.getppid() == parent_pid:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(1)
 
 
 def _lower_priority(increment: int) -> None:
