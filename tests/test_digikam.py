@@ -209,6 +209,38 @@ def test_a_second_sync_changes_nothing_and_keeps_a_new_manual_rating(library, ca
     assert ratings(library["db"])["top.jpg"] == 5
 
 
+def test_stars_digikam_read_from_our_sidecars_are_ours_not_manual(library, capsys):
+    """Issue 15 item 14: apply-ratings wrote the sidecars, digiKam read them ("Read from
+    sidecar files"), so its database holds our stars; a sync with other cuts follows the
+    new policy for all of them instead of keeping them as "manual"."""
+    code, _, err = run(capsys, "apply-ratings", "--db", library["index"])
+    assert code == ExitCode.OK, err
+    from aes_index import xmp
+
+    with sqlite3.connect(library["db"]) as conn:  # what digiKam's metadata reader does
+        for path in library["stars"]:
+            rating = xmp.read_sidecar(xmp.sidecar_for(Path(path))).rating
+            name = Path(path).name
+            if name != "IMG_0000.jpg":  # a person's rating in digiKam stays
+                conn.execute("UPDATE ImageInformation SET rating = ? WHERE imageid = (SELECT id FROM Images WHERE name = ?)", [rating, name])
+    code, report, err = sync(capsys, library, "--cuts", "40,60,80,90")
+    assert code == ExitCode.OK, err
+    assert report["skipped_manual"] == 1 and report["manual"][0]["path"].endswith(f"#{1}")
+
+
+def test_a_photo_rejected_in_darktable_gets_no_stars_in_digikam(library, capsys):
+    """Issue 15 item 15: the sidecar says -1 (darktable's reject); digiKam stores that as
+    "no rating", which must not read as unrated: the person's reject is kept."""
+    from aes_index import xmp
+
+    rejected = library["root"] / "2024" / "IMG_0003.jpg"
+    xmp.write_sidecar(xmp.sidecar_for(rejected), rating=-1)
+    code, report, err = sync(capsys, library)
+    assert code == ExitCode.OK, err
+    assert ratings(library["db"])["IMG_0003.jpg"] == -1  # still "no rating" in digiKam
+    assert any(m["rating"] == -1 for m in report["manual"])
+
+
 def test_dry_run_writes_nothing(library, capsys):
     digest = hashlib.sha256(library["db"].read_bytes()).hexdigest()
     code, report, err = sync(capsys, library, "--dry-run")

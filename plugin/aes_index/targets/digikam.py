@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .. import xmp
 from ..errors import AesIndexError, ConfigError, ExitCode
+from ..ratings import REJECTED
 from ..journal import UndoAction, Write
 from ..store import Index
 from . import apply as targets
@@ -103,7 +105,15 @@ class DigikamTarget(Target):
 
     def read(self, place: Place) -> Reading:
         rating = rating_of(self.conn, place.ref)
-        return Reading(place, rating, token=rating)  # held exclusively: it stays this
+        sidecar = _sidecar_rating(place.image_path)
+        if rating is None and sidecar.rating == REJECTED:
+            # darktable's reject: digiKam has no such rating and shows "none", but it is
+            # a person's judgement all the same.
+            rating = REJECTED
+        # digiKam read from the sidecar the stars we wrote there (aes:Stars == xmp:Rating):
+        # they are ours, not a person's.
+        ours = rating if sidecar.aes is not None and sidecar.aes.stars == sidecar.rating == rating else None
+        return Reading(place, rating, token=rating, ours=ours)  # held exclusively: it stays this
 
     def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
         image_id = reading.place.ref
@@ -127,6 +137,14 @@ class DigikamTarget(Target):
             return kept_manual(action, current)
         set_rating(self.conn, image_id, action.restore)
         return restored(action)
+
+
+def _sidecar_rating(photo_path: str) -> xmp.SidecarInfo:
+    """The photo's own sidecar as digiKam reads it (nothing when there is none, or we refuse it)."""
+    try:
+        return xmp.read_sidecar(xmp.sidecar_for(Path(photo_path)))
+    except AesIndexError:
+        return xmp.SidecarInfo(Path(photo_path), exists=False)
 
 
 def sync(index: Index, db_path: Path, options, head_id: str, lock_timeout: float = LOCK_TIMEOUT_S) -> targets.ApplyReport:
