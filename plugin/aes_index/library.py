@@ -1,8 +1,8 @@
 """Discover: walk library roots and yield candidate photos with their size and mtime.
 
 Skips what photo libraries are full of but isn't a photo: hidden files and folders,
-Synology's @eaDir, darktable's .dtrash, macOS resource forks, thumbnail caches, and
-files still being written by a copy tool (partial/temp names), and our own gallery's
+NAS clutter (Synology's @eaDir and #recycle, QNAP's @Recycle and @Recently-Snapshot),
+darktable's .dtrash, macOS resource forks, thumbnail caches, and files still being written by a copy tool (partial/temp names), and our own gallery's
 thumbnails (a folder holding `THUMBS_MARKER`). Unreadable folders are reported through
 `on_error` and skipped; the walk goes on.
 """
@@ -21,7 +21,9 @@ from typing import Callable, Iterable, Iterator
 from .decode import SUPPORTED_EXTENSIONS
 
 SKIPPED_DIRS = frozenset({
-    "@eaDir", "#recycle", "#snapshot", ".dtrash", "$RECYCLE.BIN", "System Volume Information",
+    "@eaDir", "#recycle", "#snapshot",  # Synology: thumbnails, recycle bin, snapshots
+    "@Recycle", "@Recently-Snapshot",  # QNAP: recycle bin, snapshots (.@__thumb is hidden anyway)
+    ".dtrash", "$RECYCLE.BIN", "System Volume Information",
     ".thumbnails", ".Trash", "lost+found", "__MACOSX", ".git",
 })
 SKIPPED_NAME_PATTERNS = (
