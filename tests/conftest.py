@@ -112,7 +112,7 @@ def make_photo(path: Path, seed: int, size=(320, 240)) -> Path:
 def library(tmp_path) -> Path:
     """A library folder: every metadata-sample fixture, photos in subfolders, awkward names."""
     root = tmp_path / "Photos"
-    shutil.copytree(METADATA_SAMPLES, root / "samples")
+    shutil.copytree(METADATA_SAMPLES, root / "samples", copy_function=shutil.copyfile)  # shared/ is read-only
     for i in range(6):
         make_photo(root / "2024" / f"IMG_{i:04d}.jpg", seed=i)
     make_photo(root / "2024" / "Straße mit Ümläut 'quoted' $(x).jpg", seed=10)
