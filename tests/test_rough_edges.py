@@ -44,3 +44,45 @@ def test_nas_recycle_and_snapshot_folders_are_skipped(tmp_path):
     for clutter in ("@Recycle", "#recycle", "@Recently-Snapshot", ".@__thumb", "@eaDir"):
         make_photo(root / clutter / "IMG_1.jpg", seed=2)
     assert [os.path.basename(e.path) for e in discover([root])] == ["keep.jpg"]
+
+
+# --- 6: a config file named on the command line must exist ------------------------------
+
+
+def test_missing_config_file_named_explicitly_is_an_error(capsys, tmp_path):
+    code, out, err = run(capsys, "stats", "--config", tmp_path / "missing.toml", "--db", tmp_path / "none.db")
+    assert code == ExitCode.USAGE and one_line_error(err) and "missing.toml" in err
+
+
+def test_missing_default_config_file_is_fine(capsys, tmp_path):
+    code, out, err = run(capsys, "stats", "--db", tmp_path / "none.db")
+    assert code == ExitCode.INDEX  # got as far as the index: the absent default config was no error
+
+
+# --- 7: numbers out of range are refused, one line, exit 2 --------------------------------
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--batch-size", "-3", "--batch-size must be 1 or more"),
+    ("--workers", "-5", "workers"),
+    ("--workers", "many", "workers"),
+])
+def test_negative_batch_size_and_workers_are_refused(capsys, tmp_path, option, value, words):
+    code, out, err = run(capsys, "rebuild", tmp_path, option, value)
+    assert code == ExitCode.USAGE and one_line_error(err) and words in err and value in err
+
+
+def test_zero_batch_size_and_auto_workers_are_allowed():
+    from aes_index.cli import build_parser, settings_from, COMMON_DEFAULTS
+
+    args = build_parser().parse_args(["rebuild", "--batch-size", "0", "--workers", "auto"])
+    for name, default in COMMON_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    settings = settings_from(args)
+    assert settings.batch_size == 0 and settings.workers == -1  # both: pick by the machine
+
+
+def test_treat_as_unrated_outside_the_star_range_is_refused(capsys, tmp_path):
+    code, out, err = run(capsys, "apply-ratings", "--treat-as-unrated", "7", "--db", tmp_path / "none.db")
+    assert code == ExitCode.USAGE and one_line_error(err) and "-1" in err and "5" in err and "7" in err

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .config import DB_FILENAME, Settings, load_settings
+from .config import DB_FILENAME, Settings, load_settings, parse_workers
 from .errors import ConfigError, ExitCode, IndexUnavailable, run_reporting_errors
 
 log = logging.getLogger("aes_index")
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--device", help="auto | cpu | cuda[:N] | mps")
     group.add_argument("--dtype", help="auto | fp32 | fp16 | bf16")
     group.add_argument("--head", help="auto | zeroshot[:fixed|ensemble|context[:POS/NEG]] | head .safetensors file")
-    group.add_argument("--batch-size", type=int, help="images per model batch (default by device)")
-    group.add_argument("--workers", type=int, help="decode processes (default: cores - 1; 0 = inline)")
+    group.add_argument("--batch-size", type=int, help="images per model batch (default, or 0: by device)")
+    group.add_argument("--workers", help="decode processes (default auto: cores - 1; 0 = inline)")
     group.add_argument("--config", type=Path, help="config file (default ~/.config/aes-index/config.toml)")
     group.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -142,20 +142,30 @@ def rating_options(args: argparse.Namespace, settings: Settings):
     from .ratings import RatingPolicy
 
     policy = RatingPolicy.parse(settings.policy, settings.cuts, settings.reject_below)
-    try:
-        unrated = tuple(int(v) for v in settings.treat_as_unrated.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"--treat-as-unrated takes star values like 1 or 0,1, not {settings.treat_as_unrated!r}") from None
+    unrated = _star_values(settings.treat_as_unrated)
     return RatingOptions(
         policy=policy, target=settings.target, tags=not args.no_tags, overwrite_manual=args.overwrite_manual,
         treat_as_unrated=unrated, dry_run=getattr(args, "dry_run", False),
     )
 
 
+def _star_values(text: str) -> tuple[int, ...]:
+    """--treat-as-unrated: ratings from -1 (rejected) to 5; anything else is a typo."""
+    wrong = ConfigError(f"--treat-as-unrated takes ratings from -1 to 5 like 1 or 0,1, not {text!r}")
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise wrong from None
+    if any(not -1 <= value <= 5 for value in values):
+        raise wrong
+    return values
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
+    workers = None if args.workers is None else parse_workers(args.workers, "--workers")
     overrides = {
         "model": args.model, "pretrained": args.pretrained, "device": args.device, "dtype": args.dtype,
-        "head": args.head, "batch_size": args.batch_size, "workers": args.workers, "db": args.db,
+        "head": args.head, "batch_size": args.batch_size, "workers": workers, "db": args.db,
     }
     if getattr(args, "exclude", None):
         overrides["exclude"] = tuple(args.exclude)

@@ -68,14 +68,46 @@ def load_settings(
     config_path: Path | None = None,
 ) -> Settings:
     """Merge the four layers; `overrides` are the command-line values (None = not given)."""
+    # A file the user named (--config, $AES_INDEX_CONFIG) must exist: a typo would otherwise
+    # silently run with the defaults. The default path may well be absent.
+    named = config_path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
     settings = Settings()
-    settings = settings.replace(**_read_config_file(config_path or config_file_path(env)))
+    settings = settings.replace(**_read_config_file(config_path or config_file_path(env), must_exist=named))
     settings = settings.replace(**_read_env(env))
-    return settings.replace(**dict(overrides or {}))
+    command_line = dict(overrides or {})
+    for key, value in command_line.items():
+        _check_range(key, value, "--" + key.replace("_", "-"))
+    return settings.replace(**command_line)
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+# Smallest value each number may take, and how to say what it takes.
+MINIMUMS = {
+    "batch_size": (0, "1 or more, or 0 to pick by device"),
+    "workers": (-1, "0 or more (0 = decode inline), or auto"),
+}
+
+
+def _check_range(key: str, value: Any, source: str) -> None:
+    if key in MINIMUMS and isinstance(value, int) and value < MINIMUMS[key][0]:
+        raise ConfigError(f"{source} must be {MINIMUMS[key][1]}, not {value}")
+
+
+def parse_workers(value: Any, source: str) -> int:
+    """Decode processes: a count, or "auto" (-1: by core count)."""
+    if str(value).strip().lower() == "auto":
+        return -1
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source} must be {MINIMUMS['workers'][1]}, not {value!r}") from None
+    _check_range("workers", workers, source)
+    return workers
+
+
+def _read_config_file(path: Path, must_exist: bool = False) -> dict[str, Any]:
     if not path.is_file():
+        if must_exist:
+            raise ConfigError(f"config file {path} is a folder" if path.is_dir() else f"config file {path} does not exist")
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -99,11 +131,15 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if key not in types:
         raise ConfigError(f"unknown setting {key!r} in {source}; known: {', '.join(types)}")
     kind = types[key]
+    if key == "workers":
+        return parse_workers(value, f"{key} in {source}")
     try:
         if kind == "str | None":
             return None if value is None else str(value)
         if kind == "int":
-            return int(value)
+            number = int(value)
+            _check_range(key, number, f"{key} in {source}")
+            return number
         if kind == "float":
             return float(value)
         if kind.startswith("tuple"):

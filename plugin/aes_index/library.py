@@ -2,9 +2,10 @@
 
 Skips what photo libraries are full of but isn't a photo: hidden files and folders,
 NAS clutter (Synology's @eaDir and #recycle, QNAP's @Recycle and @Recently-Snapshot),
-darktable's .dtrash, macOS resource forks, thumbnail caches, and files still being written by a copy tool (partial/temp names), and our own gallery's
-thumbnails (a folder holding `THUMBS_MARKER`). Unreadable folders are reported through
-`on_error` and skipped; the walk goes on.
+darktable's .dtrash, macOS resource forks, thumbnail caches, files still being written
+by a copy tool (partial/temp names), and our own gallery's thumbnails (a folder holding
+`THUMBS_MARKER`). Unreadable folders are reported through `on_error` and skipped; the
+walk goes on.
 """
 
 from __future__ import annotations
