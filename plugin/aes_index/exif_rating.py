@@ -62,6 +62,9 @@ class ExifWriteOutcome:
     prior: int | None  # the Rating before (None: absent)
     rating: int | None  # the Rating now
     content_hash: str  # sha256 of the resulting file
+    # Where IFD0 sat before ({"ifd0": offset, "length": TIFF block length}), or
+    # {"created": True} when the file had no EXIF: undo puts that layout back exactly.
+    layout: dict | None = None
 
 
 def read_exif_rating(path: Path) -> int | None:
@@ -89,13 +92,17 @@ class ExifChanged(ExifRatingError):
 
 
 def write_exif_rating(
-    path: Path, rating: int | None, *, dry_run: bool = False, expect_hash: str | None = None
+    path: Path, rating: int | None, *, dry_run: bool = False, expect_hash: str | None = None,
+    restore_layout: dict | None = None,
 ) -> ExifWriteOutcome:
     """Set the JPEG's EXIF Rating and RatingPercent to `rating` (0-5); None removes both.
 
     Only the EXIF block changes; the file is rewritten atomically and only if its bytes
     change. Raises NotAJpeg for anything but a JPEG, ExifRatingError for damaged EXIF,
     ExifChanged when `expect_hash` (the read a decision was made on) no longer matches.
+    restore_layout (with rating None: an undo): the `layout` an earlier write reported;
+    where the block still is what that write left, the old bytes come back exactly
+    (the segment we created goes, the IFD0 copy we appended is cut off).
     """
     path = Path(path)
     if rating is not None and rating not in PERCENT_FOR_STARS:
@@ -105,13 +112,20 @@ def write_exif_rating(
         raise ExifChanged(f"{path}: changed since it was read (by a person?); left as it is")
     segment = _find_exif_segment(data, path)
     if segment is None:
-        prior, result = None, _with_new_exif(data, rating, path)
+        prior, result, layout = None, _with_new_exif(data, rating, path), {"created": True}
     else:
         tiff = data[segment.payload_start : segment.end]
         ifd0 = _Ifd0.parse(tiff, path)
-        prior = ifd0.rating()
+        prior, layout = ifd0.rating(), {"ifd0": ifd0.offset, "length": len(tiff)}
         new_tiff = ifd0.with_rating(rating)
-        result = _replace_segment_payload(data, segment, new_tiff, path)
+        if rating is None and restore_layout:
+            old = _layout_restored(ifd0, restore_layout, path)
+            if old is not None:
+                new_tiff = old
+        if rating is None and new_tiff == b"":
+            result = data[: segment.start] + data[segment.end :]
+        else:
+            result = _replace_segment_payload(data, segment, new_tiff, path)
     changed = result != data
     if changed and not dry_run:
         try:
@@ -119,7 +133,25 @@ def write_exif_rating(
         except OSError as err:
             message = f"{path}: cannot write it ({err.strerror or err}); rating not written."
             raise ExifRatingError(message) from err
-    return ExifWriteOutcome(path, changed, prior, rating, sha256_hex(result))
+    return ExifWriteOutcome(path, changed, prior, rating, sha256_hex(result), layout)
+
+
+def _layout_restored(ifd0: "_Ifd0", layout: dict, path: Path) -> bytes | None:
+    """The TIFF block as it was before our write, if nothing but our tags changed since
+    (b"": the segment was ours alone); None when it can't be put back exactly."""
+    others = [e for e in ifd0.entries if e.tag not in _OUR_TAGS]
+    if layout.get("created"):
+        return b"" if not others else None
+    offset, length = layout.get("ifd0"), layout.get("length")
+    if not isinstance(offset, int) or not isinstance(length, int) or not 8 <= length <= len(ifd0.tiff):
+        return None
+    old = ifd0.tiff[:4] + struct.pack(ifd0.order + "I", offset) + ifd0.tiff[8:length]
+    try:
+        before = _Ifd0.parse(old, path)
+    except ExifRatingError:
+        return None
+    same = before.entries == others and before.next_ifd == ifd0.next_ifd
+    return old if same else None
 
 
 def stars_from_percent(percent: int) -> int:

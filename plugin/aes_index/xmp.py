@@ -186,6 +186,7 @@ class WriteOutcome:
     content_hash: str | None  # sha256 of the resulting file; None if there is none
     touched: frozenset[str] = frozenset()  # which of "rating", "aes", "tags" were set
     tag_fields: tuple[str, ...] = ()  # the tag fields written, when "tags" was touched
+    declared: tuple[str, ...] = ()  # namespaces this write declared in an existing file
 
     @property
     def changes(self) -> list[str]:
@@ -270,6 +271,7 @@ def write_sidecar(
     tag_fields: Iterable[str] = DEFAULT_TAG_FIELDS,
     dry_run: bool = False,
     expect_hash: str | None | Keep = KEEP,
+    undeclare: Iterable[str] = (),
 ) -> WriteOutcome:
     """Set our fields in the sidecar at `path`, creating a minimal one when there is none.
 
@@ -297,7 +299,7 @@ def write_sidecar(
         nothing = SidecarInfo(path=path, exists=False)
         return WriteOutcome(path, False, False, nothing, nothing, None, touched, tag_keys)
     doc = _parse(original if original is not None else _new_packet(), path)
-    result = _edited(doc, path, rating, aes, tags, fields)
+    result, declared = _edited(doc, path, rating, aes, tags, fields, tuple(undeclare))
     result_doc = _parse(result, path)
     _check_read_back(result_doc, rating, aes, tags, fields, path)
 
@@ -317,11 +319,13 @@ def write_sidecar(
         content_hash=after.content_hash,
         touched=touched,
         tag_fields=tag_keys,
+        declared=declared if original is not None else (),
     )
 
 
-def _edited(doc, path, rating, aes, tags, fields) -> bytes:
-    """The document's bytes with the requested fields set; everything else as it was."""
+def _edited(doc, path, rating, aes, tags, fields, undeclare=()) -> tuple[bytes, tuple[str, ...]]:
+    """The document's bytes with the requested fields set, everything else as it was;
+    and the namespaces this edit declared."""
     editor = _Editor(doc, path)
     if rating is not KEEP:
         editor.set_rating(rating)
@@ -329,7 +333,9 @@ def _edited(doc, path, rating, aes, tags, fields) -> bytes:
         editor.set_aes(aes)
     for tag_field in fields if tags is not None else ():
         editor.set_tags(tag_field, tags)
-    return editor.result()
+    editor.undeclare(undeclare)
+    declared = tuple(editor.new_decls.values())
+    return editor.result(), declared
 
 
 def _sets_anything(rating, aes, tags) -> bool:
@@ -801,6 +807,7 @@ class _Editor:
         self.new_attrs: list[tuple[str, str]] = []  # (qname, value) for the target
         self.new_children: list[tuple[str, str, str, list[str]]] = []  # new list properties
         self.target = doc.target_description()
+        self.removed: list[_Attr | _Node] = []  # everything this edit takes out
 
     # -- public operations
 
@@ -834,6 +841,22 @@ class _Editor:
             self._append_items(containers[0], missing)
         elif missing and tag_field.creates:
             self._add_list_property(tag_field, missing)
+
+    def undeclare(self, namespaces: Iterable[str]) -> None:
+        """Drop the target description's declarations of `namespaces` (ones an earlier
+        write of ours added there, as the journal says) once nothing inside it uses them:
+        an undo gives back the bytes."""
+        removed_ids = {id(item) for item in self.removed}
+        owner = {id(attr): node for node in self.doc.nodes for attr in node.attrs}
+        target = {id(self.target)}
+        for ns in namespaces:
+            uses = [u for u in self.doc.uses_namespace(ns) if id(u) not in removed_ids]
+            if any(_inside(u if isinstance(u, _Node) else owner[id(u)], target) for u in uses):
+                continue
+            for attr in self.target.attrs:
+                bound = self.target.scope.get(attr.qname.partition(":")[2])
+                if attr.is_declaration and bound == ns and id(attr) not in removed_ids:
+                    self._remove(attr)
 
     def result(self) -> bytes:
         self._flush_target_insertions()
@@ -882,6 +905,7 @@ class _Editor:
 
     def _remove(self, item: _Attr | _Node) -> None:
         """Remove an attribute or element together with the whitespace before it."""
+        self.removed.append(item)
         if isinstance(item, _Attr):
             self.edits.append((item.ws_start, item.end, ""))
             return
@@ -896,7 +920,7 @@ class _Editor:
             if _inside(node, removed_ids):
                 continue  # goes away with the element being removed
             for attr in node.attrs:
-                if attr.is_declaration and node.scope.get(attr.qname.partition(":")[2]) == ns:
+                if attr.is_declaration and node.scope.get(attr.qname.partition(":")[2]) == ns and id(attr) not in removed_ids:
                     self._remove(attr)
 
     # -- list properties (tags)

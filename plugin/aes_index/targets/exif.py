@@ -48,7 +48,7 @@ class ExifTarget(Target):
             self._remember_own_write(path)
         return Write(
             target=self.name, place=str(path), image_path=str(path), old=outcome.prior, new=outcome.rating,
-            content_hash_after=outcome.content_hash,
+            content_hash_after=outcome.content_hash, prior={"layout": outcome.layout},
         )
 
     def _remember_own_write(self, path: Path) -> None:
@@ -66,7 +66,9 @@ class ExifTarget(Target):
         current, content_hash = exif_rating.read_exif_state(path)
         if current != action.expected:
             return kept_manual(action, current)
-        exif_rating.write_exif_rating(path, action.restore, dry_run=dry_run, expect_hash=content_hash)
+        exif_rating.write_exif_rating(
+            path, action.restore, dry_run=dry_run, expect_hash=content_hash, restore_layout=action.prior.get("layout")
+        )
         if not dry_run:
             self._remember_own_write(path)
         return restored(action)

@@ -64,6 +64,7 @@ class SidecarTarget(Target):
             tag_fields=tuple(action.prior.get("tag_fields", ())),
             dry_run=dry_run,
             expect_hash=current.content_hash,
+            undeclare=tuple(action.prior.get("declared", ())),
         )
         return kept_manual(action, current.rating) if manual else restored(action)
 
@@ -77,6 +78,8 @@ def journal_entry(image_path: str, outcome: xmp.WriteOutcome) -> Write:
     if "tags" in outcome.touched:
         prior["tags"] = list(outcome.prior.tags)
         prior["tag_fields"] = list(outcome.tag_fields)
+    if outcome.declared:
+        prior["declared"] = list(outcome.declared)
     return Write(
         target="xmp", place=str(outcome.path), image_path=str(image_path), old=outcome.prior.rating,
         new=outcome.after.rating, created_file=outcome.created, content_hash_after=outcome.content_hash, prior=prior,
