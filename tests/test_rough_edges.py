@@ -86,3 +86,53 @@ def test_zero_batch_size_and_auto_workers_are_allowed():
 def test_treat_as_unrated_outside_the_star_range_is_refused(capsys, tmp_path):
     code, out, err = run(capsys, "apply-ratings", "--treat-as-unrated", "7", "--db", tmp_path / "none.db")
     assert code == ExitCode.USAGE and one_line_error(err) and "-1" in err and "5" in err and "7" in err
+
+
+@pytest.fixture
+def indexed_library(small_library, model_args, capsys) -> Path:
+    make_photo(small_library / "evil\nname\x1b[31m.jpg", seed=7)
+    code, out, err = run(capsys, "rebuild", small_library, *model_args, "--workers", "0", "-q")
+    assert code == ExitCode.OK, err
+    return small_library
+
+
+# --- 4: `top` prints one line per photo and wants a positive count ------------------------
+
+
+def test_top_escapes_control_characters_in_names(indexed_library, capsys):
+    code, out, err = run(capsys, "top", "--db", indexed_library / ".aes-index.db")
+    assert code == ExitCode.OK and len(out.splitlines()) == 4
+    assert "evil\\nname\\x1b[31m.jpg" in out and "\x1b" not in out
+    code, out, err = run(capsys, "top", "--db", indexed_library / ".aes-index.db", "--json")
+    assert any(p["path"].endswith("evil\nname\x1b[31m.jpg") for p in json.loads(out)["photos"])  # JSON: the real name
+
+
+@pytest.mark.parametrize("count", ["-5", "0"])
+def test_top_refuses_a_count_below_one(indexed_library, capsys, count):
+    code, out, err = run(capsys, "top", "-n", count, "--db", indexed_library / ".aes-index.db")
+    assert code == ExitCode.USAGE and one_line_error(err) and count in err and out == ""
+
+
+# --- 5: `score` of a folder points to `rebuild` -------------------------------------------
+
+
+def test_score_of_a_folder_says_use_rebuild(small_library, capsys):
+    code, out, err = run(capsys, "score", small_library / "2024")
+    assert code == ExitCode.USAGE and one_line_error(err)
+    assert "is a folder" in err and f"rebuild {small_library / '2024'}" in err
+
+
+# --- 8: a folder as --out, and an absurd zero-shot spec, are one readable line -------------
+
+
+def test_report_out_must_name_a_page_in_an_existing_folder(capsys, tmp_path):
+    code, out, err = run(capsys, "report", "--out", "/", "--db", tmp_path / "none.db")
+    assert code == ExitCode.USAGE and one_line_error(err) and "folder" in err
+    code, out, err = run(capsys, "report", "--out", tmp_path / "absent" / "g.html", "--db", tmp_path / "none.db")
+    assert code == ExitCode.USAGE and one_line_error(err) and "absent" in err
+
+
+def test_very_long_zero_shot_spec_is_refused(indexed_library, model_args, capsys):
+    spec = "zeroshot:fixed:" + "a" * 5000 + "/ugly"
+    code, out, err = run(capsys, "rescore", "--db", indexed_library / ".aes-index.db", *model_args, "--head", spec)
+    assert code == ExitCode.USAGE and one_line_error(err) and len(err) < 300

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from . import __version__
 from .config import DB_FILENAME, Settings, load_settings, parse_workers
 from .errors import ConfigError, ExitCode, IndexUnavailable, run_reporting_errors
+from .library import printable
 
 log = logging.getLogger("aes_index")
 
@@ -172,7 +173,29 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for name in ("policy", "cuts", "reject_below", "target", "treat_as_unrated"):
         overrides[name] = getattr(args, name, None)
     overrides["stable_seconds"] = getattr(args, "stable", None)
-    return load_settings(overrides, config_path=args.config)
+    settings = load_settings(overrides, config_path=args.config)
+    _check_zeroshot_spec(settings.head)
+    return settings
+
+
+# CLIP reads 77 tokens of text: a prompt made of longer adjectives is cut off, and the
+# head's name (its cache file's name) would exceed what a file system allows.
+MAX_ADJECTIVE_CHARS = 60
+
+
+def _check_zeroshot_spec(spec: str | None) -> None:
+    if not spec or spec.split(":", 1)[0] != "zeroshot":
+        return
+    from .zeroshot import parse_spec
+
+    _, positive, negative = parse_spec(spec)
+    for adjective in (*positive, *negative):
+        if len(adjective) > MAX_ADJECTIVE_CHARS or not adjective.isprintable():
+            shown = printable(adjective[:20]) + ("..." if len(adjective) > 20 else "")
+            raise ConfigError(
+                f"--head: zero-shot adjectives are short words (at most {MAX_ADJECTIVE_CHARS} printable characters each), "
+                f"not {shown!r} ({len(adjective)} characters)"
+            )
 
 
 def _add_darktable_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -334,19 +357,53 @@ def summary_line(summary) -> str:
 def cmd_score(args) -> int:
     import tempfile
 
-    from .indexer import score_files
     from .store import Index
 
     settings = settings_from(args)
+    _refuse_folders(args.files)
     db = Path(settings.db) if settings.db else _find_db_quietly()
+    scored = {}
     with tempfile.TemporaryDirectory() as scratch:
-        # No library index around: score in a throwaway one rather than leave files behind.
-        with Index(db or Path(scratch) / DB_FILENAME) as index:
-            results = score_files(index, args.files, settings, progress_for(args))
-            if args.attributes:
-                _add_attribute_scores(index, settings, results)
+        # No library index around, or files outside the library's folders: score those in
+        # a throwaway index rather than leave files behind or add strangers to the library
+        # (whose next apply-ratings would then write beside them).
+        inside, outside = list(args.files), []
+        if db is not None:
+            with Index(db) as index:
+                inside, outside = _split_by_roots(args.files, index.roots())
+                scored |= _score_into(index, inside, settings, args)
+        if outside or db is None:
+            with Index(Path(scratch) / DB_FILENAME) as index:
+                scored |= _score_into(index, outside if db is not None else inside, settings, args)
+    results = [scored[os.path.abspath(path)] for path in args.files]
     emit(args, [vars(r) for r in results], lambda: "\n".join(_score_text(r) for r in results))
     return ExitCode.FILE_ERRORS if any(r.score is None for r in results) else ExitCode.OK
+
+
+def _split_by_roots(paths: Sequence[str], roots: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(inside, outside) the library's folders; an index without roots takes them all."""
+    if not roots:
+        return list(paths), []
+    tops = [os.path.realpath(root).rstrip(os.sep) + os.sep for root in roots]
+    inside = [p for p in paths if any((os.path.realpath(p) + os.sep).startswith(top) for top in tops)]
+    return inside, [p for p in paths if p not in inside]
+
+
+def _score_into(index, paths: Sequence[str], settings: Settings, args) -> dict:
+    from .indexer import score_files
+
+    if not paths:
+        return {}
+    results = score_files(index, paths, settings, progress_for(args))
+    if args.attributes:
+        _add_attribute_scores(index, settings, results)
+    return {result.path: result for result in results}
+
+
+def _refuse_folders(paths: Sequence[str]) -> None:
+    folders = [path for path in paths if os.path.isdir(path)]
+    if folders:
+        raise ConfigError(f"{folders[0]} is a folder: `aes-index rebuild {folders[0]}` indexes a folder; score takes files")
 
 
 def _add_attribute_scores(index, settings: Settings, results) -> None:
@@ -367,15 +424,17 @@ def _find_db_quietly() -> Path | None:
 
 def _score_text(result) -> str:
     if result.score is None:
-        return f"{'error':>8}  {result.path}  ({result.error})"
+        return f"{'error':>8}  {printable(result.path)}  ({printable(result.error or '')})"
     spread = f" ±{result.std:.2f}" if result.std is not None else ""
-    line = f"{result.score:8.4f}{spread}  {result.path}"
+    line = f"{result.score:8.4f}{spread}  {printable(result.path)}"
     if result.attributes:
         line += "\n          " + ", ".join(f"{name} {value:+.4f}" for name, value in sorted(result.attributes.items()))
     return line
 
 
 def cmd_top(args) -> int:
+    if args.n < 1:
+        raise ConfigError(f"-n takes how many photos to list, 1 or more, not {args.n}")
     settings = settings_from(args)
     with open_index(settings, read_only=True) as index:
         if args.by:
@@ -385,7 +444,7 @@ def cmd_top(args) -> int:
         else:
             head_id = _head_id_for_listing(index, settings)
         rows = index.scores(head_id, limit=args.n, worst=args.worst)
-    emit(args, {"head": head_id, "photos": rows}, lambda: "\n".join(f"{r['score']:8.4f}  {r['path']}" for r in rows) or "no scored photos")
+    emit(args, {"head": head_id, "photos": rows}, lambda: "\n".join(f"{r['score']:8.4f}  {printable(r['path'])}" for r in rows) or "no scored photos")
     return ExitCode.OK
 
 
@@ -433,7 +492,7 @@ def stats_text(data: dict) -> str:
     if data["errors"]:
         lines.append("errors    " + ", ".join(f"{n} {code}" for code, n in sorted(data["errors"].items())))
         # messages start with the file's name; show the full path instead
-        lines += [f"          {e['path']}: {e['error'].split(': ', 1)[-1]}" for e in data["recent_errors"]]
+        lines += [f"          {printable(e['path'])}: {printable(e['error'].split(': ', 1)[-1])}" for e in data["recent_errors"]]
     lines.append(f"backbones {', '.join(data['backbones']) or '-'}")
     lines.append(f"head      {data['active_head'] or '-'}")
     s = data["scores"]
@@ -594,6 +653,7 @@ def cmd_report(args) -> int:
     from .report import build_report
 
     settings = settings_from(args)
+    _check_report_out(args.out)
     policy = RatingPolicy.parse(settings.policy, settings.cuts, settings.reject_below)
     with open_index(settings) as index:
         summary = build_report(
@@ -602,6 +662,16 @@ def cmd_report(args) -> int:
         )
     emit(args, summary.as_dict(), lambda: report_line(summary))
     return ExitCode.OK
+
+
+def _check_report_out(out: Path) -> None:
+    """The page is a file in a folder that exists: refused here in one line rather than
+    failing halfway through the thumbnails."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: name the page to write, e.g. --out {out / 'gallery.html'}")
+    folder = out.expanduser().absolute().parent
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out}: folder {folder} does not exist")
 
 
 def report_line(summary) -> str:

@@ -132,8 +132,11 @@ def _is_utf8(path: str) -> bool:
 
 
 def printable(path: str) -> str:
-    """A path as a user can read it, whatever its bytes."""
-    return os.fsencode(path).decode("utf-8", "replace")
+    """A path as a user can read it, whatever its bytes: on one line, with no terminal
+    escapes (a name may hold a newline or ESC; printed raw they break `top | while read`
+    or recolour the terminal), so control characters are shown escaped, e.g. \\n."""
+    text = os.fsencode(path).decode("utf-8", "replace")
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
 def fingerprint(path: str | os.PathLike, size: int | None = None) -> str:
