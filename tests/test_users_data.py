@@ -233,3 +233,16 @@ def test_apply_then_undo_gives_back_every_byte(kind, tmp_path):
             assert {r.status for r in results} == {"restored"}
     for path, original in zip(files, before):
         assert path.read_bytes() == original, path.name
+
+
+def test_scoring_a_photo_outside_the_library_leaves_the_librarys_index_alone(shoot, tmp_path, model_args, capsys):
+    """Item 8: `aes-index score /elsewhere/x.jpg` with the library's index scores it (in a
+    throwaway index) without adding it to the library."""
+    outside = make_photo(tmp_path / "elsewhere" / "x.jpg", seed=7)
+    inside = shoot / "DSC_0001.jpg"
+    code, out, err = run(capsys, "score", outside, inside, "--db", shoot / ".aes-index.db", *model_args, "--workers", "0", "--json")
+    assert code == 0, err
+    assert [Path(r["path"]) for r in json.loads(out)] == [outside, inside]
+    assert all(r["score"] is not None for r in json.loads(out))
+    with Index(shoot / ".aes-index.db") as index:
+        assert index.image_by_path(str(outside)) is None and index.image_by_path(str(inside)) is not None

@@ -618,13 +618,24 @@ def cmd_watch(args) -> int:
         after_batch = lambda index, ids: apply_ratings(index, options, image_ids=ids)  # noqa: E731
     ensure_not_watched(db_path)
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())  # finish the batch in hand, then exit
-    config = WatchConfig(stable_seconds=settings.stable_seconds, rescan_seconds=args.rescan, poll=args.poll)
-    print(f"aes-index: watching {', '.join(roots)} (index {db_path})", file=sys.stderr)
-    status = Watcher(db_path, roots, settings, config, after_batch).run(stop)
+    received: list[int] = []
+
+    def finish_then_exit(signum, frame):  # finish the batch in hand, then exit
+        received.append(signum)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, finish_then_exit) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        config = WatchConfig(stable_seconds=settings.stable_seconds, rescan_seconds=args.rescan, poll=args.poll)
+        print(f"aes-index: watching {', '.join(roots)} (index {db_path})", file=sys.stderr)
+        status = Watcher(db_path, roots, settings, config, after_batch).run(stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(f"aes-index: stopped after scoring {status.scored} photos ({status.errors} errors)", file=sys.stderr)
-    return ExitCode.OK
+    # Ctrl-C is an interruption (130, as for every command). SIGTERM is how systemd and
+    # service managers stop a service on purpose: 0, so a normal stop is not a failure.
+    return ExitCode.INTERRUPTED if signal.SIGINT in received else ExitCode.OK
 
 
 def cmd_status(args) -> int:
@@ -640,12 +651,21 @@ def cmd_status(args) -> int:
 def status_text(status: dict) -> str:
     if "pid" not in status:
         return "no watcher has run for this library"
-    state = f"running (pid {status['pid']}), {status['state']}" if status["running"] else "not running"
-    last = status.get("last_scored") or "-"
-    return (
-        f"watcher   {state}\nuptime    {status['uptime_seconds']:.0f} s\nqueue     {status['queue']} files\n"
-        f"scored    {status['scored']}, errors {status['errors']}\nlast      {last}"
-    )
+    last = printable(status.get("last_scored") or "-")
+    if status["running"]:
+        lines = [f"watcher   running (pid {status['pid']}), {status['state']}", f"uptime    {status['uptime_seconds']:.0f} s"]
+    elif status.get("stopped"):
+        lines = [f"watcher   stopped at {_local_time(status['stopped'])}"]
+    else:  # no stop time: killed, or a crash
+        lines = ["watcher   not running (it did not stop cleanly)"]
+    lines += [f"queue     {status['queue']} files", f"scored    {status['scored']}, errors {status['errors']}", f"last      {last}"]
+    return "\n".join(lines)
+
+
+def _local_time(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
 def cmd_report(args) -> int:
