@@ -174,7 +174,9 @@ REPAIR = (
 # exit 5. Other codes (a constraint, bad SQL, a closed connection) are bugs and stay so.
 INDEX_PROBLEMS = {
     "SQLITE_CORRUPT": "index {path} is damaged ({error}): " + REPAIR,
-    "SQLITE_NOTADB": "cannot open index {path}: {error} (not an index, or damaged): " + REPAIR,
+    # Maybe no index at all (--db photo.jpg): no advice to delete it.
+    "SQLITE_NOTADB": "cannot open index {path}: {error}: pass --db with an aes-index index "
+    "(if this was one, it is damaged: restore it from a backup, or move it aside and run `aes-index rebuild ROOT`)",
     "SQLITE_FULL": "no space left for index {path} ({error}): free some disk space, then run the command again "
     "(finished work is saved)",
     "SQLITE_IOERR": "cannot read or write index {path} ({error}): check the disk, then run `aes-index doctor`",
