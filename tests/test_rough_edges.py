@@ -136,3 +136,65 @@ def test_very_long_zero_shot_spec_is_refused(indexed_library, model_args, capsys
     spec = "zeroshot:fixed:" + "a" * 5000 + "/ugly"
     code, out, err = run(capsys, "rescore", "--db", indexed_library / ".aes-index.db", *model_args, "--head", spec)
     assert code == ExitCode.USAGE and one_line_error(err) and len(err) < 300
+
+
+# --- 2, 3: the watcher: Ctrl-C exits 130; status of a stopped one; what counts as scored ----
+
+
+def _wait_until(condition, timeout=120.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_watch_stopped_by_ctrl_c_exits_130(small_library, model_args, capsys, tmp_path):
+    import signal
+    import threading
+
+    from aes_index.watch import read_status
+
+    db = tmp_path / "index.db"
+
+    def interrupt_once_idle():
+        _wait_until(lambda: (read_status(db) or {}).get("state") == "idle")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_idle, daemon=True).start()
+    previous = signal.getsignal(signal.SIGINT)
+    code, out, err = run(capsys, "watch", small_library, "--db", db, *model_args, "--workers", "0", "--no-rate")
+    assert code == ExitCode.INTERRUPTED and "stopped after scoring 3 photos" in err
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler is put back
+
+
+def test_status_of_a_stopped_watcher_and_last_scored_is_a_scored_file(tmp_path, settings, capsys):
+    import threading
+
+    from aes_index.watch import WatchConfig, Watcher, read_status
+
+    root = tmp_path / "lib"
+    make_photo(root / "a_good.jpg", seed=1)
+    (root / "z_broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 100)  # decoded after a_good, fails
+    db = tmp_path / "index.db"
+    stop = threading.Event()
+    watcher = Watcher(db, [str(root)], settings, WatchConfig(stable_seconds=0, tick=0.05))
+    thread = threading.Thread(target=watcher.run, args=(stop,))
+    thread.start()
+    try:
+        _wait_until(lambda: (read_status(db) or {}).get("state") == "idle")
+        running = read_status(db)
+        assert running["errors"] == 1 and running["last_scored"].endswith("a_good.jpg")
+        code, out, err = run(capsys, "status", "--db", db)
+        assert "uptime" in out and "running" in out
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    code, out, err = run(capsys, "status", "--db", db)
+    assert code == ExitCode.OK and "stopped at " in out and "uptime" not in out and "a_good.jpg" in out
+    code, out, err = run(capsys, "status", "--db", db, "--json")
+    data = json.loads(out)
+    assert data["running"] is False and "uptime_seconds" not in data and data["stopped"] >= data["started"]

@@ -61,10 +61,12 @@ class WatchStatus:
     last_scored: str | None = None
     last_scored_at: float | None = None
     last_rescan: float | None = None
+    stopped: float | None = None  # when it stopped; None while it runs
 
     def as_dict(self) -> dict:
         data = dict(self.__dict__)
-        data["uptime_seconds"] = round(time.time() - self.started, 1)
+        if self.stopped is None:  # a stopped watcher has no uptime
+            data["uptime_seconds"] = round(time.time() - self.started, 1)
         return data
 
 
@@ -176,6 +178,7 @@ class Watcher:
                     observer.stop()
                     observer.join(timeout=10)
                     self.status.state = "stopped"
+                    self.status.stopped = time.time()
                     self._write_status()
                     index.finish_run(self.run_id, "stopped", self.status.as_dict(), self._head_id, self.session.key)
         return self.status
@@ -246,10 +249,18 @@ class Watcher:
         if self._head_id != result.head.name:
             self.index.note_run_head(self.run_id, result.head.name, result.backbone)
             self._head_id = result.head.name
-        decoded = result.embedded.decoded
-        if result.work and decoded:
-            self.status.last_scored = result.work[min(decoded, len(result.work)) - 1][1]
+        last = self._last_scored(result)
+        if last is not None:
+            self.status.last_scored = last
             self.status.last_scored_at = time.time()
+
+    def _last_scored(self, result: indexer.StageResult) -> str | None:
+        """The last photo of the batch that got a score: the last one decoded may have failed."""
+        decoded = result.work[:result.embedded.decoded]
+        for image_id, path in reversed(decoded):
+            if self.index.score_of(image_id, result.head.name) is not None:
+                return path
+        return None
 
     def _write_status(self) -> None:
         self.status.queue = len(self.pending)
@@ -268,4 +279,6 @@ def read_status(db_path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     data["running"] = is_locked(Path(db_path), "watch")
+    if not data["running"]:
+        data.pop("uptime_seconds", None)  # stale: written by a watcher that is gone
     return data
