@@ -198,3 +198,56 @@ def test_status_of_a_stopped_watcher_and_last_scored_is_a_scored_file(tmp_path, 
     code, out, err = run(capsys, "status", "--db", db, "--json")
     data = json.loads(out)
     assert data["running"] is False and "uptime_seconds" not in data and data["stopped"] >= data["started"]
+
+
+# --- 1: a read-only library without --db says to pass --db --------------------------------
+
+
+@pytest.fixture
+def read_only_library(small_library, tmp_path):
+    """The library seen through a read-only bind mount: as root, permissions alone don't
+    stop writes, a read-only mount does."""
+    view = tmp_path / "ro-view"
+    view.mkdir()
+    if os.geteuid() != 0:
+        small_library.chmod(0o555)
+        yield small_library
+        small_library.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(small_library), str(view)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a read-only bind mount here")
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], capture_output=True)
+
+
+def test_rebuild_of_a_read_only_library_says_pass_db(read_only_library, model_args, capsys, tmp_path):
+    code, out, err = run(capsys, "rebuild", read_only_library, *model_args, "--workers", "0")
+    assert code == ExitCode.INDEX and one_line_error(err)
+    assert f"cannot create the index in {read_only_library} (read-only): pass --db PATH to keep it elsewhere" in err
+    code, out, err = run(capsys, "rebuild", read_only_library, *model_args, "--workers", "0", "--db", tmp_path / "elsewhere.db", "-q")
+    assert code == ExitCode.OK, err
+
+
+# --- 10: a subfolder of an indexed library uses the library's index ------------------------
+
+
+def test_rebuild_of_a_subfolder_uses_the_librarys_index(small_library, model_args, capsys, caplog):
+    import logging
+
+    code, out, err = run(capsys, "rebuild", small_library, *model_args, "--workers", "0", "-q")
+    assert code == ExitCode.OK, err
+    make_photo(small_library / "2024" / "IMG_new.jpg", seed=9)
+    with caplog.at_level(logging.INFO, logger="aes_index.notice"):
+        code, out, err = run(capsys, "rebuild", small_library / "2024", *model_args, "--workers", "0", "--json")
+    assert code == ExitCode.OK and json.loads(out)["decoded"] == 1
+    assert not (small_library / "2024" / ".aes-index.db").exists()
+    assert f"using the library's index {small_library / '.aes-index.db'}" in caplog.text
+    code, out, err = run(capsys, "rebuild", small_library, *model_args, "--workers", "0", "--json")  # no photo twice
+    assert code == ExitCode.OK and json.loads(out)["files"] == 4
+    code, out, err = run(capsys, "rebuild", *model_args, "--workers", "0", "--json", "--db", small_library / ".aes-index.db")
+    assert code == ExitCode.OK and json.loads(out)["files"] == 4

@@ -256,12 +256,12 @@ def _add_digikam_options(parser: argparse.ArgumentParser) -> None:
 
 
 def locate_db(settings: Settings, roots: Sequence[str] = (), must_exist: bool = True) -> Path:
-    from .library import db_path_for, find_db
+    from .library import find_db
 
     if settings.db:
         return Path(settings.db).expanduser()
     if roots:
-        return db_path_for(list(roots))
+        return _db_for_roots(roots)
     found = find_db()
     if found is None:
         if must_exist:
@@ -270,13 +270,42 @@ def locate_db(settings: Settings, roots: Sequence[str] = (), must_exist: bool = 
     return found
 
 
+def _db_for_roots(roots: Sequence[str]) -> Path:
+    """The root's own index, else that of a library the root lies inside (`rebuild
+    ~/Pictures/2024` when ~/Pictures is indexed): a second index there would decode and
+    score those photos again, and its ratings would not be the library's."""
+    from .library import db_path_for, find_db
+
+    own = db_path_for(list(roots))
+    if own.exists():
+        return own
+    enclosing = find_db(own.parent.parent)
+    if enclosing is None:
+        return own
+    logging.getLogger("aes_index.notice").info(
+        "using the library's index %s: %s lies inside that library (--db PATH for another index)", enclosing, own.parent
+    )
+    return enclosing
+
+
+def _check_can_create(path: Path) -> None:
+    """A new index goes beside the photos by default; a folder we may not write (a
+    read-only share, a mounted card) needs --db, which this says in one line."""
+    folder = path.absolute().parent
+    if not path.exists() and folder.is_dir() and not os.access(folder, os.W_OK):
+        raise IndexUnavailable(f"cannot create the index in {folder} (read-only): pass --db PATH to keep it elsewhere")
+
+
 def open_index(settings: Settings, roots: Sequence[str] = (), create: bool = False, read_only: bool = False):
     """The index a command works on, checked whole when that is cheap (a damaged one is
     refused before the command reads half of it). Commands that only read pass
     `read_only`: the file is then never changed, not even upgraded (see store.Index)."""
     from .store import Index
 
-    index = Index(locate_db(settings, roots, must_exist=not create), create=create, read_only=read_only)
+    path = locate_db(settings, roots, must_exist=not create)
+    if create and not settings.db:
+        _check_can_create(path)
+    index = Index(path, create=create, read_only=read_only)
     try:
         index.check_on_open()
     except BaseException:
