@@ -169,6 +169,7 @@ class Watcher:
         with file_lock(self.db_path, "watch", timeout=0, what=ALREADY_WATCHED):
             with Index(self.db_path) as index:
                 self.index = index
+                index.add_roots(self.roots)  # what it watches is the library: ratings go there
                 self.session = indexer.BackboneSession(index, self.settings)
                 self.run_id = index.start_run("watch", self.roots, {"watch": self.config.__dict__})
                 observer = self._start_observer()
