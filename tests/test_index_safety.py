@@ -237,6 +237,20 @@ def test_reading_commands_leave_an_index_byte_for_byte_and_in_its_journal_mode(t
     assert path.read_bytes()[18:20] == b"\x01\x01"  # the header's "rollback journal", not WAL (2)
 
 
+def test_a_dry_run_and_the_gallery_leave_the_index_byte_for_byte(tmp_path, capsys):
+    """apply-ratings --dry-run, digikam sync --dry-run's reading and report only read."""
+    path = scored_index(tmp_path / "index.db", photos=50)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    before = sha256(path)
+    code, _, err = run(capsys, "apply-ratings", "--dry-run", "--db", path)
+    assert code in (ExitCode.OK, ExitCode.FILE_ERRORS), err  # the photos don't exist: errors, nothing else
+    (tmp_path / "out").mkdir()
+    code, _, err = run(capsys, "report", "--db", path, "--out", tmp_path / "out" / "g.html")
+    assert code == ExitCode.OK and (tmp_path / "out" / "g.html").is_file(), err
+    assert sha256(path) == before and path.read_bytes()[18:20] == b"\x01\x01"
+
+
 def test_reading_commands_work_on_a_wal_index_a_writer_holds(tmp_path, capsys):
     path = scored_index(tmp_path / "index.db", photos=50)
     with Index(path) as writer:  # keeps the -wal and -shm open, with an uncheckpointed write

@@ -364,10 +364,22 @@ def cmd_rebuild(args) -> int:
     with open_index(settings, args.roots, create=True) as index:
         if not args.roots and not index.roots():
             raise IndexUnavailable("no library roots known yet: run `aes-index rebuild PATH`")
+        settings = with_library_exclude(index, settings, args.exclude)
         # rebuild takes the writer lock: a running watcher finishes its batch, then waits for us.
         summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
     emit(args, summary.as_dict(), lambda: summary_line(summary))
     return ExitCode.FILE_ERRORS if summary.errors else ExitCode.OK
+
+
+def with_library_exclude(index, settings: Settings, given: Sequence[str] | None = None) -> Settings:
+    """--exclude patterns belong to the library: kept in its index, so a later rebuild, the
+    watcher and score skip the same names. Given again, they replace the kept ones
+    (`--exclude ''` forgets them); patterns from the config file always apply."""
+    if given is not None:
+        index.set_meta("exclude", [pattern for pattern in given if pattern])
+        return settings
+    kept = index.get_meta("exclude", [])
+    return settings.replace(exclude=tuple(dict.fromkeys((*settings.exclude, *kept))))
 
 
 def summary_line(summary) -> str:
@@ -400,13 +412,31 @@ def cmd_score(args) -> int:
         if db is not None:
             with Index(db) as index:
                 inside, outside = _split_by_roots(args.files, index.roots())
-                scored |= _score_into(index, inside, settings, args)
+                library_settings = with_library_exclude(index, settings)
+                scored |= _excluded_results(inside, library_settings.exclude)
+                scored |= _score_into(index, [p for p in inside if os.path.abspath(p) not in scored], library_settings, args)
         if outside or db is None:
             with Index(Path(scratch) / DB_FILENAME) as index:
                 scored |= _score_into(index, outside if db is not None else inside, settings, args)
     results = [scored[os.path.abspath(path)] for path in args.files]
     emit(args, [vars(r) for r in results], lambda: "\n".join(_score_text(r) for r in results))
     return ExitCode.FILE_ERRORS if any(r.score is None for r in results) else ExitCode.OK
+
+
+def _excluded_results(paths: Sequence[str], patterns: Sequence[str]) -> dict:
+    """The library skips these names: say so, rather than "not a supported photo file"."""
+    import fnmatch
+
+    from .indexer import FileScore
+    from .store import ERROR
+
+    results = {}
+    for path in paths:
+        hit = next((p for p in patterns if fnmatch.fnmatch(os.path.basename(path), p)), None)
+        if hit is not None:
+            error = f"{os.path.basename(path)}: excluded by the library's --exclude {hit!r}"
+            results[os.path.abspath(path)] = FileScore(os.path.abspath(path), None, status=ERROR, error=error)
+    return results
 
 
 def _split_by_roots(paths: Sequence[str], roots: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -582,7 +612,7 @@ def cmd_apply_ratings(args) -> int:
 
     settings = settings_from(args)
     options = rating_options(args, settings)
-    with open_index(settings) as index:
+    with open_index(settings, read_only=args.dry_run) as index:
         report = apply_ratings(index, options, head_id=_head_id_for_listing(index, settings))
     emit(args, report.as_dict(), lambda: apply_text(report))
     return ExitCode.FILE_ERRORS if report.errors else ExitCode.OK
@@ -633,6 +663,7 @@ def cmd_watch(args) -> int:
     with open_index(settings, args.roots, create=True) as index:
         roots = [os.path.abspath(r) for r in args.roots] or index.roots()
         index.add_roots(roots)
+        settings = with_library_exclude(index, settings)  # the watcher skips what rebuild skips
         db_path = index.path
     if not roots:
         raise IndexUnavailable("no library roots known yet: `aes-index watch PATH`")
@@ -704,7 +735,7 @@ def cmd_report(args) -> int:
     settings = settings_from(args)
     _check_report_out(args.out)
     policy = RatingPolicy.parse(settings.policy, settings.cuts, settings.reject_below)
-    with open_index(settings) as index:
+    with open_index(settings, read_only=True) as index:
         summary = build_report(
             index, args.out, head_id=_head_id_for_listing(index, settings), thumb_size=args.thumb_size,
             progress=progress_for(args), policy=policy,
@@ -796,7 +827,7 @@ def cmd_digikam_sync(args) -> int:
 
     settings = settings_from(args)
     options = rating_options(args, settings)
-    with open_index(settings) as index:
+    with open_index(settings, read_only=args.dry_run) as index:
         report = sync(index, args.digikam_db, options, _head_id_for_listing(index, settings))
     emit(args, report.as_dict(), lambda: digikam_sync_text(report))
     return ExitCode.OK
