@@ -385,7 +385,10 @@ class Index:
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk, an I/O error): a second
+            # ROLLBACK would then hide the real error behind "no transaction is active".
+            if self.db.conn.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
         else:
             self.db.execute("COMMIT")
