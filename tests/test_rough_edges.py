@@ -251,3 +251,22 @@ def test_rebuild_of_a_subfolder_uses_the_librarys_index(small_library, model_arg
     assert code == ExitCode.OK and json.loads(out)["files"] == 4
     code, out, err = run(capsys, "rebuild", *model_args, "--workers", "0", "--json", "--db", small_library / ".aes-index.db")
     assert code == ExitCode.OK and json.loads(out)["files"] == 4
+
+
+# --- 13: --exclude is remembered by the index ----------------------------------------------
+
+
+def test_exclude_is_remembered_and_replaced(small_library, model_args, capsys):
+    make_photo(small_library / "drafts-2024" / "IMG_d.jpg", seed=20)
+    make_photo(small_library / "2024" / "draft_1.jpg", seed=21)
+    options = [*model_args, "--workers", "0", "--json"]
+    code, out, err = run(capsys, "rebuild", small_library, "--exclude", "draft*", *options)
+    assert json.loads(out)["files"] == 3  # folder and file names both match the glob
+    code, out, err = run(capsys, "rebuild", small_library, *options)
+    assert json.loads(out)["files"] == 3  # remembered
+    code, out, err = run(capsys, "score", small_library / "2024" / "draft_1.jpg", "--db", small_library / ".aes-index.db", *options)
+    assert code == ExitCode.FILE_ERRORS and "draft*" in json.loads(out)[0]["error"]
+    code, out, err = run(capsys, "rebuild", small_library, "--exclude", "IMG_0*", *options)
+    assert json.loads(out)["files"] == 4  # replaced: drafts back in, IMG_0.jpg out
+    code, out, err = run(capsys, "rebuild", small_library, "--exclude", "", *options)
+    assert json.loads(out)["files"] == 5  # an empty pattern forgets them

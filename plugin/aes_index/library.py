@@ -91,7 +91,7 @@ def _walk(folder: str, exclude: tuple[str, ...], on_error) -> Iterator[FileEntry
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
-                if entry.name not in SKIPPED_DIRS and not entry.name.startswith(".") and entry.name not in exclude:
+                if entry.name not in SKIPPED_DIRS and not entry.name.startswith(".") and not _matches(entry.name, exclude):
                     subfolders.append(entry.path)
             elif entry.is_file(follow_symlinks=True) and is_candidate_name(entry.name, exclude):
                 if not _is_utf8(entry.path):
@@ -103,6 +103,11 @@ def _walk(folder: str, exclude: tuple[str, ...], on_error) -> Iterator[FileEntry
             on_error(entry.path, exc)
     for subfolder in subfolders:
         yield from _walk(subfolder, exclude, on_error)
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    """--exclude globs apply to folder names as to file names."""
+    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
 def _in_thumbnail_folder(path: str, marked: dict[str, bool]) -> bool:
