@@ -270,3 +270,21 @@ def test_exclude_is_remembered_and_replaced(small_library, model_args, capsys):
     assert json.loads(out)["files"] == 4  # replaced: drafts back in, IMG_0.jpg out
     code, out, err = run(capsys, "rebuild", small_library, "--exclude", "", *options)
     assert json.loads(out)["files"] == 5  # an empty pattern forgets them
+
+
+# --- 11: a file symlink leading out of the library is read, never written through ----------
+
+
+def test_file_symlink_outside_the_library_is_never_written(small_library, model_args, capsys, tmp_path):
+    outside = tmp_path / "elsewhere"
+    original = make_photo(outside / "theirs.jpg", seed=30)
+    before = original.read_bytes()
+    (small_library / "2024" / "link.jpg").symlink_to(original)
+    (small_library / "linked-folder").symlink_to(outside, target_is_directory=True)  # folder links: not followed
+    db = small_library / ".aes-index.db"
+    code, out, err = run(capsys, "rebuild", small_library, *model_args, "--workers", "0", "--json")
+    assert json.loads(out)["files"] == 4  # the three photos and the file link; not the folder link
+    for target in ("exif", "xmp"):
+        code, out, err = run(capsys, "apply-ratings", "--db", db, "--target", target, "--json")
+        assert code in (ExitCode.OK, ExitCode.FILE_ERRORS), err
+    assert original.read_bytes() == before and sorted(p.name for p in outside.iterdir()) == ["theirs.jpg"]
