@@ -37,8 +37,9 @@ rewritten (its mtime stays).
 What darktable 4.2 does with a sidecar we wrote (tests/test_readers.py): on import it
 reads xmp:Rating and lr:hierarchicalSubject, then rewrites the whole sidecar from its
 database. It keeps foreign properties (our aes:* fields, digiKam:TagsList) but rebuilds
-dc:subject as flat components ("Aesthetic", "4 stars"), which we then no longer
-recognise as ours; digiKam reads digiKam:TagsList first, so that is harmless.
+dc:subject as flat components ("Aesthetic", "4 stars"); those stay recognisable as ours
+through our lr:hierarchicalSubject entries (`_our_flat_keywords`), so a star change or an
+undo replaces or removes them too.
 """
 
 from __future__ import annotations
@@ -828,7 +829,8 @@ class _Editor:
         props = self.doc.properties(tag_field.ns, tag_field.local)
         containers = [self._container_or_refuse(prop) for prop in props]
         kept: set[str] = set()
-        stale = [_stale_entries(c, tag_field, wanted, kept) for c in containers]
+        flat = _our_flat_keywords(self.doc) if tag_field.key == "dc" else frozenset()
+        stale = [_stale_entries(c, tag_field, wanted, kept, flat) for c in containers]
         missing = [entry for entry in wanted if entry not in kept]
         for index, (prop, container) in enumerate(zip(props, containers, strict=True)):
             receives_new = index == 0 and bool(missing)
@@ -1020,18 +1022,34 @@ class _Editor:
         return "".join(out)
 
 
-def _stale_entries(container: _Node, tag_field: TagField, wanted: list[str], kept: set[str]):
+def _stale_entries(container: _Node, tag_field: TagField, wanted: list[str], kept: set[str], flat: frozenset = frozenset()):
     """Our entries in `container` that must go (not wanted, or a duplicate); the wanted
-    ones found are added to `kept`. Entries that aren't ours are never returned."""
+    ones found are added to `kept`. Entries that aren't ours are never returned; `flat`
+    are plain keywords that are ours too (see `_our_flat_keywords`)."""
     stale = []
     for item in container.children:
-        if item.children or tag_field.relative_tag(item.text) is None:
+        if item.children or (tag_field.relative_tag(item.text) is None and item.text not in flat):
             continue
         if item.text in wanted and item.text not in kept:
             kept.add(item.text)
         else:
             stale.append(item)
     return stale
+
+
+def _our_flat_keywords(doc: "_Doc") -> frozenset[str]:
+    """dc:subject keywords darktable made of our tags: it rewrites dc:subject as the flat
+    components of every tag it holds, so our "Aesthetic|3 stars" comes back as "Aesthetic"
+    and "3 stars". Those components are ours unless one of the user's own tags in
+    lr:hierarchicalSubject has the same component (then the keyword is theirs too)."""
+    lr = TAG_FIELDS["lr"]
+    ours, theirs = set(), set()
+    for prop in doc.properties(lr.ns, lr.local):
+        container = _list_container(prop)
+        for item in container.children if container is not None else ():
+            parts = item.text.split(lr.separator)
+            (ours if lr.relative_tag(item.text) is not None else theirs).update(parts)
+    return frozenset(ours - theirs)
 
 
 def _inside(node: _Node | None, node_ids: set[int]) -> bool:
