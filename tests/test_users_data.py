@@ -246,3 +246,21 @@ def test_scoring_a_photo_outside_the_library_leaves_the_librarys_index_alone(sho
     assert all(r["score"] is not None for r in json.loads(out))
     with Index(shoot / ".aes-index.db") as index:
         assert index.image_by_path(str(outside)) is None and index.image_by_path(str(inside)) is not None
+
+
+def test_undo_finds_our_ratings_after_the_folder_moved(shoot, tmp_path, model_args, capsys):
+    """Item 10: a rated folder moved inside the library; rebuild follows the move, and
+    `ratings undo` puts back what we wrote where it is now (it said "6 missing")."""
+    library = shoot.parent
+    code, _, err = run(capsys, "rebuild", library, "--db", tmp_path / "lib.db", *model_args, "--workers", "0")
+    assert code == 0, err
+    code, first = apply_json(capsys, tmp_path / "lib.db")
+    assert sum(first["written"].values()) == 6
+    moved = library / "2024" / "Shoot"
+    moved.parent.mkdir()
+    shutil.move(shoot, moved)
+    code, _, err = run(capsys, "rebuild", library, "--db", tmp_path / "lib.db", *model_args, "--workers", "0", "--json")
+    assert code == 0, err
+    code, out, _ = run(capsys, "ratings", "undo", "--db", tmp_path / "lib.db", "--json")
+    assert [r["status"] for r in json.loads(out)] == ["deleted"] * 6
+    assert not list(moved.glob("*.xmp"))

@@ -297,7 +297,9 @@ def _place_arrivals(index: Index, arrivals: list[FileEntry], gone: list[store.Kn
         if candidates:
             image_id = candidates.pop(0)
             status = OK if index.has_embedding(image_id) else NEW
+            old_path = index.image(image_id)["path"]
             index.update_image(image_id, path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, status=status)
+            index.journal.follow_move(old_path, entry.path)  # undo finds what we wrote, where it went
             result.moved += 1
         else:
             image_id = index.add_image(entry.path, entry.size, entry.mtime_ns, print_)

@@ -21,6 +21,7 @@ refused for that place ("superseded") until the later run is undone.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -248,6 +249,24 @@ def open_places(db: sqlite_utils.Database) -> list[tuple[str, str, int | None]]:
     return rows.fetchall()
 
 
+def follow_move(db: sqlite_utils.Database, old_path: str, new_path: str) -> int:
+    """A photo moved (the scan matched its fingerprint): its journal rows follow it, and
+    so do their places (its sidecar "IMG_1.jpg.xmp" or Lightroom-style "IMG_1.xmp", the
+    JPEG itself, "path#duplicate"), so undo finds what we wrote where it is now."""
+    rows = db.execute(f"SELECT id, target_path FROM {TABLE} WHERE image_path = ?", [old_path]).fetchall()
+    old_dir, new_dir = os.path.dirname(old_path), os.path.dirname(new_path)
+    old_stem, new_stem = os.path.splitext(os.path.basename(old_path))[0], os.path.splitext(os.path.basename(new_path))[0]
+    moved = []
+    for row_id, place in rows:
+        if place.startswith(old_path):
+            place = new_path + place[len(old_path):]
+        elif os.path.dirname(place) == old_dir and os.path.basename(place).startswith(old_stem):
+            place = os.path.join(new_dir, new_stem + os.path.basename(place)[len(old_stem):])
+        moved.append((new_path, place, row_id))
+    db.conn.executemany(f"UPDATE {TABLE} SET image_path = ?, target_path = ? WHERE id = ?", moved)
+    return len(moved)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -275,3 +294,6 @@ class Journal:
 
     def open_places(self) -> list[tuple[str, str, int | None]]:
         return open_places(self.db)
+
+    def follow_move(self, old_path: str, new_path: str) -> int:
+        return follow_move(self.db, old_path, new_path)
