@@ -163,17 +163,22 @@ def test_apply_ratings_waits_while_another_run_writes_ratings(shoot, capsys):
         [sys.executable, "-c", HOLD_RATINGS_TURN, str(db), str(release)],
         stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT / "plugin")),
     )
-    assert holder.stdout.readline().strip() == "holding"
-    result = {}
-    applying = threading.Thread(target=lambda: result.update(zip(("code", "report"), apply_json(capsys, db))))
-    applying.start()
-    applying.join(timeout=5)  # an unserialized run finishes 6 photos well within this
-    assert applying.is_alive() and not list(shoot.glob("*.xmp"))  # waiting, nothing written
-    person = xmp.sidecar_for(shoot / "DSC_0000.jpg")
-    xmp.write_sidecar(person, rating=-1)  # what the other run left behind
-    release.touch()
-    applying.join(timeout=300)
-    assert holder.wait(timeout=60) == 0
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        result = {}
+        applying = threading.Thread(target=lambda: result.update(zip(("code", "report"), apply_json(capsys, db))))
+        applying.start()
+        applying.join(timeout=5)  # an unserialized run finishes 6 photos well within this
+        assert applying.is_alive() and not list(shoot.glob("*.xmp"))  # waiting, nothing written
+        person = xmp.sidecar_for(shoot / "DSC_0000.jpg")
+        xmp.write_sidecar(person, rating=-1)  # what the other run left behind
+        release.touch()
+        applying.join(timeout=300)
+        assert holder.wait(timeout=60) == 0
+    finally:
+        release.touch()
+        if holder.poll() is None:
+            holder.kill()
     assert result["code"] == 0 and result["report"]["skipped_manual"] == 1
     assert sum(result["report"]["written"].values()) == 5
     with Index(db) as index:
