@@ -96,6 +96,47 @@ def model_args(tiny_model) -> list[str]:
     return ["--model", tiny_model["config"], "--pretrained", tiny_model["checkpoint"], "--device", "cpu", "--dtype", "fp32"]
 
 
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """`aes-index ARGV...` in this process: (exit code, stdout, stderr)."""
+    from aes_index.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def scored_folder(root: Path, count: int, seed: int, model_args, capsys) -> Path:
+    """`count` JPEGs in `root`, rebuilt and scored with the tiny model."""
+    for i in range(count):
+        make_photo(root / f"DSC_{i:04d}.jpg", seed=seed + i)
+    code, _, err = run_cli(capsys, "rebuild", root, *model_args, "--workers", "0")
+    assert code == 0, err
+    return root
+
+
+def synthetic_scored_index(path: Path, photos: int, folders: int, seed: int) -> Path:
+    """An index of `photos` scored rows in `folders` folders under /nowhere/Photos, whose
+    files don't exist: for what reads the index only (pages, thumbnails that fail)."""
+    from aes_index.store import Index
+
+    width = len(str(folders))
+    rng = np.random.default_rng(seed)
+    with Index(path) as index, index.transaction():
+        index.db.conn.executemany(
+            "INSERT INTO images (id, path, size, mtime_ns, fingerprint, status) VALUES (?, ?, 1, 1, ?, 'ok')",
+            [(i, f"/nowhere/Photos/{i % folders:0{width}d}/IMG_{i:06d}.jpg", f"{i:032x}") for i in range(1, photos + 1)],
+        )
+        index.db.execute("INSERT INTO heads (id, hash, kind) VALUES ('synthetic', 'h', 'linear')")
+        index.db.execute("INSERT INTO score_batches (id, head_id, head_hash) VALUES (1, 'synthetic', 'h')")
+        index.db.conn.executemany(
+            "INSERT INTO scores (image_id, head_id, score, batch) VALUES (?, 'synthetic', ?, 1)",
+            [(i, float(s)) for i, s in zip(range(1, photos + 1), rng.normal(5, 1, photos))],
+        )
+        index.db.execute("INSERT INTO runs (command, status, head_id) VALUES ('rebuild', 'done', 'synthetic')")
+        index.add_roots(["/nowhere/Photos"])
+    return path
+
+
 def make_photo(path: Path, seed: int, size=(320, 240)) -> Path:
     """A small JPEG cut from the real harbour photo, varied by seed so embeddings differ."""
     rng = np.random.default_rng(seed)

@@ -17,12 +17,8 @@ from aes_index import store
 from aes_index.cli import main
 from aes_index.errors import ExitCode, IndexUnavailable, run_reporting_errors
 from aes_index.store import Index
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_cli as run
+from conftest import synthetic_scored_index
 
 
 def sha256(path: Path) -> str:
@@ -31,21 +27,7 @@ def sha256(path: Path) -> str:
 
 def scored_index(path: Path, photos: int = 5000) -> Path:
     """An index of `photos` scored rows (no files exist): ~90 pages of 16 KB."""
-    rng = np.random.default_rng(3)
-    with Index(path) as index, index.transaction():
-        index.db.conn.executemany(
-            "INSERT INTO images (id, path, size, mtime_ns, fingerprint, status) VALUES (?, ?, 1, 1, ?, 'ok')",
-            [(i, f"/nowhere/Photos/{i % 50:02d}/IMG_{i:06d}.jpg", f"{i:032x}") for i in range(1, photos + 1)],
-        )
-        index.db.execute("INSERT INTO heads (id, hash, kind) VALUES ('synthetic', 'h', 'linear')")
-        index.db.execute("INSERT INTO score_batches (id, head_id, head_hash) VALUES (1, 'synthetic', 'h')")
-        index.db.conn.executemany(
-            "INSERT INTO scores (image_id, head_id, score, batch) VALUES (?, 'synthetic', ?, 1)",
-            [(i, float(s)) for i, s in zip(range(1, photos + 1), rng.normal(5, 1, photos))],
-        )
-        index.db.execute("INSERT INTO runs (command, status, head_id) VALUES ('rebuild', 'done', 'synthetic')")
-        index.add_roots(["/nowhere/Photos"])
-    return path
+    return synthetic_scored_index(path, photos, folders=50, seed=3)
 
 
 def overwrite_pages(path: Path, pages, seed: int = 0) -> None:

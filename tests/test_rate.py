@@ -15,7 +15,7 @@ from aes_index.cli import main
 from aes_index.ratings import RatingPolicy, stars_for
 from aes_index.store import Index
 
-from conftest import FIXTURES, make_photo
+from conftest import FIXTURES, make_photo, scored_folder
 
 
 def run(capsys, *argv):
@@ -27,12 +27,7 @@ def run(capsys, *argv):
 @pytest.fixture
 def photos(tmp_path, model_args, capsys):
     """20 scored JPEGs (no fixtures with errors: ratings are about scored photos)."""
-    root = tmp_path / "Shoot"
-    for i in range(20):
-        make_photo(root / f"DSC_{i:04d}.jpg", seed=100 + i)
-    code, out, err = run(capsys, "rebuild", root, *model_args, "--workers", "0", "--json")
-    assert code == 0, err
-    return root
+    return scored_folder(tmp_path / "Shoot", 20, 100, model_args, capsys)
 
 
 def db_of(root: Path) -> Path:

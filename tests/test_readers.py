@@ -195,16 +195,21 @@ def test_darktable_imports_our_new_sidecar(tmp_path):
     assert rewritten.rating == 4 and rewritten.aes == AES
 
 
-def test_darktable_reads_our_rating_from_an_edited_darktable_sidecar(tmp_path):
+def rated_darktable_photo(tmp_path: Path) -> tuple[Path, Path]:
+    """A JPEG with a real darktable sidecar (tags Folk, toto) that we rated 3 stars."""
     image = tmp_path / "photo.jpg"
     Image.new("RGB", (64, 48), (20, 130, 90)).save(image, quality=90)
     sidecar = image.with_name(image.name + ".xmp")
     shutil.copyfile(FIXTURES / "darktable-xmp" / "lensfun.xmp", sidecar)
     write_sidecar(sidecar, rating=3, aes=AES, tags=["3 stars"])
-    workdir = tmp_path / "dt"
-    workdir.mkdir()
+    (tmp_path / "dt").mkdir()
+    return image, sidecar
 
-    lines = run_darktable_import(image, workdir)
+
+def test_darktable_reads_our_rating_from_an_edited_darktable_sidecar(tmp_path):
+    image, _ = rated_darktable_photo(tmp_path)
+
+    lines = run_darktable_import(image, tmp_path / "dt")
 
     assert "rating=3" in lines, lines
     assert {"tag=Aesthetic|3 stars", "tag=toto"} <= set(lines), lines
@@ -215,14 +220,8 @@ def test_our_tags_that_darktable_flattened_in_dc_subject_are_still_ours(tmp_path
     so our "Aesthetic|3 stars" comes back as "Aesthetic" and "3 stars". A star change must
     not leave "3 stars" beside the new tag, and removing our tags (undo) must take the
     flat keywords too, while the user's own keywords stay."""
-    image = tmp_path / "photo.jpg"
-    Image.new("RGB", (64, 48), (20, 130, 90)).save(image, quality=90)
-    sidecar = image.with_name(image.name + ".xmp")
-    shutil.copyfile(FIXTURES / "darktable-xmp" / "lensfun.xmp", sidecar)
-    write_sidecar(sidecar, rating=3, aes=AES, tags=["3 stars"])
-    workdir = tmp_path / "dt"
-    workdir.mkdir()
-    run_darktable_import(image, workdir)  # darktable rewrites the sidecar from its library
+    image, sidecar = rated_darktable_photo(tmp_path)
+    run_darktable_import(image, tmp_path / "dt")  # darktable rewrites the sidecar from its library
     subject = lambda: exiv2_cli(sidecar)["Xmp.dc.subject"].split(", ")  # noqa: E731
     assert {"Aesthetic", "3 stars", "Folk", "toto"} <= set(subject())  # flattened by darktable
 

@@ -28,7 +28,7 @@ from aes_index.ratings import cut_points, RatingPolicy, stars_for
 from aes_index.report import build_report, embeddable_json, render_page
 from aes_index.store import ERROR, Index
 
-from conftest import METADATA_SAMPLES, make_photo
+from conftest import METADATA_SAMPLES, make_photo, synthetic_scored_index
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
@@ -469,22 +469,7 @@ def test_details_show_score_percentile_stars_written_head_and_path(fresh_page, i
 
 def synthetic_index(path: Path, photos: int) -> Index:
     """An index of `photos` scored rows in 100 folders; no files exist (thumbnails fail)."""
-    index = Index(path)
-    rng = np.random.default_rng(7)
-    with index.transaction():
-        index.db.conn.executemany(
-            "INSERT INTO images (id, path, size, mtime_ns, fingerprint, status) VALUES (?, ?, 1, 1, ?, 'ok')",
-            [(i, f"/nowhere/Photos/{i % 100:03d}/IMG_{i:06d}.jpg", f"{i:032x}") for i in range(1, photos + 1)],
-        )
-        index.db.execute("INSERT INTO heads (id, hash, kind) VALUES ('synthetic', 'h', 'linear')")
-        index.db.execute("INSERT INTO score_batches (id, head_id, head_hash) VALUES (1, 'synthetic', 'h')")
-        index.db.conn.executemany(
-            "INSERT INTO scores (image_id, head_id, score, batch) VALUES (?, 'synthetic', ?, 1)",
-            [(i, float(s)) for i, s in zip(range(1, photos + 1), rng.normal(5, 1, photos))],
-        )
-        index.db.execute("INSERT INTO runs (command, status, head_id) VALUES ('rebuild', 'done', 'synthetic')")
-        index.add_roots(["/nowhere/Photos"])
-    return index
+    return Index(synthetic_scored_index(path, photos, folders=100, seed=7))
 
 
 @needs_chromium

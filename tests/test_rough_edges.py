@@ -125,11 +125,14 @@ def test_score_of_a_folder_says_use_rebuild(small_library, capsys):
 # --- 8: a folder as --out, and an absurd zero-shot spec, are one readable line -------------
 
 
-def test_report_out_must_name_a_page_in_an_existing_folder(capsys, tmp_path):
+def test_report_out_must_name_a_page_in_a_folder(capsys, tmp_path):
+    """A folder as --out, or a page below a file, is refused in one line; a folder that
+    does not exist yet is made by report (tests/test_gallery_output.py)."""
     code, out, err = run(capsys, "report", "--out", "/", "--db", tmp_path / "none.db")
     assert code == ExitCode.USAGE and one_line_error(err) and "folder" in err
-    code, out, err = run(capsys, "report", "--out", tmp_path / "absent" / "g.html", "--db", tmp_path / "none.db")
-    assert code == ExitCode.USAGE and one_line_error(err) and "absent" in err
+    (tmp_path / "afile").write_text("x")
+    code, out, err = run(capsys, "report", "--out", tmp_path / "afile" / "g.html", "--db", tmp_path / "none.db")
+    assert code == ExitCode.USAGE and one_line_error(err) and "afile" in err and "not a folder" in err
 
 
 def test_very_long_zero_shot_spec_is_refused(indexed_library, model_args, capsys):

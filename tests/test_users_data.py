@@ -17,28 +17,17 @@ from pathlib import Path
 import pytest
 
 from aes_index import xmp
-from aes_index.cli import main
 from aes_index.rate import plan
 from aes_index.ratings import RatingPolicy
 from aes_index.store import Index
-from conftest import FIXTURES, REPO_ROOT, make_photo
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import FIXTURES, REPO_ROOT, make_photo, scored_folder
+from conftest import run_cli as run
 
 
 @pytest.fixture
 def shoot(tmp_path, model_args, capsys):
     """Six scored JPEGs in a library folder."""
-    root = tmp_path / "Shoot"
-    for i in range(6):
-        make_photo(root / f"DSC_{i:04d}.jpg", seed=200 + i)
-    code, _, err = run(capsys, "rebuild", root, *model_args, "--workers", "0")
-    assert code == 0, err
-    return root
+    return scored_folder(tmp_path / "Shoot", 6, 200, model_args, capsys)
 
 
 def apply_json(capsys, db, *extra) -> tuple[int, dict]:
@@ -269,3 +258,35 @@ def test_undo_finds_our_ratings_after_the_folder_moved(shoot, tmp_path, model_ar
     code, out, _ = run(capsys, "ratings", "undo", "--db", tmp_path / "lib.db", "--json")
     assert [r["status"] for r in json.loads(out)] == ["deleted"] * 6
     assert not list(moved.glob("*.xmp"))
+
+
+def test_a_temp_file_left_by_a_killed_write_is_swept_by_the_next_scan(shoot, model_args, capsys):
+    """Rough edge: kill -9 between writing the temp file and the rename left
+    .aes-index-<hex>.tmp beside the photo for good. The next scan removes our own debris
+    once it is an hour old, and nothing else (a fresh one may be a write in progress)."""
+    from aes_index.atomic import STALE_TEMP_SECONDS
+
+    stale, fresh, theirs = shoot / ".aes-index-0123456789abcdef.tmp", shoot / ".aes-index-fedcba9876543210.tmp", shoot / ".aes-index-notes.tmp"
+    for path in (stale, fresh, theirs):
+        path.write_bytes(b"partial")
+    old = os.path.getmtime(stale) - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(theirs, (old, old))
+    code, _, err = run(capsys, "rebuild", shoot, *model_args, "--workers", "0")
+    assert code == 0, err
+    assert not stale.exists() and fresh.exists() and theirs.exists()
+
+
+def test_runs_killed_midway_do_not_stay_running(shoot, model_args, capsys):
+    """Rough edge: a run killed with kill -9 stayed "running" for good. The next run that
+    holds the same lock knows nobody runs it any more: it becomes "interrupted"."""
+    db = shoot / ".aes-index.db"
+    with Index(db) as index:
+        killed_apply = index.start_run("apply-ratings", index.roots(), {})
+        killed_rebuild = index.start_run("rebuild", index.roots(), {})
+    apply_json(capsys, db)
+    run(capsys, "rebuild", shoot, *model_args, "--workers", "0")
+    with Index(db) as index:
+        statuses = {row["id"]: row["status"] for row in index.db["runs"].rows}
+    assert statuses[killed_apply] == statuses[killed_rebuild] == "interrupted"
+    assert "running" not in statuses.values()

@@ -14,11 +14,15 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
+import time
 from pathlib import Path
 
 TEMP_PREFIX = ".aes-index-"
 TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{16}" + re.escape(TEMP_SUFFIX) + r"\Z")
+STALE_TEMP_SECONDS = 3600  # no write of ours takes an hour: an older temp file is debris
 
 
 def sha256_hex(data: bytes) -> str:
@@ -101,3 +105,16 @@ def _fsync_directory(directory: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_if_stale_temp(path: str, mtime: float) -> bool:
+    """Remove one of our own temporary files left behind by a killed process (kill -9,
+    power cut): only our exact name pattern, only when it is an hour old. A user's file
+    never matches; a write in progress is seconds old."""
+    if not _TEMP_NAME.match(os.path.basename(path)) or time.time() - mtime < STALE_TEMP_SECONDS:
+        return False
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True

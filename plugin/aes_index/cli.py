@@ -745,13 +745,14 @@ def cmd_report(args) -> int:
 
 
 def _check_report_out(out: Path) -> None:
-    """The page is a file in a folder that exists: refused here in one line rather than
-    failing halfway through the thumbnails."""
+    """The page is a file whose folder exists or can be made (report makes it): refused
+    here in one line rather than failing halfway through the thumbnails."""
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder: name the page to write, e.g. --out {out / 'gallery.html'}")
     folder = out.expanduser().absolute().parent
-    if not folder.is_dir():
-        raise ConfigError(f"--out {out}: folder {folder} does not exist")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, not a folder")
 
 
 def report_line(summary) -> str:

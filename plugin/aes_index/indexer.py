@@ -33,7 +33,7 @@ from .backbone import BackboneInfo, PreprocessSpec, backbone_key, load_backbone,
 from .config import DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings
 from .errors import ConfigError, DecodeError
 from .heads import Head, check_compatible, resolve_head
-from .library import FileEntry, discover, fingerprint, printable
+from .library import FileEntry, discover, fingerprint, printable, stat_signature
 from .locks import writer_lock
 from .pipeline import Batch, Failed, default_workers, embed_stream
 from .store import ERROR, MISSING, NEW, OK, Index
@@ -373,7 +373,7 @@ def embed_and_score(
     progress.start("embed", len(work))
     for item in embed_stream(backbone, work, batch_size, workers):
         ids = [item.image_id] if isinstance(item, Failed) else item.image_ids
-        moved = {i for i in ids if _file_signature(paths[i]) != recorded.get(i)}
+        moved = {i for i in ids if stat_signature(paths[i]) != recorded.get(i)}
         with index.transaction():
             if isinstance(item, Failed):
                 if not moved:  # a half-written file fails to decode too: no error for that
@@ -393,14 +393,6 @@ def embed_and_score(
             break
     progress.finish()
     return done
-
-
-def _file_signature(path: str) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns
 
 
 def _without(batch: Batch, image_ids: set[int]) -> Batch:
@@ -512,7 +504,9 @@ def rebuild(
     summary = RunSummary(run_id, "rebuild")
     started = time.monotonic()
     try:
-        result = run_stages(index, roots, settings, force=force, stop=stop, progress=progress)
+        with writer_lock(index.path):  # re-entered by run_stages; held, no other rebuild runs
+            index.close_abandoned_runs(("rebuild", "rescore"), keep=run_id)
+            result = run_stages(index, roots, settings, force=force, stop=stop, progress=progress)
         summary = _summarise(summary, result)
     except KeyboardInterrupt:
         summary.status = "interrupted"

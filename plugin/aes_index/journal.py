@@ -209,22 +209,12 @@ def _action(db: sqlite_utils.Database, row: dict) -> UndoAction:
         "AND undone_at IS NULL AND run_id != ?",
         [row["target"], row["target_path"], row["id"], row["run_id"]],
     ).fetchone()[0]
-    return UndoAction(
-        row_ids=(row["id"],),
-        run_id=row["run_id"],
-        target=row["target"],
-        place=row["target_path"],
-        image_path=row["image_path"],
-        restore=row["old_rating"],
-        expected=row["new_rating"],
-        delete_if_hash=row["content_hash_after"] if row["created_file"] else None,
-        prior=json.loads(row["prior_json"]) if row["prior_json"] else {},
-        superseded_by_run=later,
-    )
+    return _merged([row], superseded_by_run=later)
 
 
-def _merged(rows: list[dict]) -> UndoAction:
-    """One action for all of a place's open writes (oldest first)."""
+def _merged(rows: list[dict], superseded_by_run: int | None = None) -> UndoAction:
+    """One action for a place's open writes, oldest first: back to the value before the
+    first, if the place still holds what the last one wrote."""
     first, last = rows[0], rows[-1]
     return UndoAction(
         row_ids=tuple(row["id"] for row in rows),
@@ -234,7 +224,9 @@ def _merged(rows: list[dict]) -> UndoAction:
         image_path=last["image_path"],
         restore=first["old_rating"],
         expected=last["new_rating"],
+        delete_if_hash=last["content_hash_after"] if first["created_file"] else None,
         prior=json.loads(first["prior_json"]) if first["prior_json"] else {},
+        superseded_by_run=superseded_by_run,
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .atomic import TEMP_PREFIX, remove_if_stale_temp
 from .decode import SUPPORTED_EXTENSIONS
 
 SKIPPED_DIRS = frozenset({
@@ -90,6 +91,9 @@ def _walk(folder: str, exclude: tuple[str, ...], on_error) -> Iterator[FileEntry
     subfolders = []
     for entry in entries:
         try:
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                remove_if_stale_temp(entry.path, entry.stat(follow_symlinks=False).st_mtime)
+                continue
             if entry.is_dir(follow_symlinks=False):
                 if entry.name not in SKIPPED_DIRS and not entry.name.startswith(".") and not _matches(entry.name, exclude):
                     subfolders.append(entry.path)
@@ -172,3 +176,13 @@ def find_db(start: Path | None = None) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def stat_signature(path: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file, None when it is gone: what tells that a file has
+    stopped changing (the watcher) or changed under us (the runner, before it stores)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns

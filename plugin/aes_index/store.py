@@ -742,6 +742,17 @@ class Index:
              "head_id": head_id, "backbone": backbone},
         )
 
+    def close_abandoned_runs(self, commands: Sequence[str], keep: int | None = None) -> int:
+        """Runs of `commands` still "running" though their lock is free (the caller holds it
+        now): their process was killed (kill -9, power cut). They become "interrupted"."""
+        marks = ",".join("?" * len(commands))
+        cursor = self.db.execute(
+            f"UPDATE runs SET status = 'interrupted', finished = ? WHERE status = 'running' "
+            f"AND command IN ({marks}) AND id IS NOT ?",
+            [utcnow(), *commands, keep],
+        )
+        return cursor.rowcount
+
     def note_run_head(self, run_id: int, head_id: str, backbone: str) -> None:
         """A long-running run (the watcher) says early which head it scores with."""
         self.db["runs"].update(run_id, {"head_id": head_id, "backbone": backbone})

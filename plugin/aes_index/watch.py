@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 from . import indexer
 from .atomic import atomic_write_bytes
 from .config import Settings
-from .library import is_candidate_name
+from .library import is_candidate_name, stat_signature
 from .locks import LockHeld, file_lock
 from .store import Index
 
@@ -107,7 +107,7 @@ class PendingPaths:
         ready = []
         with self._lock:
             for path, (last, since) in list(self._seen.items()):
-                current = _stat_signature(path)
+                current = stat_signature(path)
                 if current is None:
                     ready.append(path)
                 elif current != last:
@@ -123,14 +123,6 @@ class PendingPaths:
     def put_back(self, paths: Sequence[str]) -> None:
         for path in paths:
             self.add(path)
-
-
-def _stat_signature(path: str) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns
 
 
 def _make_handler(pending: PendingPaths, exclude: Sequence[str]):

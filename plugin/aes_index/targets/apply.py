@@ -22,6 +22,7 @@ from ..ratings import Action, decide
 from ..store import Index
 from .protocol import ChangedSinceRead, Place, Target, UndoResult, Wanted
 
+RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate")  # runs that hold the ratings turn
 UNSUPPORTED_TEXT = {
     "not-jpeg": "EXIF ratings go only into JPEG originals",
     "no-reject": "the target has no 'rejected' rating",
@@ -66,6 +67,8 @@ def apply(index: Index, target: Target, photos: Iterable, options, head_id: str,
     """
     record = options_record(options)
     with file_lock(index.path, "ratings", what="another run that writes ratings"):
+        if not options.dry_run:
+            index.close_abandoned_runs(RATING_COMMANDS)
         run_id = None if options.dry_run else index.start_run(command, index.roots(), record)
         report = ApplyReport(run_id, options.dry_run, head_id, record["policy"], target.name)
         status = "failed"
@@ -76,6 +79,9 @@ def apply(index: Index, target: Target, photos: Iterable, options, head_id: str,
             _journal(index, run_id, writes)  # a transactional target's writes landed just now
             report.extra.update(target.extra)
             status = "done"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
         finally:
             if run_id is not None:
                 index.finish_run(run_id, status, report.as_dict(), head_id)
