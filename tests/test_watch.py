@@ -17,6 +17,7 @@ import pytest
 
 from aes_index import pipeline, xmp
 from aes_index.rate import RatingOptions, apply_ratings
+from aes_index.errors import IndexUnavailable
 from aes_index.store import MISSING, OK, Index
 from aes_index.watch import WatchConfig, Watcher, read_status
 
@@ -73,14 +74,21 @@ def wait_for(condition, timeout=90.0, what="condition"):
 
 
 def statuses(db: Path) -> dict[str, str]:
-    with Index(db) as index:
+    with Index(db, read_only=True) as index:
         return {row["path"]: row["status"] for row in index.db["images"].rows}
 
 
 def scored_paths(db: Path) -> set[str]:
-    with Index(db) as index:
-        head = index.active_head_id()
-        return {r["path"] for r in index.scores(head)} if head else set()
+    """What the index has scored, read as `top` reads it: a reader that takes no write
+    lock (nothing yet while the watcher has not created the index)."""
+    try:
+        with Index(db, read_only=True) as index:
+            head = index.active_head_id()
+            return {r["path"] for r in index.scores(head)} if head else set()
+    except IndexUnavailable as exc:
+        if db.exists() and "empty" not in str(exc):
+            raise
+        return set()
 
 
 def test_bursts_slow_copy_rename_delete_and_concurrent_rebuild(tmp_path, settings, model_args, decoded):

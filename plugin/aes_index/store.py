@@ -325,7 +325,11 @@ class Index:
         # Applies to a new database only (an existing one keeps its page size). Rows of
         # 1.5 KB vectors want big pages: a 4 KB page holds two of them.
         self.db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-        self.db.execute("PRAGMA journal_mode = WAL")
+        # Only when it isn't WAL yet: the switch takes a lock, and an index a rebuild and
+        # the watcher have open answers "database is locked" at once, whatever the
+        # busy timeout, to a connection that asks for it again while they write.
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
         # Checkpoint the WAL into the database every 64 MB instead of every 1000 pages:
         # each checkpoint syncs the file, and a million-row rescore would do it after
