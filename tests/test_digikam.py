@@ -129,7 +129,7 @@ def library(indexed, tmp_path, digikam_statements) -> dict:
     root = indexed["root"]
     manual = expected(indexed)["IMG_0000.jpg"] % 5 + 1
     with sqlite3.connect(db) as conn:
-        identifier = "volumeid:?path=" + quote(str(root), safe="")  # how digiKam writes it
+        identifier = "volumeid:?path=" + quote(str(root), safe="/")  # as digiKam 7.9 writes it (tests/test_digikam_real.py)
         conn.execute("INSERT INTO AlbumRoots (id, label, status, type, identifier, specificPath) VALUES (1, 'Pictures', 0, 1, ?, '/')", [identifier])
         conn.execute("INSERT INTO Albums (id, albumRoot, relativePath) VALUES (1, 1, '/'), (2, 1, '/2024')")
         for name in [*indexed["names"], "2024/not indexed.jpg"]:

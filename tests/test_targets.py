@@ -115,7 +115,7 @@ class DigikamPhotos:
         self.db = tmp_path / "digikam4.db"
         create_digikam_db(self.db, statements)
         with sqlite3.connect(self.db) as conn:
-            identifier = "volumeid:?path=" + quote(str(self.photo.parent), safe="")
+            identifier = "volumeid:?path=" + quote(str(self.photo.parent), safe="/")  # as digiKam writes it
             conn.execute("INSERT INTO AlbumRoots (id, label, status, type, identifier, specificPath) VALUES (1, 'P', 0, 1, ?, '/')", [identifier])
             conn.execute("INSERT INTO Albums (id, albumRoot, relativePath) VALUES (1, 1, '/')")
             self.image_id = conn.execute("INSERT INTO Images (album, name, status, category) VALUES (1, 'IMG_1.jpg', 1, 1)").lastrowid

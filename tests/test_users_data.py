@@ -71,13 +71,21 @@ def test_a_sidecar_linking_outside_the_library_is_not_written_through(shoot, tmp
     assert any("leads outside the library" in e["error"] for e in report["errors"])
 
 
-def test_a_photo_scored_from_outside_the_library_gets_no_sidecar(shoot, tmp_path, model_args, capsys):
-    """Item 8: `score /elsewhere/x.jpg` with the library's index, then apply-ratings."""
+def test_a_photo_the_index_holds_outside_its_folders_gets_no_sidecar(shoot, tmp_path, model_args, capsys):
+    """Item 8: an index that holds a photo outside its roots (an older version's `score`
+    added such files) never writes beside it; the refusal is reported."""
     outside = make_photo(tmp_path / "elsewhere" / "x.jpg", seed=7)
-    run(capsys, "score", outside, "--db", shoot / ".aes-index.db", *model_args, "--workers", "0")
-    code, report = apply_json(capsys, shoot / ".aes-index.db")
-    assert not xmp.sidecar_for(outside).exists()
+    db = shoot / ".aes-index.db"
+    with Index(db) as index, index.transaction():
+        twin = index.image_by_path(str(shoot / "DSC_0000.jpg"))
+        image_id = index.add_image(str(outside), 1, 1, "outside")
+        index.copy_embeddings(twin["id"], image_id)
+        index.mark_ok([image_id])
+    code, _, err = run(capsys, "rescore", "--db", db, *model_args)  # gives it a score too
+    assert code == 0, err
+    code, report = apply_json(capsys, db)
     assert not list(outside.parent.glob("*.xmp"))
+    assert any("is outside the library's folders" in e["error"] for e in report["errors"]), report
 
 
 def test_a_sidecar_with_two_ratings_is_refused_not_edited(shoot, capsys):

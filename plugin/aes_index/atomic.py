@@ -37,7 +37,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     no debris beside the user's photos.
     """
     path = Path(path)
-    _refuse_protected(path)
+    refuse_protected(path)
     fd, tmp = _create_temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -53,7 +53,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_directory(path.parent)
 
 
-def _refuse_protected(path: Path) -> None:
+def refuse_protected(path: Path) -> None:
     """A file the user write-protected (no write bit, or not writable for us) stays as it
     is: replacing it by rename would succeed, since a rename needs only the folder's
     permission, and silently undo the user's protection."""

@@ -23,6 +23,7 @@ are atomic (`aes_index.atomic`).
 from __future__ import annotations
 
 import bisect
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,9 @@ def write_exif_rating(
     changed = result != data
     if changed and not dry_run:
         try:
-            atomic_write_bytes(path, result)
+            # Through a symlink to its target (the rating targets check it stays inside
+            # the library): replacing the link itself would leave the photo unrated.
+            atomic_write_bytes(Path(os.path.realpath(path)), result)
         except OSError as err:
             message = f"{path}: cannot write it ({err.strerror or err}); rating not written."
             raise ExifRatingError(message) from err

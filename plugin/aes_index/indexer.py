@@ -499,20 +499,19 @@ def rebuild(
 ) -> RunSummary:
     """Scan the roots, then embed and score what is new or stale (`force`: everything)."""
     roots = [os.path.abspath(r) for r in roots] or index.roots()
-    index.add_roots(roots)
-    run_id = index.start_run("rebuild", roots, _settings_record(settings))
-    summary = RunSummary(run_id, "rebuild")
-    started = time.monotonic()
-    try:
-        with writer_lock(index.path):  # re-entered by run_stages; held, no other rebuild runs
-            index.close_abandoned_runs(("rebuild", "rescore"), keep=run_id)
-            result = run_stages(index, roots, settings, force=force, stop=stop, progress=progress)
-        summary = _summarise(summary, result)
-    except KeyboardInterrupt:
-        summary.status = "interrupted"
-        raise
-    finally:
-        _finish(index, summary, started)
+    with writer_lock(index.path):  # re-entered by run_stages; while held, no other rebuild runs
+        index.close_abandoned_runs(("rebuild", "rescore"))  # so one still "running" was killed
+        index.add_roots(roots)
+        run_id = index.start_run("rebuild", roots, _settings_record(settings))
+        summary = RunSummary(run_id, "rebuild")
+        started = time.monotonic()
+        try:
+            summary = _summarise(summary, run_stages(index, roots, settings, force=force, stop=stop, progress=progress))
+        except KeyboardInterrupt:
+            summary.status = "interrupted"
+            raise
+        finally:
+            _finish(index, summary, started)
     return summary
 
 

@@ -5,7 +5,7 @@ knows nothing of sidecars, JPEGs or photo managers (the rating targets interpret
 row's ``prior`` holds). One row per write, for two rules:
 
 - manual values win: `last_written` is the value we wrote last (and haven't undone) to a
-  place; a place that holds anything else was changed by a person (targets/decide.py);
+  place; a place that holds anything else was changed by a person (ratings.decide);
 - undo: `plan_undo` lists, for a run (or for some places), what to put back;
   `mark_undone` closes rows the undo loop (targets/apply.py) dealt with.
 
@@ -135,6 +135,7 @@ class UndoAction:
     restore: int | None  # the value before our write (None: remove it)
     expected: int | None  # what we wrote; anything else now means a person changed it
     delete_if_hash: str | None = None  # we created the file: it may go if its hash is still this
+    hash_after: str | None = None  # the file's hash right after our (last) write
     prior: dict = field(default_factory=dict)  # the target's own fields before the write
     superseded_by_run: int | None = None  # a later run wrote this place again
 
@@ -225,6 +226,7 @@ def _merged(rows: list[dict], superseded_by_run: int | None = None) -> UndoActio
         restore=first["old_rating"],
         expected=last["new_rating"],
         delete_if_hash=last["content_hash_after"] if first["created_file"] else None,
+        hash_after=last["content_hash_after"],
         prior=json.loads(first["prior_json"]) if first["prior_json"] else {},
         superseded_by_run=superseded_by_run,
     )
@@ -243,20 +245,33 @@ def open_places(db: sqlite_utils.Database) -> list[tuple[str, str, int | None]]:
 
 def follow_move(db: sqlite_utils.Database, old_path: str, new_path: str) -> int:
     """A photo moved (the scan matched its fingerprint): its journal rows follow it, and
-    so do their places (its sidecar "IMG_1.jpg.xmp" or Lightroom-style "IMG_1.xmp", the
-    JPEG itself, "path#duplicate"), so undo finds what we wrote where it is now."""
-    rows = db.execute(f"SELECT id, target_path FROM {TABLE} WHERE image_path = ?", [old_path]).fetchall()
-    old_dir, new_dir = os.path.dirname(old_path), os.path.dirname(new_path)
-    old_stem, new_stem = os.path.splitext(os.path.basename(old_path))[0], os.path.splitext(os.path.basename(new_path))[0]
+    so do their places: its sidecar ("IMG_1.jpg.xmp" or Lightroom-style "IMG_1.xmp"), the
+    JPEG itself, "path#duplicate" in darktable. A file place follows only if the file is
+    there at the new place (a photo renamed without its sidecar leaves the row where it
+    was: undo then says "missing" rather than touch a sidecar we never wrote). digiKam's
+    places name its database, not the photo, and stay."""
+    rows = db.execute(
+        f"SELECT id, target, target_path FROM {TABLE} WHERE image_path = ? AND target != 'digikam'", [old_path]
+    ).fetchall()
     moved = []
-    for row_id, place in rows:
-        if place.startswith(old_path):
-            place = new_path + place[len(old_path):]
-        elif os.path.dirname(place) == old_dir and os.path.basename(place).startswith(old_stem):
-            place = os.path.join(new_dir, new_stem + os.path.basename(place)[len(old_stem):])
-        moved.append((new_path, place, row_id))
+    for row_id, target, place in rows:
+        new_place = _moved_place(place, old_path, new_path)
+        if target in FILE_TARGETS and not os.path.exists(new_place):
+            continue
+        moved.append((new_path, new_place, row_id))
     db.conn.executemany(f"UPDATE {TABLE} SET image_path = ?, target_path = ? WHERE id = ?", moved)
     return len(moved)
+
+
+def _moved_place(place: str, old_path: str, new_path: str) -> str:
+    if place.startswith(old_path):
+        return new_path + place[len(old_path):]
+    old_stem = os.path.splitext(os.path.basename(old_path))[0]
+    new_stem = os.path.splitext(os.path.basename(new_path))[0]
+    name = os.path.basename(place)
+    if os.path.dirname(place) == os.path.dirname(old_path) and name.startswith(old_stem + "."):
+        return os.path.join(os.path.dirname(new_path), new_stem + name[len(old_stem):])
+    return place
 
 
 def _now() -> str:

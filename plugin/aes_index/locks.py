@@ -64,7 +64,12 @@ def file_lock(db_path: Path, name: str, timeout: float | None = None, what: str 
 
 
 def _flock(path: Path, deadline: float | None, what: str):
-    handle = open(path, "a+")
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:  # a read-only folder: one line, not "internal error"
+        raise IndexUnavailable(
+            f"cannot create the lock file {path} ({exc.strerror or exc}): pass --db with an index in a folder you can write"
+        ) from exc
     try:
         while True:
             try:

@@ -95,30 +95,42 @@ def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attr
     """Set each photo's attribute tags ("Aesthetic|sharp", ...) in its sidecars.
 
     Only our attribute tags change: our star tags and everyone else's tags stay. A photo
-    without a sidecar gets one only if it has a tag to carry. Journaled like ratings.
+    without a sidecar gets one only if it has a tag to carry. Under the same rules as
+    ratings: the sidecar target's read (inside the library only) and same-read write,
+    the ratings turn, the journal.
     """
-    run_id = None if dry_run else index.start_run("attribute-tags", index.roots(), {"tags": sorted(attribute_tags)})
+    target = SidecarTarget(roots=tuple(index.roots()))
     counts = {"photos": 0, "written": 0, "errors": []}
-    ids = sorted(set(tags_by_image) | index.ids_with_scores_like('attribute-%'))
-    for image_id in ids:
-        path = Path(index.image(image_id)["path"])
-        counts["photos"] += 1
-        for sidecar in xmp.rating_sidecars(path):
-            try:
-                info = xmp.read_sidecar(sidecar)
-                wanted = [t for t in info.tags if t not in attribute_tags] + sorted(tags_by_image.get(image_id, []))
-                if set(wanted) == set(info.tags) or (not info.exists and not tags_by_image.get(image_id)):
-                    continue
-                outcome = xmp.write_sidecar(sidecar, tags=wanted, dry_run=dry_run, expect_hash=info.content_hash)
-                if outcome.changed and not dry_run:
-                    index.journal.record(run_id, journal_entry(str(path), outcome))
-                counts["written"] += 1
-            except AesIndexError as exc:
-                counts["errors"].append({"path": str(sidecar), "error": str(exc)})
-    if run_id is not None:
-        index.finish_run(run_id, "done", {k: v for k, v in counts.items() if k != "errors"})
+    with targets.ratings_turn(index, dry_run):
+        run_id = None if dry_run else index.start_run("attribute-tags", index.roots(), {"tags": sorted(attribute_tags)})
+        status = "failed"
+        try:
+            for image_id in sorted(set(tags_by_image) | index.ids_with_scores_like("attribute-%")):
+                counts["photos"] += 1
+                for place in target.places(index.image(image_id)["path"]):
+                    _tag_place(index, target, place, tags_by_image.get(image_id, []), attribute_tags, run_id, dry_run, counts)
+            status = "done"
+        finally:
+            if run_id is not None:
+                index.finish_run(run_id, status, {k: v for k, v in counts.items() if k != "errors"})
     counts["run_id"] = run_id
     return counts
+
+
+def _tag_place(index, target, place, tags: list[str], attribute_tags: set[str], run_id, dry_run: bool, counts: dict) -> None:
+    try:
+        reading = target.read(place)
+        info = reading.detail
+        wanted = [t for t in info.tags if t not in attribute_tags] + sorted(tags)
+        if set(wanted) == set(info.tags) or (not info.exists and not tags):
+            return
+        with targets.no_interrupt_between_write_and_journal():
+            outcome = xmp.write_sidecar(Path(place.key), tags=wanted, dry_run=dry_run, expect_hash=reading.token)
+            if outcome.changed and not dry_run:
+                index.journal.record(run_id, journal_entry(place.image_path, outcome))
+        counts["written"] += 1
+    except AesIndexError as exc:
+        counts["errors"].append({"path": place.key, "error": str(exc)})
 
 
 def undo(index: Index, run_id: int | None = None, dry_run: bool = False) -> list[UndoResult]:

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 from . import indexer
 from .atomic import atomic_write_bytes
 from .config import Settings
+from .errors import AesIndexError
 from .library import is_candidate_name, stat_signature
 from .locks import LockHeld, file_lock
 from .store import Index
@@ -233,8 +234,17 @@ class Watcher:
         # wait for them to settle, like any file with events.
         self.pending.put_back(result.scanned.settling_paths + result.embedded.unsettled_paths)
         if self.after_batch and result.scanned.image_ids:
-            self.after_batch(self.index, result.scanned.image_ids)
+            self._rate(result.scanned.image_ids)
         return True
+
+    def _rate(self, image_ids: list[int]) -> None:
+        """Stars for the batch. A failure (a busy index, a refused sidecar run) is logged
+        and counted; the watcher lives on, and the next batch or rescan rates them."""
+        try:
+            self.after_batch(self.index, image_ids)
+        except (AesIndexError, sqlite3.DatabaseError, OSError) as exc:
+            log.warning("ratings for %d photo(s) not written this time: %s", len(image_ids), exc)
+            self.status.errors += 1
 
     def _note(self, result: indexer.StageResult) -> None:
         self.status.scored += result.scored

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from ..ratings import Action, decide
 from ..store import Index
 from .protocol import ChangedSinceRead, Place, Target, UndoResult, Wanted
 
-RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate")  # runs that hold the ratings turn
+RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "attribute-tags")  # runs that hold the ratings turn
 UNSUPPORTED_TEXT = {
     "not-jpeg": "EXIF ratings go only into JPEG originals",
     "no-reject": "the target has no 'rejected' rating",
@@ -66,9 +68,7 @@ def apply(index: Index, target: Target, photos: Iterable, options, head_id: str,
     decide on what the other is about to change, and journal each other's writes wrongly.
     """
     record = options_record(options)
-    with file_lock(index.path, "ratings", what="another run that writes ratings"):
-        if not options.dry_run:
-            index.close_abandoned_runs(RATING_COMMANDS)
+    with ratings_turn(index, options.dry_run):
         run_id = None if options.dry_run else index.start_run(command, index.roots(), record)
         report = ApplyReport(run_id, options.dry_run, head_id, record["policy"], target.name)
         status = "failed"
@@ -86,6 +86,36 @@ def apply(index: Index, target: Target, photos: Iterable, options, head_id: str,
             if run_id is not None:
                 index.finish_run(run_id, status, report.as_dict(), head_id)
     return report
+
+
+@contextlib.contextmanager
+def ratings_turn(index: Index, dry_run: bool):
+    """Runs that write ratings or tags take turns (a lock beside the index); a dry run
+    writes nothing and needs no turn (nor a lock file, in a folder that may be read-only).
+    Holding the turn, runs of those commands still "running" were killed: interrupted."""
+    if dry_run:
+        yield
+        return
+    with file_lock(index.path, "ratings", what="another run that writes ratings"):
+        index.close_abandoned_runs(RATING_COMMANDS)
+        yield
+
+
+@contextlib.contextmanager
+def no_interrupt_between_write_and_journal():
+    """Ctrl-C waits until a write and its journal row have both landed: a write without
+    its row would make our stars look like a person's, and undo could not reach them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _claim_places(target: Target, photos: Iterable, report: ApplyReport) -> dict[str, tuple]:
@@ -125,7 +155,11 @@ def _apply_places(index: Index, target: Target, claims: dict, options, head_id: 
     for photo, place in claims.values():
         wanted = Wanted(photo.stars, photo.score, photo.percentile, head_id, options.tags)
         try:
-            write = _apply_place(index, target, place, wanted, options, report)
+            with no_interrupt_between_write_and_journal():
+                write = _apply_place(index, target, place, wanted, options, report)
+                if write is not None and not target.transactional:
+                    _journal(index, run_id, [write])
+                    write = None
         except ChangedSinceRead as exc:
             report.changed_since_read += 1
             report.manual.append({"path": place.key, "rating": None, "wanted": wanted.stars, "reason": str(exc)})
@@ -133,12 +167,8 @@ def _apply_places(index: Index, target: Target, claims: dict, options, head_id: 
         except AesIndexError as exc:
             report.errors.append({"path": place.key, "error": str(exc)})
             continue
-        if write is None:
-            continue
-        if target.transactional:
+        if write is not None:
             writes.append(write)
-        else:
-            _journal(index, run_id, [write])
     return writes
 
 
@@ -195,15 +225,16 @@ def undo(index: Index, targets: Mapping[str, Target], actions: Sequence[UndoActi
     """
     results: list[UndoResult] = []
     with contextlib.ExitStack() as stack:
-        stack.enter_context(file_lock(index.path, "ratings", what="another run that writes ratings"))
+        stack.enter_context(ratings_turn(index, dry_run))
         for target in {id(t): t for t in targets.values()}.values():
             stack.enter_context(target.session(dry_run))
         for action in actions:
             target = targets[action.target]
-            result = _undo_one(target, action, dry_run)
+            with no_interrupt_between_write_and_journal():
+                result = _undo_one(target, action, dry_run)
+                if result.done and not dry_run and not target.transactional:
+                    index.journal.mark_undone(action.row_ids, result.status)
             results.append(result)
-            if result.done and not dry_run and not target.transactional:
-                index.journal.mark_undone(action.row_ids, result.status)
     if not dry_run:
         with index.transaction():
             for result in results:

@@ -24,9 +24,9 @@ class ExifTarget(Target):
     rejects: bool = False
 
     def unsupported(self, photo_path: str, stars: int) -> str | None:
-        if Path(photo_path).suffix.lower() not in exif_rating.JPEG_SUFFIXES or stars == -1:
-            return "not-jpeg"  # EXIF ratings only in JPEG originals, and have no reject
-        return None
+        if Path(photo_path).suffix.lower() not in exif_rating.JPEG_SUFFIXES:
+            return "not-jpeg"  # EXIF ratings only in JPEG originals, never a RAW
+        return super().unsupported(photo_path, stars)  # and EXIF has no reject
 
     def places(self, photo_path: str) -> list[Place]:
         return [Place(photo_path, photo_path)]
@@ -66,9 +66,10 @@ class ExifTarget(Target):
         current, content_hash = exif_rating.read_exif_state(path)
         if current != action.expected:
             return kept_manual(action, current)
-        exif_rating.write_exif_rating(
-            path, action.restore, dry_run=dry_run, expect_hash=content_hash, restore_layout=action.prior.get("layout")
-        )
+        # The old layout comes back byte for byte only onto exactly the file we left:
+        # anything another program changed since keeps its bytes (plain tag removal).
+        layout = action.prior.get("layout") if content_hash == action.hash_after else None
+        exif_rating.write_exif_rating(path, action.restore, dry_run=dry_run, expect_hash=content_hash, restore_layout=layout)
         if not dry_run:
             self._remember_own_write(path)
         return restored(action)

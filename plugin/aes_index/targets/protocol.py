@@ -8,7 +8,7 @@ The one apply loop and the one undo loop (apply.py) drive every target the same 
     with target.session(dry_run):           # e.g. digiKam's database held exclusively
         for place in target.places(photo):
             reading = target.read(place)     # the value now, and a token of the state read
-            decision = decide(...)           # decide.py: manual values win, in one place
+            decision = decide(...)           # ratings.decide: manual values win, in one place
             written = target.write(reading, wanted, dry_run)   # refuses if the place changed since `reading`
             journal the write                # store's journal
         target.undo(action, dry_run)         # put one journaled write back

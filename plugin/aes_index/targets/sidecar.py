@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import xmp
-from ..atomic import sha256_hex
+from ..atomic import refuse_protected, sha256_hex
 from ..journal import UndoAction, Write
 from ..ratings import REJECTED
 from .protocol import ChangedSinceRead, check_inside, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
@@ -50,6 +50,7 @@ class SidecarTarget(Target):
         check_inside(str(path), self.roots)
         if action.delete_if_hash is not None and _has_hash(path, action.delete_if_hash):
             if not dry_run:
+                refuse_protected(path)  # write-protected since: the user keeps it
                 path.unlink()
             return UndoResult(action, "deleted", "removed the sidecar we had created")
         current = xmp.read_sidecar(path)
