@@ -24,7 +24,6 @@ from aes_index.targets import apply as targets
 from aes_index.targets import digikam
 from aes_index.targets.darktable import DarktableTarget, DtImage, applied_write
 from aes_index.targets.exif import ExifTarget
-from aes_index.targets.protocol import ChangedSinceRead
 from aes_index.targets.sidecar import SidecarTarget
 from test_digikam import create_digikam_db, dbconfig_xml, digikam_statements  # noqa: F401 - fixtures
 
@@ -259,10 +258,6 @@ def test_a_change_between_the_read_and_the_write_is_never_overwritten(photos, mo
         assert photos.index.journal.last_written(photos.name, _place(photos)) is None
     if photos.name in ("xmp", "exif"):
         assert report.changed_since_read == 1 and sum(report.written.values()) == 0
-
-
-def test_changed_since_read_is_a_target_error():
-    assert issubclass(ChangedSinceRead, targets.AesIndexError)
 
 
 def _place(photos) -> str:
