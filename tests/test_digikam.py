@@ -28,6 +28,7 @@ from aes_index.rate import plan
 from aes_index.ratings import RatingPolicy
 from aes_index.store import Index
 from conftest import make_photo
+from test_readers import require_tool as _tool
 
 SCHEMA_ACTIONS = ("CreateDB", "CreateIndices", "CreateTriggers")
 CACHE = Path(tempfile.gettempdir()) / "aes-index-digikam-data"
@@ -40,15 +41,6 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 
 # --------------------------------------------------------------------------- digiKam's schema
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path:
-        return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is missing: CI runs on Debian")
-    pytest.skip(f"{name} is missing (not Debian?) and CI is unset")
 
 
 def _apt(*command: str, cwd: Path | None = None) -> str:

@@ -34,6 +34,7 @@ import pytest
 from aes_index.targets import digikam
 from aes_index.xmp import DIGIKAM_NS, AesFields, write_sidecar
 from conftest import FIXTURES, make_photo
+from test_readers import require_tool as _tool
 
 pytestmark = [pytest.mark.external, pytest.mark.slow]
 
@@ -46,15 +47,6 @@ DIGIKAM_TIMEOUT_S = 120  # digiKam's start, scan and settling
 XVFB_TIMEOUT_S = 30
 SETTLE_S = 2.0  # the database did not change for this long: digiKam is done with our photos
 POLL_S = 0.5
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path:
-        return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is missing: CI runs on Debian")
-    pytest.skip(f"{name} is missing (not Debian?) and CI is unset")
 
 
 # --------------------------------------------------------------------------- digiKam's library
