@@ -357,7 +357,10 @@ def hostile_executable(tmp_path) -> Path:
 
 def run_with_hard_timeout(command: list[str], **kwargs) -> tuple[int, str]:
     """Run `command`; past the timeout kill its whole process group (Xvfb, darktable, aes-index)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+    # errors="replace": darktable's log names files, and a file name may be any bytes
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True, **kwargs
+    )
     try:
         _, stderr = process.communicate(timeout=DARKTABLE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
