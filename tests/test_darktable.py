@@ -134,6 +134,17 @@ def test_applied_writes_are_journaled_and_undo_restores_only_untouched_ones(dt_l
     }
 
 
+def test_applied_refuses_a_run_that_is_not_a_darktable_rate_run(dt_library, tmp_path, capsys):
+    path, options = dt_library["paths"][0], dt_library["options"]
+    ask(capsys, tmp_path, "rate", {"images": images([path], [0])}, *options)
+    rated = [{"path": path, "duplicate": 0, "old": 0, "new": 3}]
+    request_file = write_request(tmp_path / "applied.request", [], run=999, rated=rated)
+    code, _, err = run(capsys, "darktable", "applied", "--request", request_file, "--response", tmp_path / "r", *options)
+    assert code == ExitCode.USAGE and "not a darktable rate run" in err
+    with Index(dt_library["db"]) as index:
+        assert index.journal.last_written("darktable", f"{path}#0") is None
+
+
 def test_duplicates_are_separate_journal_keys(dt_library, tmp_path, capsys):
     path, options = dt_library["paths"][0], dt_library["options"]
     pair = [{"ref": 1, "path": path, "duplicate": 0, "rating": 0}, {"ref": 2, "path": path, "duplicate": 1, "rating": 0}]

@@ -190,6 +190,10 @@ def applied(settings: Settings, request: dict) -> dict:
     if rated and (not isinstance(run_id, int) or isinstance(run_id, bool)):
         raise ProtocolError("'run' must be the run id the rate answer gave")
     with Index(index_path(settings, [image for image, _ in rated] + restored)) as index, index.transaction():
+        if rated and index.run_command(run_id) != "darktable-rate":
+            # Undo plans by run: writes journaled under another command's run would be
+            # undone (or kept) with that run's files.
+            raise ProtocolError(f"'run' {run_id} is not a darktable rate run of this index: rate again")
         for image, old in rated:
             index.journal.record(run_id, applied_write(image, old))
         actions = index.journal.plan_undo_places(TARGET, [image.key for image in restored])

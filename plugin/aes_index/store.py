@@ -761,6 +761,11 @@ class Index:
         """A long-running run (the watcher) says early which head it scores with."""
         self.db["runs"].update(run_id, {"head_id": head_id, "backbone": backbone})
 
+    def run_command(self, run_id: int) -> str | None:
+        """The command of run `run_id` (None: there is no such run)."""
+        row = self.db.execute("SELECT command FROM runs WHERE id = ?", [run_id]).fetchone()
+        return None if row is None else row[0]
+
     def last_run(self, command: str | None = None, status: str = "done") -> dict | None:
         where, params = "status = ?", [status]
         if command:
