@@ -106,3 +106,12 @@ def test_another_backbone_is_named(rated_library, tmp_path, tiny_model, capsys):
     other = ["--model", tiny_model["config"], "--pretrained", "random"]
     assert main(["personal", "--db", rated_library["db"], "--out", str(tmp_path / "p.safetensors"), *other]) == 5
     assert "no embeddings from tiny-clip/random" in capsys.readouterr().err
+
+
+def test_without_model_flags_the_index_backbone_is_used(rated_library, tmp_path, capsys):
+    """`aes-train personal` learns from the index's embeddings: with no --model/--pretrained
+    it takes the backbone the index was built with (the tiny model here), not ViT-B-32."""
+    out = tmp_path / "p.safetensors"
+    assert main(["personal", "--db", rated_library["db"], "--out", str(out), "--min-ratings", "20", "--json"]) == 0
+    with Index(rated_library["db"]) as index:
+        assert load_head(out).backbone == index.backbones()[0]["key"]

@@ -184,13 +184,15 @@ class Reporter:
             print(text)
 
 
-def settings_from(args):
+def settings_from(args, default_backbone: bool = True):
     from aes_index.config import load_settings
 
     overrides = {name: getattr(args, name, None) for name in ("model", "pretrained", "device", "dtype", "db")}
     overrides["cache_dir"] = getattr(args, "weights_cache", None)
-    # Training names its backbone or takes the default; it never picks one from an index.
-    return load_settings(overrides, config_path=getattr(args, "config", None)).with_default_backbone()
+    settings = load_settings(overrides, config_path=getattr(args, "config", None))
+    # Training names its backbone or takes the default; only `personal`, which learns from
+    # an index's embeddings, takes the index's own (default_backbone=False).
+    return settings.with_default_backbone() if default_backbone else settings
 
 
 def load_model(args, dtype: str | None = None):
@@ -477,6 +479,7 @@ def cmd_personal(args, argv) -> int:
     from aes_index.backbone import backbone_key, resolve_model_name
     from aes_index.errors import IndexUnavailable
     from aes_index.heads import save_head
+    from aes_index.indexer import choose_backbone
     from aes_index.library import find_db
     from aes_index.store import Index
 
@@ -485,11 +488,10 @@ def cmd_personal(args, argv) -> int:
     )
 
     out = Reporter(args)
-    settings = settings_from(args)
+    settings = settings_from(args, default_backbone=False)
     db = Path(settings.db).expanduser() if settings.db else find_db()
     if db is None:
         raise IndexUnavailable("no .aes-index.db here or in any parent folder; pass --db or run `aes-index rebuild PATH`")
-    key = backbone_key(resolve_model_name(settings.model), settings.pretrained)
     try:
         unrated = tuple(int(w) for w in _words(args.treat_as_unrated))
     except ValueError:
@@ -497,6 +499,8 @@ def cmd_personal(args, argv) -> int:
     config = PersonalConfig(test_fraction=args.test_fraction, seed=args.seed, min_ratings=args.min_ratings,
                             include_rejects=not args.skip_rejects, treat_as_unrated=unrated)
     with Index(db, create=False) as index:
+        model, pretrained, _ = choose_backbone(index, settings)  # the index's own, unless named
+        key = backbone_key(resolve_model_name(model), pretrained)
         row = index.backbone(key)
         if row is None:
             known = ", ".join(r["key"] for r in index.backbones()) or "none"
