@@ -86,6 +86,8 @@ def test_rebuild_says_files_are_still_being_written(library, model_args, capsys,
     assert "1 files still being written: skipped; run again" in out
     code, out, err = run(capsys, "rebuild", library, *model_args, "--workers", "0", "--json")
     assert json.loads(out)["settling"] == 1
+    code, out, err = run(capsys, "rebuild", library, *model_args, "--workers", "0", "--json", "--stable", "0")
+    assert json.loads(out)["settling"] == 0 and json.loads(out)["decoded"] == 1  # --stable beats the setting
 
 
 def test_a_file_that_changes_while_it_is_read_is_not_stored(index, tmp_path, settings, monkeypatch):

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("roots", nargs="*", metavar="ROOT", help="library folders (default: those already indexed)")
     rebuild.add_argument("--force", action="store_true", help="decode and score everything again")
     rebuild.add_argument("--exclude", action="append", default=None, metavar="GLOB", help="skip names matching GLOB")
+    rebuild.add_argument("--stable", type=float, metavar="SECONDS", help="files modified more recently wait for a later run (default 2; setting stable_seconds)")
     rebuild.set_defaults(handler=cmd_rebuild)
 
     score = commands.add_parser("score", parents=[common], help="score particular files (cached when unchanged)")
