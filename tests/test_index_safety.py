@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from aes_index import store
-from aes_index.cli import main
 from aes_index.errors import ExitCode, IndexUnavailable, run_reporting_errors
 from aes_index.store import Index
 from conftest import run_cli as run

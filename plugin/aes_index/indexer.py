@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import json
 import logging
 import os
 import time
@@ -29,9 +28,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from . import store
-from .backbone import BackboneInfo, PreprocessSpec, backbone_key, load_backbone, resolve_model_name
+from .backbone import BackboneInfo, backbone_key, load_backbone, resolve_model_name
 from .config import DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings
-from .errors import ConfigError, DecodeError
+from .errors import ConfigError
 from .heads import Head, check_compatible, resolve_head
 from .library import FileEntry, discover, fingerprint, printable, stat_signature
 from .locks import writer_lock

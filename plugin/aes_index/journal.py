@@ -134,7 +134,7 @@ class UndoAction:
     image_path: str
     restore: int | None  # the value before our write (None: remove it)
     expected: int | None  # what we wrote; anything else now means a person changed it
-    delete_if_hash: str | None = None  # we created the file: it may go if its hash is still this
+    created_file: bool = False  # our first write created the file: it may go if still as we left it
     hash_after: str | None = None  # the file's hash right after our (last) write
     prior: dict = field(default_factory=dict)  # the target's own fields before the write
     superseded_by_run: int | None = None  # a later run wrote this place again
@@ -225,7 +225,7 @@ def _merged(rows: list[dict], superseded_by_run: int | None = None) -> UndoActio
         image_path=last["image_path"],
         restore=first["old_rating"],
         expected=last["new_rating"],
-        delete_if_hash=last["content_hash_after"] if first["created_file"] else None,
+        created_file=bool(first["created_file"]),
         hash_after=last["content_hash_after"],
         prior=json.loads(first["prior_json"]) if first["prior_json"] else {},
         superseded_by_run=superseded_by_run,

@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from . import journal, xmp
-from .errors import AesIndexError, ConfigError, NothingScored
+from .errors import AesIndexError, ConfigError
 from .ratings import REJECTED, RatingPolicy, percentile_ranks, stars_for
 from .heads import scored_head_id
 from .store import Index
@@ -101,18 +101,12 @@ def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attr
     """
     target = SidecarTarget(roots=tuple(index.roots()))
     counts = {"photos": 0, "written": 0, "errors": []}
-    with targets.ratings_turn(index, dry_run):
-        run_id = None if dry_run else index.start_run("attribute-tags", index.roots(), {"tags": sorted(attribute_tags)})
-        status = "failed"
-        try:
-            for image_id in sorted(set(tags_by_image) | index.ids_with_scores_like("attribute-%")):
-                counts["photos"] += 1
-                for place in target.places(index.image(image_id)["path"]):
-                    _tag_place(index, target, place, tags_by_image.get(image_id, []), attribute_tags, run_id, dry_run, counts)
-            status = "done"
-        finally:
-            if run_id is not None:
-                index.finish_run(run_id, status, {k: v for k, v in counts.items() if k != "errors"})
+    summary = lambda: {k: v for k, v in counts.items() if k != "errors"}  # noqa: E731
+    with targets.recorded_run(index, "attribute-tags", {"tags": sorted(attribute_tags)}, dry_run, summary) as run_id:
+        for image_id in sorted(set(tags_by_image) | index.ids_with_scores_like("attribute-%")):
+            counts["photos"] += 1
+            for place in target.places(index.image(image_id)["path"]):
+                _tag_place(index, target, place, tags_by_image.get(image_id, []), attribute_tags, run_id, dry_run, counts)
     counts["run_id"] = run_id
     return counts
 

@@ -23,7 +23,6 @@ import os
 import queue
 import sqlite3
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -746,14 +745,14 @@ class Index:
              "head_id": head_id, "backbone": backbone},
         )
 
-    def close_abandoned_runs(self, commands: Sequence[str], keep: int | None = None) -> int:
+    def close_abandoned_runs(self, commands: Sequence[str]) -> int:
         """Runs of `commands` still "running" though their lock is free (the caller holds it
         now): their process was killed (kill -9, power cut). They become "interrupted"."""
         marks = ",".join("?" * len(commands))
         cursor = self.db.execute(
             f"UPDATE runs SET status = 'interrupted', finished = ? WHERE status = 'running' "
-            f"AND command IN ({marks}) AND id IS NOT ?",
-            [utcnow(), *commands, keep],
+            f"AND command IN ({marks})",
+            [utcnow(), *commands],
         )
         return cursor.rowcount
 

@@ -174,6 +174,12 @@ class SidecarInfo:
     tags: tuple[str, ...] = ()  # our tags, relative to TAG_ROOT, "|"-separated
     content_hash: str | None = None  # sha256 of the bytes read
 
+    @property
+    def our_rating(self) -> int | None:
+        """The rating, when the sidecar itself says we wrote it (aes:Stars equals
+        xmp:Rating): ours wherever the photo has moved, whatever index reads it."""
+        return self.rating if self.aes is not None and self.aes.stars == self.rating else None
+
 
 @dataclass(frozen=True)
 class WriteOutcome:

@@ -14,7 +14,7 @@ import math
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import AesIndexError
@@ -68,24 +68,34 @@ def apply(index: Index, target: Target, photos: Iterable, options, head_id: str,
     decide on what the other is about to change, and journal each other's writes wrongly.
     """
     record = options_record(options)
-    with ratings_turn(index, options.dry_run):
-        run_id = None if options.dry_run else index.start_run(command, index.roots(), record)
-        report = ApplyReport(run_id, options.dry_run, head_id, record["policy"], target.name)
+    report = ApplyReport(None, options.dry_run, head_id, record["policy"], target.name)
+    with recorded_run(index, command, record, options.dry_run, report.as_dict, head_id) as run_id:
+        report.run_id = run_id
+        with target.session(options.dry_run):
+            claims = _claim_places(target, photos, report)
+            writes = _apply_places(index, target, claims, options, head_id, report, run_id)
+        _journal(index, run_id, writes)  # a transactional target's writes landed just now
+        report.extra.update(target.extra)
+    return report
+
+
+@contextlib.contextmanager
+def recorded_run(index: Index, command: str, settings: dict, dry_run: bool, summary: Callable[[], dict], head_id=None):
+    """The turn (`ratings_turn`) and the run's row in the index, for a run that writes
+    ratings or tags: yields its id (None for a dry run, which records nothing); the row
+    ends done, failed or interrupted, with `summary()` as it stands then."""
+    with ratings_turn(index, dry_run):
+        run_id = None if dry_run else index.start_run(command, index.roots(), settings)
         status = "failed"
         try:
-            with target.session(options.dry_run):
-                claims = _claim_places(target, photos, report)
-                writes = _apply_places(index, target, claims, options, head_id, report, run_id)
-            _journal(index, run_id, writes)  # a transactional target's writes landed just now
-            report.extra.update(target.extra)
+            yield run_id
             status = "done"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
             if run_id is not None:
-                index.finish_run(run_id, status, report.as_dict(), head_id)
-    return report
+                index.finish_run(run_id, status, summary(), head_id)
 
 
 @contextlib.contextmanager
@@ -150,8 +160,9 @@ def _finite(score: float) -> float:
 
 
 def _apply_places(index: Index, target: Target, claims: dict, options, head_id: str, report: ApplyReport, run_id) -> list[Write]:
-    """Decide and write each claimed place; file targets journal each write at once."""
-    writes: list[Write] = []
+    """Decide and write each claimed place. A file target's write is journaled at once,
+    with it; a transactional target's writes are returned, to journal once they land."""
+    pending: list[Write] = []
     for photo, place in claims.values():
         wanted = Wanted(photo.stars, photo.score, photo.percentile, head_id, options.tags)
         try:
@@ -159,17 +170,15 @@ def _apply_places(index: Index, target: Target, claims: dict, options, head_id: 
                 write = _apply_place(index, target, place, wanted, options, report)
                 if write is not None and not target.transactional:
                     _journal(index, run_id, [write])
-                    write = None
         except ChangedSinceRead as exc:
             report.changed_since_read += 1
             report.manual.append({"path": place.key, "rating": None, "wanted": wanted.stars, "reason": str(exc)})
-            continue
         except AesIndexError as exc:
             report.errors.append({"path": place.key, "error": str(exc)})
-            continue
-        if write is not None:
-            writes.append(write)
-    return writes
+        else:
+            if write is not None and target.transactional:
+                pending.append(write)
+    return pending
 
 
 def _apply_place(index: Index, target: Target, place: Place, wanted: Wanted, options, report: ApplyReport) -> Write | None:

@@ -105,14 +105,14 @@ class DigikamTarget(Target):
 
     def read(self, place: Place) -> Reading:
         rating = rating_of(self.conn, place.ref)
-        sidecar = _sidecar_rating(place.image_path)
+        sidecar = _photo_sidecar(place.image_path)
         if rating is None and sidecar.rating == REJECTED:
             # darktable's reject: digiKam has no such rating and shows "none", but it is
             # a person's judgement all the same.
             rating = REJECTED
         # digiKam read from the sidecar the stars we wrote there (aes:Stars == xmp:Rating):
         # they are ours, not a person's.
-        ours = rating if sidecar.aes is not None and sidecar.aes.stars == sidecar.rating == rating else None
+        ours = rating if sidecar.our_rating == rating else None
         return Reading(place, rating, token=rating, ours=ours)  # held exclusively: it stays this
 
     def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
@@ -139,7 +139,7 @@ class DigikamTarget(Target):
         return restored(action)
 
 
-def _sidecar_rating(photo_path: str) -> xmp.SidecarInfo:
+def _photo_sidecar(photo_path: str) -> xmp.SidecarInfo:
     """The photo's own sidecar as digiKam reads it (nothing when there is none, or we refuse it)."""
     try:
         return xmp.read_sidecar(xmp.sidecar_for(Path(photo_path)))

@@ -28,8 +28,7 @@ class SidecarTarget(Target):
     def read(self, place: Place) -> Reading:
         check_inside(place.key, self.roots)
         info = xmp.read_sidecar(Path(place.key))
-        ours = info.aes.stars if info.aes is not None and info.aes.stars == info.rating else None
-        return Reading(place, info.rating, token=info.content_hash, detail=info, ours=ours)
+        return Reading(place, info.rating, token=info.content_hash, detail=info, ours=info.our_rating)
 
     def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
         info: xmp.SidecarInfo = reading.detail
@@ -48,7 +47,7 @@ class SidecarTarget(Target):
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         path = action.target_path
         check_inside(str(path), self.roots)
-        if action.delete_if_hash is not None and _has_hash(path, action.delete_if_hash):
+        if action.created_file and action.hash_after is not None and _has_hash(path, action.hash_after):
             if not dry_run:
                 refuse_protected(path)  # write-protected since: the user keeps it
                 path.unlink()
