@@ -854,17 +854,8 @@ class _Editor:
         """Drop the target description's declarations of `namespaces` (ones an earlier
         write of ours added there, as the journal says) once nothing inside it uses them:
         an undo gives back the bytes."""
-        removed_ids = {id(item) for item in self.removed}
-        owner = {id(attr): node for node in self.doc.nodes for attr in node.attrs}
-        target = {id(self.target)}
         for ns in namespaces:
-            uses = [u for u in self.doc.uses_namespace(ns) if id(u) not in removed_ids]
-            if any(_inside(u if isinstance(u, _Node) else owner[id(u)], target) for u in uses):
-                continue
-            for attr in self.target.attrs:
-                bound = self.target.scope.get(attr.qname.partition(":")[2])
-                if attr.is_declaration and bound == ns and id(attr) not in removed_ids:
-                    self._remove(attr)
+            self._drop_unused_declarations(ns, self.removed, within=self.target)
 
     def result(self) -> bytes:
         self._flush_target_insertions()
@@ -919,12 +910,17 @@ class _Editor:
             return
         self.edits.append((_whitespace_start(self.doc.data, item.start), item.end, ""))
 
-    def _drop_unused_declarations(self, ns: str, removed: list) -> None:
-        """Remove declarations of `ns` once nothing in the file uses it any more."""
+    def _drop_unused_declarations(self, ns: str, removed: list, within: _Node | None = None) -> None:
+        """Remove declarations of `ns` once nothing in the file uses it any more; with
+        `within`, only that element's own declarations, once nothing inside it does."""
         removed_ids = {id(item) for item in removed}
-        if any(id(use) not in removed_ids for use in self.doc.uses_namespace(ns)):
+        owner = {id(attr): node for node in self.doc.nodes for attr in node.attrs}
+        uses = [use for use in self.doc.uses_namespace(ns) if id(use) not in removed_ids]
+        if within is not None:
+            uses = [use for use in uses if _inside(use if isinstance(use, _Node) else owner[id(use)], {id(within)})]
+        if uses:
             return
-        for node in self.doc.nodes:
+        for node in [within] if within is not None else self.doc.nodes:
             if _inside(node, removed_ids):
                 continue  # goes away with the element being removed
             for attr in node.attrs:
