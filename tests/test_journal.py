@@ -38,12 +38,12 @@ def db(index):
 
 def write_and_record(db, run_id, sidecar, **fields):
     outcome = write_sidecar(sidecar, **fields)
-    journal.record(db, run_id, journal_entry(str(sidecar.with_suffix("")), outcome))
+    journal.Journal(db).record(run_id, journal_entry(str(sidecar.with_suffix("")), outcome))
     return outcome
 
 
 def record(db, run_id, target, place, old, new, image_path="/p/a"):
-    return journal.record(db, run_id, Write(target=target, place=place, image_path=image_path, old=old, new=new))
+    return journal.Journal(db).record(run_id, Write(target=target, place=place, image_path=image_path, old=old, new=new))
 
 
 def undo(db, run_id=None, dry_run=False):
@@ -53,7 +53,7 @@ def undo(db, run_id=None, dry_run=False):
     with Index(path) as index:
         roots = (str(Path(path).parent),)
         files = {"xmp": SidecarTarget(roots=roots), "exif": ExifTarget(index=index, roots=roots)}
-        actions = journal.plan_undo(db, run_id, journal.FILE_TARGETS)
+        actions = journal.Journal(db).plan_undo(run_id, journal.FILE_TARGETS)
         return {r.action.target_path.name: r for r in targets.undo(index, files, actions, dry_run)}
 
 
@@ -90,15 +90,15 @@ def test_create_table_adds_columns_to_an_older_journal(tmp_path):
 
 
 def test_last_written_is_the_latest_write_not_undone(db):
-    assert journal.last_written(db, "xmp", "/p/a.xmp") is None
+    assert journal.Journal(db).last_written("xmp", "/p/a.xmp") is None
     for run, rating in ((1, 3), (2, 4)):
         record(db, run, "xmp", "/p/a.xmp", None, rating)
     record(db, 2, "exif", "/p/a.xmp", None, 1)
-    assert journal.last_written(db, "xmp", "/p/a.xmp") == 4
-    assert journal.last_written(db, "exif", "/p/a.xmp") == 1
+    assert journal.Journal(db).last_written("xmp", "/p/a.xmp") == 4
+    assert journal.Journal(db).last_written("exif", "/p/a.xmp") == 1
     db[journal.TABLE].update(2, {"undone_at": "now"})
-    assert journal.last_written(db, "xmp", "/p/a.xmp") == 3
-    assert journal.new_run_id(db) == 3
+    assert journal.Journal(db).last_written("xmp", "/p/a.xmp") == 3
+    assert journal.Journal(db).new_run_id() == 3
 
 
 def test_unknown_target_is_refused(db):
@@ -107,8 +107,8 @@ def test_unknown_target_is_refused(db):
 
 
 def test_new_run_id_starts_at_one(db):
-    assert journal.new_run_id(db) == 1
-    assert journal.plan_undo(db) == []
+    assert journal.Journal(db).new_run_id() == 1
+    assert journal.Journal(db).plan_undo() == []
 
 
 # --------------------------------------------------------------------------- xmp undo
@@ -118,14 +118,14 @@ def test_undo_restores_a_modified_darktable_sidecar_exactly(db, tmp_path):
     sidecar = tmp_path / "IMG_1.RAF.xmp"
     shutil.copyfile(DARKTABLE_SIDECAR, sidecar)
     write_and_record(db, 1, sidecar, rating=4, aes=AES, tags=["4 stars"], tag_fields=["lr", "dc"])
-    assert journal.last_written(db, "xmp", sidecar) == 4
+    assert journal.Journal(db).last_written("xmp", sidecar) == 4
 
     results = undo(db)
 
     assert results[sidecar.name].status == "restored"
     assert sidecar.read_bytes() == DARKTABLE_SIDECAR.read_bytes()
-    assert journal.last_written(db, "xmp", sidecar) is None
-    assert journal.plan_undo(db) == []  # nothing left to undo
+    assert journal.Journal(db).last_written("xmp", sidecar) is None
+    assert journal.Journal(db).plan_undo() == []  # nothing left to undo
 
 
 def test_undo_deletes_a_sidecar_we_created_if_untouched_since(db, tmp_path):
@@ -165,7 +165,7 @@ def test_undo_leaves_a_rating_changed_by_hand(db, tmp_path):
     assert result.status == "kept-manual" and "2" in result.detail
     info = read_sidecar(sidecar)
     assert info.rating == 2 and info.aes is None and info.tags == ()
-    assert result.done and journal.plan_undo(db) == []
+    assert result.done and journal.Journal(db).plan_undo() == []
 
 
 def test_undo_of_a_vanished_sidecar_is_reported(db, tmp_path):
@@ -182,7 +182,7 @@ def test_dry_run_changes_and_marks_nothing(db, tmp_path):
     content = sidecar.read_bytes()
     assert undo(db, dry_run=True)[sidecar.name].status == "deleted"
     assert sidecar.read_bytes() == content
-    assert len(journal.plan_undo(db)) == 1
+    assert len(journal.Journal(db).plan_undo()) == 1
 
 
 def test_runs_are_undone_newest_first(db, tmp_path):
@@ -198,7 +198,7 @@ def test_runs_are_undone_newest_first(db, tmp_path):
     assert undo(db)[sidecar.name].status == "restored"  # run 2
     info = read_sidecar(sidecar)
     assert (info.rating, info.tags) == (3, ("3 stars",))
-    assert journal.last_written(db, "xmp", sidecar) == 3
+    assert journal.Journal(db).last_written("xmp", sidecar) == 3
 
     assert undo(db)[sidecar.name].status == "restored"  # run 1
     assert sidecar.read_bytes() == DARKTABLE_SIDECAR.read_bytes()
@@ -210,13 +210,13 @@ def test_undo_of_a_refused_sidecar_fails_and_stays_pending(db, tmp_path):
     sidecar.write_text("<broken")
     result = undo(db)[sidecar.name]
     assert result.status == "failed" and "\n" not in result.detail
-    assert len(journal.plan_undo(db)) == 1
+    assert len(journal.Journal(db).plan_undo()) == 1
 
 
 def test_ratings_undo_leaves_the_plugins_targets_alone(db):
     record(db, 1, "darktable", "/p/a.CR2#0", 1, 4, image_path="/p/a.CR2")
     assert undo(db) == {}  # `ratings undo` plans the file targets only
-    assert len(journal.plan_undo(db)) == 1 and journal.plan_undo(db, targets=journal.FILE_TARGETS) == []
+    assert len(journal.Journal(db).plan_undo()) == 1 and journal.Journal(db).plan_undo(targets=journal.FILE_TARGETS) == []
 
 
 # --------------------------------------------------------------------------- exif undo
@@ -246,7 +246,7 @@ def test_manual_rating_wins_against_the_next_run(db, tmp_path):
 
     def apply(run_id, wanted):
         current = read_sidecar(sidecar).rating
-        decision = decide(current, journal.last_written(db, "xmp", sidecar), wanted)
+        decision = decide(current, journal.Journal(db).last_written("xmp", sidecar), wanted)
         if decision.write:
             write_and_record(db, run_id, sidecar, rating=wanted)
         return decision.action

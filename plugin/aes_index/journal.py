@@ -80,46 +80,6 @@ class Write:
     field: str = RATING
 
 
-def record(db: sqlite_utils.Database, run_id: int, write: Write) -> int:
-    """Journal one write; returns the row id."""
-    if write.target not in TARGETS:
-        raise ValueError(f"unknown target {write.target!r}; known: {', '.join(TARGETS)}")
-    row = {
-        "run_id": run_id,
-        "image_path": str(write.image_path),
-        "target": write.target,
-        "target_path": str(write.place),
-        "old_rating": write.old,
-        "new_rating": write.new,
-        "created_file": bool(write.created_file),
-        "content_hash_after": write.content_hash_after,
-        "prior_json": None if write.prior is None else json.dumps(write.prior, sort_keys=True),
-        "written_at": _now(),
-        "field": write.field,
-    }
-    return db[TABLE].insert(row).last_pk
-
-
-def last_written(db: sqlite_utils.Database, target: str, place: Path | str, field: str = RATING) -> int | None:
-    """The value we wrote last to this place and haven't undone; None if none.
-
-    Only writes that changed the value count: a write of tags or of our own fields
-    leaves the rating as it was, and that rating may well be a person's.
-    """
-    row = db.execute(
-        f"SELECT new_rating FROM {TABLE} WHERE target = ? AND target_path = ? AND IFNULL(field, ?) = ? "
-        "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
-        [target, str(place), RATING, field],
-    ).fetchone()
-    return None if row is None else row[0]
-
-
-def new_run_id(db: sqlite_utils.Database) -> int:
-    """An unused run id: one more than the largest recorded."""
-    row = db.execute(f"SELECT MAX(run_id) FROM {TABLE}").fetchone()
-    return (row[0] or 0) + 1
-
-
 # --------------------------------------------------------------------------- undo plans
 
 
@@ -142,60 +102,6 @@ class UndoAction:
     @property
     def target_path(self) -> Path:
         return Path(self.place)
-
-
-def latest_run(db: sqlite_utils.Database, targets: Sequence[str] = TARGETS, place_prefix: str = "") -> int | None:
-    """The newest run that still has writes to `targets` not undone (places starting with
-    `place_prefix`); None when there is nothing to undo."""
-    marks = ",".join("?" * len(targets))
-    row = db.execute(
-        f"SELECT MAX(run_id) FROM {TABLE} WHERE undone_at IS NULL AND target IN ({marks}) "
-        "AND substr(target_path, 1, ?) = ?",
-        [*targets, len(place_prefix), place_prefix],
-    ).fetchone()
-    return row[0]
-
-
-def plan_undo(
-    db: sqlite_utils.Database, run_id: int | None = None, targets: Sequence[str] = TARGETS, place_prefix: str = ""
-) -> list[UndoAction]:
-    """The undo actions for `run_id` (default: the latest run), newest write first.
-
-    Only writes to `targets`, at places starting with `place_prefix`: a run's darktable
-    writes must not stand in the way of `aes-index ratings undo`, nor one digiKam
-    database's of another's. Plans only; nothing is changed.
-    """
-    if run_id is None:
-        run_id = latest_run(db, targets, place_prefix)
-        if run_id is None:
-            return []
-    marks = ",".join("?" * len(targets))
-    rows = _rows(
-        db,
-        f"run_id = ? AND undone_at IS NULL AND target IN ({marks}) AND substr(target_path, 1, ?) = ? ORDER BY id DESC",
-        [run_id, *targets, len(place_prefix), place_prefix],
-    )
-    return [_action(db, row) for row in rows]
-
-
-def plan_undo_places(db: sqlite_utils.Database, target: str, places: Iterable[str]) -> list[UndoAction]:
-    """Undo everything we ever wrote to these places, whatever the run: one action per
-    place, back to the value before our first write, if it still holds our last one.
-    (darktable's "remove our stars" works on the images a person selected.)"""
-    wanted = set(places)
-    writes: dict[str, list[dict]] = {}
-    for row in _rows(db, "target = ? AND undone_at IS NULL ORDER BY id", [target]):
-        if row["target_path"] in wanted:
-            writes.setdefault(row["target_path"], []).append(row)
-    return [_merged(rows) for rows in writes.values()]
-
-
-def mark_undone(db: sqlite_utils.Database, row_ids: Iterable[int], note: str) -> None:
-    """Close journal rows: `note` says what undo did (restored, deleted, kept-manual, missing)."""
-    now = _now()
-    db.conn.executemany(
-        f"UPDATE {TABLE} SET undone_at = ?, undo_note = ? WHERE id = ?", [(now, note, row_id) for row_id in row_ids]
-    )
 
 
 def _rows(db: sqlite_utils.Database, where: str, params: list) -> list[dict]:
@@ -232,37 +138,6 @@ def _merged(rows: list[dict], superseded_by_run: int | None = None) -> UndoActio
     )
 
 
-def open_places(db: sqlite_utils.Database) -> list[tuple[str, str, int | None]]:
-    """(image path, target, value) of the latest write not undone, per photo and target."""
-    if not db[TABLE].exists():
-        return []
-    rows = db.execute(
-        f"SELECT image_path, target, new_rating FROM {TABLE} WHERE id IN "
-        f"(SELECT MAX(id) FROM {TABLE} WHERE undone_at IS NULL GROUP BY image_path, target)"
-    )
-    return rows.fetchall()
-
-
-def follow_move(db: sqlite_utils.Database, old_path: str, new_path: str) -> int:
-    """A photo moved (the scan matched its fingerprint): its journal rows follow it, and
-    so do their places: its sidecar ("IMG_1.jpg.xmp" or Lightroom-style "IMG_1.xmp"), the
-    JPEG itself, "path#duplicate" in darktable. A file place follows only if the file is
-    there at the new place (a photo renamed without its sidecar leaves the row where it
-    was: undo then says "missing" rather than touch a sidecar we never wrote). digiKam's
-    places name its database, not the photo, and stay."""
-    rows = db.execute(
-        f"SELECT id, target, target_path FROM {TABLE} WHERE image_path = ? AND target != 'digikam'", [old_path]
-    ).fetchall()
-    moved = []
-    for row_id, target, place in rows:
-        new_place = _moved_place(place, old_path, new_path)
-        if target in FILE_TARGETS and not os.path.exists(new_place):
-            continue
-        moved.append((new_path, new_place, row_id))
-    db.conn.executemany(f"UPDATE {TABLE} SET image_path = ?, target_path = ? WHERE id = ?", moved)
-    return len(moved)
-
-
 def _moved_place(place: str, old_path: str, new_path: str) -> str:
     if place.startswith(old_path):
         return new_path + place[len(old_path):]
@@ -279,28 +154,121 @@ def _now() -> str:
 
 
 class Journal:
-    """The journal of one index (`Index.journal`): the functions above, bound to its database."""
+    """The journal of one index (`Index.journal`): every write we made, and undoing them."""
 
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
 
     def record(self, run_id: int, write: Write) -> int:
-        return record(self.db, run_id, write)
+        """Journal one write; returns the row id."""
+        if write.target not in TARGETS:
+            raise ValueError(f"unknown target {write.target!r}; known: {', '.join(TARGETS)}")
+        row = {
+            "run_id": run_id,
+            "image_path": str(write.image_path),
+            "target": write.target,
+            "target_path": str(write.place),
+            "old_rating": write.old,
+            "new_rating": write.new,
+            "created_file": bool(write.created_file),
+            "content_hash_after": write.content_hash_after,
+            "prior_json": None if write.prior is None else json.dumps(write.prior, sort_keys=True),
+            "written_at": _now(),
+            "field": write.field,
+        }
+        return self.db[TABLE].insert(row).last_pk
 
     def last_written(self, target: str, place: Path | str, field: str = RATING) -> int | None:
-        return last_written(self.db, target, place, field)
+        """The value we wrote last to this place and haven't undone; None if none.
+
+        Only writes that changed the value count: a write of tags or of our own fields
+        leaves the rating as it was, and that rating may well be a person's.
+        """
+        row = self.db.execute(
+            f"SELECT new_rating FROM {TABLE} WHERE target = ? AND target_path = ? AND IFNULL(field, ?) = ? "
+            "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
+            [target, str(place), RATING, field],
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def new_run_id(self) -> int:
+        """An unused run id: one more than the largest recorded."""
+        row = self.db.execute(f"SELECT MAX(run_id) FROM {TABLE}").fetchone()
+        return (row[0] or 0) + 1
+
+    def latest_run(self, targets: Sequence[str] = TARGETS, place_prefix: str = "") -> int | None:
+        """The newest run that still has writes to `targets` not undone (places starting with
+        `place_prefix`); None when there is nothing to undo."""
+        marks = ",".join("?" * len(targets))
+        row = self.db.execute(
+            f"SELECT MAX(run_id) FROM {TABLE} WHERE undone_at IS NULL AND target IN ({marks}) "
+            "AND substr(target_path, 1, ?) = ?",
+            [*targets, len(place_prefix), place_prefix],
+        ).fetchone()
+        return row[0]
 
     def plan_undo(self, run_id: int | None = None, targets: Sequence[str] = TARGETS, place_prefix: str = "") -> list[UndoAction]:
-        return plan_undo(self.db, run_id, targets, place_prefix)
+        """The undo actions for `run_id` (default: the latest run), newest write first.
+
+        Only writes to `targets`, at places starting with `place_prefix`: a run's darktable
+        writes must not stand in the way of `aes-index ratings undo`, nor one digiKam
+        database's of another's. Plans only; nothing is changed.
+        """
+        if run_id is None:
+            run_id = self.latest_run(targets, place_prefix)
+            if run_id is None:
+                return []
+        marks = ",".join("?" * len(targets))
+        rows = _rows(
+            self.db,
+            f"run_id = ? AND undone_at IS NULL AND target IN ({marks}) AND substr(target_path, 1, ?) = ? ORDER BY id DESC",
+            [run_id, *targets, len(place_prefix), place_prefix],
+        )
+        return [_action(self.db, row) for row in rows]
 
     def plan_undo_places(self, target: str, places: Iterable[str]) -> list[UndoAction]:
-        return plan_undo_places(self.db, target, places)
+        """Undo everything we ever wrote to these places, whatever the run: one action per
+        place, back to the value before our first write, if it still holds our last one.
+        (darktable's "remove our stars" works on the images a person selected.)"""
+        wanted = set(places)
+        writes: dict[str, list[dict]] = {}
+        for row in _rows(self.db, "target = ? AND undone_at IS NULL ORDER BY id", [target]):
+            if row["target_path"] in wanted:
+                writes.setdefault(row["target_path"], []).append(row)
+        return [_merged(rows) for rows in writes.values()]
 
     def mark_undone(self, row_ids: Iterable[int], note: str) -> None:
-        mark_undone(self.db, row_ids, note)
+        """Close journal rows: `note` says what undo did (restored, deleted, kept-manual, missing)."""
+        now = _now()
+        self.db.conn.executemany(
+            f"UPDATE {TABLE} SET undone_at = ?, undo_note = ? WHERE id = ?", [(now, note, row_id) for row_id in row_ids]
+        )
 
     def open_places(self) -> list[tuple[str, str, int | None]]:
-        return open_places(self.db)
+        """(image path, target, value) of the latest write not undone, per photo and target."""
+        if not self.db[TABLE].exists():
+            return []
+        rows = self.db.execute(
+            f"SELECT image_path, target, new_rating FROM {TABLE} WHERE id IN "
+            f"(SELECT MAX(id) FROM {TABLE} WHERE undone_at IS NULL GROUP BY image_path, target)"
+        )
+        return rows.fetchall()
 
     def follow_move(self, old_path: str, new_path: str) -> int:
-        return follow_move(self.db, old_path, new_path)
+        """A photo moved (the scan matched its fingerprint): its journal rows follow it, and
+        so do their places: its sidecar ("IMG_1.jpg.xmp" or Lightroom-style "IMG_1.xmp"), the
+        JPEG itself, "path#duplicate" in darktable. A file place follows only if the file is
+        there at the new place (a photo renamed without its sidecar leaves the row where it
+        was: undo then says "missing" rather than touch a sidecar we never wrote). digiKam's
+        places name its database, not the photo, and stay."""
+        rows = self.db.execute(
+            f"SELECT id, target, target_path FROM {TABLE} WHERE image_path = ? AND target != 'digikam'", [old_path]
+        ).fetchall()
+        moved = []
+        for row_id, target, place in rows:
+            new_place = _moved_place(place, old_path, new_path)
+            if target in FILE_TARGETS and not os.path.exists(new_place):
+                continue
+            moved.append((new_path, new_place, row_id))
+        self.db.conn.executemany(f"UPDATE {TABLE} SET image_path = ?, target_path = ? WHERE id = ?", moved)
+        return len(moved)
