@@ -442,10 +442,11 @@ def _excluded_results(paths: Sequence[str], patterns: Sequence[str]) -> dict:
 
 def _split_by_roots(paths: Sequence[str], roots: Sequence[str]) -> tuple[list[str], list[str]]:
     """(inside, outside) the library's folders; an index without roots takes them all."""
+    from .library import inside_roots
+
     if not roots:
         return list(paths), []
-    tops = [os.path.realpath(root).rstrip(os.sep) + os.sep for root in roots]
-    inside = [p for p in paths if any((os.path.realpath(p) + os.sep).startswith(top) for top in tops)]
+    inside = [p for p in paths if inside_roots(p, roots)]
     return inside, [p for p in paths if p not in inside]
 
 

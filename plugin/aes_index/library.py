@@ -186,3 +186,13 @@ def stat_signature(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_size, info.st_mtime_ns
+
+
+def inside_roots(path: str, roots: Iterable[str]) -> bool:
+    """Whether `path`, followed through every symlink, lies in one of the library's roots."""
+    real = os.path.realpath(path)
+    for root in roots:
+        top = os.path.realpath(root)
+        if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+            return True
+    return False

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 
 from ..errors import AesIndexError, ExitCode
 from ..journal import UndoAction, Write
+from ..library import inside_roots
 
 
 class TargetError(AesIndexError):
@@ -49,11 +50,8 @@ class OutsideLibrary(TargetError):
 
 def check_inside(path: str, roots) -> None:
     """Refuse a file outside the indexed roots, followed through every symlink."""
-    real = os.path.realpath(path)
-    for root in roots:
-        top = os.path.realpath(root)
-        if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
-            return
+    if inside_roots(path, roots):
+        return
     where = "leads outside" if os.path.islink(path) else "is outside"
     known = ", ".join(roots) or "none yet: run `aes-index rebuild ROOT`"
     raise OutsideLibrary(f"{path}: not touched: it {where} the library's folders ({known})")
