@@ -1,0 +1,53 @@
+"""What culling produces, as every reader (CLI, gallery, darktable, digiKam, XMP) sees it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+BLURRY, OVEREXPOSED, UNDEREXPOSED = "blurry", "overexposed", "underexposed"
+FLAGS = (BLURRY, OVEREXPOSED, UNDEREXPOSED)  # technical failures, in the order we name them
+
+BURST, DUPLICATE = "burst", "duplicate"
+BY_US, BY_YOU = "aes-index", "you"  # who chose a group's keeper
+
+
+@dataclass(frozen=True)
+class Member:
+    """One photo of a group (or a flagged single), with the facts its keeper rule used."""
+
+    image_id: int
+    path: str
+    score: float | None  # the aesthetic score of the active head
+    sharpness: float | None
+    clipped_highlights: float | None  # share of pixels at white, 0..1
+    clipped_shadows: float | None  # share of pixels at black, 0..1
+    taken_at: str | None  # capture time, ISO 8601 (fraction and offset where the camera gave them)
+    flags: tuple[str, ...] = ()  # among FLAGS
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["flags"] = list(self.flags)
+        return data
+
+
+@dataclass(frozen=True)
+class Group:
+    """A burst or a set of near-duplicates: members with the keeper first."""
+
+    id: int
+    kind: str  # BURST or DUPLICATE
+    members: tuple[Member, ...]  # keeper first, then by capture time, then path
+    keeper_id: int
+    reason: str  # the keeper rule's reason in words: "sharpest of 7, best score"
+    chosen_by: str  # BY_US, or BY_YOU when a person's pick or rating decided
+
+    @property
+    def keeper(self) -> Member:
+        return self.members[0]
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id, "kind": self.kind, "size": len(self.members), "keeper": self.keeper.path,
+            "keeper_id": self.keeper_id, "reason": self.reason, "chosen_by": self.chosen_by,
+            "members": [m.as_dict() for m in self.members],
+        }
