@@ -226,15 +226,25 @@ class Journal:
         )
         return [_action(self.db, row) for row in rows]
 
-    def plan_undo_places(self, target: str, places: Iterable[str]) -> list[UndoAction]:
-        """Undo everything we ever wrote to these places, whatever the run: one action per
-        place, back to the value before our first write, if it still holds our last one.
-        (darktable's "remove our stars" works on the images a person selected.)"""
+    def plan_undo_places(
+        self, target: str, places: Iterable[str], field: str = RATING, commands: Sequence[str] = ()
+    ) -> list[UndoAction]:
+        """Undo everything we ever wrote to one `field` of these places, whatever the run
+        (or only runs of `commands`): one action per place and value, back to the value
+        before our first write, if it still holds our last one. (darktable's "remove our
+        stars" and "undo cull" work on the images a person selected.) A field with several
+        values per place (darktable's "tag": one row per tag, its name in `prior`) gets one
+        action per value."""
         wanted = set(places)
-        writes: dict[str, list[dict]] = {}
-        for row in _rows(self.db, "target = ? AND undone_at IS NULL ORDER BY id", [target]):
+        where, params = "target = ? AND IFNULL(field, ?) = ? AND undone_at IS NULL", [target, RATING, field]
+        if commands:
+            where += f" AND run_id IN (SELECT id FROM runs WHERE command IN ({','.join('?' * len(commands))}))"
+            params += list(commands)
+        writes: dict[tuple, list[dict]] = {}
+        for row in _rows(self.db, where + " ORDER BY id", params):
             if row["target_path"] in wanted:
-                writes.setdefault(row["target_path"], []).append(row)
+                value_key = None if field == RATING else row["prior_json"]
+                writes.setdefault((row["target_path"], value_key), []).append(row)
         return [_merged(rows) for rows in writes.values()]
 
     def mark_undone(self, row_ids: Iterable[int], note: str) -> None:
@@ -245,12 +255,14 @@ class Journal:
         )
 
     def open_places(self) -> list[tuple[str, str, int | None]]:
-        """(image path, target, value) of the latest write not undone, per photo and target."""
+        """(image path, target, stars) of the latest rating write not undone, per photo and
+        target (culling's fields, a darktable group id or a tag, are no stars)."""
         if not self.db[TABLE].exists():
             return []
         rows = self.db.execute(
             f"SELECT image_path, target, new_rating FROM {TABLE} WHERE id IN "
-            f"(SELECT MAX(id) FROM {TABLE} WHERE undone_at IS NULL GROUP BY image_path, target)"
+            f"(SELECT MAX(id) FROM {TABLE} WHERE undone_at IS NULL AND IFNULL(field, ?) = ? GROUP BY image_path, target)",
+            [RATING, RATING],
         )
         return rows.fetchall()
 
