@@ -97,7 +97,8 @@ class UndoAction:
     created_file: bool = False  # our first write created the file: it may go if still as we left it
     hash_after: str | None = None  # the file's hash right after our (last) write
     prior: dict = field(default_factory=dict)  # the target's own fields before the write
-    superseded_by_run: int | None = None  # a later run wrote this place again
+    superseded_by_run: int | None = None  # a later run wrote this field of this place again
+    field: str = RATING  # which value (Write.field): a target undoes each field on its own
 
     @property
     def target_path(self) -> Path:
@@ -111,10 +112,12 @@ def _rows(db: sqlite_utils.Database, where: str, params: list) -> list[dict]:
 
 
 def _action(db: sqlite_utils.Database, row: dict) -> UndoAction:
+    # Per field: culling's pick label or group of a place does not stand in the way of
+    # undoing a rating written there, nor the other way round.
     later = db.execute(
         f"SELECT MIN(run_id) FROM {TABLE} WHERE target = ? AND target_path = ? AND id > ? "
-        "AND undone_at IS NULL AND run_id != ?",
-        [row["target"], row["target_path"], row["id"], row["run_id"]],
+        "AND undone_at IS NULL AND run_id != ? AND IFNULL(field, ?) = ?",
+        [row["target"], row["target_path"], row["id"], row["run_id"], RATING, row["field"] or RATING],
     ).fetchone()[0]
     return _merged([row], superseded_by_run=later)
 
@@ -135,6 +138,7 @@ def _merged(rows: list[dict], superseded_by_run: int | None = None) -> UndoActio
         hash_after=last["content_hash_after"],
         prior=json.loads(first["prior_json"]) if first["prior_json"] else {},
         superseded_by_run=superseded_by_run,
+        field=last["field"] or RATING,
     )
 
 
@@ -246,6 +250,18 @@ class Journal:
                 value_key = None if field == RATING else row["prior_json"]
                 writes.setdefault((row["target_path"], value_key), []).append(row)
         return [_merged(rows) for rows in writes.values()]
+
+    def open_fields(self, target: str, fields: Sequence[str], place_prefix: str = "") -> list[tuple[str, str]]:
+        """(image path, place) of every place that still holds a write of ours to one of
+        `fields` (not undone): a new culling run revisits them to clear marks that no
+        longer apply (a keeper that no longer is one)."""
+        marks = ",".join("?" * len(fields))
+        rows = self.db.execute(
+            f"SELECT DISTINCT image_path, target_path FROM {TABLE} WHERE target = ? AND undone_at IS NULL "
+            f"AND IFNULL(field, ?) IN ({marks}) AND substr(target_path, 1, ?) = ? ORDER BY image_path, target_path",
+            [target, RATING, *fields, len(place_prefix), place_prefix],
+        )
+        return rows.fetchall()
 
     def mark_undone(self, row_ids: Iterable[int], note: str) -> None:
         """Close journal rows: `note` says what undo did (restored, deleted, kept-manual, missing)."""
