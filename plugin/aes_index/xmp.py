@@ -13,6 +13,14 @@ Fields we own:
   binds to the namespace (old Adobe files use ``xap:``).
 - Our namespace ``AES_NS`` (prefix ``aes``): ``aes:Score``, ``aes:Percentile``,
   ``aes:Head``, ``aes:Stars`` (see `AesFields`).
+- digiKam's pick label ``digiKam:PickLabel`` (``DIGIKAM_NS``), as digiKam itself writes it:
+  the text of an integer, 0 none, 1 rejected, 2 pending, 3 accepted (digiKam's
+  DMetadata::setItemPickLabel and its PickLabel enum; see targets/digikam.py for the
+  citations). Culling sets 3 on keepers and, only when asked, 1 on technical failures.
+- Our culling markers ``aes:Pick`` and ``aes:Reject`` (`CullMarks`): the pick label we set,
+  and "-1" when the xmp:Rating -1 is our reject. A pick label or reject equal to its
+  marker is ours wherever the photo moves (as aes:Stars marks our stars); any other
+  value was set by a person and is never overridden.
 - Our tags, below the root ``TAG_ROOT`` ("Aesthetic"), in up to three list properties:
   ``lr:hierarchicalSubject`` ("Aesthetic|4 stars"), ``digiKam:TagsList``
   ("Aesthetic/4 stars") and ``dc:subject`` ("Aesthetic|4 stars": dc:subject is a flat
@@ -162,6 +170,30 @@ class AesFields:
 
 AES_PROPERTIES = ("Score", "Percentile", "Head", "Stars")
 
+# digiKam's pick labels (digikam_globals.h, enum PickLabel), the values of digiKam:PickLabel
+NO_PICK, PICK_REJECTED, PICK_PENDING, PICK_ACCEPTED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class CullMarks:
+    """Our markers of culling values we wrote: `pick` is the digiKam:PickLabel we set,
+    `reject` that the xmp:Rating -1 is ours. Stored as aes:Pick and aes:Reject."""
+
+    pick: int | None = None
+    reject: bool = False
+
+    def to_xmp(self) -> dict[str, str]:
+        values = {"Pick": None if self.pick is None else str(int(self.pick)), "Reject": "-1" if self.reject else None}
+        return {name: text for name, text in values.items() if text is not None}
+
+    @classmethod
+    def from_xmp(cls, values: dict[str, str]) -> CullMarks | None:
+        marks = cls(pick=_int_or_none(values.get("Pick")), reject=values.get("Reject") == "-1")
+        return None if marks == cls() else marks
+
+
+MARK_PROPERTIES = ("Pick", "Reject")
+
 
 @dataclass(frozen=True)
 class SidecarInfo:
@@ -173,12 +205,24 @@ class SidecarInfo:
     aes: AesFields | None = None
     tags: tuple[str, ...] = ()  # our tags, relative to TAG_ROOT, "|"-separated
     content_hash: str | None = None  # sha256 of the bytes read
+    pick: int | None = None  # digiKam:PickLabel; None when absent (or not a pick label)
+    marks: CullMarks | None = None  # our culling markers (aes:Pick, aes:Reject)
 
     @property
     def our_rating(self) -> int | None:
         """The rating, when the sidecar itself says we wrote it (aes:Stars equals
         xmp:Rating): ours wherever the photo has moved, whatever index reads it."""
         return self.rating if self.aes is not None and self.aes.stars == self.rating else None
+
+    @property
+    def our_pick(self) -> int | None:
+        """The pick label, when our marker says we set it (aes:Pick equals it)."""
+        return self.pick if self.marks is not None and self.marks.pick == self.pick else None
+
+    @property
+    def our_reject(self) -> bool:
+        """Whether the xmp:Rating -1 is our culling reject (aes:Reject)."""
+        return self.rating == -1 and self.marks is not None and self.marks.reject
 
 
 @dataclass(frozen=True)
@@ -191,7 +235,7 @@ class WriteOutcome:
     prior: SidecarInfo  # the state before, for the undo journal
     after: SidecarInfo
     content_hash: str | None  # sha256 of the resulting file; None if there is none
-    touched: frozenset[str] = frozenset()  # which of "rating", "aes", "tags" were set
+    touched: frozenset[str] = frozenset()  # which of "rating", "aes", "tags", "pick", "marks" were set
     tag_fields: tuple[str, ...] = ()  # the tag fields written, when "tags" was touched
     declared: tuple[str, ...] = ()  # namespaces this write declared in an existing file
 
@@ -279,11 +323,15 @@ def write_sidecar(
     dry_run: bool = False,
     expect_hash: str | None | Keep = KEEP,
     undeclare: Iterable[str] = (),
+    pick: int | Keep | None = KEEP,
+    marks: CullMarks | Keep | None = KEEP,
 ) -> WriteOutcome:
     """Set our fields in the sidecar at `path`, creating a minimal one when there is none.
 
     rating: 0..5 or -1 (reject) sets xmp:Rating; None removes it; KEEP leaves it.
     aes: sets our namespace's fields; None removes them; KEEP leaves them.
+    pick: 0..3 sets digiKam:PickLabel; None removes it; KEEP leaves it.
+    marks: sets our culling markers (aes:Pick, aes:Reject); None removes them; KEEP leaves them.
     tags: our tags relative to TAG_ROOT ("4 stars", "a|b"); our entries in `tag_fields`
     become exactly these (an empty list removes ours); None leaves tags alone.
     Everything else in the file keeps its bytes. With dry_run nothing is written.
@@ -293,22 +341,22 @@ def write_sidecar(
     """
     path = Path(path)
     _check_rating(rating)
+    _check_pick(pick)
     tags, fields = _checked_tags(tags, tag_fields)
-    touched = frozenset(
-        name for name, value in (("rating", rating), ("aes", aes)) if value is not KEEP
-    ) | ({"tags"} if tags is not None else set())
+    values = {"rating": rating, "aes": aes, "pick": pick, "marks": marks}
+    touched = frozenset(name for name, value in values.items() if value is not KEEP) | ({"tags"} if tags is not None else set())
     tag_keys = tuple(f.key for f in fields) if tags is not None else ()
 
     original = _read_limited(path)
     if expect_hash is not KEEP and (None if original is None else sha256_hex(original)) != expect_hash:
         raise SidecarChanged(f"{path}: changed since it was read (by a person?); left as it is")
-    if original is None and not _sets_anything(rating, aes, tags):
+    if original is None and not _sets_anything(rating, aes, tags, pick, marks):
         nothing = SidecarInfo(path=path, exists=False)
         return WriteOutcome(path, False, False, nothing, nothing, None, touched, tag_keys)
     doc = _parse(original if original is not None else _new_packet(), path)
-    result, declared = _edited(doc, path, rating, aes, tags, fields, tuple(undeclare))
+    result, declared = _edited(doc, path, values, tags, fields, tuple(undeclare))
     result_doc = _parse(result, path)
-    _check_read_back(result_doc, rating, aes, tags, fields, path)
+    _check_read_back(result_doc, values, tags, fields, path)
 
     changed = result != original
     if changed and not dry_run:
@@ -330,14 +378,19 @@ def write_sidecar(
     )
 
 
-def _edited(doc, path, rating, aes, tags, fields, undeclare=()) -> tuple[bytes, tuple[str, ...]]:
-    """The document's bytes with the requested fields set, everything else as it was;
-    and the namespaces this edit declared."""
+def _edited(doc, path, values: dict, tags, fields, undeclare=()) -> tuple[bytes, tuple[str, ...]]:
+    """The document's bytes with the requested fields set (`values`: rating, aes, pick,
+    marks; KEEP leaves one alone), everything else as it was; and the namespaces this
+    edit declared."""
     editor = _Editor(doc, path)
-    if rating is not KEEP:
-        editor.set_rating(rating)
-    if aes is not KEEP:
-        editor.set_aes(aes)
+    if values["rating"] is not KEEP:
+        editor.set_rating(values["rating"])
+    if values["aes"] is not KEEP:
+        editor.set_aes(values["aes"])
+    if values["pick"] is not KEEP:
+        editor.set_pick(values["pick"])
+    if values["marks"] is not KEEP:
+        editor.set_marks(values["marks"])
     for tag_field in fields if tags is not None else ():
         editor.set_tags(tag_field, tags)
     editor.undeclare(undeclare)
@@ -345,9 +398,9 @@ def _edited(doc, path, rating, aes, tags, fields, undeclare=()) -> tuple[bytes, 
     return editor.result(), declared
 
 
-def _sets_anything(rating, aes, tags) -> bool:
+def _sets_anything(rating, aes, tags, pick=KEEP, marks=KEEP) -> bool:
     """Whether a call would put something into a sidecar (not only remove things)."""
-    return rating not in (KEEP, None) or aes not in (KEEP, None) or bool(tags)
+    return any(value not in (KEEP, None) for value in (rating, aes, pick, marks)) or bool(tags)
 
 
 def _new_packet() -> bytes:
@@ -377,6 +430,15 @@ def _check_rating(rating) -> None:
         raise ValueError(f"rating {rating} is outside {MIN_RATING}..{MAX_RATING}")
 
 
+def _check_pick(pick) -> None:
+    if pick in (KEEP, None):
+        return
+    if isinstance(pick, bool) or not isinstance(pick, int):
+        raise TypeError(f"pick must be an int, None or KEEP, not {pick!r}")
+    if not NO_PICK <= pick <= PICK_ACCEPTED:
+        raise ValueError(f"pick label {pick} is outside {NO_PICK}..{PICK_ACCEPTED}")
+
+
 def _checked_tags(tags, tag_fields) -> tuple[list[str] | None, list[TagField]]:
     if isinstance(tags, str):
         raise TypeError("tags must be a list of tags, not one string")
@@ -399,13 +461,18 @@ def _tag_field(key: str) -> TagField:
         raise ValueError(f"unknown tag field {key!r}; known: {', '.join(TAG_FIELDS)}") from None
 
 
-def _check_read_back(doc, rating, aes, tags, fields, path) -> None:
+def _check_read_back(doc, values: dict, tags, fields, path) -> None:
     """Guard against our own bugs: never write a file that doesn't say what we meant."""
     problems = []
+    rating, aes, pick, marks = values["rating"], values["aes"], values["pick"], values["marks"]
     if rating is not KEEP and (found := _read_rating(doc, path)) != rating:
         problems.append(f"rating reads {found}, not {rating}")
     if aes is not KEEP and (_read_aes(doc) is None) != (aes is None):
         problems.append("aes fields did not read back")
+    if pick is not KEEP and (found := _read_pick(doc, path)) != pick:
+        problems.append(f"pick label reads {found}, not {pick}")
+    if marks is not KEEP and _read_marks(doc) != marks:
+        problems.append("culling markers did not read back")
     for tag_field in fields if tags is not None else ():
         if not tag_field.creates and not doc.properties(tag_field.ns, tag_field.local):
             continue  # a property we don't create, and the file has none
@@ -703,6 +770,8 @@ def _info(doc: _Doc, path: Path) -> SidecarInfo:
         aes=_read_aes(doc),
         tags=_read_tags(doc),
         content_hash=sha256_hex(doc.data),
+        pick=_read_pick(doc, path),
+        marks=_read_marks(doc),
     )
 
 
@@ -727,6 +796,25 @@ def _read_rating(doc: _Doc, path: Path) -> int | None:
             # Unknown content is someone's data; refusing keeps us from overwriting it.
             raise _refusal(path, f"xmp:Rating holds {text!r}, not a number") from None
     return None
+
+
+def _read_pick(doc: _Doc, path: Path) -> int | None:
+    """digiKam:PickLabel as digiKam reads it (DMetadata::getItemPickLabel: an integer
+    0..3, anything else is no pick label); two values are refused like two ratings."""
+    props = doc.properties(DIGIKAM_NS, "PickLabel")
+    if len(props) > 1:
+        raise _refusal(path, f"it holds {len(props)} digiKam:PickLabel values; keep one")
+    value = _int_or_none(_simple_value(props[0])) if props else None
+    return value if value is not None and NO_PICK <= value <= PICK_ACCEPTED else None
+
+
+def _read_marks(doc: _Doc) -> CullMarks | None:
+    values = {}
+    for name in MARK_PROPERTIES:
+        props = doc.properties(AES_NS, name)
+        if props and (text := _simple_value(props[0])) is not None:
+            values[name] = text
+    return CullMarks.from_xmp(values)
 
 
 def _read_aes(doc: _Doc) -> AesFields | None:
@@ -822,12 +910,21 @@ class _Editor:
         self._set_simple(XMP_NS, "xmp", "Rating", None if rating is None else str(rating))
 
     def set_aes(self, aes: AesFields | None) -> None:
-        wanted = aes.to_xmp() if aes is not None else {}
-        removed: list[_Attr | _Node] = []
-        for name in AES_PROPERTIES:
-            removed += self._set_simple(AES_NS, "aes", name, wanted.get(name))
+        self._set_our_properties(AES_PROPERTIES, aes.to_xmp() if aes is not None else {})
+
+    def set_marks(self, marks: CullMarks | None) -> None:
+        self._set_our_properties(MARK_PROPERTIES, marks.to_xmp() if marks is not None else {})
+
+    def set_pick(self, pick: int | None) -> None:
+        self._set_simple(DIGIKAM_NS, "digiKam", "PickLabel", None if pick is None else str(pick))
+
+    def _set_our_properties(self, names: Sequence[str], wanted: dict[str, str]) -> None:
+        """Our namespace's properties `names` become `wanted`; the declaration goes once
+        nothing in the file uses our namespace any more."""
+        for name in names:
+            self._set_simple(AES_NS, "aes", name, wanted.get(name))
         if not wanted:
-            self._drop_unused_declarations(AES_NS, removed)
+            self._drop_unused_declarations(AES_NS, self.removed)
 
     def set_tags(self, tag_field: TagField, tags: Sequence[str]) -> None:
         """Make our entries in one list property exactly `tags`; others stay untouched."""
@@ -913,7 +1010,7 @@ class _Editor:
     def _drop_unused_declarations(self, ns: str, removed: list, within: _Node | None = None) -> None:
         """Remove declarations of `ns` once nothing in the file uses it any more; with
         `within`, only that element's own declarations, once nothing inside it does."""
-        removed_ids = {id(item) for item in removed}
+        removed_ids = {id(item) for item in removed} | {id(item) for item in self.removed}  # never removed twice
         owner = {id(attr): node for node in self.doc.nodes for attr in node.attrs}
         uses = [use for use in self.doc.uses_namespace(ns) if id(use) not in removed_ids]
         if within is not None:
@@ -1087,6 +1184,10 @@ def _describe_changes(before: SidecarInfo, after: SidecarInfo) -> list[str]:
         lines.append(f"xmp:Rating {_show(before.rating)} -> {_show(after.rating)}")
     if before.aes != after.aes:
         lines.append(f"aes fields {_show(before.aes)} -> {_show(after.aes)}")
+    if before.pick != after.pick:
+        lines.append(f"digiKam:PickLabel {_show(before.pick)} -> {_show(after.pick)}")
+    if before.marks != after.marks:
+        lines.append(f"culling markers {_show(before.marks)} -> {_show(after.marks)}")
     added = [t for t in after.tags if t not in before.tags]
     dropped = [t for t in before.tags if t not in after.tags]
     if added or dropped:
