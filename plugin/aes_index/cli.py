@@ -206,6 +206,8 @@ def _add_darktable_commands(commands, common: argparse.ArgumentParser) -> None:
         ("rate", "score the plugin's images; say which rating each may get"),
         ("top", "score the plugin's images; pick the best --percent of them"),
         ("undo", "say which of the plugin's images get their rating back"),
+        ("cull", "score and cull the plugin's images; say how darktable groups, tags (and with --reject rejects) them"),
+        ("uncull", "say what undoing the culls means for the plugin's images"),
         ("applied", "journal what the plugin set or put back"),
     )
     for name, text in protocol:  # spoken by plugin/darktable/aesthetic.lua, not by people
@@ -217,6 +219,9 @@ def _add_darktable_commands(commands, common: argparse.ArgumentParser) -> None:
             _add_rating_options(action)
         if name == "top":
             action.add_argument("--percent", type=float, required=True, help="how much to select, 1-100")
+        if name == "cull":
+            action.add_argument("--treat-as-unrated", metavar="N[,N]", help="ratings that are no person's pick, e.g. 1 (darktable's import default)")
+            action.add_argument("--reject", action="store_true", help="technical failures get darktable's reject (-1) where no person rated them")
     for name, handler, text in (
         ("install", cmd_darktable_install, "put the plugin into darktable's lua/ folder and require it from luarc"),
         ("uninstall", cmd_darktable_uninstall, "remove the plugin and its luarc line"),
@@ -791,6 +796,8 @@ def cmd_darktable_protocol(args) -> int:
 
     settings = settings_from(args)
     options = rating_options(args, settings) if args.darktable_command == "rate" else None
+    if args.darktable_command == "cull":
+        options = darktable.CullOptions(_star_values(settings.treat_as_unrated), args.reject)
     request = darktable.read_request(args.request)
     response = darktable.handle(args.darktable_command, request, settings, options, getattr(args, "percent", None))
     darktable.write_response(args.response, response)

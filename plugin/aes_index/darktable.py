@@ -23,8 +23,19 @@ Actions and their answers (``ref`` points back into the request's list):
     top      --percent N: "selected" for the best N% of the request's images by score
     undo     the rating to put back ("rating") for each image that still holds the stars
              we set; images a person re-rated since keep theirs ("kept")
+    cull     score what isn't scored yet, run the cull (culling.cull.run_cull), answer the
+             groups among the request's images ("groups": members, leader = the keeper,
+             reason, chosen_by), per image the tags to "attach" / "detach" (aesthetic|keeper,
+             aesthetic|blurry, ...) and, with --reject only, "rating": -1 for technical
+             failures; groups holding a frame a person grouped in darktable are "left_alone".
+             A cull request's images also carry "id", "group" (their group leader's id),
+             "group_size" and "tags" (which of our cull tags they hold)
+    uncull   what undoing the culls means for these images: "ungroup", tags to "attach" /
+             "detach", "rating" to put back; what a person changed since stays ("kept")
     applied  the plugin's report: {"run": R, "rated": [{path, duplicate, old, new}],
-             "restored": [{path, duplicate, rating}]}; journals the writes / marks them undone
+             "grouped": [{path, duplicate, old, new}], "tagged": [{path, duplicate, tag,
+             old, new}], "restored": [{path, duplicate, rating}], "unculled": [{path,
+             duplicate, field, tag?}]}; journals the writes / marks them undone
 
 The files are UTF-8 JSON, read and written with surrogateescape: a Linux file name may be
 any bytes but NUL and "/", and comes back byte for byte.
@@ -46,11 +57,14 @@ from .config import DB_FILENAME, Settings
 from .errors import ConfigError
 from .store import Index
 from .targets import apply as targets
+from .journal import RATING
+from .targets import darktable as dt_target
 from .targets.darktable import DarktableTarget, DtImage, applied_write, our_tags  # noqa: F401 - our_tags: the plugin's tag names
 
 PROTOCOL_VERSION = 1
 TARGET = "darktable"  # the journal target of ratings set through the plugin
-ACTIONS = ("rate", "top", "undo", "applied")
+RATE_COMMAND, CULL_COMMAND = "darktable-rate", "darktable-cull"  # the runs the plugin's writes are journaled under
+ACTIONS = ("rate", "top", "undo", "cull", "uncull", "applied")
 
 
 class ProtocolError(ConfigError):
@@ -87,7 +101,11 @@ def parse_images(request: dict) -> list[DtImage]:
 
 def _image(entry) -> DtImage:
     image = _entry_image(entry, "rating")
-    return DtImage(_int(entry, "ref"), image.path, image.duplicate, image.rating)
+    tags = entry.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise ProtocolError(f"'tags' must be a list of tag names in {entry!r}")
+    culling = {name: _int(entry, name) for name in ("id", "group", "group_size") if name in entry}
+    return DtImage(_int(entry, "ref"), image.path, image.duplicate, image.rating, tags=tuple(tags), **culling)
 
 
 def _entry_image(entry, rating_field: str) -> DtImage:
@@ -121,7 +139,8 @@ def _path(entry: dict) -> str:
 
 
 def handle(action: str, request: dict, settings: Settings, options=None, percent: float | None = None) -> dict:
-    """Answer one request; `options` (rate.RatingOptions) for rate, `percent` for top."""
+    """Answer one request; `options`: rate.RatingOptions for rate, CullOptions for cull;
+    `percent` for top."""
     if action == "applied":
         return applied(settings, request)
     images = parse_images(request)
@@ -131,6 +150,10 @@ def handle(action: str, request: dict, settings: Settings, options=None, percent
         return top(settings, images, percent)
     if action == "undo":
         return undo(settings, images)
+    if action == "cull":
+        return cull(settings, options or CullOptions(), images)
+    if action == "uncull":
+        return uncull(settings, images)
     raise ConfigError(f"unknown darktable action {action!r}; use one of {', '.join(ACTIONS)}")
 
 
@@ -142,7 +165,7 @@ def rate(settings: Settings, options, images: Sequence[DtImage]) -> dict:
     with Index(index_path(settings, images)) as index:
         head_id, errors = _score(index, images, settings)
         target = DarktableTarget(images=list(images))
-        report = targets.apply(index, target, _photos(index, head_id, options.policy, images), options, head_id, "darktable-rate")
+        report = targets.apply(index, target, _photos(index, head_id, options.policy, images), options, head_id, RATE_COMMAND)
     return {"run": report.run_id, "head": head_id, "images": target.answer_list(), "errors": errors}
 
 
@@ -180,26 +203,134 @@ def undo(settings: Settings, images: Sequence[DtImage]) -> dict:
     return {"images": answers, "kept": sum(result.status == "kept-manual" for result in results)}
 
 
+@dataclass(frozen=True)
+class CullOptions:
+    treat_as_unrated: tuple[int, ...] = ()  # ratings that count as none (darktable's import default 1)
+    reject: bool = False  # technical failures get darktable's reject (-1), where no person rated them
+
+
+def cull(settings: Settings, options: CullOptions, images: Sequence[DtImage]) -> dict:
+    """Score the images, cull the index (incremental), and say how darktable should show
+    the groups and flags among these images (targets.darktable.plan_cull)."""
+    from .culling.cull import run_cull
+
+    if not images:
+        return {"run": None, "groups": [], "images": [], "left_alone": [], "errors": []}
+    with Index(index_path(settings, images)) as index:
+        head_id, errors = _score(index, images, settings)
+        run_cull(index, settings)  # under the writer lock, released before the ratings turn
+        record = {"treat_as_unrated": list(options.treat_as_unrated), "reject": options.reject}
+        answer: dict = {"groups": [], "left_alone": []}
+        summary = lambda: {"groups": len(answer["groups"]), "left_alone": len(answer["left_alone"])}  # noqa: E731
+        # the run the plugin's report is journaled under; the plan is made holding the
+        # ratings turn, on the journal as it stands
+        with targets.recorded_run(index, CULL_COMMAND, record, False, summary, head_id) as run_id:
+            answer = _plan_cull(index, head_id, images, options)
+    return {"run": run_id, "head": head_id, **answer, "errors": errors}
+
+
+def _plan_cull(index: Index, head_id: str, images: Sequence[DtImage], options: CullOptions) -> dict:
+    from .culling.cull import load_flagged, load_groups
+    from .culling.keeper import with_person_choice
+
+    ours = _ours(index, images)
+    person = dt_target.person_ratings(images, ours, options.treat_as_unrated)
+    paths = {image.path for image in images}
+    groups = [g for g in load_groups(index, head_id) if any(m.path in paths for m in g.members)]
+    ids = {m.path: m.image_id for g in groups for m in g.members}
+    groups = [with_person_choice(g, {ids[p]: r for p, r in person.items() if p in ids}) for g in groups]
+    flagged = [m for m in load_flagged(index, head_id) if m.path in paths]
+    return dt_target.plan_cull(images, groups, flagged, ours, options.reject, options.treat_as_unrated)
+
+
+def _ours(index: Index, images: Sequence[DtImage]) -> dt_target.Ours:
+    """The groups, cull tags and ratings we set on these images and that still stand."""
+    keys = [image.key for image in images]
+    tags: dict[str, set[str]] = {}
+    for action in index.journal.plan_undo_places(TARGET, keys, dt_target.TAG):
+        if action.expected:
+            tags.setdefault(action.place, set()).add(action.prior.get("tag"))
+    groups = {key: value for key in keys if (value := index.journal.last_written(TARGET, key, dt_target.GROUP)) is not None}
+    ratings = {key: value for key in keys if (value := index.journal.last_written(TARGET, key)) is not None}
+    return dt_target.Ours(groups, {key: frozenset(names) for key, names in tags.items()}, ratings)
+
+
+def uncull(settings: Settings, images: Sequence[DtImage]) -> dict:
+    """Undo what the culls wrote to these images (groups, tags, rejects), where it still
+    stands; a rating our "rate" set stays for "remove our stars"."""
+    path = index_path(settings, images) if images else None
+    if path is None or not path.is_file():
+        return {"images": [], "kept": 0}
+    keys = [image.key for image in images]
+    with Index(path) as index, index.transaction():
+        plan = [index.journal.plan_undo_places(TARGET, keys, field, commands=(CULL_COMMAND,))
+                for field in (dt_target.GROUP, dt_target.TAG, RATING)]
+        answer, closed = dt_target.plan_uncull(images, *plan)
+        for action, note in closed:
+            index.journal.mark_undone(action.row_ids, note)
+    return answer | {"kept": sum(note == "kept-manual" for _, note in closed)}
+
+
 def applied(settings: Settings, request: dict) -> dict:
-    """Journal what the plugin set ("rated") and close what it put back ("restored")."""
-    rated = [_rated(entry) for entry in _list(request, "rated")]
+    """Journal what the plugin set ("rated", "grouped", "tagged") and close what it put
+    back ("restored": ratings; "unculled": a cull's group, tag or reject)."""
+    writes = _reported_writes(request)
     restored = [_entry_image(entry, "rating") for entry in _list(request, "restored")]
-    if not rated and not restored:
+    unculled = [_unculled(entry) for entry in _list(request, "unculled")]
+    if not writes and not restored and not unculled:
         return {"recorded": 0, "restored": 0}
     run_id = request.get("run")
-    if rated and (not isinstance(run_id, int) or isinstance(run_id, bool)):
-        raise ProtocolError("'run' must be the run id the rate answer gave")
-    with Index(index_path(settings, [image for image, _ in rated] + restored)) as index, index.transaction():
-        if rated and index.run_command(run_id) != "darktable-rate":
-            # Undo plans by run: writes journaled under another command's run would be
-            # undone (or kept) with that run's files.
-            raise ProtocolError(f"'run' {run_id} is not a darktable rate run of this index: rate again")
-        for image, old in rated:
-            index.journal.record(run_id, applied_write(image, old))
+    if writes and (not isinstance(run_id, int) or isinstance(run_id, bool)):
+        raise ProtocolError("'run' must be the run id the rate or cull answer gave")
+    paths = [write.image_path for write in writes] + [i.path for i in restored] + [i.path for i, _, _ in unculled]
+    with Index(index_path(settings, paths)) as index, index.transaction():
+        if writes:
+            _check_run(index, run_id, writes)
+        for write in writes:
+            index.journal.record(run_id, write)
         actions = index.journal.plan_undo_places(TARGET, [image.key for image in restored])
+        for image, field, tag in unculled:
+            actions += [a for a in index.journal.plan_undo_places(TARGET, [image.key], field, commands=(CULL_COMMAND,))
+                        if field != dt_target.TAG or a.prior.get("tag") == tag]
         for action in actions:
             index.journal.mark_undone(action.row_ids, "restored")
-    return {"recorded": len(rated), "restored": len(actions)}
+    return {"recorded": len(writes), "restored": len(actions)}
+
+
+def _reported_writes(request: dict) -> list:
+    """The journal's Writes for what the plugin reports it set."""
+    writes = [applied_write(image, old) for image, old in map(_rated, _list(request, "rated"))]
+    for entry in _list(request, "grouped"):
+        image = _entry_image(entry, "new")
+        writes.append(applied_write(image, _int(entry, "old"), dt_target.GROUP, new=image.rating))
+    for entry in _list(request, "tagged"):
+        image, tag = _entry_image(entry, "new"), _tag(entry)
+        writes.append(applied_write(image, _int(entry, "old"), dt_target.TAG, new=image.rating, prior={"tag": tag}))
+    return writes
+
+
+def _check_run(index: Index, run_id: int, writes: list) -> None:
+    """Undo plans by run: writes journaled under another command's run would be undone
+    (or kept) with that run's files. A rate run holds ratings; a cull run all its fields."""
+    command = index.run_command(run_id)
+    allowed = {RATE_COMMAND: {RATING}, CULL_COMMAND: {RATING, dt_target.GROUP, dt_target.TAG}}.get(command, set())
+    if any(write.field not in allowed for write in writes):
+        raise ProtocolError(f"'run' {run_id} is not a darktable rate run (nor, for groups and tags, a cull run) of this index: run the action again")
+
+
+def _unculled(entry: dict) -> tuple[DtImage, str, str | None]:
+    image = _entry_image(entry, "duplicate")
+    field = entry.get("field")
+    if field not in (RATING, dt_target.GROUP, dt_target.TAG):
+        raise ProtocolError(f"'field' must be rating, group or tag in {entry!r}")
+    return image, field, _tag(entry) if field == dt_target.TAG else None
+
+
+def _tag(entry: dict) -> str:
+    tag = entry.get("tag")
+    if tag not in dt_target.CULL_TAGS:
+        raise ProtocolError(f"'tag' must be one of {', '.join(dt_target.CULL_TAGS)} in {entry!r}")
+    return tag
 
 
 def _rated(entry: dict) -> tuple[DtImage, int]:
@@ -210,7 +341,7 @@ def _rated(entry: dict) -> tuple[DtImage, int]:
 # --------------------------------------------------------------------------- helpers
 
 
-def index_path(settings: Settings, images: Sequence[DtImage]) -> Path:
+def index_path(settings: Settings, images: Sequence[DtImage | str]) -> Path:
     """The configured index, else one found upwards from the images' common folder, else
     a new one there: darktable starts the plugin from anywhere, so the current folder
     means nothing."""
@@ -218,7 +349,8 @@ def index_path(settings: Settings, images: Sequence[DtImage]) -> Path:
         return Path(settings.db).expanduser()
     from .library import find_db
 
-    folder = Path(os.path.commonpath([os.path.dirname(image.path) for image in images]))
+    paths = [image if isinstance(image, str) else image.path for image in images]
+    folder = Path(os.path.commonpath([os.path.dirname(path) for path in paths]))
     return find_db(folder) or folder / DB_FILENAME
 
 

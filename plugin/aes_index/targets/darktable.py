@@ -6,6 +6,13 @@ plugin's request is the read: it carries each image's current rating. The write 
 answer ("rating"); the plugin sets it only if the image still holds the rating it sent
 (the same-read rule, kept on darktable's side), then reports back with `applied`, which
 journals the write. One place per darktable image: "<path>#<duplicate index>".
+
+Culling writes more fields to the same places (journal `field`): "group" (darktable's
+group id, i.e. its leader's image id: old = the image's own id when it stood alone,
+new = the keeper's), "tag" (one of CULL_TAGS: old/new 0 = not attached, 1 = attached,
+the tag's name in `prior`), and "rating" for a reject (-1), only with the reject option.
+`plan_cull` decides them, `plan_uncull` puts them back; both only say what the plugin
+should do, and the plugin reports what it did (`applied`), as for ratings.
 """
 
 from __future__ import annotations
@@ -13,11 +20,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..journal import UndoAction, Write
+from collections.abc import Mapping, Sequence
+
+from ..culling.model import FLAGS, Group, Member
+from ..journal import RATING, UndoAction, Write
 from ..ratings import REJECTED
 from .protocol import Place, Reading, Target, UndoResult, Wanted, kept_manual
 
-TAG_ROOT = "aesthetic"
+TAG_ROOT = "aesthetic"  # every tag we attach lives below it (the plugin's TAG_PREFIX)
+GROUP, TAG = "group", "tag"  # the journal fields culling writes besides "rating"
+KEEPER_TAG = f"{TAG_ROOT}|keeper"
+FLAG_TAGS = {flag: f"{TAG_ROOT}|{flag}" for flag in FLAGS}  # aesthetic|blurry, ...
+CULL_TAGS = (KEEPER_TAG, *FLAG_TAGS.values())
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,12 @@ class DtImage:
     path: str
     duplicate: int  # darktable's duplicate index: duplicates share a file, not a rating
     rating: int  # darktable's current rating: -1 rejected, 0..5
+    # culling's requests also say (image.id, image.group_leader.id, #image:get_group_members(),
+    # and which of CULL_TAGS are attached)
+    id: int | None = None
+    group: int | None = None
+    group_size: int = 1
+    tags: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -77,9 +97,11 @@ class DarktableTarget(Target):
         return [self.answers[image.ref] for image in self.images if image.ref in self.answers]
 
 
-def applied_write(image: DtImage, old: int) -> Write:
-    """What the plugin reports it set, for the journal."""
-    return Write(target="darktable", place=image.key, image_path=image.path, old=old, new=image.rating)
+def applied_write(image: DtImage, old: int, field: str = RATING, new: int | None = None, prior: dict | None = None) -> Write:
+    """What the plugin reports it set, for the journal: a rating (the image's), a group id
+    or a tag's presence (`new`, the tag's name in `prior`)."""
+    value = image.rating if new is None else new
+    return Write(target="darktable", place=image.key, image_path=image.path, old=old, new=value, field=field, prior=prior)
 
 
 def our_tags(stars: int, percentile: float) -> list[str]:
@@ -93,3 +115,142 @@ def our_tags(stars: int, percentile: float) -> list[str]:
         low = min(int(percentile // 10) * 10, 90)
         tags.append(f"{TAG_ROOT}|score|{low}-{low + 10}%")
     return tags
+
+
+# --------------------------------------------------------------------------- culling
+
+
+@dataclass(frozen=True)
+class Ours:
+    """What the journal says we wrote to the request's images and still stands."""
+
+    groups: Mapping[str, int]  # place -> the group id we set last
+    tags: Mapping[str, frozenset[str]]  # place -> the cull tags we attached and haven't removed
+    ratings: Mapping[str, int]  # place -> the rating we set last
+
+
+def person_ratings(images: Sequence[DtImage], ours: Ours, unrated: Sequence[int]) -> dict[str, int]:
+    """path -> the rating a person gave it in darktable: stars we did not set, and not a
+    value that counts as none (0, darktable's import default where asked). A person's
+    reject is no pick. Of a photo's darktable duplicates, its best rating counts."""
+    person: dict[str, int] = {}
+    for image in images:
+        if image.rating <= 0 or image.rating in unrated or ours.ratings.get(image.key) == image.rating:
+            continue
+        person[image.path] = max(person.get(image.path, 0), image.rating)
+    return person
+
+
+def representatives(images: Sequence[DtImage]) -> dict[str, DtImage]:
+    """path -> the darktable image that stands for the photo in a group: its lowest duplicate
+    index (a duplicate is the person's own variant, grouped with it by darktable)."""
+    chosen: dict[str, DtImage] = {}
+    for image in sorted(images, key=lambda i: (i.duplicate, i.ref)):
+        chosen.setdefault(image.path, image)
+    return chosen
+
+
+def _grouped_by_a_person(image: DtImage, ours: Ours) -> bool:
+    """In a group of darktable's of more than itself that we did not make: a person's (a
+    duplicate darktable grouped with its original counts: a person made it)."""
+    return image.group_size > 1 and ours.groups.get(image.key) != image.group
+
+
+def plan_cull(images: Sequence[DtImage], groups: Sequence[Group], flagged: Sequence[Member], ours: Ours, reject: bool, unrated: Sequence[int]) -> dict:
+    """What the plugin should do for a cull: darktable groups (the keeper leads), our tags,
+    rejects (only with `reject`, never over a person's rating nor on a keeper), and groups
+    left alone because a person grouped some of their frames already.
+
+    `groups` come with the person's choice already applied (keeper.with_person_choice)."""
+    chosen = representatives(images)
+    wanted: dict[str, set[str]] = {}
+    answer_groups, left_alone = [], []
+    keepers = set()
+    for group in groups:
+        present = [chosen[m.path] for m in group.members if m.path in chosen]
+        keeper = chosen.get(group.keeper.path)
+        if keeper is not None:
+            keepers.add(keeper.path)
+            wanted.setdefault(keeper.path, set()).add(KEEPER_TAG)
+        if len(present) < 2:
+            continue  # darktable holds at most one frame of it: nothing to group
+        description = {"group": group.id, "kind": group.kind, "reason": group.reason, "chosen_by": group.chosen_by,
+                       "members": [image.ref for image in present], "keeper": keeper.ref if keeper else None}
+        theirs = [image.ref for image in present if _grouped_by_a_person(image, ours)]
+        if theirs:
+            left_alone.append(description | {"grouped_by_you": theirs})
+            continue
+        answer_groups.append(description | {"leader": (keeper or present[0]).ref})
+    flags = {member.path: member.flags for member in flagged}
+    for member_path, member_flags in flags.items():
+        wanted.setdefault(member_path, set()).update(FLAG_TAGS[f] for f in member_flags if f in FLAG_TAGS)
+    answers = []
+    for image in images:
+        answer = _image_answer(image, wanted.get(image.path, set()), image is chosen.get(image.path), ours)
+        if reject and flags.get(image.path) and image.path not in keepers and _may_reject(image, ours, unrated):
+            answer["rating"] = REJECTED
+        if len(answer) > 1:
+            answers.append(answer)
+    return {"groups": answer_groups, "images": answers, "left_alone": left_alone}
+
+
+def _image_answer(image: DtImage, wanted: set[str], representative: bool, ours: Ours) -> dict:
+    """Our tags become `wanted`: attach what is missing, detach only tags we attached."""
+    if not representative:
+        wanted = wanted - {KEEPER_TAG}  # a duplicate is not the keeper; its file's flags hold for it too
+    present = set(image.tags) & set(CULL_TAGS)
+    answer: dict = {"ref": image.ref}
+    attach = sorted(wanted - present)
+    detach = sorted((present - wanted) & ours.tags.get(image.key, frozenset()))
+    if attach:
+        answer["attach"] = attach
+    if detach:
+        answer["detach"] = detach
+    return answer
+
+
+def _may_reject(image: DtImage, ours: Ours, unrated: Sequence[int]) -> bool:
+    """Only a rating that is no person's: none, one that counts as none, or ours."""
+    if image.rating == REJECTED:
+        return False  # rejected already
+    return image.rating == 0 or image.rating in unrated or ours.ratings.get(image.key) == image.rating
+
+
+def plan_uncull(images: Sequence[DtImage], groups: Sequence[UndoAction], tags: Sequence[UndoAction],
+                ratings: Sequence[UndoAction]) -> tuple[dict, list[tuple[UndoAction, str]]]:
+    """What undoing the culls' writes to these images means: ungroup the images still in
+    the group we put them in, detach (or re-attach) the tags still as we left them, put
+    back ratings still as we set them. -> (the answer for the plugin, the actions closed
+    now: "kept-manual" where a person changed the value since, "restored" where nothing is
+    left to do). The rest close when the plugin reports what it put back."""
+    by_key = {image.key: image for image in images}
+    answers: dict[int, dict] = {}
+    closed: list[tuple[UndoAction, str]] = []
+
+    def answer(image: DtImage) -> dict:
+        return answers.setdefault(image.ref, {"ref": image.ref})
+
+    for action in groups:
+        image = by_key[action.place]
+        if image.group != action.expected:
+            closed.append((action, "kept-manual"))
+        elif image.group == image.id:
+            closed.append((action, "restored"))  # a leader: alone once its members leave
+        else:
+            answer(image)["ungroup"] = True
+    for action in tags:
+        image, name = by_key[action.place], action.prior.get("tag")
+        attached = int(name in image.tags)
+        if name not in CULL_TAGS or attached != action.expected:
+            closed.append((action, "kept-manual"))
+        elif attached == (action.restore or 0):
+            closed.append((action, "restored"))
+        else:
+            answer(image).setdefault("attach" if action.restore else "detach", []).append(name)
+    for action in ratings:
+        image = by_key[action.place]
+        if image.rating != action.expected:
+            closed.append((action, "kept-manual"))
+        else:
+            answer(image)["rating"] = action.restore or 0
+    return {"images": [answers[ref] for ref in sorted(answers)]}, closed
