@@ -4,7 +4,9 @@
 darktable plugin's "rate" all run `apply`; `ratings undo`, `digikam undo` and the
 plugin's "remove our stars" all run `undo`. What differs between them is the target
 (protocol.py), never the rule: the decision is ratings.decide(), made on the very read
-the write then checks (ChangedSinceRead).
+the write then checks (ChangedSinceRead). Culling's marks (`apply_marks`: `cull-write`,
+`digikam cull`) go through the same place loop (`_each_place`), with
+culling.marks.decide_marks as the rule.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from ..locks import file_lock
 from ..journal import UndoAction, Write
 from ..ratings import Action, decide
 from ..store import Index
-from .protocol import ChangedSinceRead, Place, Target, UndoResult, Wanted
+from .protocol import ChangedSinceRead, Marks, Place, Target, UndoResult, Wanted
 
-RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "attribute-tags")  # runs that hold the ratings turn
+RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "attribute-tags", "cull-write", "digikam-cull")  # runs that hold the ratings turn
 UNSUPPORTED_TEXT = {
     "not-jpeg": "EXIF ratings go only into JPEG originals",
     "no-reject": "the target has no 'rejected' rating",
@@ -72,11 +74,85 @@ def apply(index: Index, target: Target, photos: Iterable, options, head_id: str,
     with recorded_run(index, command, record, options.dry_run, report.as_dict, head_id) as run_id:
         report.run_id = run_id
         with target.session(options.dry_run):
-            claims = _claim_places(target, photos, report)
-            writes = _apply_places(index, target, claims, options, head_id, report, run_id)
+            claims = _claim_places(target, _supported(target, photos, report), _rating_rank)
+
+            def rate(photo, place: Place) -> list[Write]:
+                wanted = Wanted(photo.stars, photo.score, photo.percentile, head_id, options.tags)
+                write = _apply_place(index, target, place, wanted, options, report)
+                return [] if write is None else [write]
+
+            writes = _each_place(index, target, claims, run_id, report, rate, lambda photo: photo.stars)
         _journal(index, run_id, writes)  # a transactional target's writes landed just now
         report.extra.update(target.extra)
     return report
+
+
+@dataclass
+class MarkReport:
+    """What a culling write did: per field, how many places changed (or would)."""
+
+    run_id: int | None
+    dry_run: bool
+    target: str
+    photos: int = 0
+    keepers: int = 0
+    flagged: int = 0
+    grouped: int = 0  # photos under a keeper, for a target that holds groups
+    written: Counter = field(default_factory=Counter)  # field -> places changed
+    unchanged: int = 0
+    changed_since_read: int = 0
+    kept_yours: list[dict] = field(default_factory=list)  # a person's pick, reject or group, kept
+    manual: list[dict] = field(default_factory=list)  # places a person changed during the run
+    errors: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        data["written"] = dict(sorted(self.written.items()))
+        return {**data, **self.extra}
+
+
+def apply_marks(index: Index, target: Target, plan: Callable[[Target], Sequence[Marks]], options, command: str, record: dict) -> MarkReport:
+    """Give each photo culling's marks (`plan`, called inside the target's session, so it
+    reads the places a person's choices are in through the same session) in every place
+    `target` holds it, where culling.marks.decide_marks allows; journal each field written.
+
+    options: dry_run, treat_as_unrated (ratings that count as none). One run in the index,
+    under the ratings turn, like `apply`.
+    """
+    from ..culling.marks import decide_marks  # the rule; culling imports the targets' protocol only
+
+    report = MarkReport(None, options.dry_run, target.name)
+    with recorded_run(index, command, record, options.dry_run, report.as_dict) as run_id:
+        report.run_id = run_id
+        with target.session(options.dry_run):
+            claims = _claim_places(target, _counted(plan(target), report), _mark_rank)
+
+            def mark(marks: Marks, place: Place) -> list[Write]:
+                reading = target.read(place)
+                last = {name: index.journal.last_written(target.name, place.key, name) for name in ("pick", "group", "rating")}
+                changes, kept = decide_marks(reading, marks, last, target, tuple(options.treat_as_unrated))
+                report.kept_yours += [{"path": place.key, **item} for item in kept]
+                if not changes:
+                    report.unchanged += 1
+                    return []
+                writes = target.mark(reading, changes, marks, options.dry_run)
+                report.written.update(changes.keys())
+                return [] if options.dry_run else writes
+
+            writes = _each_place(index, target, claims, run_id, report, mark, lambda marks: list(marks.tags))
+        _journal(index, run_id, writes)
+        report.extra.update(target.extra)
+    return report
+
+
+def _counted(marks: Iterable[Marks], report: MarkReport) -> Iterable[Marks]:
+    for item in marks:
+        report.photos += 1
+        report.keepers += item.keeper
+        report.flagged += bool(item.flags)
+        report.grouped += item.leader is not None
+        yield item
 
 
 @contextlib.contextmanager
@@ -128,15 +204,8 @@ def no_interrupt_between_write_and_journal():
         raise KeyboardInterrupt
 
 
-def _claim_places(target: Target, photos: Iterable, report: ApplyReport) -> dict[str, tuple]:
-    """Each place with the one photo that decides its value.
-
-    Photos that share a place are one photograph: a RAW+JPEG pair with a Lightroom-style
-    IMG_1.xmp, or IMG_1.jpg + IMG_1.png. They get one decision, from the member the
-    policy rates highest (then the higher score, then the path), so runs settle instead
-    of flipping the shared sidecar between the members' stars.
-    """
-    claims: dict[str, tuple] = {}
+def _supported(target: Target, photos: Iterable, report: ApplyReport) -> Iterable:
+    """The photos whose stars the target can take, each counted in the report."""
     for photo in photos:
         report.photos += 1
         report.stars[photo.stars] += 1
@@ -144,40 +213,58 @@ def _claim_places(target: Target, photos: Iterable, report: ApplyReport) -> dict
         if reason:
             report.unsupported[reason] += 1
             continue
+        yield photo
+
+
+def _claim_places(target: Target, photos: Iterable, rank: Callable) -> dict[str, tuple]:
+    """Each place with the one photo that decides its value.
+
+    Photos that share a place are one photograph: a RAW+JPEG pair with a Lightroom-style
+    IMG_1.xmp, or IMG_1.jpg + IMG_1.png. They get one decision, from the member that
+    ranks highest (`rank`: the policy's stars, then the score; culling: a keeper, then a
+    flagged photo), then the path, so runs settle instead of flipping the shared sidecar.
+    """
+    claims: dict[str, tuple] = {}
+    for photo in photos:
         for place in target.places(photo.path):
             held = claims.get(place.key)
-            if held is None or _outranks(photo, held[0]):
+            if held is None or (rank(photo), held[0].path) > (rank(held[0]), photo.path):
                 claims[place.key] = (photo, place)
     return claims
 
 
-def _outranks(photo, other) -> bool:
-    return (photo.stars, _finite(photo.score), other.path) > (other.stars, _finite(other.score), photo.path)
+def _rating_rank(photo) -> tuple:
+    return (photo.stars, _finite(photo.score))
+
+
+def _mark_rank(marks: Marks) -> tuple:
+    return marks.rank
 
 
 def _finite(score: float) -> float:
     return score if math.isfinite(score) else -math.inf
 
 
-def _apply_places(index: Index, target: Target, claims: dict, options, head_id: str, report: ApplyReport, run_id) -> list[Write]:
-    """Decide and write each claimed place. A file target's write is journaled at once,
-    with it; a transactional target's writes are returned, to journal once they land."""
+def _each_place(index: Index, target: Target, claims: dict, run_id, report, handle: Callable, wanted_of: Callable) -> list[Write]:
+    """Decide and write each claimed place (`handle(item, place)` -> its writes). A file
+    target's writes are journaled at once, with them; a transactional target's are
+    returned, to journal once they land. A place a person changed between our read and
+    write, or one we refuse, is reported and the run goes on."""
     pending: list[Write] = []
-    for photo, place in claims.values():
-        wanted = Wanted(photo.stars, photo.score, photo.percentile, head_id, options.tags)
+    for item, place in claims.values():
         try:
             with no_interrupt_between_write_and_journal():
-                write = _apply_place(index, target, place, wanted, options, report)
-                if write is not None and not target.transactional:
-                    _journal(index, run_id, [write])
+                writes = handle(item, place)
+                if writes and not target.transactional:
+                    _journal(index, run_id, writes)
         except ChangedSinceRead as exc:
             report.changed_since_read += 1
-            report.manual.append({"path": place.key, "rating": None, "wanted": wanted.stars, "reason": str(exc)})
+            report.manual.append({"path": place.key, "rating": None, "wanted": wanted_of(item), "reason": str(exc)})
         except AesIndexError as exc:
             report.errors.append({"path": place.key, "error": str(exc)})
         else:
-            if write is not None and target.transactional:
-                pending.append(write)
+            if target.transactional:
+                pending += writes
     return pending
 
 

@@ -17,8 +17,14 @@ The decision and the write use the same read: `write` gets the `Reading` the dec
 made on and raises `ChangedSinceRead` when the place no longer holds that state (a person
 rated the photo in between), so a person's rating is never overwritten by a stale decision.
 
-Values are ints: ratings -1 (rejected) .. 5, 0 or None for "none". Culling's picks and
-groups will be more fields (`journal.Write.field`) over the same protocol.
+Values are ints: ratings -1 (rejected) .. 5, 0 or None for "none".
+
+Culling writes through the same protocol and the same loop (apply.apply_marks): its
+`Marks` is what `Wanted` is for stars (a keeper's pick label, our flag tags, a reject
+only when asked, the group it belongs to); a target's `read` also says what the place
+shows of those (`CullState`), culling.marks.decide_marks (the culling counterpart of
+ratings.decide) says which fields may change, and `mark` writes them, one journal row
+per field ("pick", "tags", "group", "rating" for a reject), so undo restores each.
 """
 
 from __future__ import annotations
@@ -58,6 +64,52 @@ def check_inside(path: str, roots) -> None:
 
 
 @dataclass(frozen=True)
+class Marks:
+    """What culling wants one photo to show (culling's counterpart of `Wanted`).
+
+    keeper: the keeper of its group: pick label "accepted" and our tag "keeper".
+    flags: its technical failures (culling.model.FLAGS): our tags "blurry", ...
+    reject: True: reject it (a flagged photo that is no keeper, and the run was asked to
+        reject); False: no reject of ours belongs on it (one from an earlier run goes);
+        None: the run leaves rejects alone (it was not asked to reject).
+    leader: the keeper's photo path, for a member of a group; None for the keeper itself
+        and for photos in no group. Only targets that hold groups use it.
+    group: False when the group's grouping is a person's (or the person grouped one of
+        its photos otherwise): then no grouping of ours is written or removed.
+    """
+
+    path: str
+    keeper: bool = False
+    flags: tuple[str, ...] = ()
+    reject: bool | None = None
+    leader: str | None = None
+    group: bool = True
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """Our culling tags for it, relative to our tag root ("keeper", "blurry")."""
+        return (("keeper",) if self.keeper else ()) + tuple(self.flags)
+
+    @property
+    def rank(self) -> tuple:
+        """Which of the photos sharing a place decides it (a RAW+JPEG pair's IMG_1.xmp):
+        a keeper, then a flagged photo."""
+        return (self.keeper, bool(self.flags), self.reject is True)
+
+
+@dataclass(frozen=True)
+class CullState:
+    """What a place shows of culling's fields now (part of its `Reading`)."""
+
+    pick: int | None = None  # the pick label (digiKam's 0..3); None: none
+    marked_pick: int | None = None  # the pick the place itself says we set (a sidecar's aes:Pick)
+    marked_reject: bool = False  # the place itself says its -1 rating is our reject (aes:Reject)
+    tags: tuple[str, ...] = ()  # our culling tags there now
+    leader: Any = None  # the place it is grouped under (a digiKam image id); None: none
+    followers: tuple = ()  # places grouped under it (digiKam image ids)
+
+
+@dataclass(frozen=True)
 class Place:
     """One spot a photo's value lives in: `key` is its journal name (target_path)."""
 
@@ -75,6 +127,7 @@ class Reading:
     token: Any
     detail: Any = None  # the target's own view (a sidecar's tags and fields)
     ours: int | None = None  # the value the place itself says we wrote (a sidecar's aes:Stars)
+    cull: CullState = CullState()  # what it shows of culling's fields
 
 
 @dataclass(frozen=True)
@@ -115,6 +168,7 @@ class Target:
     # True: the photo manager applies our answer itself and reports back (darktable),
     # so writes are journaled and undo rows closed when it does.
     deferred: bool = False
+    holds_groups: bool = False  # True: the target has its own grouping (digiKam's), culling writes it
     extra: dict = field(default_factory=dict)  # target facts for the run's report
 
     @contextlib.contextmanager
@@ -140,6 +194,17 @@ class Target:
         when the place no longer holds what `reading` saw, TargetError for a place we refuse.
         """
         raise NotImplementedError
+
+    def ref_of(self, photo_path: str) -> Any:
+        """How a place of this target names the photo a group hangs under (its `leader`)."""
+        return photo_path
+
+    def mark(self, reading: Reading, changes: dict[str, Any], marks: Marks, dry_run: bool) -> list[Write]:
+        """Set culling's fields `changes` (field -> value, as culling.marks.decide_marks
+        allowed them on `reading`): "pick", "tags", "group" (the leader's place ref or None),
+        "rating" (-1 or None). Returns what to journal, one Write per field changed.
+        Raises ChangedSinceRead like `write`."""
+        raise TargetError(f"{reading.place.key}: the {self.name} target takes no culling marks")
 
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         raise NotImplementedError

@@ -2,6 +2,11 @@
 
 The sidecar editor itself is aes_index.xmp (only our fields change, every other byte
 survives); this adapter says which sidecars a photo has, and journals and undoes writes.
+
+Culling's marks (`mark`) go into the same sidecars in one write: digiKam:PickLabel with
+our marker aes:Pick, our tags "keeper"/"blurry"/..., and for a reject xmp:Rating -1 with
+our marker aes:Reject. Each field changed is its own journal row ("pick", "tags",
+"rating"), and `undo` puts each back on its own; undoing them all gives back the bytes.
 """
 
 from __future__ import annotations
@@ -11,10 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import xmp
+from ..culling.model import FLAGS
 from ..atomic import refuse_protected, sha256_hex
 from ..journal import UndoAction, Write
 from ..ratings import REJECTED
-from .protocol import ChangedSinceRead, check_inside, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
+from .protocol import (
+    ChangedSinceRead, CullState, Marks, Place, Reading, Target, UndoResult, Wanted, check_inside, kept_manual, restored,
+)
+
+CULL_TAGS = ("keeper", *FLAGS)  # our tags that culling owns (the rest are stars' and attributes')
 
 
 @dataclass
@@ -28,7 +38,12 @@ class SidecarTarget(Target):
     def read(self, place: Place) -> Reading:
         check_inside(place.key, self.roots)
         info = xmp.read_sidecar(Path(place.key))
-        return Reading(place, info.rating, token=info.content_hash, detail=info, ours=info.our_rating)
+        marks = info.marks or xmp.CullMarks()
+        cull = CullState(
+            pick=info.pick, marked_pick=marks.pick, marked_reject=info.our_reject,
+            tags=tuple(tag for tag in info.tags if tag in CULL_TAGS),
+        )
+        return Reading(place, info.rating, token=info.content_hash, detail=info, ours=info.our_rating, cull=cull)
 
     def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
         info: xmp.SidecarInfo = reading.detail
@@ -44,6 +59,42 @@ class SidecarTarget(Target):
             raise ChangedSinceRead(str(exc)) from exc
         return journal_entry(reading.place.image_path, outcome) if outcome.changed else None
 
+    def mark(self, reading: Reading, changes: dict, marks: Marks, dry_run: bool) -> list[Write]:
+        """One write of culling's `changes`, journaled one row per field."""
+        info: xmp.SidecarInfo = reading.detail
+        before = info.marks or xmp.CullMarks()
+        markers = xmp.CullMarks(
+            pick=changes.get("pick", before.pick) if "pick" in changes else before.pick,
+            reject=changes["rating"] == REJECTED if "rating" in changes else before.reject,
+        )
+        tags = None
+        if "tags" in changes:
+            tags = [tag for tag in info.tags if tag not in CULL_TAGS] + list(changes["tags"])
+        try:
+            outcome = xmp.write_sidecar(
+                Path(reading.place.key), rating=changes.get("rating", xmp.KEEP), pick=changes.get("pick", xmp.KEEP),
+                marks=xmp.KEEP if markers == before else (None if markers == xmp.CullMarks() else markers),
+                tags=tags, dry_run=dry_run, expect_hash=reading.token,
+            )
+        except xmp.SidecarChanged as exc:
+            raise ChangedSinceRead(str(exc)) from exc
+        if not outcome.changed:
+            return []
+        common = {"declared": list(outcome.declared)} if outcome.declared else {}
+        values = {
+            "pick": (info.pick, changes.get("pick"), {"marked_pick": before.pick}),
+            "rating": (info.rating, changes.get("rating"), {"marked_reject": before.reject}),
+            "tags": (None, None, {"cull_tags": list(reading.cull.tags), "tag_fields": list(outcome.tag_fields)}),
+        }
+        return [
+            Write(
+                target=self.name, place=reading.place.key, image_path=reading.place.image_path, old=old, new=new,
+                created_file=outcome.created, content_hash_after=outcome.content_hash, prior={**prior, **common}, field=name,
+            )
+            for name, (old, new, prior) in values.items()
+            if name in changes
+        ]
+
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         path = action.target_path
         check_inside(str(path), self.roots)
@@ -55,6 +106,8 @@ class SidecarTarget(Target):
         current = xmp.read_sidecar(path)
         if not current.exists:
             return UndoResult(action, "missing", "the sidecar is gone")
+        if action.field in ("pick", "tags"):
+            return self._undo_mark(path, current, action, dry_run)
         manual = current.rating != action.expected
         xmp.write_sidecar(
             path,
@@ -65,8 +118,28 @@ class SidecarTarget(Target):
             dry_run=dry_run,
             expect_hash=current.content_hash,
             undeclare=tuple(action.prior.get("declared", ())),
+            marks=_restored_marks(current, action.prior),
         )
         return kept_manual(action, current.rating) if manual else restored(action)
+
+    def _undo_mark(self, path: Path, current: xmp.SidecarInfo, action: UndoAction, dry_run: bool) -> UndoResult:
+        """Put back a culling pick label (if it still holds ours) or our culling tags."""
+        prior, tags, pick = action.prior, None, xmp.KEEP
+        if action.field == "tags":
+            tags = [tag for tag in current.tags if tag not in CULL_TAGS] + list(prior.get("cull_tags", ()))
+        manual = action.field == "pick" and current.pick != action.expected
+        if action.field == "pick" and not manual:
+            pick = action.restore
+        xmp.write_sidecar(
+            path, pick=pick, tags=tags, tag_fields=tuple(prior.get("tag_fields", xmp.DEFAULT_TAG_FIELDS)),
+            marks=_restored_marks(current, prior), dry_run=dry_run, expect_hash=current.content_hash,
+            undeclare=tuple(prior.get("declared", ())),
+        )
+        if manual:
+            return UndoResult(action, "kept-manual", f"pick label is {_show(current.pick)} now, not our {_show(action.expected)}: left as is")
+        if action.field == "pick":
+            return UndoResult(action, "restored", f"pick label {_show(action.expected)} -> {_show(action.restore)}")
+        return UndoResult(action, "restored", "culling tags put back")
 
 
 def journal_entry(image_path: str, outcome: xmp.WriteOutcome) -> Write:
@@ -93,6 +166,22 @@ def other_tags(tags) -> list[str]:
 
 def star_tag(stars: int) -> str:
     return "rejected" if stars == REJECTED else f"{stars} stars"
+
+
+def _restored_marks(current: xmp.SidecarInfo, prior: dict):
+    """Our culling markers with the component an undone row wrote put back (the other
+    component may belong to another run's write, which keeps it)."""
+    if "marked_pick" not in prior and "marked_reject" not in prior:
+        return xmp.KEEP
+    now = current.marks or xmp.CullMarks()
+    marks = xmp.CullMarks(pick=prior.get("marked_pick", now.pick), reject=prior.get("marked_reject", now.reject))
+    if marks == now:
+        return xmp.KEEP
+    return None if marks == xmp.CullMarks() else marks
+
+
+def _show(value) -> str:
+    return "none" if value is None else str(value)
 
 
 def _prior_aes(prior: dict):

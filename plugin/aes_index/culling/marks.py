@@ -1,0 +1,218 @@
+"""Culling's decisions as marks in the photo managers: keepers picked, failures tagged.
+
+What each photo should show (`Marks`, targets/protocol.py) comes from the stored groups
+and flags (cull.load_groups, cull.load_flagged); targets/apply.apply_marks writes them
+through a target, and `decide_marks` here is the rule, the culling counterpart of
+ratings.decide:
+
+- our tags ("Aesthetic|keeper", "Aesthetic|blurry", ...) are ours: they always follow;
+- a pick label (digiKam's "accepted" on keepers, "rejected" on failures) is written only
+  where there is none, or where the one there is ours (the journal's last write, or the
+  place's own marker aes:Pick); a person's pick label is never overridden;
+- a reject (xmp:Rating -1, for darktable's import, beside digiKam's pick label
+  "rejected") only when the run was asked to reject, and only under ratings.decide's
+  manual-ratings-win rule;
+- a group (digiKam's) only where the photo is in no group or in ours; a group a person
+  made is left whole (`Marks.group` False).
+
+And before any of that, a person's own choice in a group wins the keeper
+(keeper.with_person_choice): a rating or pick label in a member that is not ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AesIndexError
+from ..library import inside_roots
+from ..ratings import NO_RATING, REJECTED, Action, decide
+from ..targets.protocol import Marks, Reading, Target
+from ..xmp import NO_PICK, PICK_ACCEPTED, PICK_REJECTED
+from .model import Group, Member
+
+MARK_FIELDS = ("pick", "tags", "group")  # journal fields only culling writes (a reject is a "rating")
+KEEPER_TAG = "keeper"
+
+
+@dataclass(frozen=True)
+class MarkOptions:
+    """How a culling write runs. reject: also reject flagged photos that are no keeper
+    (xmp:Rating -1 where the target rejects, pick label "rejected"); treat_as_unrated:
+    ratings that count as none (darktable's import default 1)."""
+
+    reject: bool = False
+    treat_as_unrated: tuple[int, ...] = ()
+    dry_run: bool = False
+
+    def record(self) -> dict:
+        return {"reject": self.reject, "treat_as_unrated": list(self.treat_as_unrated)}
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+def decide_marks(
+    reading: Reading, marks: Marks, last: Mapping[str, Any], target: Target, treat_as_unrated: tuple[int, ...] = ()
+) -> tuple[dict[str, Any], list[dict]]:
+    """Which of culling's fields to change at the place `reading` was taken of.
+
+    last: field -> the value we wrote there last and haven't undone ("pick", "group",
+    "rating"; None: never). Returns (changes: field -> new value, kept: a person's values
+    that stood in the way, for the report). Pure: reads and writes nothing.
+    """
+    state, changes, kept = reading.cull, {}, []
+    if set(state.tags) != set(marks.tags):
+        changes["tags"] = marks.tags
+    pick, why = _decide_pick(state.pick, {last.get("pick"), state.marked_pick} - {None}, marks)
+    if pick is not _SAME:
+        changes["pick"] = pick
+    elif why:
+        kept.append({"field": "pick", "value": state.pick, "reason": why})
+    if target.rejects and marks.reject is not None:
+        rating, why = _decide_reject(reading, last.get("rating"), marks.reject, treat_as_unrated)
+        if rating is not _SAME:
+            changes["rating"] = rating
+        elif why:
+            kept.append({"field": "rating", "value": reading.value, "reason": why})
+    if target.holds_groups and marks.group:
+        leader = None if marks.leader is None else target.ref_of(marks.leader)
+        if leader != state.leader:
+            if state.leader is None or state.leader == last.get("group"):
+                changes["group"] = leader
+            else:
+                kept.append({"field": "group", "value": state.leader, "reason": "grouped by you"})
+    return changes, kept
+
+
+_SAME = object()  # a field left as it is
+
+
+def _decide_pick(current: int | None, ours: set, marks: Marks) -> tuple[Any, str]:
+    """The pick label to write (or _SAME), and why a person's stays."""
+    current = None if current == NO_PICK else current  # digiKam's explicit "none" is none
+    wanted = PICK_ACCEPTED if marks.keeper else PICK_REJECTED if marks.reject else None
+    if wanted is None and marks.reject is None and current == PICK_REJECTED:
+        return _SAME, ""  # the run leaves rejects alone, ours included
+    if current == wanted:
+        return _SAME, ""
+    if current is None or current in ours:
+        return wanted, ""
+    if wanted is None:
+        return _SAME, ""  # a person's pick label where we want none: nothing to say
+    return _SAME, f"pick label {current} set by you; ours would be {wanted}"
+
+
+def _decide_reject(reading: Reading, last_rating, reject: bool, treat_as_unrated) -> tuple[Any, str]:
+    """A reject's rating (-1), or None to take our earlier reject back, or _SAME."""
+    current = reading.value
+    last = reading.ours if last_rating is None else last_rating
+    if reject:
+        decision = decide(current, last, REJECTED, False, treat_as_unrated)
+        if decision.write:
+            return REJECTED, ""
+        return _SAME, decision.reason if decision.action is Action.SKIP_MANUAL else ""
+    ours = current == REJECTED and (last == REJECTED or reading.cull.marked_reject)
+    return (None, "") if ours else (_SAME, "")
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def person_value(reading: Reading, last_rating, treat_as_unrated=()) -> int | None:
+    """A choice a person made at this place, for keeper.with_person_choice: their rating
+    (1..5, or -1 for a reject), else 5 for their pick label "accepted" (the strongest
+    choice a person can make), -1 for "rejected"; None when everything there is ours."""
+    rating = reading.value
+    ours_rating = reading.ours if last_rating is None else last_rating
+    if rating not in (None, NO_RATING) and rating not in treat_as_unrated and rating != ours_rating:
+        if not (rating == REJECTED and reading.cull.marked_reject):
+            return rating
+    pick = reading.cull.pick
+    if pick in (PICK_ACCEPTED, PICK_REJECTED) and pick != reading.cull.marked_pick:
+        return 5 if pick == PICK_ACCEPTED else REJECTED
+    return None
+
+
+def plan_marks(
+    index,
+    target: Target,
+    groups: Sequence[Group],
+    flagged: Sequence[Member],
+    options: MarkOptions,
+    stale_paths: Iterable[str] = (),
+    person_grouped: Callable[[Group], bool] = lambda group: False,
+) -> list[Marks]:
+    """The marks every photo should show in `target`: each group's keeper (a person's
+    choice first), its members under it, flagged photos, and photos that still hold
+    marks of ours from an earlier run (`stale_paths`) so they lose what no longer applies."""
+    plan: dict[str, Marks] = {}
+    for group in groups:
+        group = _with_person_choice(index, target, group, options)
+        own = not person_grouped(group)
+        keeper_path = group.keeper.path
+        for member in group.members:
+            is_keeper = member.image_id == group.keeper_id
+            plan[member.path] = Marks(
+                member.path, keeper=is_keeper, flags=tuple(member.flags), reject=_reject(options, is_keeper, member.flags),
+                leader=None if is_keeper else keeper_path, group=own,
+            )
+    for member in flagged:
+        if member.path not in plan:
+            plan[member.path] = Marks(member.path, flags=tuple(member.flags), reject=_reject(options, False, member.flags))
+    for path in stale_paths:
+        plan.setdefault(path, Marks(path, reject=False if options.reject else None))
+    return list(plan.values())
+
+
+def _reject(options: MarkOptions, keeper: bool, flags) -> bool | None:
+    """A keeper stays the pick even when flawed (the whole burst was blurry): no reject."""
+    if not options.reject:
+        return None
+    return bool(flags) and not keeper
+
+
+def _with_person_choice(index, target: Target, group: Group, options: MarkOptions) -> Group:
+    person: dict[int, int | None] = {}
+    for member in group.members:
+        for place in target.places(member.path):
+            try:
+                reading = target.read(place)
+            except AesIndexError:
+                continue  # the write of this place reports it; the plan goes on
+            value = person_value(reading, index.journal.last_written(target.name, place.key), options.treat_as_unrated)
+            if value is not None and (person.get(member.image_id) is None or value > person[member.image_id]):
+                person[member.image_id] = value
+    if not person:
+        return group
+    from .keeper import with_person_choice
+
+    return with_person_choice(group, person)
+
+
+def load_culling(index, under: Sequence[str] = ()) -> tuple[list[Group], list[Member]]:
+    """The stored groups (keeper first) and flagged photos, as `aes-index cull` left them."""
+    from .cull import load_flagged, load_groups
+
+    return load_groups(index, under=under), load_flagged(index, under=under)
+
+
+# --------------------------------------------------------------------------- XMP sidecars
+
+
+def write_sidecars(index, options: MarkOptions, under: Sequence[str] = ()):
+    """Culling's marks into every photo's XMP sidecar (the "xmp" target): what digiKam
+    and darktable's import read. Journaled (command "cull-write"); `aes-index ratings
+    undo` puts the bytes back."""
+    from ..targets.apply import apply_marks
+    from ..targets.sidecar import SidecarTarget
+
+    target = SidecarTarget(roots=tuple(index.roots()))
+    groups, flagged = load_culling(index, under)
+
+    def plan(target: Target) -> list[Marks]:
+        stale = [path for path, _ in index.journal.open_fields(target.name, MARK_FIELDS) if not under or inside_roots(path, under)]
+        return plan_marks(index, target, groups, flagged, options, stale)
+
+    return apply_marks(index, target, plan, options, "cull-write", options.record())
