@@ -398,6 +398,8 @@ def summary_line(summary) -> str:
     line = f"{summary.command}: {', '.join(parts)} in {summary.seconds:.1f} s{rate}{hint}"
     if summary.settling:
         line += f"\n{summary.settling} files still being written: skipped; run again once they are complete"
+    if getattr(summary, "measured", 0):
+        line += f"\n{summary.measured} photos indexed before culling existed: capture facts measured (decoded again, not embedded)"
     return line
 
 

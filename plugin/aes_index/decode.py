@@ -52,6 +52,7 @@ from typing import IO, Any, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
+from aes_index.culling.facts import FactsProbe, exiv2_metadata
 from aes_index.errors import (
     CorruptImage,
     DecodeError,
@@ -111,7 +112,7 @@ _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 
 
 def decode_image(
-    path: str | os.PathLike, min_side: int = 224, max_pixels: int = MAX_PIXELS
+    path: str | os.PathLike, min_side: int = 224, max_pixels: int = MAX_PIXELS, probe: FactsProbe | None = None
 ) -> Image.Image:
     """Return an RGB, EXIF-orientation-corrected PIL image whose SHORT side is >= min_side
     (unless the source is smaller), decoded as cheaply as possible. Raises only subclasses of
@@ -122,6 +123,9 @@ def decode_image(
     The short side is also below ``2 * min_side``: callers always get a small image. A source
     smaller than ``min_side`` (for a RAW: the largest image it offers) is returned at its own
     size, never upscaled. Bad arguments (``min_side < 1``) raise ValueError, not DecodeError.
+
+    A `probe` (culling.facts) collects capture facts on the way: the file's metadata and
+    measures of the pixels as they pass, at no second decode.
     """
     if min_side < 1 or max_pixels < 1:
         raise ValueError(f"min_side and max_pixels must be >= 1, not {min_side}, {max_pixels}")
@@ -130,9 +134,9 @@ def decode_image(
     try:
         head = _read_head(path, name)
         if _takes_raw_route(path, head):
-            return _decode_raw(path, name, min_side, max_pixels)
+            return _decode_raw(path, name, min_side, max_pixels, probe)
         with open(path, "rb") as stream:
-            return _decode_with_pillow(stream, name, head, min_side, max_pixels)
+            return _decode_with_pillow(stream, name, head, min_side, max_pixels, probe=probe)
     except DecodeError:
         raise
     except Exception as exc:  # a library's own exception: give it a type the index records
@@ -186,6 +190,7 @@ def _decode_with_pillow(
     min_side: int,
     max_pixels: int,
     fallback_orientation: int | None = None,
+    probe: FactsProbe | None = None,
 ) -> Image.Image:
     """Decode a stream Pillow (or pillow-heif) can read, at the smallest size that will do.
 
@@ -199,12 +204,15 @@ def _decode_with_pillow(
             raise _unidentified(name, head) from exc
         with opened as image:
             _refuse_bomb(name, image.size, max_pixels)
+            if probe is not None:
+                probe.metadata(width=image.size[0], height=image.size[1])
+                probe.exif(image.getexif())
             # The DCT scale (or HEIF thumbnail) is picked on the stored, pre-rotation size;
             # a square request keeps it independent of orientation.
             image.draft("RGB", (min_side, min_side))
             image.load()
             orientation = _embedded_orientation(image) or fallback_orientation
-            return _finish(image, orientation, min_side)
+            return _finish(image, orientation, min_side, probe)
 
 
 @functools.cache
@@ -279,11 +287,11 @@ class _RawAttempts:
     recognised: bool = False  # exiv2 or LibRaw understood the container
 
 
-def _decode_raw(path: str, name: str, min_side: int, max_pixels: int) -> Image.Image:
+def _decode_raw(path: str, name: str, min_side: int, max_pixels: int, probe: FactsProbe | None = None) -> Image.Image:
     """Try the RAW's image sources from cheapest to dearest; keep the first big enough."""
     attempts = _RawAttempts()
     best: Image.Image | None = None
-    with contextlib.closing(_raw_sources(path, min_side, max_pixels, attempts)) as sources:
+    with contextlib.closing(_raw_sources(path, min_side, max_pixels, attempts, probe)) as sources:
         for label, load in sources:
             try:
                 image = load()
@@ -303,18 +311,18 @@ def _decode_raw(path: str, name: str, min_side: int, max_pixels: int) -> Image.I
 
 
 def _raw_sources(
-    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts
+    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts, probe: FactsProbe | None = None
 ) -> Iterator[tuple[str, Callable[[], Image.Image]]]:
     """Yield (label, loader) for each image a RAW file offers, cheapest first.
 
     Generators all the way, so that LibRaw is not even opened when a preview will do.
     """
-    yield from _embedded_previews(path, min_side, max_pixels, attempts)
-    yield from _libraw_images(path, min_side, max_pixels, attempts)
+    yield from _embedded_previews(path, min_side, max_pixels, attempts, probe)
+    yield from _libraw_images(path, min_side, max_pixels, attempts, probe)
 
 
 def _embedded_previews(
-    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts
+    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts, probe: FactsProbe | None = None
 ) -> Iterator[tuple[str, Callable[[], Image.Image]]]:
     try:
         opened = _open_with_exiv2(path)
@@ -322,6 +330,8 @@ def _embedded_previews(
         attempts.problems.append(f"exiv2: {_describe(exc)}")
         return
     attempts.recognised = True
+    if probe is not None:  # the RAW's own metadata, before any preview's
+        probe.metadata(**exiv2_metadata(opened.image.exifData()))
     # A preview rarely carries its own orientation tag; it is then the RAW's.
     orientation = _exiv2_orientation(opened.image) or _libraw_orientation(path)
     for props in opened.previews_largest_first:
@@ -330,13 +340,13 @@ def _embedded_previews(
         def load_preview(props=props, label=label) -> Image.Image:
             preview = opened.manager.getPreviewImage(props)
             data = bytes(preview.data())
-            return _decode_bytes(data, label, min_side, max_pixels, orientation)
+            return _decode_bytes(data, label, min_side, max_pixels, orientation, probe)
 
         yield label, load_preview
 
 
 def _libraw_images(
-    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts
+    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts, probe: FactsProbe | None = None
 ) -> Iterator[tuple[str, Callable[[], Image.Image]]]:
     try:
         raw = _open_with_libraw(path)
@@ -346,10 +356,8 @@ def _libraw_images(
     attempts.recognised = True
     with raw:
         orientation = _LIBRAW_FLIP_TO_ORIENTATION.get(raw.sizes.flip)
-        yield "libraw thumbnail", lambda: _libraw_thumbnail(
-            raw, min_side, max_pixels, orientation
-        )
-        yield "libraw demosaic", lambda: _libraw_demosaic(raw, os.path.getsize(path), min_side, max_pixels)
+        yield "libraw thumbnail", lambda: _libraw_thumbnail(raw, min_side, max_pixels, orientation, probe)
+        yield "libraw demosaic", lambda: _libraw_demosaic(raw, os.path.getsize(path), min_side, max_pixels, probe)
 
 
 class _Exiv2File(NamedTuple):
@@ -409,15 +417,15 @@ def _libraw_orientation(path: str) -> int | None:
         return None
 
 
-def _libraw_thumbnail(raw, min_side: int, max_pixels: int, orientation: int | None):
+def _libraw_thumbnail(raw, min_side: int, max_pixels: int, orientation: int | None, probe: FactsProbe | None = None):
     import rawpy
 
     thumb = raw.extract_thumb()
     if thumb.format == rawpy.ThumbFormat.JPEG:
-        return _decode_bytes(thumb.data, "libraw thumbnail", min_side, max_pixels, orientation)
+        return _decode_bytes(thumb.data, "libraw thumbnail", min_side, max_pixels, orientation, probe)
     height, width = thumb.data.shape[:2]  # an RGB bitmap, already in memory: still, the
     _refuse_bomb("libraw thumbnail", (width, height), max_pixels)  # limit holds for every route
-    return _finish(Image.fromarray(thumb.data), orientation, min_side)
+    return _finish(Image.fromarray(thumb.data), orientation, min_side, probe)
 
 
 # A RAW file with less than this many bytes per sensor pixel was stripped of its sensor
@@ -427,19 +435,19 @@ def _libraw_thumbnail(raw, min_side: int, max_pixels: int, orientation: int | No
 MIN_RAW_BYTES_PER_PIXEL = 1 / 16
 
 
-def _libraw_demosaic(raw, file_size: int, min_side: int, max_pixels: int) -> Image.Image:
+def _libraw_demosaic(raw, file_size: int, min_side: int, max_pixels: int, probe: FactsProbe | None = None) -> Image.Image:
     _refuse_bomb("libraw demosaic", (raw.sizes.width, raw.sizes.height), max_pixels)
     if file_size < MIN_RAW_BYTES_PER_PIXEL * raw.sizes.raw_width * raw.sizes.raw_height:
         raise NoPreview(_line("libraw demosaic", "the file holds no sensor data (a stripped RAW file)"))
     rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
-    return _finish(Image.fromarray(rgb), None, min_side)  # LibRaw already applied the flip
+    return _finish(Image.fromarray(rgb), None, min_side, probe)  # LibRaw already applied the flip
 
 
 def _decode_bytes(
-    data: bytes, label: str, min_side: int, max_pixels: int, orientation: int | None
+    data: bytes, label: str, min_side: int, max_pixels: int, orientation: int | None, probe: FactsProbe | None = None
 ) -> Image.Image:
     return _decode_with_pillow(
-        io.BytesIO(data), label, data[:_SNIFF_BYTES], min_side, max_pixels, orientation
+        io.BytesIO(data), label, data[:_SNIFF_BYTES], min_side, max_pixels, orientation, probe
     )
 
 
@@ -468,9 +476,18 @@ def _read_all(path: str) -> bytes:
 # --- pixels --------------------------------------------------------------------------------
 
 
-def _finish(image: Image.Image, orientation: int | None, min_side: int) -> Image.Image:
-    """8-bit RGB, reduced, then upright (so the transpose works on the small image)."""
-    return _upright(_reduce_towards(_to_rgb(image), min_side), orientation)
+def _finish(image: Image.Image, orientation: int | None, min_side: int, probe: FactsProbe | None = None) -> Image.Image:
+    """8-bit RGB, reduced, then upright (so the transpose works on the small image).
+
+    A probe measures sharpness before the reduction (it would average away the detail a
+    missed focus loses) and the rest on the final image."""
+    rgb = _to_rgb(image)
+    if probe is not None:
+        probe.detail(rgb)
+    final = _upright(_reduce_towards(rgb, min_side), orientation)
+    if probe is not None:
+        probe.final(final)
+    return final
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

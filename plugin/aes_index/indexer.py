@@ -34,7 +34,7 @@ from .errors import ConfigError
 from .heads import Head, check_compatible, resolve_head
 from .library import FileEntry, discover, fingerprint, printable, stat_signature
 from .locks import writer_lock
-from .pipeline import Batch, Failed, default_workers, embed_stream
+from .pipeline import Batch, Failed, decode_stream, default_workers, embed_stream
 from .store import ERROR, MISSING, NEW, OK, Index
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class RunSummary:
     moved: int = 0
     missing: int = 0
     settling: int = 0  # still being written (too recently modified, or changed while read): run again
+    measured: int = 0  # photos indexed before culling existed, measured for it now (decoded, not embedded)
     seconds: float = 0.0
     images_per_second: float = 0.0
     head: str | None = None
@@ -305,6 +306,7 @@ def _place_arrivals(index: Index, arrivals: list[FileEntry], gone: list[store.Kn
             result.new += 1
             twin = _indexed_twin(index, print_, image_id)
             if twin is not None and index.copy_embeddings(twin, image_id):
+                index.culling.copy_facts(twin, image_id)  # same bytes, same facts: not decoded again
                 index.update_image(image_id, status=OK)
                 result.duplicates += 1
         result.image_ids.append(image_id)
@@ -398,7 +400,8 @@ def _without(batch: Batch, image_ids: set[int]) -> Batch:
     if not image_ids:
         return batch
     keep = np.array([i not in image_ids for i in batch.image_ids], dtype=bool)
-    return Batch([i for i in batch.image_ids if i not in image_ids], batch.pooled[keep], batch.proj_norms[keep])
+    facts = [f for i, f in zip(batch.image_ids, batch.facts) if i not in image_ids]
+    return Batch([i for i in batch.image_ids if i not in image_ids], batch.pooled[keep], batch.proj_norms[keep], facts)
 
 
 def _log_embedded(image_ids: Sequence[int], paths: dict[int, str]) -> None:
@@ -415,7 +418,41 @@ def _log_unsettled(image_ids: set[int], paths: dict[int, str]) -> None:
 def _store_batch(index: Index, backbone_id: int, head: Head, preprocess: str, projection, batch: Batch) -> None:
     index.put_embeddings(backbone_id, batch.image_ids, batch.pooled, batch.proj_norms)
     index.put_scores(head, backbone_id, preprocess, batch.image_ids, head.predict(batch.pooled, projection, batch.proj_norms))
+    index.culling.put_facts(batch.image_ids, batch.facts)
     index.mark_ok(batch.image_ids)
+
+
+def measure_facts(
+    index: Index, session: BackboneSession, image_ids: Iterable[int], settings: Settings, stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Culling's capture facts for indexed photos that lack them (an index from before
+    culling, or facts from an older measure): one decode each, no model, no embedding."""
+    work = index.culling.ids_lacking_facts(image_ids)
+    if not work:
+        return 0
+    paths = dict(work)
+    recorded = index.file_signatures(list(paths))
+    workers = default_workers(False) if settings.workers < 0 else settings.workers
+    measured = 0
+    for chunk in _chunked(decode_stream(work, session.info.preprocess, workers), 64):
+        done = [d for d in chunk if not isinstance(d, Failed) and stat_signature(paths[d.image_id]) == recorded.get(d.image_id)]
+        with index.transaction():
+            index.culling.put_facts([d.image_id for d in done], [d.facts for d in done])
+        measured += len(done)
+        if stop():
+            break
+    return measured
+
+
+def _chunked(items: Iterable, size: int) -> Iterable[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: Sequence[int] | None = None) -> int:
@@ -454,6 +491,7 @@ class StageResult:
     work: list[tuple[int, str]]  # (image id, path) given to the decoder, in order
     embedded: Embedded
     restored: int = 0  # cached embeddings scored by score_stale
+    measured: int = 0  # photos indexed before culling whose capture facts were measured now
 
     @property
     def scored(self) -> int:
@@ -489,6 +527,8 @@ def run_stages(
         result = StageResult(scanned, head, session.key, work, embedded)
         if session.id is not None:  # no row: nothing was ever embedded with this backbone
             result.restored = score_stale(index, session, head, scanned.image_ids)
+            if not stop():
+                result.measured = measure_facts(index, session, scanned.image_ids, settings, stop)
     return result
 
 
@@ -553,6 +593,7 @@ def _summarise(summary: RunSummary, result: StageResult) -> RunSummary:
     summary.decoded = result.embedded.decoded
     summary.scored = result.scored
     summary.settling = result.settling
+    summary.measured = result.measured
     summary.skipped = scanned.files - summary.decoded - scanned.settling  # unchanged
     summary.errors = result.errors
     summary.new, summary.changed, summary.moved, summary.missing = scanned.new, scanned.changed, scanned.moved, scanned.missing

@@ -37,13 +37,14 @@ import warnings
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .backbone import PreprocessSpec
+from .culling.facts import CaptureFacts, FactsProbe
 from .decode import MAX_PIXELS, RAW_EXTENSIONS, _embedded_orientation, decode_image
 from .errors import DecodeError
 
@@ -58,6 +59,7 @@ WORKER_NICE = 10
 class Decoded:
     image_id: int
     pixels: Any  # (S, S, 3) uint8: a numpy array, or a torch tensor on the GPU route
+    facts: CaptureFacts | None = None  # culling's capture facts, gathered by the same decode
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Batch:
     image_ids: list[int]
     pooled: np.ndarray  # (B, D) float32, already rounded through float16 like the cache
     proj_norms: np.ndarray  # (B,) float32
+    facts: list[CaptureFacts | None] = field(default_factory=list)  # per image, in order
 
 
 # --- the model's input geometry (shared by the CPU and GPU routes) -----------------------
@@ -124,6 +127,13 @@ def prepare(path: str, spec: PreprocessSpec) -> np.ndarray:
     return to_model_pixels(decode_image(path, min_side=spec.size), spec)
 
 
+def prepare_with_facts(path: str, spec: PreprocessSpec) -> tuple[np.ndarray, CaptureFacts]:
+    """prepare(), and culling's capture facts gathered by the same decode."""
+    probe = FactsProbe()
+    pixels = to_model_pixels(decode_image(path, min_side=spec.size, probe=probe), spec)
+    return pixels, probe.facts()
+
+
 # --- CPU route: worker processes --------------------------------------------------------
 
 
@@ -132,7 +142,7 @@ def _prepare_chunk(tasks: Sequence[tuple[int, str]], spec: PreprocessSpec) -> li
     results: list[Decoded | Failed] = []
     for image_id, path in tasks:
         try:
-            results.append(Decoded(image_id, prepare(path, spec)))
+            results.append(Decoded(image_id, *prepare_with_facts(path, spec)))
         except DecodeError as exc:
             results.append(Failed(image_id, exc.code, str(exc)))
         except Exception as exc:  # a decoder bug must not kill the run: record it
@@ -294,28 +304,30 @@ def embed_stream(
         results = gpu_decode_stream(items, spec, backbone.device, workers)
     else:
         results = decode_stream(items, spec, workers, chunk=max(1, min(16, batch_size // 2)))
-    ids: list[int] = []
-    pixels: list = []
+    decoded: list[Decoded] = []
     for result in results:
         if isinstance(result, Failed):
             yield result
             continue
-        ids.append(result.image_id)
-        pixels.append(result.pixels)
-        if len(ids) == batch_size:
-            yield _embed_batch(backbone, ids, pixels)
-            ids, pixels = [], []
-    if ids:
-        yield _embed_batch(backbone, ids, pixels)
+        decoded.append(result)
+        if len(decoded) == batch_size:
+            yield _embed_decoded(backbone, decoded)
+            decoded = []
+    if decoded:
+        yield _embed_decoded(backbone, decoded)
 
 
-def _embed_batch(backbone, ids: list[int], pixels: list) -> Batch:
+def _embed_decoded(backbone, decoded: list[Decoded]) -> Batch:
+    return _embed_batch(backbone, [d.image_id for d in decoded], [d.pixels for d in decoded], [d.facts for d in decoded])
+
+
+def _embed_batch(backbone, ids: list[int], pixels: list, facts: list | None = None) -> Batch:
     from .heads import projected_norms
 
     # Round through float16 here, as the cache stores it, so that scores computed now and
     # scores recomputed later from the cache are identical.
     pooled = backbone.encode_pooled(stack_pixels(pixels)).astype(np.float16).astype(np.float32)
-    return Batch(list(ids), pooled, projected_norms(pooled, backbone.projection))
+    return Batch(list(ids), pooled, projected_norms(pooled, backbone.projection), list(facts or [None] * len(ids)))
 
 
 def stack_pixels(pixels: list):
@@ -367,6 +379,7 @@ class GpuJpeg:
     path: str
     data: bytearray
     orientation: int | None
+    probe: FactsProbe = field(default_factory=FactsProbe)  # the header's facts; pixels' ones are added on the GPU
 
 
 def read_for_gpu(image_id: int, path: str, max_pixels: int = MAX_PIXELS) -> GpuJpeg | None:
@@ -392,9 +405,12 @@ def read_for_gpu(image_id: int, path: str, max_pixels: int = MAX_PIXELS) -> GpuJ
                 if image.info.get("progressive") or image.info.get("progression"):
                     return None
                 orientation = _embedded_orientation(image)  # the rule decode.py applies
+                probe = FactsProbe()
+                probe.metadata(width=width, height=height)
+                probe.exif(image.getexif())
     except Exception:
         return None
-    return GpuJpeg(image_id, path, data, orientation)
+    return GpuJpeg(image_id, path, data, orientation, probe)
 
 
 def _read_bytes(path: str) -> bytearray:
@@ -415,12 +431,13 @@ def draft_scale(width: int, height: int, min_side: int) -> int:
     return 1
 
 
-def jpeg_to_model_pixels(chw, orientation: int | None, spec: PreprocessSpec):
+def jpeg_to_model_pixels(chw, orientation: int | None, spec: PreprocessSpec, probe: FactsProbe | None = None):
     """A fully decoded JPEG (3, H, W) uint8 tensor -> (S, S, 3) uint8 model input, on its device.
 
     Follows the CPU route step by step: libjpeg's 1/s DCT scaling (a block average; exact
     at 1/8, close at 1/4 and 1/2), decode.py's integer box reduction, the EXIF orientation,
-    then open_clip's resize (Pillow-style antialiased bicubic) and centre crop.
+    then open_clip's resize (Pillow-style antialiased bicubic) and centre crop. A probe
+    measures the draft-scale and the reduced image as decode.py's route does.
     """
     import torch
     import torch.nn.functional as F
@@ -429,10 +446,14 @@ def jpeg_to_model_pixels(chw, orientation: int | None, spec: PreprocessSpec):
     scale = draft_scale(x.shape[-1], x.shape[-2], spec.size)
     if scale > 1:
         x = F.avg_pool2d(x, scale, ceil_mode=True).round()
+    if probe is not None:
+        probe.detail(_as_pil(x))
     factor = min(x.shape[-2:]) // spec.size
     if factor >= 2:
         x = F.avg_pool2d(x, factor, ceil_mode=True).round()
     x = upright_tensor(x, orientation)
+    if probe is not None:
+        probe.final(_as_pil(x))
     geometry = model_geometry(x.shape[-1], x.shape[-2], spec)
     x = _resize_tensor(x, geometry.resized, spec.interpolation).round().clamp(0, 255)
     size = spec.size
@@ -445,6 +466,12 @@ def jpeg_to_model_pixels(chw, orientation: int | None, spec: PreprocessSpec):
         left, top = geometry.crop
         x = x[..., top : top + size, left : left + size]
     return x[0].permute(1, 2, 0).to(torch.uint8).contiguous()
+
+
+def _as_pil(x) -> Image.Image:
+    """A (1, 3, H, W) float tensor of 0..255 values -> a PIL image on the host (a few
+    hundred kilobytes at draft scale: the facts are measured on the CPU, as decode.py's)."""
+    return Image.fromarray(x[0].permute(1, 2, 0).clamp(0, 255).to("cpu").numpy().astype(np.uint8))
 
 
 def _resize_tensor(x, size: tuple[int, int], interpolation: str):
@@ -496,7 +523,8 @@ def decode_jpegs(jpegs: list[GpuJpeg], spec: PreprocessSpec, device) -> tuple[li
         if image is None:
             refused.append(jpeg)
         else:
-            decoded.append(Decoded(jpeg.image_id, jpeg_to_model_pixels(image, jpeg.orientation, spec)))
+            pixels = jpeg_to_model_pixels(image, jpeg.orientation, spec, jpeg.probe)
+            decoded.append(Decoded(jpeg.image_id, pixels, jpeg.probe.facts()))
     return decoded, refused
 
 

@@ -9,6 +9,7 @@ Tables
   score_batches  one row per write of scores: its provenance (head hash, backbone,
               preprocess) and time
   runs        every rebuild/rescore/...: what it did and with which settings
+  captures, cull_groups, cull_members   culling's facts and groups (store_culling.py)
   meta        schema version, library roots
 
 WAL mode lets readers (the CLI, the gallery, darktable's plugin) work while the indexer
@@ -32,10 +33,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import sqlite_utils
 
-from . import journal
+from . import journal, store_culling
 from .errors import IndexUnavailable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 65_536  # page cache per connection
 PAGE_SIZE = 16_384  # bytes, for new databases
@@ -147,7 +148,13 @@ def _migrate_to_3(db: sqlite_utils.Database) -> None:
     db.execute(f"UPDATE {journal.TABLE} SET field = ? WHERE field IS NULL", [journal.RATING])
 
 
-MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3)]
+def _migrate_to_4(db: sqlite_utils.Database) -> None:
+    """Culling: capture facts, groups and their members (store_culling.py). Photos indexed
+    before have no facts: the next rebuild measures them (one decode each, no embedding)."""
+    store_culling.create_tables(db)
+
+
+MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4)]
 
 
 # --- what a database is, and what went wrong with it ----------------------------------
@@ -231,7 +238,7 @@ def _raised_by_index_code(exc: BaseException) -> bool:
     while frame.tb_next is not None:
         frame = frame.tb_next
     source = os.path.abspath(frame.tb_frame.f_code.co_filename)
-    return source in (__file__, journal.__file__) or source.startswith(os.path.dirname(sqlite_utils.__file__) + os.sep)
+    return source in (__file__, journal.__file__, store_culling.__file__) or source.startswith(os.path.dirname(sqlite_utils.__file__) + os.sep)
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
@@ -319,6 +326,7 @@ class Index:
             self._migrate()
             self._stamp()
         self.journal = journal.Journal(self.db)
+        self.culling = store_culling.CullingTables(self.db)
 
     def _configure_writer(self) -> None:
         # Applies to a new database only (an existing one keeps its page size). Rows of
@@ -532,6 +540,7 @@ class Index:
         # Probe each head's range of the (head_id, image_id) key: no index on image_id alone.
         self.db.execute("DELETE FROM scores WHERE head_id IN (SELECT id FROM heads) AND image_id = ?", [image_id])
         self.db.execute("DELETE FROM embeddings WHERE image_id = ?", [image_id])
+        self.culling.forget(image_id)
 
     def record_error(self, image_id: int, code: str, message: str) -> None:
         self.update_image(image_id, status=ERROR, error_code=code, error=message)

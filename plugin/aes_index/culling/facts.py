@@ -1,0 +1,268 @@
+"""Capture facts, gathered while a photo is decoded for the model (never a second decode).
+
+From the file's metadata: when it was taken (EXIF DateTimeOriginal, SubSecTimeOriginal,
+OffsetTimeOriginal) and by which camera (Make + Model, BodySerialNumber). From pixels:
+
+* sharpness, on the image as the decoder first produced it (libjpeg's DCT-scaled draft:
+  1/8 of a 24 MP frame, about 750x500), before it is reduced for the model. The measure
+  follows Crete et al. 2007 ("The blur effect: perception and estimation with a new
+  no-reference perceptual blur metric", SPIE 6492): blur the image again and see how much
+  of its neighbour-to-neighbour variation that removes. A sharp image loses much, a blurred
+  one little, whatever its brightness or contrast (it is a ratio), so a frame a third of a
+  stop darker is not taken for a softer one. It is taken per direction (motion blur
+  smears one) and over the tiles with the most detail (the subject in focus; a shallow
+  depth of field leaves the rest soft on purpose).
+* clipped highlights and shadows: the share of pixels at white and at black.
+* a perceptual signature: a 64-bit DCT hash (pHash) of the upright image. It survives
+  re-encoding, resizing, exposure changes and light crops, and means something without
+  any trained weights, so grouping works with whatever backbone the index holds.
+
+Everything here is cheap and imports numpy and Pillow only (decode workers import it).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+from PIL import Image
+
+FACTS_VERSION = 1  # bump when a measure changes: older rows are measured again by rebuild
+
+# EXIF tags (Exif 2.32, CIPA DC-008), in IFD0 and the Exif IFD.
+_MAKE, _MODEL, _EXIF_IFD = 0x010F, 0x0110, 0x8769
+_DATETIME_ORIGINAL, _OFFSET_ORIGINAL, _SUBSEC_ORIGINAL, _BODY_SERIAL = 0x9003, 0x9011, 0x9291, 0xA431
+
+ANALYSIS_SIDE = 448  # sharpness is measured with the short side in [ANALYSIS_SIDE, 2 * ANALYSIS_SIDE) at most
+TILES = 8  # the image is cut into TILES x TILES tiles for sharpness
+DETAILED_SHARE = 0.25  # sharpness is read from this share of the tiles, the most detailed
+WHITE, BLACK = 250, 5  # luminance at or beyond which a pixel counts as clipped
+SIGNATURE_SIZE = 32  # pHash: DCT of a 32x32 grey image, its 8x8 lowest frequencies
+
+
+@dataclass(frozen=True)
+class CaptureFacts:
+    """What culling knows of one photo."""
+
+    taken_at: float | None = None  # camera-clock seconds (local time as the camera set it): orders a burst
+    taken_at_text: str | None = None  # ISO 8601, with fraction and offset where the camera gave them
+    camera: str | None = None  # "Make Model"
+    serial: str | None = None  # body serial number, when the camera writes it
+    width: int | None = None  # the file's own pixel size (duplicates: the biggest copy is the original)
+    height: int | None = None
+    sharpness: float | None = None  # 0 (no detail left by blur) .. 1
+    clipped_highlights: float | None = None  # share of pixels at white
+    clipped_shadows: float | None = None  # share of pixels at black
+    signature: int | None = None  # 64-bit pHash, as a signed int (SQLite's INTEGER)
+    problem: str | None = None  # what was wrong with the metadata (corrupt time, ...), for `groups`
+    version: int = FACTS_VERSION
+
+    @property
+    def camera_key(self) -> str | None:
+        """Which body took it: frames of one burst share it."""
+        if self.camera is None:
+            return None
+        return f"{self.camera}#{self.serial}" if self.serial else self.camera
+
+
+@dataclass
+class FactsProbe:
+    """Collects facts along the decoder's route; `facts()` gives what it found.
+
+    The first value found for a field wins: a RAW's own EXIF comes before its preview's.
+    """
+
+    found: dict = field(default_factory=dict)
+
+    def metadata(self, **values) -> None:
+        for key, value in values.items():
+            if value is not None and self.found.get(key) is None:
+                self.found[key] = value
+
+    def exif(self, exif: Image.Exif) -> None:
+        """Read capture facts from Pillow's EXIF of the decoded file."""
+        try:
+            sub = exif.get_ifd(_EXIF_IFD)
+            self.metadata(**_exif_facts(exif.get(_MAKE), exif.get(_MODEL), sub.get(_DATETIME_ORIGINAL),
+                                        sub.get(_SUBSEC_ORIGINAL), sub.get(_OFFSET_ORIGINAL), sub.get(_BODY_SERIAL)))
+        except Exception as exc:  # damaged EXIF costs the facts, never the pixels
+            self.metadata(problem=f"unreadable EXIF ({type(exc).__name__})")
+
+    def detail(self, image: Image.Image) -> None:
+        """Sharpness, on the image as decoded (before it is reduced for the model)."""
+        if "sharpness" not in self.found:
+            self.found["sharpness"] = sharpness(_analysis_grey(image))
+
+    def final(self, image: Image.Image) -> None:
+        """Clipping and signature, on the small upright RGB image the model gets."""
+        if "signature" not in self.found:
+            highlights, shadows = clipping(image)
+            self.found.update(clipped_highlights=highlights, clipped_shadows=shadows, signature=signature(image))
+
+    def facts(self) -> CaptureFacts:
+        return CaptureFacts(**self.found)
+
+
+def exiv2_metadata(exif_data) -> dict:
+    """The same facts from Exiv2's ExifData (a RAW's own metadata)."""
+    import exiv2
+
+    def text(key: str) -> str | None:
+        try:
+            datum = exif_data.findKey(exiv2.ExifKey(key))  # findKey: [] would add the tag
+            return None if datum == exif_data.end() else datum.toString()
+        except Exception:
+            return None
+
+    return _exif_facts(text("Exif.Image.Make"), text("Exif.Image.Model"), text("Exif.Photo.DateTimeOriginal"),
+                       text("Exif.Photo.SubSecTimeOriginal"), text("Exif.Photo.OffsetTimeOriginal"),
+                       text("Exif.Photo.BodySerialNumber"))
+
+
+def _exif_facts(make, model, original, subsec, offset, serial) -> dict:
+    facts = {"camera": _camera(_clean(make), _clean(model)), "serial": _clean(serial)}
+    original = _clean(original)
+    if original is None:
+        return facts
+    parsed = parse_capture_time(original, _clean(subsec), _clean(offset))
+    if parsed is None:
+        facts["problem"] = f"unreadable capture time {original!r}"
+    else:
+        facts["taken_at"], facts["taken_at_text"] = parsed
+    return facts
+
+
+def _clean(value) -> str | None:
+    """EXIF text as found in the wild: bytes, NUL-padded, blank-padded, or empty."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = "".join(ch for ch in str(value).replace("\x00", "") if ch.isprintable()).strip()
+    return text or None
+
+
+def _camera(make: str | None, model: str | None) -> str | None:
+    if make and model and not model.lower().startswith(make.split()[0].lower()):
+        return f"{make} {model}"  # "NIKON CORPORATION" + "NIKON D850" says the make once
+    return model or make
+
+
+_TIME = re.compile(r"(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+_OFFSET = re.compile(r"([+-])(\d{2}):?(\d{2})")
+
+
+def parse_capture_time(original: str, subsec: str | None, offset: str | None) -> tuple[float, str] | None:
+    """("2024:05:01 10:00:00", "25", "+02:00") -> (camera-clock seconds, ISO text); None when
+    the time is no time at all ("0000:00:00 00:00:00", blanks, garbage)."""
+    match = _TIME.match(original)
+    if not match:
+        return None
+    try:
+        moment = datetime(*(int(part) for part in match.groups()))
+    except ValueError:  # month 13, day 0, ...
+        return None
+    digits = "".join(ch for ch in (subsec or "") if ch.isdigit())[:6]
+    if digits:
+        moment += timedelta(microseconds=int(digits.ljust(6, "0")))
+    seconds = (moment - datetime(1970, 1, 1)).total_seconds()
+    zone = _zone(offset)
+    text = (moment.replace(tzinfo=zone) if zone else moment).isoformat(timespec="milliseconds" if digits else "seconds")
+    return seconds, text
+
+
+def _zone(offset: str | None) -> timezone | None:
+    match = _OFFSET.fullmatch(offset or "")
+    if not match:
+        return None
+    sign, hours, minutes = match.groups()
+    delta = timedelta(hours=int(hours), minutes=int(minutes))
+    return timezone(-delta if sign == "-" else delta) if delta <= timedelta(hours=14) else None
+
+
+# --- pixels ------------------------------------------------------------------------------
+
+
+def _analysis_grey(image: Image.Image) -> np.ndarray:
+    """Luminance as float32, box-reduced only when the decoder left it far above ANALYSIS_SIDE
+    (a PNG or TIFF is decoded whole): the measure then sees the same scale for every format."""
+    grey = image.convert("L")
+    factor = min(grey.size) // ANALYSIS_SIDE
+    if factor >= 2:
+        grey = grey.reduce(factor)
+    return np.asarray(grey, dtype=np.float32)
+
+
+def sharpness(grey: np.ndarray) -> float:
+    """Crete et al.'s measure (see the module doc), 0..1: the share of the image's
+    neighbour differences that a 9-tap box blur removes, in the blurrier direction, over
+    the most detailed tiles."""
+    if grey.shape[0] < 16 or grey.shape[1] < 16:
+        return 0.0
+    return min(_directional_sharpness(grey, axis) for axis in (0, 1))
+
+
+def _directional_sharpness(grey: np.ndarray, axis: int) -> float:
+    blurred = _box_blur(grey, axis, 9)
+    variation = np.abs(np.diff(grey, axis=axis))
+    kept = np.abs(np.diff(blurred, axis=axis))
+    lost = np.maximum(variation - kept, 0.0)
+    detail, removed = _tile_sums(variation), _tile_sums(lost)
+    count = max(1, int(round(detail.size * DETAILED_SHARE)))
+    top = np.argsort(detail, axis=None)[-count:]
+    total = float(detail.flat[top].sum())
+    return float(removed.flat[top].sum()) / total if total > 0 else 0.0
+
+
+def _box_blur(grey: np.ndarray, axis: int, taps: int) -> np.ndarray:
+    """A `taps`-wide moving average along one axis (edges repeated), by cumulative sums."""
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (taps // 2, taps // 2)
+    padded = np.pad(grey, pad, mode="edge")
+    sums = np.cumsum(padded, axis=axis, dtype=np.float64)
+    zero_shape = list(sums.shape)
+    zero_shape[axis] = 1
+    sums = np.concatenate([np.zeros(zero_shape), sums], axis=axis)
+    upper = np.take(sums, np.arange(taps, sums.shape[axis]), axis=axis)
+    lower = np.take(sums, np.arange(0, sums.shape[axis] - taps), axis=axis)
+    return ((upper - lower) / taps).astype(np.float32)
+
+
+def _tile_sums(values: np.ndarray) -> np.ndarray:
+    rows = np.array_split(np.arange(values.shape[0]), TILES)
+    cols = np.array_split(np.arange(values.shape[1]), TILES)
+    row_sums = np.add.reduceat(values, [r[0] for r in rows], axis=0)
+    return np.add.reduceat(row_sums, [c[0] for c in cols], axis=1)
+
+
+def clipping(image: Image.Image) -> tuple[float, float]:
+    """(share of pixels at white, share at black) by luminance."""
+    luma = np.asarray(image.convert("L"))
+    total = max(1, luma.size)
+    return float((luma >= WHITE).sum()) / total, float((luma <= BLACK).sum()) / total
+
+
+def signature(image: Image.Image) -> int:
+    """pHash: the signs of the 8x8 lowest DCT frequencies (DC left out) of a 32x32 grey
+    version against their median, as a signed 64-bit int."""
+    grey = np.asarray(image.convert("L").resize((SIGNATURE_SIZE, SIGNATURE_SIZE), Image.Resampling.BOX), np.float64)
+    basis = _dct_basis(SIGNATURE_SIZE)[:8]
+    low = (basis @ grey @ basis.T).ravel()[1:]  # 63 coefficients
+    bits = np.concatenate([[False], low > np.median(low)])
+    value = int("".join("1" if b else "0" for b in bits), 2)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+@functools.cache
+def _dct_basis(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    x = np.arange(n)[None, :]
+    return np.cos(math.pi * (2 * x + 1) * k / (2 * n))
+
+
+def hamming(a: int, b: int) -> int:
+    return ((a ^ b) & ((1 << 64) - 1)).bit_count()

@@ -1,0 +1,200 @@
+"""Culling's tables in the index (the database layer: all of culling's SQL is here).
+
+  captures      one row per photo: capture time, camera, pixel measures, signature, and
+                whether a cull has considered it (`culled`: the next cull compares only
+                photos not yet considered, so grouping is incremental)
+  cull_groups   one row per group: kind (burst / duplicate), keeper, the keeper's reason
+  cull_members  which group a photo is in (at most one)
+
+Rows follow their image: a moved photo keeps its image id (the scan follows moves), so it
+keeps its facts and its group; a changed photo loses both (`forget`) and is measured and
+grouped again; a missing one leaves its group at the next cull.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Iterable, Sequence
+
+import numpy as np
+import sqlite_utils
+
+from .culling.facts import FACTS_VERSION, CaptureFacts
+
+FACT_COLUMNS = tuple(f.name for f in fields(CaptureFacts))
+PRESENT = ("new", "ok")  # image statuses a cull considers (not missing, not failed)
+
+
+def create_tables(db: sqlite_utils.Database) -> None:
+    columns = ", ".join(f"{name} {_sql_type(name)}" for name in FACT_COLUMNS)
+    db.execute(f"CREATE TABLE IF NOT EXISTS captures (image_id INTEGER PRIMARY KEY, {columns}, culled INTEGER NOT NULL DEFAULT 0)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS cull_groups (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, keeper_id INTEGER, "
+        "reason TEXT, chosen_by TEXT, created TEXT, updated TEXT)"
+    )
+    db.execute("CREATE TABLE IF NOT EXISTS cull_members (image_id INTEGER PRIMARY KEY, group_id INTEGER NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS cull_members_by_group ON cull_members (group_id)")
+
+
+def _sql_type(name: str) -> str:
+    if name in ("taken_at", "sharpness", "clipped_highlights", "clipped_shadows"):
+        return "REAL"
+    if name in ("width", "height", "signature", "version"):
+        return "INTEGER"
+    return "TEXT"
+
+
+@dataclass
+class FactsTable:
+    """Every present photo's grouping facts, as arrays (a cull over 100k photos reads this once)."""
+
+    ids: np.ndarray  # int64
+    cameras: list[str | None]
+    taken_at: np.ndarray  # float64, nan where unknown
+    signatures: np.ndarray  # uint64; rows without a signature are left out
+    culled: np.ndarray  # bool
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    id: int
+    kind: str
+    keeper_id: int | None
+    reason: str | None
+    chosen_by: str | None
+    members: tuple[int, ...]
+
+
+class CullingTables:
+    """`index.culling`: reads and writes of culling's tables."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+
+    # --- facts -----------------------------------------------------------------------
+
+    def put_facts(self, image_ids: Sequence[int], facts: Sequence[CaptureFacts | None]) -> None:
+        """Store facts; a photo measured again loses its group (it is grouped again)."""
+        rows = [(i, *(getattr(f, name) for name in FACT_COLUMNS)) for i, f in zip(image_ids, facts) if f is not None]
+        if not rows:
+            return
+        marks = ", ".join("?" * (len(FACT_COLUMNS) + 1))
+        names = ", ".join(FACT_COLUMNS)
+        self.db.conn.executemany(f"INSERT OR REPLACE INTO captures (image_id, {names}, culled) VALUES ({marks}, 0)", rows)
+        self.db.conn.executemany("DELETE FROM cull_members WHERE image_id = ?", [(row[0],) for row in rows])
+
+    def forget(self, image_id: int) -> None:
+        """The file's pixels changed: its facts and its place in a group no longer hold."""
+        self.db.execute("DELETE FROM captures WHERE image_id = ?", [image_id])
+        self.db.execute("DELETE FROM cull_members WHERE image_id = ?", [image_id])
+
+    def copy_facts(self, source_id: int, target_id: int) -> None:
+        """A byte-identical copy has the original's facts (it becomes its duplicate at the next cull)."""
+        names = ", ".join(FACT_COLUMNS)
+        self.db.execute(
+            f"INSERT OR REPLACE INTO captures (image_id, {names}, culled) SELECT ?, {names}, 0 FROM captures WHERE image_id = ?",
+            [target_id, source_id],
+        )
+
+    def ids_lacking_facts(self, image_ids: Iterable[int] | None = None) -> list[tuple[int, str]]:
+        """(id, path) of indexed photos (status ok) without current facts: an index from
+        before culling, or facts measured by an older version."""
+        sql = (
+            "SELECT i.id, i.path FROM images i LEFT JOIN captures c ON c.image_id = i.id "
+            "WHERE i.status = 'ok' AND (c.image_id IS NULL OR c.version < ?) ORDER BY i.id"
+        )
+        rows = self.db.execute(sql, [FACTS_VERSION]).fetchall()
+        if image_ids is None:
+            return [(i, p) for i, p in rows]
+        wanted = set(image_ids)
+        return [(i, p) for i, p in rows if i in wanted]
+
+    def facts(self, image_id: int) -> CaptureFacts | None:
+        names = ", ".join(FACT_COLUMNS)
+        row = self.db.execute(f"SELECT {names} FROM captures WHERE image_id = ?", [image_id]).fetchone()
+        return None if row is None else CaptureFacts(**dict(zip(FACT_COLUMNS, row)))
+
+    def facts_table(self) -> FactsTable:
+        sql = (
+            "SELECT c.image_id, c.camera, c.serial, c.taken_at, c.signature, c.culled FROM captures c "
+            "JOIN images i ON i.id = c.image_id WHERE i.status IN (?, ?) AND c.signature IS NOT NULL ORDER BY c.image_id"
+        )
+        rows = self.db.execute(sql, list(PRESENT)).fetchall()
+        return FactsTable(
+            ids=np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+            cameras=[(f"{r[1]}#{r[2]}" if r[2] else r[1]) for r in rows],
+            taken_at=np.fromiter((np.nan if r[3] is None else r[3] for r in rows), np.float64, len(rows)),
+            signatures=np.fromiter((r[4] for r in rows), np.int64, len(rows)).view(np.uint64),
+            culled=np.fromiter((bool(r[5]) for r in rows), bool, len(rows)),
+        )
+
+    def mark_culled(self, image_ids: Sequence[int]) -> None:
+        self.db.conn.executemany("UPDATE captures SET culled = 1 WHERE image_id = ?", [(int(i),) for i in image_ids])
+
+    def member_facts(self, image_ids: Sequence[int], head_id: str | None) -> dict[int, dict]:
+        """What the keeper rule and the readers need of each photo: path, facts, score."""
+        names = ", ".join(f"c.{name}" for name in FACT_COLUMNS)
+        sql = (
+            f"SELECT i.id, i.path, s.score, {names} FROM images i LEFT JOIN captures c ON c.image_id = i.id "
+            "LEFT JOIN scores s ON s.image_id = i.id AND s.head_id = ? WHERE i.id = ?"
+        )
+        keys = ("image_id", "path", "score", *FACT_COLUMNS)
+        result = {}
+        for image_id in image_ids:
+            row = self.db.execute(sql, [head_id, int(image_id)]).fetchone()
+            if row is not None:
+                result[row[0]] = dict(zip(keys, row))
+        return result
+
+    def measures(self) -> dict[int, tuple]:
+        """{image id: (sharpness, clipped_highlights, clipped_shadows)} of present photos."""
+        sql = (
+            "SELECT c.image_id, c.sharpness, c.clipped_highlights, c.clipped_shadows FROM captures c "
+            "JOIN images i ON i.id = c.image_id WHERE i.status IN (?, ?) AND c.sharpness IS NOT NULL"
+        )
+        return {row[0]: row[1:] for row in self.db.execute(sql, list(PRESENT))}
+
+    def count_facts(self) -> int:
+        return self.db.execute("SELECT count(*) FROM captures").fetchone()[0]
+
+    # --- groups ----------------------------------------------------------------------
+
+    def groups(self) -> list[GroupRow]:
+        members: dict[int, list[int]] = {}
+        for image_id, group_id in self.db.execute("SELECT image_id, group_id FROM cull_members ORDER BY group_id, image_id"):
+            members.setdefault(group_id, []).append(image_id)
+        rows = self.db.execute("SELECT id, kind, keeper_id, reason, chosen_by FROM cull_groups ORDER BY id")
+        return [GroupRow(*row, tuple(members.get(row[0], ()))) for row in rows]
+
+    def memberships(self) -> dict[int, int]:
+        return dict(self.db.execute("SELECT image_id, group_id FROM cull_members").fetchall())
+
+    def departed(self) -> list[int]:
+        """Members that are no longer present photos (missing, failed, or no facts)."""
+        sql = (
+            "SELECT m.image_id FROM cull_members m LEFT JOIN images i ON i.id = m.image_id "
+            "LEFT JOIN captures c ON c.image_id = m.image_id WHERE i.id IS NULL OR i.status NOT IN (?, ?) OR c.image_id IS NULL"
+        )
+        return [row[0] for row in self.db.execute(sql, list(PRESENT))]
+
+    def remove_members(self, image_ids: Iterable[int]) -> None:
+        self.db.conn.executemany("DELETE FROM cull_members WHERE image_id = ?", [(int(i),) for i in image_ids])
+
+    def new_group(self, kind: str, now: str) -> int:
+        return self.db.execute("INSERT INTO cull_groups (kind, created, updated) VALUES (?, ?, ?)", [kind, now, now]).lastrowid
+
+    def set_members(self, group_id: int, image_ids: Iterable[int]) -> None:
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO cull_members (image_id, group_id) VALUES (?, ?)", [(int(i), group_id) for i in image_ids]
+        )
+
+    def set_keeper(self, group_id: int, kind: str, keeper_id: int, reason: str, chosen_by: str, now: str) -> None:
+        self.db.execute(
+            "UPDATE cull_groups SET kind = ?, keeper_id = ?, reason = ?, chosen_by = ?, updated = ? WHERE id = ?",
+            [kind, keeper_id, reason, chosen_by, now, group_id],
+        )
+
+    def drop_group(self, group_id: int) -> None:
+        """A group left with fewer than two photos is no group: its row goes, its photo stays."""
+        self.db.execute("DELETE FROM cull_members WHERE group_id = ?", [group_id])
+        self.db.execute("DELETE FROM cull_groups WHERE id = ?", [group_id])
