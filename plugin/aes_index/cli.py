@@ -206,6 +206,7 @@ def _add_darktable_commands(commands, common: argparse.ArgumentParser) -> None:
         ("rate", "score the plugin's images; say which rating each may get"),
         ("top", "score the plugin's images; pick the best --percent of them"),
         ("undo", "say which of the plugin's images get their rating back"),
+        ("score", "score the plugin's images (what isn't scored yet)"),
         ("cull", "score and cull the plugin's images; say how darktable groups, tags (and with --reject rejects) them"),
         ("uncull", "say what undoing the culls means for the plugin's images"),
         ("applied", "journal what the plugin set or put back"),

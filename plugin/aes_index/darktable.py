@@ -23,6 +23,8 @@ Actions and their answers (``ref`` points back into the request's list):
     top      --percent N: "selected" for the best N% of the request's images by score
     undo     the rating to put back ("rating") for each image that still holds the stars
              we set; images a person re-rated since keep theirs ("kept")
+    score    score what isn't scored yet (the plugin's cull does it a chunk at a time, to show
+             progress): "score" per image that has one, and "errors"
     cull     score what isn't scored yet, run the cull (culling.cull.run_cull), answer the
              groups among the request's images ("groups": members, leader = the keeper,
              reason, chosen_by), per image the tags to "attach" / "detach" (aesthetic|keeper,
@@ -64,7 +66,7 @@ from .targets.darktable import DarktableTarget, DtImage, applied_write, our_tags
 PROTOCOL_VERSION = 1
 TARGET = "darktable"  # the journal target of ratings set through the plugin
 RATE_COMMAND, CULL_COMMAND = "darktable-rate", "darktable-cull"  # the runs the plugin's writes are journaled under
-ACTIONS = ("rate", "top", "undo", "cull", "uncull", "applied")
+ACTIONS = ("rate", "top", "undo", "score", "cull", "uncull", "applied")
 
 
 class ProtocolError(ConfigError):
@@ -150,6 +152,8 @@ def handle(action: str, request: dict, settings: Settings, options=None, percent
         return top(settings, images, percent)
     if action == "undo":
         return undo(settings, images)
+    if action == "score":
+        return score(settings, images)
     if action == "cull":
         return cull(settings, options or CullOptions(), images)
     if action == "uncull":
@@ -201,6 +205,16 @@ def undo(settings: Settings, images: Sequence[DtImage]) -> dict:
         results = targets.undo(index, {TARGET: target}, actions)
     answers = [{"ref": ref, "rating": rating} for ref, rating in sorted(target.restores.items())]
     return {"images": answers, "kept": sum(result.status == "kept-manual" for result in results)}
+
+
+def score(settings: Settings, images: Sequence[DtImage]) -> dict:
+    """Score (and measure the capture facts of) what isn't scored yet; each image's score."""
+    if not images:
+        return {"images": [], "errors": []}
+    with Index(index_path(settings, images)) as index:
+        head_id, errors = _score(index, images, settings)
+        scores = {photo.path: photo.score for photo in _photos(index, head_id, None, images) if math.isfinite(photo.score)}
+    return {"head": head_id, "images": [{"ref": i.ref, "score": scores[i.path]} for i in images if i.path in scores], "errors": errors}
 
 
 @dataclass(frozen=True)
@@ -392,6 +406,11 @@ def _photos(index: Index, head_id: str, policy, images: Iterable[DtImage]) -> li
 SCRIPT_NAME = "aesthetic"
 LUARC_LINE = f'require "{SCRIPT_NAME}"  -- aesthetic ratings from aes-index (`aes-index darktable uninstall` removes this line)'
 _ANY_REQUIRE = re.compile(rf"""^\s*require\s*\(?\s*["']{SCRIPT_NAME}["']""")
+# lua-scripts' script manager (tools/script_manager.lua, scan_scripts / process_script_data)
+# lists the scripts in the folders below <config>/lua/ (a script straight in lua/ is not
+# one of its scripts) and starts the ones a person turned on: ours goes into a folder of
+# its own, not into lua-scripts' git checkout (contrib/), which its updates must find clean.
+MANAGED_FOLDER = "aes_index"
 
 
 @dataclass
@@ -400,6 +419,7 @@ class InstallReport:
     script: Path
     luarc: Path
     changed: list[str]  # what this call did; empty when there was nothing to do
+    managed: bool = False  # lua-scripts' script manager starts the script, not luarc
 
     def as_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
@@ -421,13 +441,24 @@ def plugin_source() -> bytes:
 
 
 def install(config_dir: Path | None = None) -> InstallReport:
-    """Put the plugin in <config>/lua/ and require it from <config>/luarc; idempotent."""
+    """Put the plugin where darktable starts it; idempotent. With lua-scripts' script
+    manager installed: <config>/lua/aes_index/aesthetic.lua, started and stopped in the
+    script manager like its other scripts; else <config>/lua/aesthetic.lua, required
+    from <config>/luarc. Moving from one to the other takes our earlier install away."""
     report = _report(config_dir)
+    if report.managed and any(line == LUARC_LINE for line in _luarc_lines(report.luarc)):
+        _remove_plain_install(report)  # both would load the plugin twice
+    if not report.managed:
+        _remove_script(report, _managed_script(report.config_dir))
     source = plugin_source()
     if not report.script.is_file() or report.script.read_bytes() != source:
         report.script.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(report.script, source)
         report.changed.append(f"wrote {report.script}")
+    if report.managed:
+        if report.changed:
+            report.changed.append(f"turn it on in darktable's script manager: folder {MANAGED_FOLDER}, script {SCRIPT_NAME}")
+        return report
     lines = _luarc_lines(report.luarc)
     if not any(_ANY_REQUIRE.match(line) for line in lines):
         _write_luarc(report.luarc, [*lines, LUARC_LINE])
@@ -436,23 +467,47 @@ def install(config_dir: Path | None = None) -> InstallReport:
 
 
 def uninstall(config_dir: Path | None = None) -> InstallReport:
-    """Undo install: remove our luarc line (no other) and the script; idempotent."""
+    """Undo install, either way: remove our luarc line (no other) and the script."""
     report = _report(config_dir)
+    _remove_plain_install(report)
+    _remove_script(report, _managed_script(report.config_dir))
+    return report
+
+
+def _remove_plain_install(report: InstallReport) -> None:
     lines = _luarc_lines(report.luarc)
     kept = [line for line in lines if line != LUARC_LINE]
     if len(kept) != len(lines):
         _write_luarc(report.luarc, kept)
         report.changed.append(f"removed our line from {report.luarc}")
-    if report.script.is_file():
-        report.script.unlink()
-        report.changed.append(f"removed {report.script}")
-        _remove_if_empty(report.script.parent)
-    return report
+    _remove_script(report, _plain_script(report.config_dir))
+
+
+def _remove_script(report: InstallReport, script: Path) -> None:
+    if script.is_file():
+        script.unlink()
+        report.changed.append(f"removed {script}")
+        _remove_if_empty(script.parent)
+
+
+def _plain_script(folder: Path) -> Path:
+    return folder / "lua" / f"{SCRIPT_NAME}.lua"
+
+
+def _managed_script(folder: Path) -> Path:
+    return folder / "lua" / MANAGED_FOLDER / f"{SCRIPT_NAME}.lua"
+
+
+def has_script_manager(folder: Path) -> bool:
+    """lua-scripts is installed (its checkout is <config>/lua: tools/script_manager.lua)."""
+    return (folder / "lua" / "tools" / "script_manager.lua").is_file()
 
 
 def _report(config_dir: Path | None) -> InstallReport:
     folder = Path(config_dir or default_config_dir()).expanduser()
-    return InstallReport(folder, folder / "lua" / f"{SCRIPT_NAME}.lua", folder / "luarc", [])
+    managed = has_script_manager(folder)
+    script = _managed_script(folder) if managed else _plain_script(folder)
+    return InstallReport(folder, script, folder / "luarc", [], managed)
 
 
 def _luarc_lines(luarc: Path) -> list[str]:
