@@ -96,6 +96,20 @@ def model_args(tiny_model) -> list[str]:
     return ["--model", tiny_model["config"], "--pretrained", tiny_model["checkpoint"], "--device", "cpu", "--dtype", "fp32"]
 
 
+@pytest.fixture(scope="session")
+def mate_photos() -> list[Path]:
+    """The 12 nature photographs of Debian's mate-backgrounds (tests/culling_photos.py):
+    downloaded once with apt-get; a failure in CI (.ci/run fetches them first), a skip elsewhere."""
+    from culling_photos import PhotosUnavailable, mate_nature_photos
+
+    try:
+        return mate_nature_photos()
+    except PhotosUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the mate-backgrounds photos are needed in CI: {exc}")
+        pytest.skip(f"no mate-backgrounds photos (CI is unset): {exc}")
+
+
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
     """`aes-index ARGV...` in this process: (exit code, stdout, stderr)."""
     from aes_index.cli import main
