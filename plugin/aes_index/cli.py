@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
     apply.set_defaults(handler=cmd_apply_ratings)
 
+    culling = commands.add_parser("apply-culling", parents=[common], help="culling's keepers and flags into XMP sidecars (pick label, Aesthetic|keeper, ...)")
+    culling.add_argument("roots", nargs="*", metavar="ROOT", help="only photos under these folders (default: all culled)")
+    _add_cull_write_options(culling)
+    culling.set_defaults(handler=cmd_apply_culling)
+
     ratings = commands.add_parser("ratings", parents=[common], help="ratings we wrote: undo")
     ratings_commands = ratings.add_subparsers(dest="ratings_command", metavar="ACTION", required=True)
     undo = ratings_commands.add_parser("undo", parents=[common], help="put back the ratings a run changed")
@@ -137,6 +142,18 @@ def _add_rating_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-tags", action="store_true", help="don't write Aesthetic|N stars tags")
     group.add_argument("--overwrite-manual", action="store_true", help="also replace ratings a person set")
     group.add_argument("--treat-as-unrated", metavar="N[,N]", help="ratings that count as none, e.g. 1 (darktable's import default)")
+
+
+def _add_cull_write_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reject", action="store_true", help="also reject flagged photos that are no keeper (never over a person's rating or pick)")
+    parser.add_argument("--treat-as-unrated", metavar="N[,N]", help="ratings that count as none, e.g. 1 (darktable's import default)")
+    parser.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+
+
+def cull_mark_options(args: argparse.Namespace, settings: Settings):
+    from .culling.marks import MarkOptions
+
+    return MarkOptions(reject=args.reject, treat_as_unrated=_star_values(settings.treat_as_unrated), dry_run=args.dry_run)
 
 
 def rating_options(args: argparse.Namespace, settings: Settings):
@@ -240,9 +257,13 @@ def _add_digikam_commands(commands) -> None:
     _add_rating_options(sync)
     sync.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
     sync.set_defaults(handler=cmd_digikam_sync)
-    undo = actions.add_parser("undo", help="put back the ratings and tags a sync changed")
+    cull = actions.add_parser("cull", help="group each burst/duplicate under its keeper, pick label Accepted, flag tags")
+    _add_digikam_options(cull)
+    _add_cull_write_options(cull)
+    cull.set_defaults(handler=cmd_digikam_cull)
+    undo = actions.add_parser("undo", help="put back the ratings, tags, pick labels and groups a sync or cull changed")
     _add_digikam_options(undo)
-    undo.add_argument("--run", type=int, help="run id (default: the latest sync with writes left)")
+    undo.add_argument("--run", type=int, help="run id (default: the latest sync or cull with writes left)")
     undo.add_argument("--dry-run", action="store_true", help="report what would be undone")
     undo.set_defaults(handler=cmd_digikam_undo)
 
@@ -863,6 +884,28 @@ def digikam_sync_text(report) -> str:
     if report.run_id is not None:
         lines.append(f"run {report.run_id}: `aes-index digikam undo --db {data['database']} --run {report.run_id}` puts these back")
     return "\n".join(lines)
+
+
+def cmd_apply_culling(args) -> int:
+    from .culling.marks import marks_text, write_sidecars
+
+    settings = settings_from(args)
+    with open_index(settings, read_only=args.dry_run) as index:
+        report = write_sidecars(index, cull_mark_options(args, settings), [os.path.abspath(r) for r in args.roots])
+    emit(args, report.as_dict(), lambda: marks_text(report, f"aes-index ratings undo --run {report.run_id}"))
+    return ExitCode.FILE_ERRORS if report.errors else ExitCode.OK
+
+
+def cmd_digikam_cull(args) -> int:
+    from .culling.marks import marks_text
+    from .targets.digikam import cull
+
+    settings = settings_from(args)
+    with open_index(settings, read_only=args.dry_run) as index:
+        report = cull(index, args.digikam_db, cull_mark_options(args, settings))
+    undo_hint = f"aes-index digikam undo --db {report.extra.get('database')} --run {report.run_id}"
+    emit(args, report.as_dict(), lambda: marks_text(report, undo_hint))
+    return ExitCode.FILE_ERRORS if report.errors else ExitCode.OK
 
 
 def cmd_digikam_undo(args) -> int:

@@ -203,7 +203,7 @@ def load_culling(index, under: Sequence[str] = ()) -> tuple[list[Group], list[Me
 
 def write_sidecars(index, options: MarkOptions, under: Sequence[str] = ()):
     """Culling's marks into every photo's XMP sidecar (the "xmp" target): what digiKam
-    and darktable's import read. Journaled (command "cull-write"); `aes-index ratings
+    and darktable's import read. Journaled (command "apply-culling"); `aes-index ratings
     undo` puts the bytes back."""
     from ..targets.apply import apply_marks
     from ..targets.sidecar import SidecarTarget
@@ -215,4 +215,31 @@ def write_sidecars(index, options: MarkOptions, under: Sequence[str] = ()):
         stale = [path for path, _ in index.journal.open_fields(target.name, MARK_FIELDS) if not under or inside_roots(path, under)]
         return plan_marks(index, target, groups, flagged, options, stale)
 
-    return apply_marks(index, target, plan, options, "cull-write", options.record())
+    return apply_marks(index, target, plan, options, "apply-culling", options.record())
+
+
+def marks_text(report, undo_hint: str) -> str:
+    """A culling write's report in words (`apply-culling`, `digikam cull`)."""
+    verb = "would change" if report.dry_run else "changed"
+    written = ", ".join(f"{n} {FIELD_WORDS.get(name, name)}" for name, n in sorted(report.written.items())) or "nothing"
+    lines = [
+        f"{report.photos} photos: {report.keepers} keepers, {report.grouped} grouped under them, {report.flagged} flagged",
+        f"{verb}: {written}; {report.unchanged} places already right",
+    ]
+    if report.photos == 0:
+        lines.append("no groups or flags yet: run `aes-index cull` first")
+    if report.grouped_by_you:
+        lines.append(f"{report.grouped_by_you} photos are in groups you made: their grouping left as it is")
+    for item in report.kept_yours:
+        lines.append(f"kept yours: {item['path']}: {item['reason']}")
+    if report.changed_since_read:
+        lines.append(f"{report.changed_since_read} left alone: changed while we decided (by a person?); run again")
+    lines += [f"error: {e['path']}: {e['error']}" for e in report.errors]
+    if report.extra.get("backup"):
+        lines.append(f"backup: {report.extra['backup']}")
+    if report.run_id is not None and report.written:
+        lines.append(f"run {report.run_id}: `{undo_hint}` puts these back")
+    return "\n".join(lines)
+
+
+FIELD_WORDS = {"pick": "pick labels", "tags": "tag sets", "group": "group memberships", "rating": "rejects (xmp:Rating -1)"}

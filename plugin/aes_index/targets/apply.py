@@ -4,7 +4,7 @@
 darktable plugin's "rate" all run `apply`; `ratings undo`, `digikam undo` and the
 plugin's "remove our stars" all run `undo`. What differs between them is the target
 (protocol.py), never the rule: the decision is ratings.decide(), made on the very read
-the write then checks (ChangedSinceRead). Culling's marks (`apply_marks`: `cull-write`,
+the write then checks (ChangedSinceRead). Culling's marks (`apply_marks`: `apply-culling`,
 `digikam cull`) go through the same place loop (`_each_place`), with
 culling.marks.decide_marks as the rule.
 """
@@ -26,7 +26,7 @@ from ..ratings import Action, decide
 from ..store import Index
 from .protocol import ChangedSinceRead, Marks, Place, Target, UndoResult, Wanted
 
-RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "attribute-tags", "cull-write", "digikam-cull")  # runs that hold the ratings turn
+RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "attribute-tags", "apply-culling", "digikam-cull")  # runs that hold the ratings turn
 UNSUPPORTED_TEXT = {
     "not-jpeg": "EXIF ratings go only into JPEG originals",
     "no-reject": "the target has no 'rejected' rating",
@@ -97,7 +97,8 @@ class MarkReport:
     photos: int = 0
     keepers: int = 0
     flagged: int = 0
-    grouped: int = 0  # photos under a keeper, for a target that holds groups
+    grouped: int = 0  # photos under a keeper
+    grouped_by_you: int = 0  # photos of groups a person made in the target: their grouping left alone
     written: Counter = field(default_factory=Counter)  # field -> places changed
     unchanged: int = 0
     changed_since_read: int = 0
@@ -152,6 +153,7 @@ def _counted(marks: Iterable[Marks], report: MarkReport) -> Iterable[Marks]:
         report.keepers += item.keeper
         report.flagged += bool(item.flags)
         report.grouped += item.leader is not None
+        report.grouped_by_you += not item.group
         yield item
 
 

@@ -12,6 +12,14 @@ so rejects are left alone), tags into Tags ("Aesthetic" / "4 stars", TagsTree is
 digiKam's own triggers) and ImageTags. The manual-ratings-win rule is the one of
 targets/apply.py, with journal target "digikam" and one key per digiKam image: "<db path>#<id>".
 
+Culling (`cull`, `aes-index digikam cull`) writes digiKam's own grouping and pick labels
+into the same database, through the same places and the same exclusive session: each
+group's members grouped under its keeper, the keeper's pick label "Accepted", our tags
+"Aesthetic/keeper", "Aesthetic/blurry", ..., and only when asked the pick label
+"Rejected" on flagged photos that are no keeper (digiKam's rating has no reject). How
+digiKam stores each of those is below ("digiKam's pick labels and groups"), with where
+in digiKam's source it was verified.
+
 Never while digiKam runs: a sync refuses when a digikam process exists (/proc/*/comm) or
 the database is locked (BEGIN EXCLUSIVE with a short timeout), makes a backup beside the
 database with SQLite's backup API, then holds the exclusive lock until it commits.
@@ -31,12 +39,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .. import xmp
+from ..culling.marks import MARK_FIELDS, MarkOptions, load_culling, plan_marks
+from ..culling.model import Group
 from ..errors import AesIndexError, ConfigError, ExitCode
 from ..ratings import REJECTED
 from ..journal import UndoAction, Write
 from ..store import Index
 from . import apply as targets
-from .protocol import Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
+from .protocol import CullState, Marks, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
+from .sidecar import CULL_TAGS, other_tags
 
 TARGET = "digikam"
 TAG_ROOT = "Aesthetic"
@@ -70,6 +81,7 @@ class DigikamTarget(Target):
     name: str = TARGET
     rejects: bool = False  # digiKam's rating has no "rejected" (it has a pick label)
     transactional: bool = True
+    holds_groups: bool = True  # ImageRelations
 
     def __post_init__(self) -> None:
         self.db_path = Path(self.db_path).resolve()
@@ -113,30 +125,83 @@ class DigikamTarget(Target):
         # digiKam read from the sidecar the stars we wrote there (aes:Stars == xmp:Rating):
         # they are ours, not a person's.
         ours = rating if sidecar.our_rating == rating else None
-        return Reading(place, rating, token=rating, ours=ours)  # held exclusively: it stays this
+        image_id = place.ref
+        cull = CullState(
+            pick=pick_of(self.conn, image_id), tags=tuple(t for t in _relative_tags(self.conn, image_id) if t in CULL_TAGS),
+            leader=leader_of(self.conn, image_id), followers=tuple(followers_of(self.conn, image_id)),
+        )
+        return Reading(place, rating, token=rating, ours=ours, cull=cull)  # held exclusively: it stays this
 
     def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
         image_id = reading.place.ref
         prior_tags = our_tags(self.conn, image_id)
         set_rating(self.conn, image_id, wanted.stars)
-        if wanted.tags:
-            set_our_tags(self.conn, image_id, [f"{wanted.stars} stars"])
+        if wanted.tags:  # our star tag changes; culling's and attribute tags stay
+            set_our_tags(self.conn, image_id, [*other_tags(_relative_tags(self.conn, image_id)), f"{wanted.stars} stars"])
         return Write(
             target=TARGET, place=reading.place.key, image_path=reading.place.image_path, old=reading.value,
             new=wanted.stars, prior={"tags": prior_tags} if wanted.tags else None,
         )
 
+    def ref_of(self, photo_path: str) -> int | None:
+        """The digiKam image a group hangs under: the photo's (the lowest id, where two
+        album roots show the same file)."""
+        images = self._by_path.get(photo_path)
+        return min(image.id for image in images) if images else None
+
+    def mark(self, reading: Reading, changes: dict, marks: Marks, dry_run: bool) -> list[Write]:
+        """Culling's fields in digiKam's tables, one journal row per field (they land,
+        and are journaled, when the session commits)."""
+        image_id, cull, writes = reading.place.ref, reading.cull, []
+
+        def row(name: str, old, new, prior=None) -> None:
+            writes.append(Write(TARGET, reading.place.key, reading.place.image_path, old, new, prior=prior, field=name))
+
+        if "pick" in changes:
+            set_pick(self.conn, image_id, changes["pick"])
+            row("pick", cull.pick, changes["pick"])
+        if "tags" in changes:
+            set_cull_tags(self.conn, image_id, changes["tags"])
+            row("tags", None, None, {"cull_tags": list(cull.tags)})
+        if "group" in changes:
+            set_leader(self.conn, image_id, changes["group"])
+            row("group", cull.leader, changes["group"])
+        return writes
+
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         image_id = int(action.place.rsplit("#", 1)[1])
         if self.conn.execute("SELECT 1 FROM Images WHERE id = ?", [image_id]).fetchone() is None:
             return UndoResult(action, "missing", "digiKam no longer has this image")
-        if "tags" in action.prior:
-            set_our_tags(self.conn, image_id, [_relative(tag) for tag in action.prior["tags"]])
+        if action.field in ("pick", "group", "tags"):
+            return self._undo_mark(image_id, action)
+        if "tags" in action.prior:  # our star tags as they were; culling's stay as they are now
+            now = _relative_tags(self.conn, image_id)
+            before = [_relative(tag) for tag in action.prior["tags"]]
+            set_our_tags(self.conn, image_id, [t for t in before if t not in CULL_TAGS] + [t for t in now if t in CULL_TAGS])
         current = rating_of(self.conn, image_id)
         if current != action.expected:
             return kept_manual(action, current)
         set_rating(self.conn, image_id, action.restore)
         return restored(action)
+
+
+    def _undo_mark(self, image_id: int, action: UndoAction) -> UndoResult:
+        """A culling field back as it was: our tags always, a pick label or group only
+        while it still is what we made it."""
+        if action.field == "tags":
+            set_cull_tags(self.conn, image_id, action.prior.get("cull_tags", ()))
+            return UndoResult(action, "restored", "culling tags put back")
+        read, write = (pick_of, set_pick) if action.field == "pick" else (leader_of, set_leader)
+        what = "pick label" if action.field == "pick" else "grouped under image"
+        current = read(self.conn, image_id)
+        if current != action.expected:
+            return UndoResult(action, "kept-manual", f"{what} is {_show(current)} now, not our {_show(action.expected)}: left as is")
+        write(self.conn, image_id, action.restore)
+        return UndoResult(action, "restored", f"{what} {_show(action.expected)} -> {_show(action.restore)}")
+
+
+def _show(value) -> str:
+    return "none" if value is None else str(value)
 
 
 def _photo_sidecar(photo_path: str) -> xmp.SidecarInfo:
@@ -170,12 +235,54 @@ def undo(index: Index, db_path: Path, run_id: int | None = None, dry_run: bool =
     return target.extra.get("backup"), results
 
 
+def cull(index: Index, db_path: Path, options: MarkOptions, under=(), lock_timeout: float = LOCK_TIMEOUT_S) -> targets.MarkReport:
+    """Culling's groups, keepers and flags into digiKam's database (`aes-index digikam cull`).
+
+    Each group's members are grouped under its keeper as digiKam groups them, the keeper
+    gets the pick label "Accepted", flags become our tags, and with options.reject the
+    flagged photos that are no keeper get "Rejected". A person's pick label stays, and a
+    person's choice in a group (pick label or rating) makes that photo the keeper; a group
+    a person made (one of its photos grouped, or leading a group, not by us) is left whole.
+    Marks of ours on photos no longer in a group are taken back. `undo` reverses the run.
+    """
+    target = DigikamTarget(db_path=db_path, lock_timeout=lock_timeout)
+    groups, flagged = load_culling(index, under)
+
+    def plan(target: DigikamTarget) -> list[Marks]:
+        stale = [path for path, _ in index.journal.open_fields(TARGET, MARK_FIELDS, target.place_prefix)]
+        person_grouped = lambda group: _grouped_by_a_person(index, target, group)  # noqa: E731
+        marks = plan_marks(index, target, groups, flagged, options, stale, person_grouped)
+        target.extra["matched"] = sum(1 for item in marks if item.path in target._by_path)
+        return marks
+
+    return targets.apply_marks(index, target, plan, options, "digikam-cull", options.record())
+
+
+def _grouped_by_a_person(index: Index, target: DigikamTarget, group: Group) -> bool:
+    """Whether a photo of `group` is grouped under another, or leads others, by a
+    grouping that is not ours (the journal's last "group" write says which are)."""
+    ours = lambda image_id: index.journal.last_written(TARGET, image_key(target.db_path, image_id), "group")  # noqa: E731
+    for member in group.members:
+        for place in target.places(member.path):
+            leader = leader_of(target.conn, place.ref)
+            if leader is not None and leader != ours(place.ref):
+                return True
+            if any(ours(follower) != place.ref for follower in followers_of(target.conn, place.ref)):
+                return True
+    return False
+
+
 def image_key(db_path: Path, image_id: int) -> str:
     return f"{db_path}#{image_id}"
 
 
 def _relative(tag: str) -> str:
     return tag.split("/", 1)[1] if tag.startswith(TAG_ROOT + "/") else tag
+
+
+def _relative_tags(conn: sqlite3.Connection, image_id: int) -> list[str]:
+    """The image's tags below "Aesthetic", relative to it ("4 stars", "keeper")."""
+    return [_relative(tag) for tag in our_tags(conn, image_id)]
 
 
 # --------------------------------------------------------------------------- safety
@@ -391,3 +498,116 @@ def set_our_tags(conn: sqlite3.Connection, image_id: int, names: list[str]) -> N
     conn.execute("DELETE FROM ImageTags WHERE imageid = ? AND tagid IN (SELECT id FROM Tags WHERE pid = ?)", [image_id, root])
     for name in names:
         conn.execute("INSERT OR IGNORE INTO ImageTags (imageid, tagid) VALUES (?, ?)", [image_id, _tag_id(conn, root, name)])
+
+
+def set_cull_tags(conn: sqlite3.Connection, image_id: int, names) -> None:
+    """The image's culling tags below "Aesthetic" ("keeper", "blurry", ...) become exactly
+    `names`; our star and attribute tags, and every tag of the user's, stay."""
+    keep = [tag for tag in _relative_tags(conn, image_id) if tag not in CULL_TAGS]
+    set_our_tags(conn, image_id, [*keep, *names])
+
+
+# --------------------------------------------------------------------------- digiKam's pick labels and groups
+#
+# Verified in digiKam's source (github.com/KDE/digikam; the tree read is commit 33d0457e20,
+# 2019, digiKam 6.x; every name below is also in Debian's digiKam 7.9 binaries:
+# libdigikamdatabase.so.7.9.0 holds "Pick Label Accepted", "/_Digikam_Internal_Tags_",
+# "internalTag" and "REPLACE INTO ImageRelations (subject, object, type) VALUES (?, ?, ?);",
+# libdigikamcore.so.7.9.0 "Xmp.digiKam.PickLabel"), and by the real digiKam 7.9 in
+# tests/test_digikam_real.py:
+#
+# (a) XMP: DMetadata::setItemPickLabel writes Xmp.digiKam.PickLabel as the text of the
+#     number, DMetadata::getItemPickLabel reads it back when it is 0..3
+#     (core/libs/metadataengine/dmetadata/dmetadata_labels.cpp); the numbers are enum
+#     PickLabel (core/app/utils/digikam_globals.h): NoPickLabel 0, RejectedLabel 1,
+#     PendingLabel 2, AcceptedLabel 3. The collection scanner turns it into the pick label
+#     tag below (ItemScanner::scanTags, core/libs/database/item/scanner/itemscanner_photo.cpp).
+# (b) Database: a pick label is an internal tag attached in ImageTags.
+#     TagsCache::getOrCreateInternalTag (core/libs/database/tags/tagscache.cpp) finds the
+#     tag by its path "/_Digikam_Internal_Tags_/<name>", creating it if needed, and gives it
+#     and its parent the tag property "internalTag" (TagsCache::propertyNameDigikamInternalTag:
+#     "Do not change, is written to users' databases"). The names are InternalTagName's
+#     (core/libs/database/coredb/coredbconstants.cpp): "Pick Label None", "Pick Label
+#     Rejected", "Pick Label Pending", "Pick Label Accepted". A pick label is exclusive:
+#     ItemInfo::setPickLabel (core/libs/database/item/containers/iteminfo.cpp) removes every
+#     pick label tag of the image, then attaches the new one; TagsCache::pickLabelFromTags
+#     reads the first one found. Found by path, tags we create are the very ones digiKam uses.
+# (c) Groups: ImageRelations(subject, object, type), type DatabaseRelation::Grouped = 2,
+#     "The subject is grouped behind the object" (coredbconstants.h): the member is the
+#     subject, the group's leader the object, and the leader has no Grouped row itself.
+#     ItemInfo::addToGroup regroups flat, one row per member straight under the leader,
+#     with CoreDB::addImageRelation ("REPLACE INTO ImageRelations (subject, object, type)
+#     VALUES (?, ?, ?)", core/libs/database/coredb/coredb.cpp); ItemInfo::groupImageId
+#     takes a member's first Grouped row. digiKam writes grouping into no metadata (nothing
+#     under core/libs/metadataengine knows of it; its scanner even drops the grouping of a
+#     copied image, ItemScanner::commitCopyImageAttributes): groups live in its database
+#     only, and a sidecar carries the pick label and tags.
+
+INTERNAL_TAGS = "_Digikam_Internal_Tags_"
+INTERNAL_PROPERTY = "internalTag"
+PICK_TAGS = {0: "Pick Label None", 1: "Pick Label Rejected", 2: "Pick Label Pending", 3: "Pick Label Accepted"}
+GROUPED = 2  # DatabaseRelation::Grouped
+
+
+def _internal_tag(conn: sqlite3.Connection, name: str, create: bool) -> int | None:
+    """digiKam's internal tag "/_Digikam_Internal_Tags_/<name>", made as
+    TagsCache::getOrCreateInternalTag makes it when it is not there yet."""
+    root = _tag_id(conn, 0, INTERNAL_TAGS, create)
+    tag = None if root is None else _tag_id(conn, root, name, create)
+    if create:
+        for tag_id in (root, tag):
+            if conn.execute("SELECT 1 FROM TagProperties WHERE tagid = ? AND property = ?", [tag_id, INTERNAL_PROPERTY]).fetchone() is None:
+                conn.execute("INSERT INTO TagProperties (tagid, property, value) VALUES (?, ?, NULL)", [tag_id, INTERNAL_PROPERTY])
+    return tag
+
+
+def _pick_tag_ids(conn: sqlite3.Connection) -> dict[int, int]:
+    """tag id -> pick label, for the pick label tags the database has."""
+    found = {}
+    for label, name in PICK_TAGS.items():
+        tag_id = _internal_tag(conn, name, create=False)
+        if tag_id is not None:
+            found[tag_id] = label
+    return found
+
+
+def pick_of(conn: sqlite3.Connection, image_id: int) -> int | None:
+    """The image's pick label (0..3), None when it has no pick label tag."""
+    tags = _pick_tag_ids(conn)
+    if not tags:
+        return None
+    rows = conn.execute(f"SELECT tagid FROM ImageTags WHERE imageid = ? AND tagid IN ({','.join('?' * len(tags))})", [image_id, *tags])
+    labels = sorted(tags[tag_id] for (tag_id,) in rows)
+    return labels[-1] if labels else None
+
+
+def set_pick(conn: sqlite3.Connection, image_id: int, label: int | None) -> None:
+    """The image's pick label becomes `label` (None: no pick label tag at all), the one
+    pick label it has, as ItemInfo::setPickLabel leaves it."""
+    tags = _pick_tag_ids(conn)
+    if tags:
+        conn.execute(f"DELETE FROM ImageTags WHERE imageid = ? AND tagid IN ({','.join('?' * len(tags))})", [image_id, *tags])
+    if label is not None:
+        conn.execute("INSERT INTO ImageTags (imageid, tagid) VALUES (?, ?)", [image_id, _internal_tag(conn, PICK_TAGS[label], create=True)])
+
+
+def leader_of(conn: sqlite3.Connection, image_id: int) -> int | None:
+    """The image this one is grouped under (ItemInfo::groupImageId), None if none."""
+    row = conn.execute(
+        "SELECT object FROM ImageRelations WHERE subject = ? AND type = ? ORDER BY rowid LIMIT 1", [image_id, GROUPED]
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def followers_of(conn: sqlite3.Connection, image_id: int) -> list[int]:
+    """The images grouped under this one."""
+    rows = conn.execute("SELECT subject FROM ImageRelations WHERE object = ? AND type = ? ORDER BY subject", [image_id, GROUPED])
+    return [subject for (subject,) in rows]
+
+
+def set_leader(conn: sqlite3.Connection, image_id: int, leader: int | None) -> None:
+    """Group the image under `leader` (None: in no group), as digiKam's addToGroup and
+    removeFromGroup leave its rows."""
+    conn.execute("DELETE FROM ImageRelations WHERE subject = ? AND type = ?", [image_id, GROUPED])
+    if leader is not None:
+        conn.execute("REPLACE INTO ImageRelations (subject, object, type) VALUES (?, ?, ?)", [image_id, leader, GROUPED])
