@@ -366,18 +366,18 @@ def hostile_executable(tmp_path) -> Path:
     return wrapper
 
 
-def run_with_hard_timeout(command: list[str], **kwargs) -> tuple[int, str]:
-    """Run `command`; past the timeout kill its whole process group (Xvfb, darktable, aes-index)."""
+def run_with_hard_timeout(command: list[str], timeout: float = DARKTABLE_TIMEOUT_S, **kwargs) -> tuple[int, str]:
+    """Run `command`; past `timeout` kill its whole process group (Xvfb, darktable, aes-index)."""
     # errors="replace": darktable's log names files, and a file name may be any bytes
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True, **kwargs
     )
     try:
-        _, stderr = process.communicate(timeout=DARKTABLE_TIMEOUT_S)
+        _, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         _, stderr = process.communicate()
-        pytest.fail(f"darktable did not finish within {DARKTABLE_TIMEOUT_S} s: {stderr[-2000:]}")
+        pytest.fail(f"darktable did not finish within {timeout} s: {stderr[-2000:]}")
     return process.returncode, stderr
 
 

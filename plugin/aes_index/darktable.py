@@ -232,7 +232,7 @@ def cull(settings: Settings, options: CullOptions, images: Sequence[DtImage]) ->
         return {"run": None, "groups": [], "images": [], "left_alone": [], "errors": []}
     with Index(index_path(settings, images)) as index:
         head_id, errors = _score(index, images, settings)
-        run_cull(index, settings)  # under the writer lock, released before the ratings turn
+        run_cull(index, head_id)  # under the writer lock, released before the ratings turn
         record = {"treat_as_unrated": list(options.treat_as_unrated), "reject": options.reject}
         answer: dict = {"groups": [], "left_alone": []}
         summary = lambda: {"groups": len(answer["groups"]), "left_alone": len(answer["left_alone"])}  # noqa: E731

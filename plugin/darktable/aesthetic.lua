@@ -619,7 +619,8 @@ local function uncull(images)
   local unculled = {}
   for _, item in ipairs(answer.images) do
     local image, was = images[item.ref], sent[item.ref]
-    if item.ungroup and same_group(image, was) then
+    -- the leader only: the group shrinks as its members leave it one by one
+    if item.ungroup and image.group_leader.id == was.group then
       image:group_with() -- alone again, as it was before the cull
       unculled[#unculled + 1] = report_entry(was, { field = "group" })
     end

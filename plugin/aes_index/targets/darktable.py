@@ -150,10 +150,16 @@ def representatives(images: Sequence[DtImage]) -> dict[str, DtImage]:
     return chosen
 
 
-def _grouped_by_a_person(image: DtImage, ours: Ours) -> bool:
+def _groups_we_made(images: Sequence[DtImage], ours: Ours) -> set[int]:
+    """darktable group ids we put images into and they still hold. (A group's leader keeps
+    its own id, so no journal row of its own says the group is ours; its members' rows do.)"""
+    return {image.group for image in images if image.group is not None and ours.groups.get(image.key) == image.group}
+
+
+def _grouped_by_a_person(image: DtImage, ours_ids: set[int]) -> bool:
     """In a group of darktable's of more than itself that we did not make: a person's (a
     duplicate darktable grouped with its original counts: a person made it)."""
-    return image.group_size > 1 and ours.groups.get(image.key) != image.group
+    return image.group_size > 1 and image.group not in ours_ids
 
 
 def plan_cull(images: Sequence[DtImage], groups: Sequence[Group], flagged: Sequence[Member], ours: Ours, reject: bool, unrated: Sequence[int]) -> dict:
@@ -163,6 +169,7 @@ def plan_cull(images: Sequence[DtImage], groups: Sequence[Group], flagged: Seque
 
     `groups` come with the person's choice already applied (keeper.with_person_choice)."""
     chosen = representatives(images)
+    ours_ids = _groups_we_made(images, ours)
     wanted: dict[str, set[str]] = {}
     answer_groups, left_alone = [], []
     keepers = set()
@@ -176,7 +183,7 @@ def plan_cull(images: Sequence[DtImage], groups: Sequence[Group], flagged: Seque
             continue  # darktable holds at most one frame of it: nothing to group
         description = {"group": group.id, "kind": group.kind, "reason": group.reason, "chosen_by": group.chosen_by,
                        "members": [image.ref for image in present], "keeper": keeper.ref if keeper else None}
-        theirs = [image.ref for image in present if _grouped_by_a_person(image, ours)]
+        theirs = [image.ref for image in present if _grouped_by_a_person(image, ours_ids)]
         if theirs:
             left_alone.append(description | {"grouped_by_you": theirs})
             continue
