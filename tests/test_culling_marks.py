@@ -1,0 +1,377 @@
+"""Culling's decisions in the photo managers: XMP sidecars (`apply-culling`) and digiKam's
+database (`digikam cull`), under the rules of star ratings: a person's pick label, rating
+or group wins, rejects only when asked, everything undoable.
+
+The library is culled for real: JPEGs with EXIF capture times 0.25 s apart from one camera
+(one sharp frame, three defocused), an overexposed photo and an unrelated one, indexed
+with `aes-index rebuild` (tiny model) and grouped with `aes-index cull`. digiKam's
+database is made from digiKam's own schema (test_digikam.py's dbconfig.xml fixtures).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import piexif
+import pytest
+from PIL import Image, ImageEnhance, ImageFilter
+
+from aes_index.culling.cull import load_groups
+from aes_index.errors import ExitCode
+from aes_index.store import Index
+from aes_index.xmp import CullMarks, read_sidecar, write_sidecar
+from conftest import FIXTURES, HARBOUR, run_cli
+from test_digikam import create_digikam_db, dbconfig_xml, digikam_statements  # noqa: F401 - fixtures
+from test_xmp import exiv2_properties
+
+DARKTABLE_SIDECAR = FIXTURES / "darktable-xmp" / "lensfun.xmp"  # a real darktable 4.x sidecar: tags Folk, toto
+BURST = ("burst_0.jpg", "burst_1.jpg", "burst_2.jpg", "burst_3.jpg")
+SHARP = "burst_1.jpg"  # the keeper by our rule: the one frame in focus
+BLURRED = ("burst_0.jpg", "burst_2.jpg", "burst_3.jpg")
+
+
+# --------------------------------------------------------------------------- a culled library
+
+
+def _exif(taken: datetime) -> bytes:
+    return piexif.dump({
+        "0th": {piexif.ImageIFD.Make: b"FUJIFILM", piexif.ImageIFD.Model: b"X-T4"},
+        "Exif": {
+            piexif.ExifIFD.DateTimeOriginal: taken.strftime("%Y:%m:%d %H:%M:%S").encode(),
+            piexif.ExifIFD.SubSecTimeOriginal: f"{taken.microsecond // 10_000:02d}".encode(),
+            piexif.ExifIFD.BodySerialNumber: b"4711",
+        },
+    })
+
+
+def _frame(box, blur: float = 0.0, brightness: float = 1.0) -> Image.Image:
+    with Image.open(HARBOUR) as source:
+        image = source.crop(box).resize((900, 600), Image.Resampling.LANCZOS)
+    if blur:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    return ImageEnhance.Brightness(image).enhance(brightness) if brightness != 1.0 else image
+
+
+def make_library(root: Path) -> None:
+    """A burst (frames panned 4 px apart, 0.25 s apart, only burst_1 in focus), an
+    overexposed photo with the user's darktable sidecar (tags Folk and toto, darktable's
+    import rating 1), an unrelated photo."""
+    root.mkdir(parents=True)
+    start = datetime(2024, 6, 1, 10, 0, 0)
+    for i, blur in enumerate((4.0, 0.0, 4.0, 6.0)):
+        frame = _frame((100 + 4 * i, 100, 1300 + 4 * i, 900), blur)
+        frame.save(root / BURST[i], quality=92, exif=_exif(start + timedelta(milliseconds=250 * i)))
+    _frame((600, 300, 1500, 900), brightness=3.0).save(root / "bright.jpg", quality=92, exif=_exif(start + timedelta(hours=1)))
+    _frame((0, 0, 700, 500)).save(root / "single.jpg", quality=92, exif=_exif(start + timedelta(hours=2)))
+    shutil.copyfile(DARKTABLE_SIDECAR, root / "bright.jpg.xmp")  # shared/ is read-only: copyfile drops the mode
+
+
+def cull(capsys, index: Path) -> None:
+    code, _, err = run_cli(capsys, "cull", "--db", index)
+    assert code == ExitCode.OK, err
+
+
+@pytest.fixture
+def culled(tmp_path, model_args, capsys) -> dict:
+    root = tmp_path / "Photos"
+    make_library(root)
+    index = tmp_path / "index.db"
+    code, _, err = run_cli(capsys, "rebuild", root, *model_args, "--workers", "0", "--db", index)
+    assert code == ExitCode.OK, err
+    cull(capsys, index)
+    with Index(index) as opened:
+        (group,) = load_groups(opened)  # the burst, as the lead's grouping made it
+    assert sorted(Path(m.path).name for m in group.members) == sorted(BURST)
+    assert Path(group.keeper.path).name == SHARP, group
+    return {"root": root, "index": index}
+
+
+def apply_culling(capsys, library: dict, *extra) -> tuple[int, dict]:
+    code, out, err = run_cli(capsys, "apply-culling", "--db", library["index"], "--json", *extra)
+    assert code == ExitCode.OK, err
+    return code, json.loads(out)
+
+
+def sidecar(library: dict, name: str):
+    return read_sidecar(library["root"] / f"{name}.xmp")
+
+
+def snapshot_files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+# --------------------------------------------------------------------------- XMP sidecars
+
+
+def test_the_keeper_gets_digikams_accepted_pick_label_and_failures_our_tags(culled, capsys):
+    _, report = apply_culling(capsys, culled)
+    assert report["keepers"] == 1 and report["grouped"] == 3 and report["flagged"] == 4, report
+
+    # as digiKam reads it: Exiv2 (its metadata engine) sees Xmp.digiKam.PickLabel "3", Accepted
+    keeper = exiv2_properties(culled["root"] / f"{SHARP}.xmp")
+    assert keeper["Xmp.digiKam.PickLabel"][1] == "3"
+    assert keeper["Xmp.lr.hierarchicalSubject"][1] == ("Aesthetic|keeper",)
+    assert "Xmp.xmp.Rating" not in keeper  # culling writes no stars
+    for name in BLURRED:
+        info = sidecar(culled, name)
+        assert info.tags == ("blurry",) and info.pick is None, (name, info)
+        assert info.rating != -1  # no reject without --reject
+    assert sidecar(culled, "bright.jpg").tags == ("overexposed",)
+    assert not (culled["root"] / "single.jpg.xmp").exists()  # nothing to say: no sidecar made
+
+    # the darktable sidecar keeps the user's tags and rating beside ours
+    darktable = exiv2_properties(culled["root"] / "bright.jpg.xmp")
+    assert darktable["Xmp.lr.hierarchicalSubject"][1] == ("Folk", "toto", "Aesthetic|overexposed")
+    assert darktable["Xmp.xmp.Rating"][1] == "1"
+
+
+def test_rejects_only_with_the_flag_and_never_the_keeper(culled, capsys):
+    _, report = apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
+    for name in (*BLURRED, "bright.jpg"):
+        info = sidecar(culled, name)
+        assert (info.rating, info.pick) == (-1, 1), (name, info)  # darktable's reject; digiKam's Rejected
+        assert info.our_reject and info.our_pick == 1  # and our markers say they are ours
+    keeper = sidecar(culled, SHARP)
+    assert keeper.pick == 3 and keeper.rating is None
+    assert report["written"] == {"pick": 5, "rating": 4, "tags": 5}
+
+
+def test_a_rating_a_person_set_is_never_overridden_by_a_reject(culled, capsys):
+    write_sidecar(culled["root"] / "burst_2.jpg.xmp", rating=2)  # a person's 2 stars on a blurred frame
+    _, report = apply_culling(capsys, culled, "--reject")
+    assert sidecar(culled, "burst_2.jpg").rating == 2
+    # burst_2 is the keeper now: the person's choice in the group wins
+    assert sidecar(culled, "burst_2.jpg").pick == 3 and sidecar(culled, SHARP).pick is None
+    assert "keeper" in sidecar(culled, "burst_2.jpg").tags
+    # without --treat-as-unrated 1, darktable's import rating 1 counts as a person's
+    assert sidecar(culled, "bright.jpg").rating == 1
+    kept = {(Path(item["path"]).name, item["field"]) for item in report["kept_yours"]}
+    assert ("bright.jpg.xmp", "rating") in kept
+
+
+def test_a_pick_label_a_person_set_wins_the_keeper_and_stays(culled, capsys):
+    write_sidecar(culled["root"] / "burst_3.jpg.xmp", pick=3)  # a person accepted a blurred frame in digiKam
+    write_sidecar(culled["root"] / "bright.jpg.xmp", pick=2)  # and marked another "pending"
+    _, report = apply_culling(capsys, culled, "--reject")
+    assert sidecar(culled, "burst_3.jpg").pick == 3 and sidecar(culled, "burst_3.jpg").marks is None  # theirs, unmarked
+    assert "keeper" in sidecar(culled, "burst_3.jpg").tags
+    assert sidecar(culled, SHARP).pick is None and sidecar(culled, SHARP).tags == ()
+    assert sidecar(culled, "bright.jpg").pick == 2  # a person's pick label is never overridden
+    assert any(item["path"].endswith("bright.jpg.xmp") and item["field"] == "pick" for item in report["kept_yours"])
+
+
+def test_a_second_run_changes_nothing(culled, capsys):
+    apply_culling(capsys, culled, "--reject")
+    before = snapshot_files(culled["root"])
+    _, report = apply_culling(capsys, culled, "--reject")
+    assert report["written"] == {} and snapshot_files(culled["root"]) == before
+
+
+def test_ratings_undo_gives_back_every_byte(culled, capsys):
+    before = snapshot_files(culled["root"])
+    apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
+    assert snapshot_files(culled["root"]) != before
+    code, out, err = run_cli(capsys, "ratings", "undo", "--db", culled["index"], "--json")
+    assert code == ExitCode.OK, err
+    assert {item["status"] for item in json.loads(out)} <= {"restored", "deleted", "missing"}
+    assert snapshot_files(culled["root"]) == before  # sidecars we made are gone, the darktable one byte-exact
+
+
+def test_undo_keeps_what_a_person_changed_since(culled, capsys):
+    apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
+    write_sidecar(culled["root"] / f"{SHARP}.xmp", pick=2)  # the person downgraded our keeper to "pending"
+    code, out, _ = run_cli(capsys, "ratings", "undo", "--db", culled["index"], "--json")
+    statuses = {(Path(item["target"]).name, item["status"]) for item in json.loads(out)}
+    assert (f"{SHARP}.xmp", "kept-manual") in statuses
+    info = sidecar(culled, SHARP)
+    assert info.pick == 2 and info.tags == () and info.marks is None  # theirs stays; our tag and marker go
+
+
+def test_when_the_keeper_changes_the_old_one_loses_our_marks(culled, capsys):
+    apply_culling(capsys, culled)
+    assert sidecar(culled, SHARP).pick == 3
+    write_sidecar(culled["root"] / "burst_2.jpg.xmp", rating=5)  # a person's five stars: their keeper
+    cull(capsys, culled["index"])
+    apply_culling(capsys, culled)
+    old, new = sidecar(culled, SHARP), sidecar(culled, "burst_2.jpg")
+    assert old.pick is None and old.tags == () and old.marks is None
+    assert new.pick == 3 and new.rating == 5 and set(new.tags) == {"keeper", "blurry"}
+
+
+def test_our_culling_tags_and_star_tags_live_side_by_side(culled, capsys, model_args):
+    apply_culling(capsys, culled)
+    code, _, err = run_cli(capsys, "apply-ratings", "--db", culled["index"], "--treat-as-unrated", "1")
+    assert code == ExitCode.OK, err
+    tags = set(sidecar(culled, SHARP).tags)
+    assert "keeper" in tags and any(tag.endswith(" stars") for tag in tags), tags
+    run_cli(capsys, "ratings", "undo", "--db", culled["index"])  # the stars' run: its tags go, ours stay
+    assert sidecar(culled, SHARP).tags == ("keeper",)
+
+
+def test_a_dry_run_writes_nothing_and_records_no_run(culled, capsys):
+    before = snapshot_files(culled["root"])
+    _, report = apply_culling(capsys, culled, "--dry-run", "--reject")
+    assert report["run_id"] is None and report["written"]["pick"] == 5
+    assert snapshot_files(culled["root"]) == before
+
+
+def test_marks_on_a_moved_photo_stay_ours_by_their_markers(culled, capsys, tmp_path):
+    """The sidecar itself says which pick label and reject are ours (aes:Pick, aes:Reject),
+    as aes:Stars does for stars: another index, or none, still knows."""
+    apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
+    info = sidecar(culled, "burst_3.jpg")
+    assert info.marks == CullMarks(pick=1, reject=True) and info.our_pick == 1 and info.our_reject
+
+
+# --------------------------------------------------------------------------- digiKam's database
+
+
+@pytest.fixture
+def in_digikam(culled, tmp_path, digikam_statements) -> dict:
+    """digikam4.db holding the library's photos, as digiKam's scan would."""
+    db = tmp_path / "digikam" / "digikam4.db"
+    db.parent.mkdir()
+    create_digikam_db(db, digikam_statements)
+    with sqlite3.connect(db) as conn:
+        identifier = "volumeid:?path=" + quote(str(culled["root"]), safe="/")
+        conn.execute("INSERT INTO AlbumRoots (id, label, status, type, identifier, specificPath) VALUES (1, 'Photos', 0, 1, ?, '/')", [identifier])
+        conn.execute("INSERT INTO Albums (id, albumRoot, relativePath) VALUES (1, 1, '/')")
+        for name in sorted(p.name for p in culled["root"].glob("*.jpg")):
+            image_id = conn.execute("INSERT INTO Images (album, name, status, category) VALUES (1, ?, 1, 1)", [name]).lastrowid
+            conn.execute("INSERT INTO ImageInformation (imageid, rating) VALUES (?, -1)", [image_id])
+    return {**culled, "db": db}
+
+
+def digikam_cull(capsys, library: dict, *extra) -> dict:
+    code, out, err = run_cli(capsys, "digikam", "cull", "--db", library["db"], "--index", library["index"], "--json", *extra)
+    assert code == ExitCode.OK, err
+    return json.loads(out)
+
+
+def ids(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT name, id FROM Images"))
+
+
+def groups_in(db: Path) -> set[tuple[str, str]]:
+    """(member, leader) of every Grouped relation (type 2)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT s.name, o.name FROM ImageRelations r JOIN Images s ON s.id = r.subject JOIN Images o ON o.id = r.object WHERE r.type = 2"
+        )
+        return set(rows)
+
+
+def tags_in(db: Path) -> dict[str, set[str]]:
+    """Per image: its tags as paths, digiKam's internal pick label tags included."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT i.name, p.name || '/' || t.name FROM ImageTags it JOIN Images i ON i.id = it.imageid "
+            "JOIN Tags t ON t.id = it.tagid JOIN Tags p ON p.id = t.pid"
+        )
+        found: dict[str, set[str]] = {}
+        for name, tag in rows:
+            found.setdefault(name, set()).add(tag)
+        return found
+
+
+def table_rows(db: Path) -> dict[str, list]:
+    with sqlite3.connect(db) as conn:
+        return {table: sorted(conn.execute(f"SELECT * FROM {table}")) for table in ("ImageRelations", "ImageTags", "ImageInformation")}
+
+
+ACCEPTED, REJECTED = "_Digikam_Internal_Tags_/Pick Label Accepted", "_Digikam_Internal_Tags_/Pick Label Rejected"
+
+
+def test_digikam_cull_groups_the_burst_under_its_keeper_as_digikam_does(in_digikam, capsys):
+    report = digikam_cull(capsys, in_digikam)
+    assert report["keepers"] == 1 and report["backup"], report
+    db = in_digikam["db"]
+    # ImageRelations(subject = member, object = leader, type 2 = Grouped), one row per member
+    assert groups_in(db) == {(name, SHARP) for name in BLURRED}
+    tags = tags_in(db)
+    assert tags[SHARP] == {ACCEPTED, "Aesthetic/keeper"}
+    for name in BLURRED:
+        assert tags[name] == {"Aesthetic/blurry"}, name  # no reject without --reject
+    assert tags["bright.jpg"] == {"Aesthetic/overexposed"} and "single.jpg" not in tags
+    with sqlite3.connect(db) as conn:  # the internal tags as digiKam's TagsCache makes them
+        properties = set(conn.execute(
+            "SELECT t.name, tp.property, tp.value FROM TagProperties tp JOIN Tags t ON t.id = tp.tagid"
+        ))
+    assert {("_Digikam_Internal_Tags_", "internalTag", None), ("Pick Label Accepted", "internalTag", None)} <= properties
+
+
+def test_digikam_rejects_with_the_pick_label_only_when_asked(in_digikam, capsys):
+    digikam_cull(capsys, in_digikam, "--reject")
+    tags = tags_in(in_digikam["db"])
+    for name in (*BLURRED, "bright.jpg"):
+        assert REJECTED in tags[name], name
+    assert REJECTED not in tags[SHARP]
+    with sqlite3.connect(in_digikam["db"]) as conn:  # its rating has no reject: left as it was
+        assert {row[0] for row in conn.execute("SELECT rating FROM ImageInformation")} == {-1}
+
+
+def test_digikam_keeps_a_persons_pick_label_and_their_choice_wins_the_keeper(in_digikam, capsys):
+    db, image = in_digikam["db"], ids(in_digikam["db"])
+    with sqlite3.connect(db) as conn:  # the person picked, in digiKam: Accepted on a blurred frame, Pending on another
+        root = conn.execute("INSERT INTO Tags (pid, name) VALUES (0, '_Digikam_Internal_Tags_')").lastrowid
+        accepted = conn.execute("INSERT INTO Tags (pid, name) VALUES (?, 'Pick Label Accepted')", [root]).lastrowid
+        pending = conn.execute("INSERT INTO Tags (pid, name) VALUES (?, 'Pick Label Pending')", [root]).lastrowid
+        conn.executemany("INSERT INTO TagProperties (tagid, property, value) VALUES (?, 'internalTag', NULL)", [(root,), (accepted,), (pending,)])
+        conn.execute("INSERT INTO ImageTags (imageid, tagid) VALUES (?, ?)", [image["burst_3.jpg"], accepted])
+        conn.execute("INSERT INTO ImageTags (imageid, tagid) VALUES (?, ?)", [image["burst_0.jpg"], pending])
+    report = digikam_cull(capsys, in_digikam, "--reject")
+    tags = tags_in(db)
+    assert ACCEPTED in tags["burst_3.jpg"] and "Aesthetic/keeper" in tags["burst_3.jpg"]  # the person's keeper
+    assert groups_in(db) == {(name, "burst_3.jpg") for name in ("burst_0.jpg", "burst_1.jpg", "burst_2.jpg")}
+    assert "_Digikam_Internal_Tags_/Pick Label Pending" in tags["burst_0.jpg"] and REJECTED not in tags["burst_0.jpg"]
+    assert any(item["field"] == "pick" for item in report["kept_yours"])
+    with sqlite3.connect(db) as conn:  # the person's tags were found by path: no second "Pick Label Accepted"
+        assert conn.execute("SELECT COUNT(*) FROM Tags WHERE name = 'Pick Label Accepted'").fetchone()[0] == 1
+
+
+def test_digikam_leaves_a_group_a_person_made_whole(in_digikam, capsys):
+    db, image = in_digikam["db"], ids(in_digikam["db"])
+    with sqlite3.connect(db) as conn:  # the person grouped burst_2 under burst_0
+        conn.execute("INSERT INTO ImageRelations (subject, object, type) VALUES (?, ?, 2)", [image["burst_2.jpg"], image["burst_0.jpg"]])
+    report = digikam_cull(capsys, in_digikam)
+    assert groups_in(db) == {("burst_2.jpg", "burst_0.jpg")}  # theirs, and nothing of ours
+    assert report["grouped_by_you"] == 4
+    assert ACCEPTED in tags_in(db)[SHARP]  # the keeper's pick label all the same
+
+
+def test_digikam_undo_puts_every_row_back(in_digikam, capsys):
+    before = table_rows(in_digikam["db"])
+    digikam_cull(capsys, in_digikam, "--reject")
+    assert table_rows(in_digikam["db"]) != before
+    code, out, err = run_cli(capsys, "digikam", "undo", "--db", in_digikam["db"], "--index", in_digikam["index"], "--json")
+    assert code == ExitCode.OK, err
+    assert {r["status"] for r in json.loads(out)["results"]} == {"restored"}
+    assert table_rows(in_digikam["db"]) == before
+
+
+def test_digikam_undo_keeps_a_group_a_person_changed_since(in_digikam, capsys):
+    digikam_cull(capsys, in_digikam)
+    db, image = in_digikam["db"], ids(in_digikam["db"])
+    with sqlite3.connect(db) as conn:  # the person moved burst_0 into a group of their own
+        conn.execute("UPDATE ImageRelations SET object = ? WHERE subject = ?", [image["single.jpg"], image["burst_0.jpg"]])
+    run_cli(capsys, "digikam", "undo", "--db", db, "--index", in_digikam["index"])
+    assert groups_in(db) == {("burst_0.jpg", "single.jpg")}
+
+
+def test_digikam_a_second_cull_changes_nothing_and_a_sync_keeps_our_culling_tags(in_digikam, capsys):
+    digikam_cull(capsys, in_digikam)
+    rows = table_rows(in_digikam["db"])
+    assert digikam_cull(capsys, in_digikam)["written"] == {}
+    assert table_rows(in_digikam["db"]) == rows
+    code, _, err = run_cli(capsys, "digikam", "sync", "--db", in_digikam["db"], "--index", in_digikam["index"])
+    assert code == ExitCode.OK, err
+    tags = tags_in(in_digikam["db"])[SHARP]
+    assert "Aesthetic/keeper" in tags and any(t.endswith(" stars") for t in tags), tags
+    run_cli(capsys, "digikam", "undo", "--db", in_digikam["db"], "--index", in_digikam["index"])  # the sync's
+    assert tags_in(in_digikam["db"])[SHARP] == {ACCEPTED, "Aesthetic/keeper"}
