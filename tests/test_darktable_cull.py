@@ -1,0 +1,441 @@
+"""Culling in darktable through the plugin, and the plugin as a lua-scripts script.
+
+The plan tests check targets.darktable.plan_cull / plan_uncull, the rules the plugin's
+"cull" and "undo cull" follow, on groups as culling hands them over (culling.model). The
+real-darktable tests run a headless darktable 4.2 over a small burst made from real
+photographs, with the plugin installed as a user installs it, and read back from darktable
+itself what it shows: groups, leaders, tags, ratings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from aes_index import darktable
+from aes_index.cli import main
+from aes_index.culling.model import BLURRY, BURST, BY_US, OVEREXPOSED, Group, Member
+from aes_index.errors import ExitCode
+from aes_index.journal import UndoAction
+from aes_index.targets.darktable import CULL_TAGS, KEEPER_TAG, DtImage, Ours, plan_cull, plan_uncull
+from conftest import make_photo
+from test_darktable import PLUGIN, hex_lines, lua_temp_files, run_with_hard_timeout, unhex
+from test_readers import require_tool
+
+NOBODY = Ours(groups={}, tags={}, ratings={})
+
+
+def dt_image(ref: int, path: str, rating: int = 1, group: int | None = None, group_size: int = 1, tags=(), duplicate: int = 0) -> DtImage:
+    """A darktable image as a cull request describes it; its darktable id is 100 + ref."""
+    return DtImage(ref, path, duplicate, rating, id=100 + ref, group=group or 100 + ref, group_size=group_size, tags=tuple(tags))
+
+
+def member(image_id: int, path: str, flags=()) -> Member:
+    return Member(image_id, path, 0.5, 10.0, 0.0, 0.0, None, tuple(flags))
+
+
+def burst(*paths: str, flags: dict | None = None) -> Group:
+    """A burst whose keeper is its first path."""
+    members = tuple(member(i, p, (flags or {}).get(p, ())) for i, p in enumerate(paths, start=1))
+    return Group(7, BURST, members, members[0].image_id, f"sharpest of {len(paths)}", BY_US)
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def test_a_burst_becomes_one_group_led_by_the_keeper_which_is_tagged():
+    images = [dt_image(1, "/p/b.jpg"), dt_image(2, "/p/a.jpg"), dt_image(3, "/p/c.jpg"), dt_image(4, "/p/single.jpg")]
+    answer = plan_cull(images, [burst("/p/a.jpg", "/p/b.jpg", "/p/c.jpg")], [], NOBODY, reject=False, unrated=(1,))
+    (group,) = answer["groups"]
+    assert group["leader"] == group["keeper"] == 2 and sorted(group["members"]) == [1, 2, 3]
+    assert answer["images"] == [{"ref": 2, "attach": [KEEPER_TAG]}] and answer["left_alone"] == []
+
+
+def test_flags_become_tags_and_rejects_come_only_with_the_option():
+    images = [dt_image(1, "/p/a.jpg"), dt_image(2, "/p/b.jpg", rating=3), dt_image(3, "/p/c.jpg", rating=1), dt_image(4, "/p/d.jpg", rating=0)]
+    group = burst("/p/a.jpg", "/p/b.jpg", "/p/c.jpg", flags={"/p/a.jpg": (BLURRY,), "/p/b.jpg": (BLURRY,), "/p/c.jpg": (BLURRY,)})
+    flagged = [*group.members, member(9, "/p/d.jpg", (OVEREXPOSED,))]
+    without = plan_cull(images, [group], flagged, NOBODY, reject=False, unrated=(1,))
+    assert not any("rating" in item for item in without["images"])
+    assert {item["ref"]: item["attach"] for item in without["images"]} == {
+        1: ["aesthetic|blurry", KEEPER_TAG], 2: ["aesthetic|blurry"], 3: ["aesthetic|blurry"], 4: ["aesthetic|overexposed"],
+    }
+    rejected = {item["ref"] for item in plan_cull(images, [group], flagged, NOBODY, reject=True, unrated=(1,))["images"] if item.get("rating") == -1}
+    # 1: the keeper; 2: 3 stars a person gave; 3: darktable's import star, counted as none; 4: no rating
+    assert rejected == {3, 4}
+    # the 3 stars were ours (the journal says so): no person's, so they may go
+    ours = Ours(groups={}, tags={}, ratings={"/p/b.jpg#0": 3})
+    assert {i["ref"] for i in plan_cull(images, [group], flagged, ours, reject=True, unrated=(1,))["images"] if i.get("rating") == -1} == {2, 3, 4}
+
+
+def test_a_group_a_person_made_in_darktable_is_left_alone_but_ours_may_be_redone():
+    mine = [dt_image(1, "/p/a.jpg", group=150, group_size=2), dt_image(2, "/p/b.jpg")]  # a person grouped a.jpg with image 150
+    answer = plan_cull(mine, [burst("/p/a.jpg", "/p/b.jpg")], [], NOBODY, reject=False, unrated=())
+    assert answer["groups"] == [] and answer["left_alone"][0]["grouped_by_you"] == [1]
+    ours = Ours(groups={"/p/a.jpg#0": 150}, tags={}, ratings={})  # ... or we did, in an earlier cull
+    assert len(plan_cull(mine, [burst("/p/a.jpg", "/p/b.jpg")], [], ours, reject=False, unrated=())["groups"]) == 1
+
+
+def test_a_duplicate_of_darktables_follows_its_photo_but_joins_no_group():
+    images = [dt_image(1, "/p/a.jpg"), dt_image(2, "/p/a.jpg", duplicate=1), dt_image(3, "/p/b.jpg")]
+    answer = plan_cull(images, [burst("/p/a.jpg", "/p/b.jpg")], [member(1, "/p/a.jpg", (BLURRY,))], NOBODY, False, ())
+    assert answer["groups"][0]["members"] == [1, 3]
+    assert {i["ref"]: i["attach"] for i in answer["images"]} == {1: ["aesthetic|blurry", KEEPER_TAG], 2: ["aesthetic|blurry"]}
+
+
+def test_only_tags_we_attached_are_detached():
+    images = [dt_image(1, "/p/a.jpg", tags=[KEEPER_TAG]), dt_image(2, "/p/b.jpg", tags=[KEEPER_TAG, "aesthetic|blurry"])]
+    ours = Ours(groups={}, tags={"/p/b.jpg#0": frozenset({KEEPER_TAG})}, ratings={})
+    answer = plan_cull(images, [], [], ours, False, ())  # no longer a keeper, no longer blurry
+    assert answer["images"] == [{"ref": 2, "detach": [KEEPER_TAG]}]  # the rest a person attached
+
+
+def undo_action(place: str, field: str, restore, expected, tag: str | None = None) -> UndoAction:
+    return UndoAction((1,), 1, "darktable", place, place.split("#")[0], restore, expected, prior={"tag": tag} if tag else {}, field=field)
+
+
+def test_undo_puts_back_only_what_still_holds_what_the_cull_wrote():
+    images = [
+        dt_image(1, "/p/a.jpg", group=101, group_size=3, tags=[KEEPER_TAG]),  # the leader
+        dt_image(2, "/p/b.jpg", group=101, group_size=3, rating=-1),
+        dt_image(3, "/p/c.jpg", group=103, rating=4, tags=[]),  # a person ungrouped it, rated it
+    ]
+    groups = [undo_action("/p/b.jpg#0", "group", 102, 101), undo_action("/p/c.jpg#0", "group", 103, 101)]
+    tags = [undo_action("/p/a.jpg#0", "tag", 0, 1, KEEPER_TAG), undo_action("/p/c.jpg#0", "tag", 0, 1, "aesthetic|blurry")]
+    ratings = [undo_action("/p/b.jpg#0", "rating", 1, -1), undo_action("/p/c.jpg#0", "rating", 1, -1)]
+    answer, closed = plan_uncull(images, groups, tags, ratings)
+    assert answer["images"] == [{"ref": 1, "detach": [KEEPER_TAG]}, {"ref": 2, "ungroup": True, "rating": 1}]
+    # c.jpg: ungrouped, its tag removed and re-rated by a person since: all three stay as they are
+    assert sorted((a.place, a.field, note) for a, note in closed) == [
+        ("/p/c.jpg#0", "group", "kept-manual"), ("/p/c.jpg#0", "rating", "kept-manual"), ("/p/c.jpg#0", "tag", "kept-manual"),
+    ]
+
+
+# --------------------------------------------------------------------------- the script manager's view
+
+
+def metadata_block(source: str) -> dict[str, str]:
+    """script_data.metadata as tools/script_manager.lua (lua-scripts) reads it from a script's
+    text, without running it (get_script_metadata): the lines between `script_data.metadata = {`
+    and a `}` on a line of its own, each `key = value`, quotes and a trailing comma dropped,
+    a trailing ` -- comment` cut off."""
+    block = re.search(r"script_data\.metadata = \{\r?\n(.*?)\r?\n\}", source, re.S)
+    assert block, "no script_data.metadata block the script manager can find"
+    fields = {}
+    for line in block.group(1).split("\n"):
+        key, value = (part.strip() for part in line.split(" = "))  # exactly one " = " a line
+        fields[key] = re.sub(r",?\s+--.+$", "", value).replace('"', "").replace("'", "").rstrip(",")
+    return fields
+
+
+def test_the_metadata_block_is_what_the_script_manager_reads():
+    fields = metadata_block(PLUGIN.read_text())
+    assert set(fields) == {"name", "purpose", "author", "help"}
+    assert fields["name"] == "aesthetic" and "aes-index" in fields["author"] and "cull" in fields["purpose"]
+    # its documentation pane shows the script's second block comment
+    assert len(re.findall(r"--\[\[.*?\]\]", PLUGIN.read_text(), re.S)) >= 2
+
+
+def test_install_goes_to_its_own_folder_where_the_script_manager_is_and_back(tmp_path, capsys):
+    config = tmp_path / "darktable"
+    (config / "lua" / "tools").mkdir(parents=True)
+    (config / "luarc").write_text('require "tools/script_manager"\n')
+    assert main(["darktable", "install", "--config-dir", str(config)]) == ExitCode.OK  # before lua-scripts: plain
+    assert (config / "lua" / "aesthetic.lua").is_file()
+
+    (config / "lua" / "tools" / "script_manager.lua").write_text("-- lua-scripts' script manager\n")
+    assert main(["darktable", "install", "--config-dir", str(config)]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert (config / "lua" / "aes_index" / "aesthetic.lua").read_bytes() == PLUGIN.read_bytes()
+    assert not (config / "lua" / "aesthetic.lua").exists()  # loaded twice otherwise
+    assert (config / "luarc").read_text() == 'require "tools/script_manager"\n' and "script manager" in out
+
+    assert main(["darktable", "uninstall", "--config-dir", str(config)]) == ExitCode.OK
+    assert sorted(p.name for p in (config / "lua").iterdir()) == ["tools"]
+    assert (config / "luarc").read_text() == 'require "tools/script_manager"\n'
+
+
+# --------------------------------------------------------------------------- real darktable
+
+SCRIPT_LUA = r"""
+local dt = require "darktable"
+local out = assert(io.open(os.getenv("AES_DT_RESULT"), "w"))
+local function emit(...) out:write(table.concat({...}, "\t"), "\n"); out:flush() end
+local ok, err = pcall(function()
+  -- as lua-scripts' lib/dtutils.lua prequire does for the script manager: pcall(require, name)
+  local loaded, data = pcall(require, "aes_index/aesthetic")
+  emit("loaded", tostring(loaded), type(data))
+  for _, key in ipairs({ "name", "purpose", "author", "help" }) do emit("metadata", key, tostring(data.metadata[key])) end
+  emit("methods", type(data.destroy), type(data.restart), type(data.show), tostring(data.destroy_method))
+  emit("api check", tostring(_G.aes_test_api_checks))
+  emit("visible", tostring(dt.gui.libs["aesthetic"].visible))
+  data.destroy()
+  emit("destroyed", tostring(dt.gui.libs["aesthetic"].visible), tostring(data.status().stopped))
+  dt.database.import(os.getenv("AES_DT_PHOTO")) -- no scoring while stopped
+  dt.control.sleep(2500)
+  emit("import while stopped", tostring(data.status().pending), tostring(data.status().import_batches))
+  data.restart()
+  emit("restarted", tostring(dt.gui.libs["aesthetic"].visible), tostring(data.status().stopped))
+end)
+emit("done", tostring(ok), tostring(err))
+out:close()
+os.exit(0)
+"""
+
+# lua-scripts' lib/dtutils is what a script finds where lua-scripts is installed; this one
+# only records the call (the real check_min_api_version compares versions and raises)
+DTUTILS_STAND_IN = """local du = {}
+function du.check_min_api_version(min_api, name)
+  _G.aes_test_api_checks = (_G.aes_test_api_checks or "") .. min_api .. " " .. name
+end
+return du
+"""
+
+
+def run_darktable(workdir: Path, config: Path, flow: str, env: dict, timeout: float = 300) -> list[list[str]]:
+    """Run `flow` in a headless darktable with `config`; its tab-separated result lines."""
+    xvfb_run, dt = require_tool("xvfb-run"), require_tool("darktable")
+    (workdir / "flow.lua").write_text(flow)
+    env = {**os.environ, "HOME": str(workdir), "AES_DT_RESULT": str(workdir / "result.txt"), **env}
+    command = [xvfb_run, "-a", dt, "--library", ":memory:", "--configdir", str(config), "--cachedir", str(workdir / "cache")]
+    command += ["--luacmd", 'dofile("flow.lua")']
+    before = lua_temp_files()
+    returncode, stderr = run_with_hard_timeout(command, timeout, cwd=workdir, env=env)
+    assert lua_temp_files() <= before, "the plugin left request files behind"
+    result = workdir / "result.txt"
+    assert result.exists(), f"darktable wrote no result (exit {returncode}): {stderr[-2000:]}"
+    lines = [line.split("\t") for line in result.read_text().splitlines()]
+    assert lines[-1] == ["done", "true", "nil"], lines[-3:]
+    return lines
+
+
+@pytest.mark.external
+@pytest.mark.slow
+def test_the_script_manager_starts_stops_and_restarts_the_script(tmp_path, capsys):
+    config, workdir = tmp_path / "config", tmp_path / "dt"
+    workdir.mkdir()
+    (config / "lua" / "tools").mkdir(parents=True)
+    (config / "lua" / "tools" / "script_manager.lua").write_text("-- stands for lua-scripts' script manager\n")
+    (config / "lua" / "lib").mkdir()
+    (config / "lua" / "lib" / "dtutils.lua").write_text(DTUTILS_STAND_IN)
+    assert main(["darktable", "install", "--config-dir", str(config)]) == ExitCode.OK
+    assert not (config / "luarc").exists()  # the script manager starts it, not luarc
+    photo = make_photo(tmp_path / "photos" / "stopped.jpg", seed=3)
+    lines = run_darktable(workdir, config, SCRIPT_LUA, {"AES_DT_PHOTO": str(photo), "AES_INDEX_DB": str(tmp_path / "index.db")})
+    by_name = {line[0]: line[1:] for line in lines if line[0] != "metadata"}
+    metadata = {line[1]: line[2] for line in lines if line[0] == "metadata"}
+    assert by_name["loaded"] == ["true", "table"]
+    assert metadata == metadata_block(PLUGIN.read_text())  # running it says what its text says
+    assert by_name["methods"] == ["function", "function", "function", "hide"]
+    assert by_name["api check"] == ["9.0.0 aesthetic"]  # du.check_min_api_version, where lib/dtutils is
+    assert by_name["visible"] == ["true"]
+    assert by_name["destroyed"] == ["false", "true"]
+    assert by_name["import while stopped"] == ["0", "0"]
+    assert by_name["restarted"] == ["true", "false"]
+
+
+# A small shoot: burst A (the sharp frame in the middle), burst B (a person gives a blurred
+# frame 4 stars in darktable: it wins), burst C (a person groups its first frame with the
+# overexposed single S before culling: C is left alone) and S.
+SHOOT = {  # name: (scene, seconds after the first frame, shot)
+    "A0.jpg": (0, 0.0, {"defocus_sigma": 16.0}),
+    "A1.jpg": (0, 0.4, {}),
+    "A2.jpg": (0, 0.7, {"motion_px": 64.0}),
+    "B0.jpg": (1, 1800.0, {}),
+    "B1.jpg": (1, 1800.3, {"defocus_sigma": 16.0}),
+    "B2.jpg": (1, 1800.8, {"defocus_sigma": 16.0}),
+    "C0.jpg": (2, 3600.0, {}),
+    "C1.jpg": (2, 3600.5, {"defocus_sigma": 16.0}),
+    "S.jpg": (10, 7200.0, {"ev": 2.5}),  # Wood: bright enough that +2.5 EV clips its luminance
+}
+PERSON_RATES = "B2.jpg"  # 4 stars, before the cull
+PERSON_GROUPS = ("C0.jpg", "S.jpg")  # C0 into S's group, before the cull
+
+
+def make_shoot(folder: Path, photos: list[Path]) -> list[Path]:
+    """SHOOT's frames from real photographs, as one camera writes them (culling_camera)."""
+    import culling_camera as camera
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    nikon = camera.Camera("NIKON CORPORATION", "NIKON Z 6_2", "3012345", "+02:00")
+    start = datetime(2024, 6, 1, 7, 30, 0)
+    scenes = {}
+    paths = []
+    for i, (name, (scene, seconds, shot)) in enumerate(SHOOT.items()):
+        if scene not in scenes:
+            with Image.open(photos[scene]) as photo:
+                scenes[scene] = camera.scene_of(photo.convert("RGB"))
+        view = camera.View(0.03 + 0.005 * (i % 3), 0.03 + 0.004 * (i % 2), 0.94)  # a hand-held reframing
+        frame = camera.render(scenes[scene], camera.Shot(view=view, seed=i, **shot), long_side=1600)
+        taken = camera.hundredths(start + timedelta(seconds=seconds))
+        (folder / name).write_bytes(camera.jpeg_bytes(frame, exif=camera.exif_bytes(nikon, taken)))
+        paths.append(folder / name)
+    return paths
+
+
+CULL_LUA = r"""
+local dt = require "darktable"
+local aes = require "aesthetic"
+local out = assert(io.open(os.getenv("AES_DT_RESULT"), "w"))
+local function emit(...) out:write(table.concat({...}, "\t"), "\n"); out:flush() end
+local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
+local function unhex(s) return (s:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)) end
+
+local images, by_name = {}, {}
+local function dump(phase)
+  for _, image in ipairs(images) do
+    local tags = {}
+    for _, tag in ipairs(dt.tags.get_tags(image)) do
+      if tag.name:sub(1, 10) == "aesthetic|" then tags[#tags + 1] = tag.name end
+    end
+    table.sort(tags)
+    emit("image", phase, image.filename, image.group_leader.filename, tostring(#image:get_group_members()),
+         tostring(image.rating), table.concat(tags, ","))
+  end
+end
+local function report(name, result, err)
+  local parts = {}
+  for key, value in pairs(result or {}) do parts[#parts + 1] = key .. "=" .. tostring(value) end
+  table.sort(parts)
+  emit("result", name, tostring(result ~= nil), tostring(err), table.concat(parts, ","))
+end
+
+local ok, err = pcall(function()
+  dt.preferences.write("aesthetic", "executable", "string", os.getenv("AES_DT_EXECUTABLE"))
+  dt.preferences.write("aesthetic", "score_imports", "bool", false)
+  dt.preferences.write("aesthetic", "treat_one_star_as_unrated", "bool", true)
+  for line in io.lines(os.getenv("AES_DT_PHOTOS")) do
+    local image = dt.database.import(unhex(line))
+    images[#images + 1] = image
+    by_name[image.filename] = image
+  end
+  by_name[os.getenv("AES_DT_RATE")].rating = 4
+  by_name[os.getenv("AES_DT_GROUP")]:group_with(by_name[os.getenv("AES_DT_GROUP_WITH")])
+  dump("before")
+
+  -- cancelled after its first chunk, as its cancel button does: nothing culled
+  aes.chunk_size = 2
+  aes.progress_listener = function(label, done) if done >= 2 then aes.cancel() end end
+  report("cancelled", aes.cull(images))
+  dump("cancelled")
+  aes.progress_listener = nil
+  aes.chunk_size = 5 -- two chunks of scoring, each a step of the job's progress
+
+  report("cull", aes.cull(images))
+  dump("culled")
+  report("again", aes.cull(images)) -- nothing left to do
+  dump("again")
+  report("uncull", aes.uncull(images))
+  dump("unculled")
+
+  dt.preferences.write("aesthetic", "reject_flagged", "bool", true)
+  report("reject", aes.cull(images))
+  dump("rejected")
+  for _, image in ipairs(images) do -- a person changes their mind about one reject
+    if image.rating == -1 then image.rating = 2; emit("rerated", image.filename); break end
+  end
+  report("unreject", aes.uncull(images))
+  dump("unrejected")
+end)
+emit("done", tostring(ok), tostring(err))
+out:close()
+os.exit(0)
+"""
+
+
+def phases(lines: list[list[str]]) -> dict[str, dict[str, dict]]:
+    """phase -> file name -> {leader, size, rating, tags} as darktable read them back."""
+    found: dict[str, dict[str, dict]] = {}
+    for _, phase, name, leader, size, rating, tags in (line for line in lines if line[0] == "image"):
+        found.setdefault(phase, {})[name] = {"leader": leader, "size": int(size), "rating": int(rating),
+                                             "tags": set(filter(None, tags.split(",")))}
+    return found
+
+
+def results(lines: list[list[str]]) -> dict[str, dict]:
+    found = {}
+    for _, name, ok, err, parts in (line for line in lines if line[0] == "result"):
+        assert ok == "true", f"{name}: {err}"
+        found[name] = {key: int(value) for key, value in (part.split("=") for part in parts.split(",") if part)}
+    return found
+
+
+@pytest.mark.external
+@pytest.mark.slow
+def test_cull_groups_a_burst_under_its_keeper_in_real_darktable_and_undo_puts_it_back(tmp_path, mate_photos, tiny_model):
+    photos = make_shoot(tmp_path / "shoot 'q' $(x)", mate_photos)
+    config, workdir, db = tmp_path / "config", tmp_path / "dt", tmp_path / "index.db"
+    workdir.mkdir()
+    assert main(["darktable", "install", "--config-dir", str(config)]) == ExitCode.OK  # no lua-scripts here
+    (workdir / "photos.hex").write_text(hex_lines([str(p) for p in photos]))
+    env = {
+        "AES_DT_PHOTOS": str(workdir / "photos.hex"), "AES_DT_EXECUTABLE": executable(),
+        "AES_DT_RATE": PERSON_RATES, "AES_DT_GROUP": PERSON_GROUPS[0], "AES_DT_GROUP_WITH": PERSON_GROUPS[1],
+        "AES_INDEX_MODEL": tiny_model["config"], "AES_INDEX_PRETRAINED": tiny_model["checkpoint"],
+        "AES_INDEX_DB": str(db), "AES_INDEX_DEVICE": "cpu", "AES_INDEX_DTYPE": "fp32", "AES_INDEX_WORKERS": "0",
+    }
+    # about twenty aes-index runs, each loading torch (10-20 s on two busy cores)
+    lines = run_darktable(workdir, config, CULL_LUA, env, timeout=900)
+    seen, done = phases(lines), results(lines)
+    before = seen["before"]
+    expected_tags = index_tags(db)  # what the index says each photo should carry
+
+    # cancelled after the first chunk of two: scored two photos, changed nothing in darktable
+    assert done["cancelled"] == {"cancelled_after": 2} and seen["cancelled"] == before
+
+    culled = seen["culled"]
+    assert {name: culled[name]["leader"] for name in ("A0.jpg", "A1.jpg", "A2.jpg")} == dict.fromkeys(("A0.jpg", "A1.jpg", "A2.jpg"), "A1.jpg")
+    assert {name: culled[name]["leader"] for name in ("B0.jpg", "B1.jpg", "B2.jpg")} == dict.fromkeys(("B0.jpg", "B1.jpg", "B2.jpg"), "B2.jpg")
+    assert "aesthetic|keeper" in culled["A1.jpg"]["tags"] and "aesthetic|keeper" in culled["B2.jpg"]["tags"]  # B2: your 4 stars
+    assert (culled["C0.jpg"]["leader"], culled["C1.jpg"]["size"]) == ("S.jpg", 1)  # your group stays, C is left alone
+    assert done["cull"]["groups"] == 2 and done["cull"]["left_alone"] == 1
+    assert "aesthetic|overexposed" in culled["S.jpg"]["tags"]
+    assert {name: image["tags"] for name, image in culled.items()} == expected_tags
+    assert any("aesthetic|blurry" in culled[name]["tags"] for name in ("A0.jpg", "A2.jpg", "B0.jpg", "B1.jpg"))
+    assert {name: image["rating"] for name, image in culled.items()} == {name: image["rating"] for name, image in before.items()}  # no reject without the option
+    assert seen["again"] == culled and done["again"]["tagged"] == 0
+
+    assert seen["unculled"] == before  # groups, tags and ratings as they were
+
+    rejected = seen["rejected"]
+    flagged_non_keepers = {name for name, tags in expected_tags.items() if tags - {"aesthetic|keeper"} and "aesthetic|keeper" not in tags}
+    assert {name for name, image in rejected.items() if image["rating"] == -1} == flagged_non_keepers - {PERSON_RATES}
+    assert rejected[PERSON_RATES]["rating"] == 4  # a person's rating is never rejected
+    (rerated,) = [line[1] for line in lines if line[0] == "rerated"]
+    unrejected = seen["unrejected"]
+    assert unrejected[rerated]["rating"] == 2  # changed by a person after the cull: kept
+    assert {n: i for n, i in unrejected.items() if n != rerated} == {n: i for n, i in before.items() if n != rerated}
+
+
+def executable() -> str:
+    import shutil
+
+    found = shutil.which("aes-index")
+    assert found, "aes-index is not on PATH: pip install -e ."
+    return found
+
+
+def index_tags(db: Path) -> dict[str, set[str]]:
+    """file name -> the tags the index's groups and flags call for: a group's keeper (B2 by
+    the person's 4 stars) gets aesthetic|keeper, even in a group left alone in darktable;
+    each flag its tag."""
+    from aes_index.culling.cull import load_flagged, load_groups
+    from aes_index.culling.keeper import with_person_choice
+    from aes_index.store import Index
+
+    with Index(db) as index:
+        head = index.active_head_id()
+        groups, flagged = load_groups(index, head), load_flagged(index, head)
+    tags = {name: set() for name in SHOOT}
+    for group in groups:
+        rated = {m.image_id: 4 for m in group.members if Path(m.path).name == PERSON_RATES}
+        tags[Path(with_person_choice(group, rated).keeper.path).name].add("aesthetic|keeper")
+    for member in flagged:
+        tags[Path(member.path).name] |= {f"aesthetic|{flag}" for flag in member.flags}
+    return tags
