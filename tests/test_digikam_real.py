@@ -128,16 +128,20 @@ def _screenshot(display: str, out: Path) -> str:
 
 
 def run_digikam(workdir: Path, photos: Path, names: set[str]) -> dict[str, dict]:
-    """Start digiKam on `photos`, wait until it has read `names` and settled; its database's view of them."""
+    """Start digiKam on `photos`, wait until it has read `names` and settled; its database's view of them.
+
+    A second call with the same `workdir` starts digiKam again on the database the first
+    one left (and what was written into it since)."""
     xvfb = _tool("Xvfb")
     digikam_bin = _tool("digikam")
     home, db_dir = workdir / "home", workdir / "db"
-    db_dir.mkdir(parents=True)
     db = db_dir / "digikam4.db"
-    create_digikam_db(db, photos)
-    write_digikamrc(home, db_dir)
+    if not db.exists():
+        db_dir.mkdir(parents=True)
+        create_digikam_db(db, photos)
+        write_digikamrc(home, db_dir)
     runtime = workdir / "runtime"
-    runtime.mkdir(mode=0o700)
+    runtime.mkdir(mode=0o700, exist_ok=True)
     log_path = workdir / "digikam.log"
     processes: list[subprocess.Popen] = []  # each the leader of its own process group
     try:
