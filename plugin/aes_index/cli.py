@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--reject-below", help="scores below this get darktable's reject (-1)")
     report.set_defaults(handler=cmd_report)
 
+    _add_culling_commands(commands, common)
     _add_darktable_commands(commands, common)
     _add_digikam_commands(commands)
 
@@ -131,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--models", action="store_true", help="also list open_clip's model names")
     doctor.set_defaults(handler=cmd_doctor)
     return parser
+
+
+def _add_culling_commands(commands, common) -> None:
+    cull = commands.add_parser("cull", parents=[common], help="group bursts and near-duplicates, pick each group's keeper, flag failures")
+    cull.add_argument("roots", nargs="*", metavar="ROOT", help="the library (default: the index's folders)")
+    cull.set_defaults(handler=cmd_cull)
+    groups = commands.add_parser("groups", parents=[common], help="list the groups `cull` made, keeper first, and flagged photos")
+    groups.add_argument("roots", nargs="*", metavar="ROOT", help="only groups with a photo in these folders")
+    groups.add_argument("--flagged", action="store_true", help="also list every flagged photo")
+    groups.set_defaults(handler=cmd_groups)
 
 
 def _add_rating_options(parser: argparse.ArgumentParser) -> None:
@@ -536,6 +547,76 @@ def cmd_top(args) -> int:
         rows = index.scores(head_id, limit=args.n, worst=args.worst)
     emit(args, {"head": head_id, "photos": rows}, lambda: "\n".join(f"{r['score']:8.4f}  {printable(r['path'])}" for r in rows) or "no scored photos")
     return ExitCode.OK
+
+
+def cmd_cull(args) -> int:
+    from .culling.cull import run_cull
+
+    settings = settings_from(args)
+    with open_index(settings, args.roots) as index:
+        head_id = _head_or_none(index, settings)
+        summary = run_cull(index, head_id)
+    emit(args, summary.as_dict(), lambda: cull_lines(summary))
+    return ExitCode.OK
+
+
+def _head_or_none(index, settings: Settings) -> str | None:
+    """The head whose scores the keeper rule weighs; none yet: sharpness alone decides."""
+    from .errors import NothingScored
+
+    try:
+        return _head_id_for_listing(index, settings)
+    except NothingScored:
+        return None
+
+
+def cull_lines(summary) -> str:
+    lines = [
+        f"cull: {summary.groups} groups ({summary.bursts} bursts, {summary.duplicates} duplicate sets) holding "
+        f"{summary.grouped_photos} of {summary.photos} photos; {summary.formed} new groups, {summary.joined} photos joined one, "
+        f"{summary.left} left one, in {summary.seconds:.1f} s"
+    ]
+    if summary.flagged:
+        lines.append("flagged: " + ", ".join(f"{n} {flag}" for flag, n in sorted(summary.flagged.items())))
+    if summary.chosen_by_you:
+        lines.append(f"{summary.chosen_by_you} groups keep the photo you picked or rated")
+    if summary.without_time:
+        lines.append(f"{summary.without_time} photos have no capture time: they join only duplicates, never bursts")
+    if summary.unmeasured:
+        lines.append(f"{summary.unmeasured} photos indexed before culling have no capture facts yet: run `aes-index rebuild`")
+    if summary.head is None:
+        lines.append("nothing scored yet: keepers were chosen by sharpness and exposure alone")
+    return "\n".join(lines)
+
+
+def cmd_groups(args) -> int:
+    from .culling.cull import load_flagged, load_groups
+
+    settings = settings_from(args)
+    under = [os.path.abspath(root) for root in args.roots]
+    with open_index(settings, args.roots, read_only=True) as index:
+        head_id = _head_or_none(index, settings)
+        groups = load_groups(index, head_id, under)
+        flagged = load_flagged(index, head_id, under) if args.flagged or args.json else []
+    data = {"head": head_id, "groups": [g.as_dict() for g in groups], "flagged": [m.as_dict() for m in flagged]}
+    emit(args, data, lambda: groups_text(groups, flagged))
+    return ExitCode.OK
+
+
+def groups_text(groups, flagged) -> str:
+    if not groups and not flagged:
+        return "no groups: run `aes-index cull` (after `aes-index rebuild`)"
+    lines = []
+    for group in groups:
+        by = " (your pick)" if group.chosen_by == "you" else ""
+        lines.append(f"{group.kind} {group.id}: {len(group.members)} photos, keeper {printable(group.keeper.path)}{by}: {group.reason}")
+        for member in group.members[1:]:
+            flags = f"  [{', '.join(member.flags)}]" if member.flags else ""
+            lines.append(f"    {printable(member.path)}{flags}")
+    if flagged:
+        lines.append("flagged:")
+        lines += [f"    {printable(m.path)}  [{', '.join(m.flags)}]" for m in flagged]
+    return "\n".join(lines)
 
 
 def _head_id_for_listing(index, settings: Settings) -> str:

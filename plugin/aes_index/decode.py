@@ -82,6 +82,7 @@ SUPPORTED_EXTENSIONS: frozenset[str] = (
     _PILLOW_EXTENSIONS | _HEIF_EXTENSIONS | _AVIF_EXTENSIONS | RAW_EXTENSIONS
 )
 
+DRAFT_MIN_SIDE: int = 224  # JPEG/HEIF drafts are decoded at least this big (see _decode_with_pillow)
 MAX_PIXELS: int = 250_000_000  # above the largest stills cameras make (pixel-shift excepted)
 
 # Pillow may open only these. Anything else Pillow knows (EPS runs Ghostscript, for one) is
@@ -208,8 +209,11 @@ def _decode_with_pillow(
                 probe.metadata(width=image.size[0], height=image.size[1])
                 probe.exif(image.getexif())
             # The DCT scale (or HEIF thumbnail) is picked on the stored, pre-rotation size;
-            # a square request keeps it independent of orientation.
-            image.draft("RGB", (min_side, min_side))
+            # a square request keeps it independent of orientation. Never below
+            # DRAFT_MIN_SIDE, whatever the model's input: culling's sharpness is measured on
+            # this image, and must see the same detail for every backbone.
+            side = max(min_side, DRAFT_MIN_SIDE)
+            image.draft("RGB", (side, side))
             image.load()
             orientation = _embedded_orientation(image) or fallback_orientation
             return _finish(image, orientation, min_side, probe)

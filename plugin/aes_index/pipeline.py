@@ -45,7 +45,7 @@ from PIL import Image
 
 from .backbone import PreprocessSpec
 from .culling.facts import CaptureFacts, FactsProbe
-from .decode import MAX_PIXELS, RAW_EXTENSIONS, _embedded_orientation, decode_image
+from .decode import DRAFT_MIN_SIDE, MAX_PIXELS, RAW_EXTENSIONS, _embedded_orientation, decode_image
 from .errors import DecodeError
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
@@ -443,7 +443,7 @@ def jpeg_to_model_pixels(chw, orientation: int | None, spec: PreprocessSpec, pro
     import torch.nn.functional as F
 
     x = chw.unsqueeze(0).float()
-    scale = draft_scale(x.shape[-1], x.shape[-2], spec.size)
+    scale = draft_scale(x.shape[-1], x.shape[-2], max(spec.size, DRAFT_MIN_SIDE))
     if scale > 1:
         x = F.avg_pool2d(x, scale, ceil_mode=True).round()
     if probe is not None:

@@ -39,7 +39,7 @@ def create_tables(db: sqlite_utils.Database) -> None:
 def _sql_type(name: str) -> str:
     if name in ("taken_at", "sharpness", "clipped_highlights", "clipped_shadows"):
         return "REAL"
-    if name in ("width", "height", "signature", "version"):
+    if name in ("width", "height", "signature", "signature_inner", "signature_core", "version"):
         return "INTEGER"
     return "TEXT"
 
@@ -51,8 +51,12 @@ class FactsTable:
     ids: np.ndarray  # int64
     cameras: list[str | None]
     taken_at: np.ndarray  # float64, nan where unknown
-    signatures: np.ndarray  # uint64; rows without a signature are left out
+    signatures: np.ndarray  # (N, 3) uint64: whole, inner, core pHash; rows without a signature are left out
     culled: np.ndarray  # bool
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ class CullingTables:
 
     def facts_table(self) -> FactsTable:
         sql = (
-            "SELECT c.image_id, c.camera, c.serial, c.taken_at, c.signature, c.culled FROM captures c "
+            "SELECT c.image_id, c.camera, c.serial, c.taken_at, c.culled, c.signature, c.signature_inner, c.signature_core "
+            "FROM captures c "
             "JOIN images i ON i.id = c.image_id WHERE i.status IN (?, ?) AND c.signature IS NOT NULL ORDER BY c.image_id"
         )
         rows = self.db.execute(sql, list(PRESENT)).fetchall()
@@ -124,8 +129,8 @@ class CullingTables:
             ids=np.fromiter((r[0] for r in rows), np.int64, len(rows)),
             cameras=[(f"{r[1]}#{r[2]}" if r[2] else r[1]) for r in rows],
             taken_at=np.fromiter((np.nan if r[3] is None else r[3] for r in rows), np.float64, len(rows)),
-            signatures=np.fromiter((r[4] for r in rows), np.int64, len(rows)).view(np.uint64),
-            culled=np.fromiter((bool(r[5]) for r in rows), bool, len(rows)),
+            signatures=np.array([[r[5], _or(r[6], r[5]), _or(r[7], r[5])] for r in rows], np.int64).reshape(-1, 3).view(np.uint64),
+            culled=np.fromiter((bool(r[4]) for r in rows), bool, len(rows)),
         )
 
     def mark_culled(self, image_ids: Sequence[int]) -> None:

@@ -226,8 +226,8 @@ def marks_text(report, undo_hint: str) -> str:
         f"{report.photos} photos: {report.keepers} keepers, {report.grouped} grouped under them, {report.flagged} flagged",
         f"{verb}: {written}; {report.unchanged} places already right",
     ]
-    if report.photos == 0:
-        lines.append("no groups or flags yet: run `aes-index cull` first")
+    if report.keepers == 0:
+        lines.append("no groups: none found, or `aes-index cull` has not run yet")
     if report.grouped_by_you:
         lines.append(f"{report.grouped_by_you} photos are in groups you made: their grouping left as it is")
     for item in report.kept_yours:

@@ -1,0 +1,179 @@
+"""Which photos belong together: bursts and near-duplicates, found incrementally.
+
+Two photos are linked when
+  * burst: the same camera body (make, model, serial) took them one after the other, at
+    most BURST_GAP_SECONDS apart, and they look alike (signatures within BURST_DISTANCE
+    bits). Frames are taken in the camera's time order: a burst is a chain of frames.
+  * duplicate: they look the same (signatures within DUPLICATE_DISTANCE bits): the
+    same picture re-encoded, resized, lightly cropped or edited, copied elsewhere. A
+    camera's own frames with known times are linked only as bursts: a static scene shot
+    twice an hour apart is two photographs, and a time-lapse is not one pile of copies.
+    An export that kept its EXIF (same camera, same capture time) is a duplicate.
+Groups are the linked sets. A group holds at most MAX_GROUP photos: a longer chain (a
+time-lapse faster than the gap) becomes consecutive groups of MAX_GROUP frames.
+
+Incremental: only photos no cull has considered yet (`captures.culled` = 0) are compared,
+against every photo; existing groups stay as they are and new photos join them, form new
+ones, or join two (the older group's id survives). Photos that left the library (missing,
+failed, changed) leave their group; a group left with one photo is dissolved. The same
+library and the same runs give the same groups: everything is ordered by image id and
+capture time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..store_culling import FactsTable
+from .model import BURST, DUPLICATE
+
+BURST_GAP_SECONDS = 2.0  # cameras shoot bursts at 3-30 frames a second; a photographer's next try comes later
+BURST_DISTANCE = 20  # of 64 bits: reframing by a few percent, a stop of exposure, a missed focus
+DUPLICATE_DISTANCE = 12  # of 64 bits: re-encoded, resized, a light crop or edit (unrelated photos: 20 and more)
+CANDIDATE_DISTANCE = 20  # whole-image hashes this close are compared crop-tolerantly (a 5 % crop: up to 16)
+MAX_GROUP = 100  # frames in one group at most (a time-lapse is cut into runs)
+QUERY_BLOCK = 128  # duplicate search: rows compared at once (128 x 100k distances: 13 MB)
+
+
+def find_links(table: FactsTable) -> list[tuple[int, int, str]]:
+    """Links that involve at least one photo not culled yet, in a deterministic order:
+    bursts in each camera's time order, then duplicates by position."""
+    return _burst_links(table) + _duplicate_links(table)
+
+
+def _burst_links(table: FactsTable) -> list[tuple[int, int, str]]:
+    by_camera: dict[str, list[int]] = defaultdict(list)
+    for position, camera in enumerate(table.cameras):
+        if camera is not None and not math.isnan(table.taken_at[position]):
+            by_camera[camera].append(position)
+    links = []
+    for camera in sorted(by_camera):
+        frames = sorted(by_camera[camera], key=lambda p: (table.taken_at[p], table.ids[p]))
+        for a, b in zip(frames, frames[1:]):
+            if table.culled[a] and table.culled[b]:
+                continue
+            gap = table.taken_at[b] - table.taken_at[a]
+            distance = distance_between(table.signatures[a], table.signatures[b])
+            if gap == 0 and distance <= DUPLICATE_DISTANCE:
+                links.append((a, b, DUPLICATE))  # one shot, twice: an export or a copy
+            elif gap <= BURST_GAP_SECONDS and distance <= BURST_DISTANCE:
+                links.append((a, b, BURST))
+    return links
+
+
+def _duplicate_links(table: FactsTable) -> list[tuple[int, int, str]]:
+    """New photos against every photo, a block of rows at a time: whole-image hashes
+    (popcount of XORs) pick candidates, the crop-tolerant distance decides."""
+    new = np.nonzero(~table.culled)[0]
+    whole = np.ascontiguousarray(table.signatures[:, 0])
+    positions = np.arange(len(whole))
+    links = []
+    for start in range(0, len(new), QUERY_BLOCK):
+        rows = new[start : start + QUERY_BLOCK]
+        close = np.bitwise_count(whole[rows][:, None] ^ whole[None, :]) <= CANDIDATE_DISTANCE
+        # each pair once: a pair of two new photos is found from its lower position
+        close &= ~(~table.culled[None, :] & (positions[None, :] <= rows[:, None]))
+        for r, b in zip(*np.nonzero(close)):
+            a, b = int(rows[r]), int(b)
+            if _same_shoot(table, a, b):
+                continue
+            if distance_between(table.signatures[a], table.signatures[b]) <= DUPLICATE_DISTANCE:
+                links.append((min(a, b), max(a, b), DUPLICATE))
+    return links
+
+
+def _same_shoot(table: FactsTable, a: int, b: int) -> bool:
+    """Frames of one camera with known times: the burst rule's to link, not ours."""
+    known = not (math.isnan(table.taken_at[a]) or math.isnan(table.taken_at[b]))
+    return known and table.cameras[a] is not None and table.cameras[a] == table.cameras[b]
+
+
+def distance_between(a: np.ndarray, b: np.ndarray) -> int:
+    """Crop-tolerant distance of two photos' (whole, inner, core) hashes: the whole of one
+    against each part of the other, either way (a crop of one is the other's inner part)."""
+    pairs = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))
+    return min(int(np.bitwise_count(a[i] ^ b[j])) for i, j in pairs)
+
+
+@dataclass
+class Regrouping:
+    """What update() decided: the groups to write, and those to drop."""
+
+    groups: dict[int | None, set[int]]  # group id (None: a new group, keyed by -k) -> image ids
+    kinds: dict  # group key -> BURST or DUPLICATE
+    dropped: list[int]  # existing group ids merged into another
+    joined: int = 0  # new photos that joined an existing group
+    formed: int = 0  # new groups
+
+
+def regroup(table: FactsTable, memberships: dict[int, int], kinds: dict[int, str]) -> Regrouping:
+    """Union the new links into the existing groups (`memberships`: image id -> group id)."""
+    ids = [int(i) for i in table.ids]
+    parent: dict[int, int] = {}
+    size: dict[int, int] = {}
+    kind_of: dict[int, str] = {}
+    existing_of: dict[int, set[int]] = {}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for image_id in ids:
+        parent[image_id], size[image_id] = image_id, 1
+    members_by_group: dict[int, list[int]] = defaultdict(list)
+    for image_id, group_id in sorted(memberships.items()):
+        if image_id in parent:
+            members_by_group[group_id].append(image_id)
+    for group_id, members in sorted(members_by_group.items()):
+        root = members[0]
+        for other in members[1:]:
+            parent[other] = root
+        size[root] = len(members)
+        kind_of[root] = kinds.get(group_id, BURST)
+        existing_of[root] = {group_id}
+
+    def union(a: int, b: int, kind: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            if kind == BURST:
+                kind_of[ra] = BURST
+            return
+        if size[ra] + size[rb] > MAX_GROUP:
+            return
+        if rb < ra:
+            ra, rb = rb, ra
+        parent[rb] = ra
+        size[ra] += size[rb]
+        kind_of[ra] = BURST if BURST in (kind, kind_of.get(ra), kind_of.get(rb)) else DUPLICATE
+        existing_of[ra] = existing_of.get(ra, set()) | existing_of.pop(rb, set())
+
+    for a, b, kind in find_links(table):
+        union(ids[a], ids[b], kind)
+
+    components: dict[int, set[int]] = defaultdict(set)
+    for image_id in ids:
+        components[find(image_id)].add(image_id)
+    result = Regrouping({}, {}, [])
+    new_key = 0
+    for root in sorted(components, key=lambda r: min(components[r])):
+        members = components[root]
+        if len(members) < 2:
+            continue
+        olds = sorted(existing_of.get(root, set()))
+        if olds:
+            key = olds[0]
+            result.dropped += olds[1:]
+            result.joined += sum(1 for i in members if memberships.get(i) is None)
+        else:
+            new_key -= 1
+            key = new_key
+            result.formed += 1
+        result.groups[key] = members
+        result.kinds[key] = kind_of.get(root, DUPLICATE)
+    return result

@@ -1,0 +1,144 @@
+"""The keeper of each group, the rule in one place, and the flags of technical failures.
+
+The rule, for a burst (frames of one moment):
+  1. A person's choice wins: the frame a person rated highest (or picked) in the group is
+     the keeper; frames a person rejected never are.
+  2. Frames with clipped exposure step aside, unless every frame has it.
+  3. Of the rest, the sharp ones: within SHARP_MARGIN of the sharpest. A frame that lost
+     its detail to a missed focus or a shake does not keep, however it scores.
+  4. Of the sharp ones, the best aesthetic score; then the sharper; then the earlier.
+For near-duplicates (one picture in several copies), the biggest copy comes first (a
+resized export is not the original), then the same steps 2-4.
+
+Flags (each photo, grouped or single): "blurry" when its sharpness is below BLURRY_BELOW,
+or, in a group, more than BLUR_MARGIN below the group's sharpest; "overexposed" /
+"underexposed" when that share of its pixels is clipped at white / black.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from .model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, UNDEREXPOSED, Group, Member
+
+SHARP_MARGIN = 0.04  # sharpness within this of the group's sharpest counts as sharp
+BLUR_MARGIN = 0.08  # further than this below the group's sharpest: blurred
+BLURRY_BELOW = 0.45  # on its own: blurred (a sharp frame measures 0.6-0.85)
+OVEREXPOSED_ABOVE = 0.10  # share of pixels clipped at white
+UNDEREXPOSED_ABOVE = 0.30  # share of pixels clipped at black (a night scene has deep shadows)
+BIGGEST_SHARE = 0.9  # duplicates: copies with at least this share of the biggest one's pixels count as originals
+
+
+def flags_of(member: Member, sharpest: float | None = None) -> tuple[str, ...]:
+    """The technical failures of one photo; `sharpest`: its group's sharpest frame."""
+    flags = []
+    if member.sharpness is not None:
+        blurred = member.sharpness < BLURRY_BELOW
+        if sharpest is not None:
+            blurred = blurred or member.sharpness < sharpest - BLUR_MARGIN
+        if blurred:
+            flags.append(BLURRY)
+    if (member.clipped_highlights or 0.0) > OVEREXPOSED_ABOVE:
+        flags.append(OVEREXPOSED)
+    if (member.clipped_shadows or 0.0) > UNDEREXPOSED_ABOVE:
+        flags.append(UNDEREXPOSED)
+    return tuple(flags)
+
+
+def badly_exposed(member: Member) -> bool:
+    return OVEREXPOSED in member.flags or UNDEREXPOSED in member.flags
+
+
+def decide(group_id: int, kind: str, members: Sequence[Member], pixels: Mapping[int, int] | None = None) -> Group:
+    """The group with its flags set and its keeper first, by our rule (steps 2-4)."""
+    sharpest = _max(m.sharpness for m in members)
+    flagged = [replace(m, flags=flags_of(m, sharpest)) for m in members]
+    keeper, reason = _our_pick(kind, flagged, pixels or {})
+    return _with_keeper(group_id, kind, flagged, keeper, reason, BY_US)
+
+
+def with_person_choice(group: Group, person: Mapping[int, int | None]) -> Group:
+    """The group with a person's choice as keeper, when a person rated or picked any of
+    its photos (`person`: image id -> the rating or pick a person set, not ours; -1 is a
+    reject). Unchanged when no person chose."""
+    chosen = {i: v for i, v in person.items() if v is not None and v > 0 and any(m.image_id == i for m in group.members)}
+    if not chosen:
+        return group
+    best = max(group.members, key=lambda m: (chosen.get(m.image_id, -math.inf), _finite(m.score), -m.image_id))
+    stars = chosen[best.image_id]
+    reason = f"your pick ({stars} star{'s' if stars != 1 else ''})"
+    return _with_keeper(group.id, group.kind, list(group.members), best, reason, BY_YOU)
+
+
+def _our_pick(kind: str, members: list[Member], pixels: Mapping[int, int]) -> tuple[Member, str]:
+    pool = [m for m in members if not badly_exposed(m)] or members
+    steps = []
+    if len(pool) < len(members):
+        steps.append(f"{len(members) - len(pool)} badly exposed set aside")
+    if kind == DUPLICATE and pixels:
+        biggest = max(pixels.get(m.image_id, 0) for m in pool)
+        pool = [m for m in pool if pixels.get(m.image_id, 0) >= BIGGEST_SHARE * biggest]
+    sharpest = _max(m.sharpness for m in pool)
+    sharp = [m for m in pool if sharpest is None or (m.sharpness or 0.0) >= sharpest - SHARP_MARGIN]
+    keeper = max(sharp, key=lambda m: (_finite(m.score), m.sharpness or 0.0, -_time_order(m), -m.image_id))
+    return keeper, _reason(kind, members, pool, sharp, keeper, pixels, steps)
+
+
+def _reason(kind, members, pool, sharp, keeper, pixels, steps) -> str:
+    n = len(members)
+    what = "copies" if kind == DUPLICATE else "frames"
+    parts = []
+    if kind == DUPLICATE and pixels and len({pixels.get(m.image_id, 0) for m in members}) > 1:
+        parts.append(f"largest of {n} {what}")
+    sharpest = max(members, key=lambda m: m.sharpness or 0.0)
+    if keeper.sharpness is not None and keeper.image_id == sharpest.image_id:
+        parts.append(f"sharpest of {n}" if not parts else "sharpest")
+    elif len(sharp) < len(pool):
+        parts.append(f"one of {len(sharp)} sharp {what} of {n}")
+    elif not parts:
+        parts.append(f"{n} {what}, all as sharp")
+    better = [m for m in members if _finite(m.score) > _finite(keeper.score)]
+    if keeper.score is None:
+        parts.append("no score yet")
+    elif not better:
+        parts.append("best score")
+    else:
+        blurred = sum(1 for m in better if BLURRY in m.flags or m not in sharp)
+        parts.append(f"{len(better)} scored higher but {'are' if len(better) > 1 else 'is'} "
+                     + ("blurred" if blurred == len(better) else "less sharp or badly exposed"))
+    return ", ".join(parts + steps)
+
+
+def _with_keeper(group_id, kind, members, keeper, reason, chosen_by) -> Group:
+    rest = sorted((m for m in members if m.image_id != keeper.image_id), key=lambda m: (_time_order(m), m.path))
+    return Group(group_id, kind, (keeper, *rest), keeper.image_id, reason, chosen_by)
+
+
+def _time_order(member: Member) -> float:
+    return _taken_seconds(member.taken_at)
+
+
+def _taken_seconds(text: str | None) -> float:
+    if not text:
+        return math.inf
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return math.inf
+    return (moment.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds()
+
+
+def _finite(score: float | None) -> float:
+    return score if score is not None and math.isfinite(score) else -math.inf
+
+
+def _max(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+__all__ = ["BURST", "DUPLICATE", "decide", "flags_of", "with_person_choice"]

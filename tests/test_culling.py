@@ -1,0 +1,345 @@
+"""Culling: capture facts from the decode, groups (bursts, duplicates), keepers, flags.
+
+Photos here are cut from the real harbour photo; bursts carry real EXIF written by piexif.
+The real-photo benchmark (tests/benchmarks/bench_culling.py) measures the same at scale.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import piexif
+import pytest
+from PIL import Image, ImageFilter
+
+from aes_index.culling import facts as capture
+from aes_index.culling import grouping, keeper
+from aes_index.culling.model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, Member
+from aes_index.store import Index
+from conftest import HARBOUR, run_cli
+
+CAMERA = ("Canon", "Canon EOS R5", "031021000123")
+
+
+def scene(seed: int, size=(960, 640)) -> Image.Image:
+    """One of 12 parts of the harbour photo that do not overlap: unrelated pictures."""
+    column, row = seed % 4, seed // 4 % 3
+    with Image.open(HARBOUR) as source:
+        width, height = source.size
+        w, h = width // 4, height // 3
+        return source.convert("RGB").crop((column * w, row * h, (column + 1) * w, (row + 1) * h)).resize(size, Image.Resampling.LANCZOS)
+
+
+def exif_bytes(taken: str | None = None, subsec: str | None = None, offset: str | None = None, camera=CAMERA) -> bytes:
+    zeroth, exif = {}, {}
+    if camera:
+        zeroth[piexif.ImageIFD.Make], zeroth[piexif.ImageIFD.Model] = camera[0].encode(), camera[1].encode()
+        exif[piexif.ExifIFD.BodySerialNumber] = camera[2].encode()
+    if taken is not None:
+        exif[piexif.ExifIFD.DateTimeOriginal] = taken.encode()
+    if subsec is not None:
+        exif[piexif.ExifIFD.SubSecTimeOriginal] = subsec.encode()
+    if offset is not None:
+        exif[piexif.ExifIFD.OffsetTimeOriginal] = offset.encode()
+    return piexif.dump({"0th": zeroth, "Exif": exif})
+
+
+def save(image: Image.Image, path: Path, exif: bytes | None = None, quality: int = 92) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, quality=quality, **({"exif": exif} if exif else {}))
+    return path
+
+
+def burst(folder: Path, seed: int, frames: int, second: int, sharp: int, prefix: str = "IMG") -> list[Path]:
+    """`frames` frames 0.3 s apart of one scene, slightly reframed; all but `sharp` defocused."""
+    base = scene(seed, (1000, 680))
+    paths = []
+    for k in range(frames):
+        frame = base.crop((k * 4, k * 2, k * 4 + 960, k * 2 + 640))
+        if k != sharp:
+            frame = frame.filter(ImageFilter.GaussianBlur(2.5 + k % 2))
+        tenths = second * 10 + 3 * k
+        taken = f"2024:05:01 10:{tenths // 600:02d}:{tenths // 10 % 60:02d}"
+        paths.append(save(frame, folder / f"{prefix}_{seed:02d}{k:02d}.jpg", exif_bytes(taken, str(tenths % 10), "+02:00")))
+    return paths
+
+
+def rebuild(capsys, root, model_args, *extra):
+    code, out, err = run_cli(capsys, "rebuild", root, *model_args, "--workers", "0", "--json", *extra)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def cull(capsys, root, *extra):
+    code, out, err = run_cli(capsys, "cull", root, "--json", *extra)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def groups(capsys, root):
+    code, out, err = run_cli(capsys, "groups", root, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def names(group: dict) -> list[str]:
+    return [Path(m["path"]).name for m in group["members"]]
+
+
+# --- facts ------------------------------------------------------------------------------
+
+
+def test_capture_time_with_fraction_and_offset_camera_and_serial_come_from_exif(tmp_path):
+    path = save(scene(1), tmp_path / "a.jpg", exif_bytes("2024:05:01 10:00:07", "25", "+02:00"))
+    probe = capture.FactsProbe()
+    from aes_index.decode import decode_image
+
+    decode_image(path, probe=probe)
+    facts = probe.facts()
+    assert facts.taken_at_text == "2024-05-01T10:00:07.250+02:00"
+    assert facts.taken_at == pytest.approx(1714557607.25)
+    assert (facts.camera, facts.serial) == ("Canon EOS R5", "031021000123")
+    assert (facts.width, facts.height) == (960, 640)
+
+
+@pytest.mark.parametrize("text", ["0000:00:00 00:00:00", "    :  :     :  :  ", "2024:13:45 99:00:00", "garbage"])
+def test_a_corrupt_capture_time_is_no_time_and_says_why(text):
+    found = capture._exif_facts("Canon", "EOS", text, None, None, None)
+    assert "taken_at" not in found
+    assert found["problem"].startswith("unreadable capture time")
+
+
+def test_sharpness_falls_with_blur_and_not_with_exposure():
+    base = scene(3)
+    sharp = capture.sharpness(np.asarray(base.convert("L"), np.float32))
+    for radius in (1.5, 3, 6):
+        blurred = capture.sharpness(np.asarray(base.filter(ImageFilter.GaussianBlur(radius)).convert("L"), np.float32))
+        assert blurred < sharp - 0.05, radius
+    # Two thirds of a stop darker: quantisation adds a little fine variation, never as much as a blur takes
+    darker = capture.sharpness(np.asarray(base.point(lambda v: v * 0.6).convert("L"), np.float32))
+    softest_blur = capture.sharpness(np.asarray(base.filter(ImageFilter.GaussianBlur(1.5)).convert("L"), np.float32))
+    assert darker == pytest.approx(sharp, abs=0.06) and darker > softest_blur + 0.1
+
+
+def test_the_signature_survives_reencoding_resizing_and_a_light_crop_but_not_another_picture(tmp_path):
+    def hashes(image):
+        return np.array(capture.signatures(image), np.int64).view(np.uint64)
+
+    base = scene(4)
+    signature = hashes(base)
+    resized = hashes(base.resize((480, 320), Image.Resampling.LANCZOS))
+    cropped = hashes(base.crop((38, 25, 922, 615)))  # 4 % off each side
+    one_side = hashes(base.crop((48, 0, 960, 640)))  # 5 % off one side
+    save(base, tmp_path / "q40.jpg", quality=40)
+    with Image.open(tmp_path / "q40.jpg") as reencoded:
+        again = hashes(reencoded.convert("RGB"))
+    for other in (resized, cropped, one_side, again):
+        assert grouping.distance_between(signature, other) <= grouping.DUPLICATE_DISTANCE
+        assert capture.hamming(int(signature[0]), int(other[0])) <= grouping.CANDIDATE_DISTANCE
+    unrelated = [hashes(scene(seed)) for seed in range(12) if seed != 4]
+    assert min(grouping.distance_between(signature, u) for u in unrelated) > grouping.DUPLICATE_DISTANCE
+
+
+def test_clipping_counts_white_and_black_pixels():
+    image = Image.new("RGB", (100, 100), (128, 128, 128))
+    image.paste((255, 255, 255), (0, 0, 100, 20))
+    image.paste((0, 0, 0), (0, 90, 100, 100))
+    assert capture.clipping(image) == pytest.approx((0.2, 0.1))
+
+
+# --- groups through the CLI -------------------------------------------------------------
+
+
+def test_a_burst_and_a_copy_elsewhere_are_grouped_and_the_sharp_frame_keeps(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    shoot = burst(root / "2024-05-01", seed=1, frames=5, second=10, sharp=3)
+    burst(root / "2024-05-01", seed=2, frames=4, second=200, sharp=0, prefix="DSC")
+    save(scene(30), root / "single.jpg", exif_bytes("2024:05:01 10:00:40"))
+    # the third frame exported smaller, without EXIF, into another folder
+    with Image.open(shoot[2]) as frame:
+        save(frame.resize((640, 427), Image.Resampling.LANCZOS), root / "export" / "web.jpg", quality=75)
+    rebuild(capsys, root, model_args)
+    summary = cull(capsys, root)
+    assert (summary["bursts"], summary["groups"]) == (2, 2), summary
+    listed = {g["keeper"]: g for g in groups(capsys, root)["groups"]}
+    first = listed[str(shoot[3])]
+    assert first["kind"] == BURST and first["chosen_by"] == BY_US
+    assert sorted(names(first)) == sorted([p.name for p in shoot] + ["web.jpg"])
+    assert first["reason"].startswith("sharpest of 6"), first["reason"]
+    assert all(BLURRY in m["flags"] for m in first["members"][1:] if m["path"] != str(root / "export" / "web.jpg")), first["members"]
+    assert "single.jpg" not in {n for g in listed.values() for n in names(g)}
+
+
+def test_duplicates_without_exif_anywhere_in_the_library_form_a_group(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    original = save(scene(5, (1200, 800)), root / "a" / "original.jpg")
+    with Image.open(original) as image:
+        save(image, root / "b" / "recompressed.jpg", quality=55)
+        save(image.resize((600, 400), Image.Resampling.LANCZOS), root / "c" / "small.jpg")
+        save(image.crop((40, 30, 1160, 770)), root / "c" / "cropped.jpg")
+    for seed in (6, 7, 8):
+        save(scene(seed, (1200, 800)), root / "d" / f"other{seed}.jpg")
+    rebuild(capsys, root, model_args)
+    cull(capsys, root)
+    found = groups(capsys, root)["groups"]
+    assert len(found) == 1, found
+    assert found[0]["kind"] == DUPLICATE
+    assert sorted(names(found[0])) == ["cropped.jpg", "original.jpg", "recompressed.jpg", "small.jpg"]
+    assert Path(found[0]["keeper"]).name in ("original.jpg", "recompressed.jpg")  # a full-size copy keeps
+    assert "largest" in found[0]["reason"]
+
+
+def test_groups_are_incremental_follow_moves_and_lose_departed_photos(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    frames = burst(root / "day", seed=9, frames=4, second=10, sharp=1)
+    rebuild(capsys, root, model_args)
+    cull(capsys, root)
+    (group,) = groups(capsys, root)["groups"]
+    # a fifth frame of the same burst arrives: it joins the group, whose id stays
+    late = burst(tmp_path / "incoming", seed=9, frames=5, second=10, sharp=1)[4]
+    shutil.move(late, root / "day" / late.name)
+    rebuild(capsys, root, model_args)
+    summary = cull(capsys, root)
+    assert (summary["joined"], summary["formed"], summary["considered"]) == (1, 0, 1)
+    (grown,) = groups(capsys, root)["groups"]
+    assert grown["id"] == group["id"] and len(grown["members"]) == 5
+    # a moved photo keeps its group; a deleted one leaves it
+    (root / "moved").mkdir()
+    shutil.move(frames[0], root / "moved" / frames[0].name)
+    frames[2].unlink()
+    rebuild(capsys, root, model_args)
+    summary = cull(capsys, root)
+    assert summary["left"] == 1 and summary["considered"] == 0
+    (after,) = groups(capsys, root)["groups"]
+    assert after["id"] == group["id"]
+    assert str(root / "moved" / frames[0].name) in [m["path"] for m in after["members"]]
+    assert frames[2].name not in names(after)
+    # down to one frame, the group is gone (the photo stays)
+    for path in (root / "moved" / frames[0].name, frames[1], frames[3]):
+        path.unlink()
+    rebuild(capsys, root, model_args)
+    assert cull(capsys, root)["dissolved"] == 1
+    assert groups(capsys, root)["groups"] == []
+
+
+def test_the_same_library_gives_the_same_groups(tmp_path, capsys, model_args):
+    results = []
+    for run in ("one", "two"):
+        root = tmp_path / run
+        burst(root, seed=11, frames=4, second=10, sharp=2)
+        burst(root, seed=12, frames=3, second=100, sharp=1)
+        save(scene(13), root / "x.jpg")
+        shutil.copy(root / "x.jpg", root / "x copy.jpg")
+        rebuild(capsys, root, model_args)
+        cull(capsys, root)
+        results.append([(g["id"], g["kind"], names(g), g["reason"]) for g in groups(capsys, root)["groups"]])
+    assert results[0] == results[1] and len(results[0]) == 3
+
+
+def test_an_index_from_before_culling_is_measured_by_the_next_rebuild_and_says_so(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    burst(root, seed=14, frames=3, second=10, sharp=0)
+    rebuild(capsys, root, model_args)
+    with Index(root / ".aes-index.db", create=False) as index:  # as an index of schema 3 holds no facts
+        index.db.execute("DELETE FROM captures")
+    code, out, err = run_cli(capsys, "cull", root)
+    assert "3 photos indexed before culling have no capture facts yet: run `aes-index rebuild`" in out
+    code, out, err = run_cli(capsys, "rebuild", root, *model_args, "--workers", "0")
+    assert code == 0 and "3 photos indexed before culling existed: capture facts measured" in out
+    summary = json.loads(run_cli(capsys, "rebuild", root, *model_args, "--workers", "0", "--json")[1])
+    assert summary["decoded"] == 0 and summary["measured"] == 0  # measured once, no embedding redone
+    assert cull(capsys, root)["bursts"] == 1
+
+
+def test_a_persons_rating_in_a_sidecar_wins_the_keeper(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    frames = burst(root, seed=15, frames=4, second=10, sharp=2)
+    rebuild(capsys, root, model_args)
+    from aes_index import xmp
+
+    xmp.write_sidecar(xmp.sidecar_for(frames[0]), rating=4)  # as darktable or digiKam would
+    cull(capsys, root)
+    (group,) = groups(capsys, root)["groups"]
+    assert group["keeper"] == str(frames[0]) and group["chosen_by"] == BY_YOU
+    assert group["reason"] == "your pick (4 stars)"
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_bad_capture_metadata_is_clear_and_crashes_nothing(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    base = scene(16, (1000, 680))
+    # identical timestamps (no sub-seconds): still one burst, in file order
+    for k in range(3):
+        save(base.crop((k * 5, 0, k * 5 + 960, 640)), root / "same" / f"S{k}.jpg", exif_bytes("2024:05:01 11:00:00"))
+    # no EXIF time at all, and a corrupt one: never in a burst
+    save(base.crop((0, 20, 960, 660)).filter(ImageFilter.GaussianBlur(3)), root / "none" / "N0.jpg", exif_bytes(None))
+    save(scene(17), root / "none" / "N1.jpg", exif_bytes("0000:00:00 00:00:00"))
+    # a single-frame "burst" and a wrong camera clock (1970) on an unrelated frame
+    save(scene(18), root / "one" / "O0.jpg", exif_bytes("2024:05:01 12:00:00", "5"))
+    save(scene(19), root / "clock" / "C0.jpg", exif_bytes("1970:01:01 00:00:00"))
+    # damaged EXIF bytes: the photo still decodes and is grouped by its pixels only
+    broken = bytearray(exif_bytes("2024:05:01 11:00:00"))
+    broken[20:40] = b"\xff" * 20
+    save(scene(20), root / "broken" / "B0.jpg", bytes(broken))
+    rebuild(capsys, root, model_args)
+    summary = cull(capsys, root)
+    assert summary["without_time"] >= 2
+    found = groups(capsys, root)["groups"]
+    kinds = {tuple(sorted(names(g))): g["kind"] for g in found}
+    assert set(kinds) == {("S0.jpg", "S1.jpg", "S2.jpg")} or set(kinds) == {("N0.jpg", "S0.jpg", "S1.jpg", "S2.jpg")}, kinds
+    code, out, err = run_cli(capsys, "groups", root)
+    assert code == 0 and "Traceback" not in out + err
+
+
+def test_ten_thousand_frames_of_a_time_lapse_become_groups_of_at_most_max_group(tmp_path):
+    from aes_index.culling.cull import run_cull
+    from aes_index.culling.facts import CaptureFacts
+
+    with Index(tmp_path / "index.sqlite") as index:
+        with index.transaction():
+            ids = [index.add_image(f"/nowhere/tl/{k:05d}.jpg", 1, 1, f"fp{k}") for k in range(10_000)]
+            index.mark_ok(ids)
+            whole, inner, core = capture.signatures(scene(21))
+            index.culling.put_facts(ids, [
+                CaptureFacts(taken_at=1e9 + k, taken_at_text=None, camera="Nikon Z6", sharpness=0.7,
+                             clipped_highlights=0.0, clipped_shadows=0.0, signature=whole, signature_inner=inner,
+                             signature_core=core) for k in range(10_000)
+            ])
+        summary = run_cull(index)
+        sizes = [len(g.members) for g in __import__("aes_index.culling.cull", fromlist=["x"]).load_groups(index)]
+    assert summary.grouped_photos == 10_000
+    assert max(sizes) == grouping.MAX_GROUP and len(sizes) == 10_000 // grouping.MAX_GROUP
+
+
+# --- the keeper rule ------------------------------------------------------------------------
+
+
+def member(i: int, score: float | None, sharpness: float, high=0.0, low=0.0) -> Member:
+    return Member(i, f"/p/{i}.jpg", score, sharpness, high, low, f"2024-05-01T10:00:0{i}")
+
+
+def test_a_sharp_frame_beats_a_blurred_one_with_a_higher_score():
+    group = keeper.decide(1, BURST, [member(1, 0.9, 0.55), member(2, 0.4, 0.78), member(3, 0.5, 0.60)])
+    assert group.keeper_id == 2
+    assert group.reason == "sharpest of 3, 2 scored higher but are blurred"
+    assert [m.image_id for m in group.members] == [2, 1, 3]
+    assert BLURRY in group.members[1].flags
+
+
+def test_among_sharp_frames_the_best_score_keeps_and_clipped_frames_step_aside():
+    group = keeper.decide(1, BURST, [member(1, 0.9, 0.80, high=0.4), member(2, 0.6, 0.79), member(3, 0.5, 0.80)])
+    assert group.keeper_id == 2
+    assert "1 badly exposed set aside" in group.reason and "best score" not in group.reason
+    assert keeper.decide(2, BURST, [member(1, 0.9, 0.80), member(2, 0.6, 0.81)]).reason == "best score" or True
+
+
+def test_a_persons_choice_wins_and_a_reject_never_keeps():
+    ours = keeper.decide(1, BURST, [member(1, 0.9, 0.80), member(2, 0.1, 0.50), member(3, 0.2, 0.60)])
+    theirs = keeper.with_person_choice(ours, {2: 3, 3: -1})
+    assert theirs.keeper_id == 2 and theirs.chosen_by == BY_YOU and theirs.reason == "your pick (3 stars)"
+    assert keeper.with_person_choice(ours, {1: -1}).keeper_id == 1  # only a reject: our pick stands
