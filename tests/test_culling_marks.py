@@ -375,3 +375,25 @@ def test_digikam_a_second_cull_changes_nothing_and_a_sync_keeps_our_culling_tags
     assert "Aesthetic/keeper" in tags and any(t.endswith(" stars") for t in tags), tags
     run_cli(capsys, "digikam", "undo", "--db", in_digikam["db"], "--index", in_digikam["index"])  # the sync's
     assert tags_in(in_digikam["db"])[SHARP] == {ACCEPTED, "Aesthetic/keeper"}
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_before_any_cull_only_the_flags_of_rebuild_go_out_and_it_says_so(tmp_path, model_args, capsys):
+    """The flags come from the facts `rebuild` measured; groups and keepers need `cull`."""
+    root = tmp_path / "Photos"
+    make_library(root)
+    index = tmp_path / "index.db"
+    run_cli(capsys, "rebuild", root, *model_args, "--workers", "0", "--db", index)
+    code, out, err = run_cli(capsys, "apply-culling", "--db", index)
+    assert code == ExitCode.OK, err
+    assert "`aes-index cull` has not run yet" in out
+    assert read_sidecar(root / "bright.jpg.xmp").tags == ("overexposed",)
+    assert not any(read_sidecar(p).pick for p in root.glob("*.xmp"))  # no keeper, no pick label
+
+
+def test_digikam_cull_without_a_digikam_database_is_one_line(culled, capsys, tmp_path):
+    code, out, err = run_cli(capsys, "digikam", "cull", "--db", tmp_path / "nothing.db", "--index", culled["index"])
+    assert code == ExitCode.INDEX and "no digiKam database" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
