@@ -1,0 +1,164 @@
+"""How a cull compares with a library's ground truth (culling_library.Truth).
+
+    score_cull(truth, groups, flagged) -> dict
+
+`groups` and `flagged` are what `aes-index groups --json` prints (Group.as_dict() and
+Member.as_dict(): absolute paths). Measures:
+
+* pairwise precision and recall of the grouping: every pair of photos put in one group,
+  against every pair the truth puts in one group;
+* keeper: per true burst, is the keeper of the group holding its sharp frame that frame; per
+  duplicate set, is the keeper the original (or its byte-identical copy);
+* flags: per planted blur (kind, strength) and clipping, the share flagged; flags on frames
+  with nothing planted, beside how clipped those frames really are;
+* singles grouped: unrelated photos that ended up in a group (the target is none);
+* the wrong and the missed pairs, named, with what tells them apart (same source photo,
+  adjacent bursts, ...), so that a threshold can be tuned from concrete cases.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import Counter, defaultdict
+
+BLURRY, OVEREXPOSED, UNDEREXPOSED = "blurry", "overexposed", "underexposed"  # culling.model.FLAGS
+
+
+def score_cull(truth, groups: list[dict], flagged: list[dict], examples: int = 12) -> dict:
+    rel = _relative(truth.root)
+    predicted = [[rel(m["path"]) for m in g["members"]] for g in groups]
+    keepers = [rel(g["keeper"]) for g in groups]
+    group_of = {path: i for i, members in enumerate(predicted) for path in members}
+    flags = _flags_by_path(groups, flagged, rel)
+    true_pairs = _pairs(g["members"] for g in truth.groups)
+    found_pairs = _pairs(predicted)
+    right = true_pairs & found_pairs
+    return {
+        "photos": len(truth.photos),
+        "true_groups": len(truth.groups),
+        "found_groups": len(predicted),
+        "pairwise": {
+            "true_pairs": len(true_pairs), "found_pairs": len(found_pairs),
+            "precision": _share(len(right), len(found_pairs)), "recall": _share(len(right), len(true_pairs)),
+        },
+        "keeper": _keepers(truth, predicted, keepers, group_of),
+        "flags": _flag_rates(truth, flags),
+        "singles_grouped": sorted(p for p, f in truth.photos.items() if f["role"] == "single" and p in group_of),
+        "wrong_pairs": _describe_pairs(truth, found_pairs - true_pairs, examples),
+        "missed_pairs": _describe_pairs(truth, true_pairs - found_pairs, examples),
+    }
+
+
+def _relative(root: str):
+    root = os.path.realpath(root)
+
+    def rel(path: str) -> str:
+        return os.path.relpath(os.path.realpath(path), root).replace(os.sep, "/")
+
+    return rel
+
+
+def _pairs(groups) -> set[tuple[str, str]]:
+    return {tuple(sorted(pair)) for members in groups for pair in itertools.combinations(members, 2)}
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _flags_by_path(groups: list[dict], flagged: list[dict], rel) -> dict[str, set[str]]:
+    flags: dict[str, set[str]] = defaultdict(set)
+    for member in [m for g in groups for m in g["members"]] + flagged:
+        flags[rel(member["path"])].update(member.get("flags") or ())
+    return flags
+
+
+def _keepers(truth, predicted, keepers, group_of) -> dict:
+    bursts = [g for g in truth.groups if g["kind"] == "burst"]
+    duplicates = [g for g in truth.groups if g["kind"] == "duplicate"]
+    burst_misses, duplicate_misses = [], []
+    for g in bursts:
+        i = group_of.get(g["sharp"])
+        keeper = keepers[i] if i is not None else None
+        if keeper != g["sharp"]:
+            burst_misses.append(_keeper_miss(truth, g, g["sharp"], keeper))
+    for g in duplicates:
+        originals = {g["original"]} | {m for m in g["members"] if truth.photos[m].get("variant") == "copy"}
+        i = group_of.get(g["original"])
+        keeper = keepers[i] if i is not None else None
+        if keeper not in originals:
+            duplicate_misses.append(_keeper_miss(truth, g, g["original"], keeper))
+    hits = len(bursts) - len(burst_misses) + len(duplicates) - len(duplicate_misses)
+    return {
+        "bursts_keeper_is_sharp": _share(len(bursts) - len(burst_misses), len(bursts)),
+        "duplicates_keeper_is_original": _share(len(duplicates) - len(duplicate_misses), len(duplicates)),
+        "all_groups": _share(hits, len(truth.groups)),
+        "misses": burst_misses + duplicate_misses,
+    }
+
+
+def _keeper_miss(truth, group: dict, wanted: str, keeper: str | None) -> dict:
+    facts = truth.photos.get(keeper) if keeper else None
+    return {"group": group["id"], "scene": truth.photos[wanted]["scene"], "wanted": wanted,
+            "wanted_ev": truth.photos[wanted]["ev"], "keeper": keeper,
+            "keeper_planted": None if facts is None else (facts["planted_blur"] or facts.get("variant")),
+            "keeper_ev": None if facts is None else facts["ev"]}
+
+
+def _flag_rates(truth, flags: dict[str, set[str]]) -> dict:
+    blur: dict[str, list[bool]] = defaultdict(list)
+    clip: dict[str, list[bool]] = defaultdict(list)
+    false_blur, false_clip = [], []
+    for path, facts in sorted(truth.photos.items()):
+        got = flags.get(path, set())
+        planted = facts["planted_blur"]
+        if planted:
+            blur[f"{facts['role']}:{planted['kind']}_{planted['strength']:g}"].append(BLURRY in got)
+            blur[f"all:{planted['kind']}_{planted['strength']:g}"].append(BLURRY in got)
+        elif BLURRY in got:
+            false_blur.append({"path": path, "role": facts["role"], "variant": facts.get("variant"), "scene": facts["scene"]})
+        wanted = {"over": OVEREXPOSED, "under": UNDEREXPOSED}.get(facts["planted_clipping"])
+        if wanted:
+            clip[facts["planted_clipping"]].append(wanted in got)
+        for flag in (OVEREXPOSED, UNDEREXPOSED):
+            if flag in got and flag != wanted:
+                false_clip.append({"path": path, "flag": flag, "ev": facts["ev"],
+                                   "clipped_highlights": facts.get("clipped_highlights"),
+                                   "clipped_shadows": facts.get("clipped_shadows")})
+    unplanted = sum(1 for f in truth.photos.values() if not f["planted_blur"])
+    return {
+        "blur_detected": {k: {"rate": _share(sum(v), len(v)), "n": len(v)} for k, v in sorted(blur.items())},
+        "blur_detected_overall": _share(sum(sum(v) for k, v in blur.items() if k.startswith("all:")),
+                                        sum(len(v) for k, v in blur.items() if k.startswith("all:"))),
+        "clipping_detected": {k: {"rate": _share(sum(v), len(v)), "n": len(v)} for k, v in sorted(clip.items())},
+        "blurry_without_planted_blur": {"n": len(false_blur), "of": unplanted, "by_kind": dict(Counter(
+            f["variant"] or f["role"] for f in false_blur)), "examples": false_blur[:12]},
+        "clipping_flag_without_planted": {"n": len(false_clip), "examples": false_clip[:12]},
+    }
+
+
+def _describe_pairs(truth, pairs: set[tuple[str, str]], examples: int) -> dict:
+    """Count pairs by what relates their two photos; name a few."""
+    kinds: Counter = Counter()
+    named = []
+    for a, b in sorted(pairs):
+        fa, fb = truth.photos[a], truth.photos[b]
+        kind = _relation(truth, fa, fb)
+        kinds[kind] += 1
+        if len(named) < examples:
+            named.append({"a": a, "b": b, "relation": kind, "a_scene": fa["scene"], "b_scene": fb["scene"],
+                          "a_what": fa.get("variant") or fa["planted_blur"], "b_what": fb.get("variant") or fb["planted_blur"]})
+    return {"n": len(pairs), "by_relation": dict(kinds), "examples": named}
+
+
+def _relation(truth, fa: dict, fb: dict) -> str:
+    if fa["group"] is not None and fa["group"] == fb["group"]:
+        return f"same {fa['role']} (split)"
+    if fa["source_photo"] == fb["source_photo"]:
+        return "other scene of the same photograph"
+    if fa["camera"] == fb["camera"] and fa["role"] == fb["role"] == "burst":
+        adjacent = {g["id"] for g in truth.groups if g.get("adjacent_to_previous")}
+        if fa["group"] in adjacent or fb["group"] in adjacent:
+            return "adjacent bursts of one camera"
+    return "unrelated photographs"
