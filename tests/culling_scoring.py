@@ -8,7 +8,8 @@ Member.as_dict(): absolute paths). Measures:
 * pairwise precision and recall of the grouping: every pair of photos put in one group,
   against every pair the truth puts in one group;
 * keeper: per true burst, is the keeper of the group holding its sharp frame that frame; per
-  duplicate set, is the keeper the original (or its byte-identical copy);
+  duplicate set, is the keeper a full-size copy (not the one resized for the web), and is it
+  the camera's original (or its byte-identical copy) rather than an edited or cropped export;
 * flags: per planted blur (kind, strength) and clipping, the share flagged; flags on frames
   with nothing planted, beside how clipped those frames really are;
 * singles grouped: unrelated photos that ended up in a group (the target is none);
@@ -75,9 +76,12 @@ def _flags_by_path(groups: list[dict], flagged: list[dict], rel) -> dict[str, se
 
 
 def _keepers(truth, predicted, keepers, group_of) -> dict:
+    """Bursts: the keeper must be the sharp frame. Duplicate sets: it must be a full-size copy
+    (every copy but the resized one is as sharp as the original); whether it is the camera's
+    original (or its byte copy) rather than an edited or cropped export is reported beside."""
     bursts = [g for g in truth.groups if g["kind"] == "burst"]
     duplicates = [g for g in truth.groups if g["kind"] == "duplicate"]
-    burst_misses, duplicate_misses = [], []
+    burst_misses, small_keepers, not_original = [], [], []
     for g in bursts:
         i = group_of.get(g["sharp"])
         keeper = keepers[i] if i is not None else None
@@ -87,14 +91,18 @@ def _keepers(truth, predicted, keepers, group_of) -> dict:
         originals = {g["original"]} | {m for m in g["members"] if truth.photos[m].get("variant") == "copy"}
         i = group_of.get(g["original"])
         keeper = keepers[i] if i is not None else None
+        if keeper is None or keeper not in g["members"] or truth.photos[keeper].get("variant") == "resized":
+            small_keepers.append(_keeper_miss(truth, g, g["original"], keeper))
         if keeper not in originals:
-            duplicate_misses.append(_keeper_miss(truth, g, g["original"], keeper))
-    hits = len(bursts) - len(burst_misses) + len(duplicates) - len(duplicate_misses)
+            not_original.append(_keeper_miss(truth, g, g["original"], keeper))
+    hits = len(bursts) - len(burst_misses) + len(duplicates) - len(small_keepers)
     return {
         "bursts_keeper_is_sharp": _share(len(bursts) - len(burst_misses), len(bursts)),
-        "duplicates_keeper_is_original": _share(len(duplicates) - len(duplicate_misses), len(duplicates)),
+        "duplicates_keeper_full_size": _share(len(duplicates) - len(small_keepers), len(duplicates)),
+        "duplicates_keeper_is_original": _share(len(duplicates) - len(not_original), len(duplicates)),
         "all_groups": _share(hits, len(truth.groups)),
-        "misses": burst_misses + duplicate_misses,
+        "misses": burst_misses + small_keepers,
+        "duplicates_kept_an_export": not_original,
     }
 
 

@@ -1,0 +1,89 @@
+"""Culling end to end on real photographs: `rebuild`, `cull` and `groups --json` through the
+CLI with the tiny model, on a small library built from Debian's mate-backgrounds photos
+(culling_library.py: bursts with one sharp frame, duplicate sets, unrelated singles, planted
+clipping), compared with its ground truth.
+
+The tiny model's embeddings mean nothing: what groups and picks here are the capture facts
+(time, camera, sharpness, clipping, perceptual signature), as with any backbone before its
+weights are trained. tests/benchmarks/bench_culling.py measures the same at scale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+
+import pytest
+
+from culling_library import LibrarySpec, build_library
+from culling_scoring import score_cull
+
+# Small frames (1200 px: the decode's draft is 600x400, what sharpness sees) and blur a
+# photographer would reject at a glance; the benchmark plants subtler blur on 24 MP frames.
+SPEC = LibrarySpec(
+    long_side=1200, bursts=3, duplicate_sets=2, singles=3, frames=(3, 5),
+    defocus=(8.0, 16.0), motion=(32.0, 64.0), clipped_singles=("over", "under"), blurred_singles=(), seed=7,
+)
+
+
+@pytest.fixture(scope="module")
+def real_library(mate_photos, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("culling-real")
+    return build_library(folder, SPEC, mate_photos, workers=1)
+
+
+@pytest.fixture(scope="module")
+def culled(real_library, tmp_path_factory, tiny_model):
+    """The library rebuilt and culled through the CLI: `groups --json`'s answer. Module-scoped
+    (one rebuild for the three tests), so it isolates itself as conftest's
+    isolated_environment does for a test: no user config or cache, no network."""
+    home = tmp_path_factory.mktemp("culling-home")
+    db = home / "index.db"
+    model = ["--model", tiny_model["config"], "--pretrained", tiny_model["checkpoint"], "--device", "cpu", "--dtype", "fp32"]
+    with pytest.MonkeyPatch.context() as env:
+        for name in [n for n in os.environ if n.startswith("AES_INDEX_")]:
+            env.delenv(name)
+        env.setenv("HF_HUB_OFFLINE", "1")
+        env.setenv("XDG_CONFIG_HOME", str(home / "config"))
+        env.setenv("AES_INDEX_CACHE_DIR", str(home / "cache"))
+        env.setenv("AES_INDEX_STABLE_SECONDS", "0")
+        _cli("rebuild", real_library.root, "--db", db, *model, "--workers", "0")
+        summary = json.loads(_cli("cull", real_library.root, "--db", db, *model, "--json"))
+        listed = json.loads(_cli("groups", "--db", db, *model, "--json"))
+    return {"summary": summary, **listed}
+
+
+def _cli(*argv) -> str:
+    """`aes-index ARGV...` in this process; its stdout (capsys is per test, this is not)."""
+    from aes_index.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    assert code == 0, f"aes-index {argv[0]} exited {code}: {err.getvalue()[-2000:]}"
+    return out.getvalue()
+
+
+def test_groups_are_the_true_bursts_and_duplicate_sets(real_library, culled):
+    score = score_cull(real_library, culled["groups"], culled["flagged"])
+    assert score["pairwise"]["precision"] == 1.0, score["wrong_pairs"]
+    assert score["pairwise"]["recall"] == 1.0, score["missed_pairs"]
+    assert score["found_groups"] == score["true_groups"]
+    assert score["singles_grouped"] == []
+
+
+def test_the_keeper_of_each_burst_is_its_sharp_frame(real_library, culled):
+    score = score_cull(real_library, culled["groups"], culled["flagged"])
+    assert score["keeper"]["bursts_keeper_is_sharp"] == 1.0, score["keeper"]["misses"]
+    assert score["keeper"]["duplicates_keeper_full_size"] == 1.0, score["keeper"]["misses"]
+    kinds = {g["keeper"]: g["kind"] for g in culled["groups"]}
+    assert sorted(kinds.values()) == ["burst"] * SPEC.bursts + ["duplicate"] * SPEC.duplicate_sets
+
+
+def test_planted_blur_and_clipping_are_flagged(real_library, culled):
+    flags = score_cull(real_library, culled["groups"], culled["flagged"])["flags"]
+    assert flags["blur_detected_overall"] == 1.0, flags["blur_detected"]
+    assert flags["clipping_detected"] == {"over": {"rate": 1.0, "n": 1}, "under": {"rate": 1.0, "n": 1}}
+    assert flags["blurry_without_planted_blur"]["n"] == 0, flags["blurry_without_planted_blur"]
