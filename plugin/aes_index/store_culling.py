@@ -136,19 +136,23 @@ class CullingTables:
     def mark_culled(self, image_ids: Sequence[int]) -> None:
         self.db.conn.executemany("UPDATE captures SET culled = 1 WHERE image_id = ?", [(int(i),) for i in image_ids])
 
-    def member_facts(self, image_ids: Sequence[int], head_id: str | None) -> dict[int, dict]:
-        """What the keeper rule and the readers need of each photo: path, facts, score."""
+    def member_facts(self, image_ids: Sequence[int] | None, head_id: str | None) -> dict[int, dict]:
+        """What the keeper rule and the readers need of each photo: path, facts, score.
+        `image_ids` None: every photo with facts, in one query (a 100k-photo cull reads it once)."""
         names = ", ".join(f"c.{name}" for name in FACT_COLUMNS)
         sql = (
-            f"SELECT i.id, i.path, s.score, {names} FROM images i LEFT JOIN captures c ON c.image_id = i.id "
-            "LEFT JOIN scores s ON s.image_id = i.id AND s.head_id = ? WHERE i.id = ?"
+            f"SELECT i.id, i.path, s.score, {names} FROM captures c JOIN images i ON i.id = c.image_id "
+            "LEFT JOIN scores s ON s.image_id = i.id AND s.head_id = ?"
         )
         keys = ("image_id", "path", "score", *FACT_COLUMNS)
+        if image_ids is None:
+            return {row[0]: dict(zip(keys, row)) for row in self.db.execute(sql, [head_id])}
         result = {}
-        for image_id in image_ids:
-            row = self.db.execute(sql, [head_id, int(image_id)]).fetchone()
-            if row is not None:
-                result[row[0]] = dict(zip(keys, row))
+        ids = [int(i) for i in image_ids]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self.db.execute(f"{sql} WHERE i.id IN ({', '.join('?' * len(chunk))})", [head_id, *chunk])
+            result.update((row[0], dict(zip(keys, row))) for row in rows)
         return result
 
     def measures(self) -> dict[int, tuple]:

@@ -13,11 +13,16 @@ yet (an index from before culling) are measured by the next `rebuild`, which say
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from pathlib import Path
+
+from .. import xmp
 from ..library import inside_roots
+from ..targets.sidecar import SidecarTarget
 from ..locks import writer_lock
 from ..store import Index, utcnow
 from . import grouping, keeper
@@ -69,8 +74,10 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
             if key < 0 or set(members) != set(existing[key].members) or result.kinds[key] != existing[key].kind:
                 tables.set_members(group_id, members)
                 touched.append((group_id, result.kinds[key], members))
+        target, listings = SidecarTarget(roots=tuple(index.roots())), {}
+        facts = tables.member_facts(None, head_id) if touched else {}
         for group_id, kind, members in touched:
-            group = _decide(index, group_id, kind, members, head_id)
+            group = _decide(index, group_id, kind, [facts[i] for i in sorted(members)], target, listings)
             tables.set_keeper(group_id, kind, group.keeper_id, group.reason, group.chosen_by, now)
         tables.mark_culled(table.ids[~table.culled])
         summary.formed, summary.joined = result.formed, result.joined
@@ -91,20 +98,49 @@ def _drop_departed(tables) -> tuple[int, int]:
     return len(departed), dissolved
 
 
-def _decide(index: Index, group_id: int, kind: str, image_ids, head_id: str | None) -> Group:
-    facts = index.culling.member_facts(sorted(image_ids), head_id)
-    members = [_member(row) for row in facts.values()]
-    pixels = {row["image_id"]: (row["width"] or 0) * (row["height"] or 0) for row in facts.values()}
-    group = keeper.decide(group_id, kind, members, pixels)
-    return _person_choice(index, group)
+def _decide(index: Index, group_id: int, kind: str, rows: list[dict], target, listings: dict) -> Group:
+    members = [_member(row) for row in rows]
+    pixels = {row["image_id"]: (row["width"] or 0) * (row["height"] or 0) for row in rows}
+    return _person_choice(index, keeper.decide(group_id, kind, members, pixels), target, listings)
 
 
-def _person_choice(index: Index, group: Group) -> Group:
-    """A person's rating or pick label in the group's XMP sidecars wins the keeper."""
-    from ..targets.sidecar import SidecarTarget
-    from .marks import MarkOptions, _with_person_choice
+def _person_choice(index: Index, group: Group, target, listings: dict) -> Group:
+    """A person's rating or pick label in the members' XMP sidecars wins the keeper.
+    Only each photo's own sidecar is read (not its darktable duplicates'), found in its
+    folder's listing (read once per folder): a cull of a whole library reads one small
+    file per grouped photo, and only where one exists."""
+    from ..errors import AesIndexError
+    from ..targets.protocol import Place
+    from .marks import person_value
 
-    return _with_person_choice(index, SidecarTarget(roots=tuple(index.roots())), group, MarkOptions())
+    person: dict[int, int] = {}
+    for member in group.members:
+        sidecar = _own_sidecar(Path(member.path), listings)
+        if sidecar is None:
+            continue
+        try:
+            reading = target.read(Place(str(sidecar), member.path))
+        except AesIndexError:
+            continue  # a sidecar we can't read holds no choice we can honour
+        value = person_value(reading, index.journal.last_written(target.name, str(sidecar)))
+        if value is not None:
+            person[member.image_id] = value
+    return keeper.with_person_choice(group, person) if person else group
+
+
+def _own_sidecar(photo: Path, listings: dict) -> Path | None:
+    """xmp.sidecar_for's choice, among the names the folder holds (None: no sidecar)."""
+    folder = photo.parent
+    if folder not in listings:
+        try:
+            listings[folder] = set(os.listdir(folder))
+        except OSError:
+            listings[folder] = set()
+    names = listings[folder]
+    for name in (photo.name + ".xmp", photo.stem + ".xmp" if photo.suffix else None):
+        if name in names:
+            return folder / name
+    return None
 
 
 def _member(row: dict) -> Member:
@@ -121,7 +157,7 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
     summary.duplicates = sum(1 for g in groups if g.kind == DUPLICATE)
     summary.grouped_photos = sum(len(g.members) for g in groups)
     summary.chosen_by_you = sum(1 for g in groups if g.chosen_by == BY_YOU)
-    for member in load_flagged(index, head_id):
+    for member in load_flagged(index, head_id, groups=groups):
         for flag in member.flags:
             summary.flagged[flag] = summary.flagged.get(flag, 0) + 1
 
@@ -129,17 +165,15 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
 # --- readers ---------------------------------------------------------------------------
 
 
-def load_groups(index: Index, head_id: str | None = None, under: Sequence[str] = ()) -> list[Group]:
+def load_groups(index: Index, head_id: str | None = None, under: Sequence[str] = (), facts: dict | None = None) -> list[Group]:
     """Stored groups, keeper first, each member with its facts and flags; `under`: only
     groups with a photo inside these folders. Works on a read-only index."""
+    facts = index.culling.member_facts(None, head_id) if facts is None else facts
     groups = []
     for row in index.culling.groups():
-        if len(row.members) < 2:
+        members = [_member(facts[i]) for i in row.members if i in facts]
+        if len(members) < 2 or (under and not any(inside_roots(m.path, under) for m in members)):
             continue
-        facts = index.culling.member_facts(row.members, head_id)
-        if under and not any(inside_roots(f["path"], under) for f in facts.values()):
-            continue
-        members = [_member(f) for f in facts.values()]
         sharpest = max((m.sharpness for m in members if m.sharpness is not None), default=None)
         flagged = [_with_flags(m, sharpest) for m in members]
         keeper_member = next((m for m in flagged if m.image_id == row.keeper_id), flagged[0])
@@ -148,23 +182,17 @@ def load_groups(index: Index, head_id: str | None = None, under: Sequence[str] =
     return groups
 
 
-def load_flagged(index: Index, head_id: str | None = None, under: Sequence[str] = ()) -> list[Member]:
+def load_flagged(
+    index: Index, head_id: str | None = None, under: Sequence[str] = (), groups: list[Group] | None = None,
+) -> list[Member]:
     """Every present photo with a technical failure (in a group: judged against its group)."""
-    sharpest_in: dict[int, float] = {}
-    memberships = index.culling.memberships()
-    for group in load_groups(index, head_id):
-        best = max((m.sharpness for m in group.members if m.sharpness is not None), default=None)
-        if best is not None:
-            sharpest_in[group.id] = best
+    facts = index.culling.member_facts(None, head_id)
+    grouped = {m.image_id: m for g in (load_groups(index, head_id, facts=facts) if groups is None else groups) for m in g.members}
     flagged = []
-    for image_id, (sharpness, highlights, shadows) in sorted(index.culling.measures().items()):
-        probe = Member(image_id, "", None, sharpness, highlights, shadows, None)
-        if not keeper.flags_of(probe, sharpest_in.get(memberships.get(image_id, -1))):
-            continue
-        row = index.culling.member_facts([image_id], head_id)[image_id]
-        if under and not inside_roots(row["path"], under):
-            continue
-        flagged.append(_with_flags(_member(row), sharpest_in.get(memberships.get(image_id, -1))))
+    for image_id in sorted(facts):
+        member = grouped.get(image_id) or _with_flags(_member(facts[image_id]), None)
+        if member.flags and (not under or inside_roots(member.path, under)):
+            flagged.append(member)
     return flagged
 
 

@@ -67,36 +67,48 @@ def _burst_links(table: FactsTable) -> list[tuple[int, int, str]]:
 
 def _duplicate_links(table: FactsTable) -> list[tuple[int, int, str]]:
     """New photos against every photo, a block of rows at a time: whole-image hashes
-    (popcount of XORs) pick candidates, the crop-tolerant distance decides."""
+    (popcount of XORs) pick candidates, the crop-tolerant distance decides. A photo links
+    to at most MAX_GROUP others (ten thousand identical copies cost no hundred million links)."""
     new = np.nonzero(~table.culled)[0]
-    whole = np.ascontiguousarray(table.signatures[:, 0])
+    signatures = table.signatures
+    whole = np.ascontiguousarray(signatures[:, 0])
     positions = np.arange(len(whole))
+    camera_codes = _codes(table.cameras)
+    timed_camera = (camera_codes >= 0) & ~np.isnan(table.taken_at)
     links = []
     for start in range(0, len(new), QUERY_BLOCK):
         rows = new[start : start + QUERY_BLOCK]
         close = np.bitwise_count(whole[rows][:, None] ^ whole[None, :]) <= CANDIDATE_DISTANCE
         # each pair once: a pair of two new photos is found from its lower position
         close &= ~(~table.culled[None, :] & (positions[None, :] <= rows[:, None]))
-        for r, b in zip(*np.nonzero(close)):
-            a, b = int(rows[r]), int(b)
-            if _same_shoot(table, a, b):
-                continue
-            if distance_between(table.signatures[a], table.signatures[b]) <= DUPLICATE_DISTANCE:
-                links.append((min(a, b), max(a, b), DUPLICATE))
-    return links
+        # a camera's own timed frames are the burst rule's to link
+        close &= ~(timed_camera[rows][:, None] & timed_camera[None, :] & (camera_codes[rows][:, None] == camera_codes[None, :]))
+        for r in np.nonzero(close.any(axis=1))[0]:
+            a = int(rows[r])
+            others = np.nonzero(close[r])[0]
+            kept = others[_crop_tolerant_distances(signatures[a], signatures[others]) <= DUPLICATE_DISTANCE][:MAX_GROUP]
+            links += [(min(a, int(b)), max(a, int(b)), DUPLICATE) for b in kept]
+    return sorted(links)
 
 
-def _same_shoot(table: FactsTable, a: int, b: int) -> bool:
-    """Frames of one camera with known times: the burst rule's to link, not ours."""
-    known = not (math.isnan(table.taken_at[a]) or math.isnan(table.taken_at[b]))
-    return known and table.cameras[a] is not None and table.cameras[a] == table.cameras[b]
+def _codes(cameras: list[str | None]) -> np.ndarray:
+    """Each camera as a small int (-1: unknown), for vectorised comparisons."""
+    known = {name: code for code, name in enumerate(sorted({c for c in cameras if c is not None}))}
+    return np.fromiter((known.get(c, -1) if c is not None else -1 for c in cameras), np.int64, len(cameras))
+
+
+def _crop_tolerant_distances(one: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """distance_between(one, each of others), vectorised."""
+    return np.min([np.bitwise_count(one[i] ^ others[:, j]) for i, j in _CROP_PAIRS], axis=0)
 
 
 def distance_between(a: np.ndarray, b: np.ndarray) -> int:
     """Crop-tolerant distance of two photos' (whole, inner, core) hashes: the whole of one
     against each part of the other, either way (a crop of one is the other's inner part)."""
-    pairs = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))
-    return min(int(np.bitwise_count(a[i] ^ b[j])) for i, j in pairs)
+    return min(int(np.bitwise_count(a[i] ^ b[j])) for i, j in _CROP_PAIRS)
+
+
+_CROP_PAIRS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))  # (whole, inner, core) of one vs of the other
 
 
 @dataclass
