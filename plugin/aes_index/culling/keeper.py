@@ -23,9 +23,15 @@ from dataclasses import replace
 
 from .model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, UNDEREXPOSED, Group, Member
 
-SHARP_MARGIN = 0.04  # sharpness within this of the group's sharpest counts as sharp
-BLUR_MARGIN = 0.08  # further than this below the group's sharpest: blurred
-BLURRY_BELOW = 0.45  # on its own: blurred (a sharp frame measures 0.6-0.85)
+# Chosen on tests/benchmarks/bench_sharpness_resolution.py (24 MP frames of the
+# mate-backgrounds photos, measured at the 1/8 draft): every frame defocused by 4 px or
+# shaken by 16 px measured at least 0.006-0.018 below its sharp frame, and exposure steps
+# of a stop move a sharp frame's measure by up to ~0.05 (quantisation, noise).
+SHARP_MARGIN = 0.02  # sharpness within this of the group's sharpest counts as sharp
+BLUR_MARGIN = 0.05  # further than this below the group's sharpest: blurred
+# On its own a photo has no sharp twin to compare with: sharp macro shots with a shallow
+# depth of field measured 0.435; below this, only real blur was seen.
+BLURRY_BELOW = 0.38
 OVEREXPOSED_ABOVE = 0.10  # share of pixels clipped at white
 UNDEREXPOSED_ABOVE = 0.30  # share of pixels clipped at black (a night scene has deep shadows)
 BIGGEST_SHARE = 0.9  # duplicates: copies with at least this share of the biggest one's pixels count as originals
