@@ -143,6 +143,12 @@ def test_the_signature_survives_reencoding_resizing_and_a_light_crop_but_not_ano
     assert min(grouping.distance_between(signature, u) for u in unrelated) > grouping.DUPLICATE_DISTANCE
 
 
+def test_an_image_too_small_to_judge_has_no_sharpness_and_is_not_flagged():
+    tiny = np.asarray(scene(2, (48, 32)).convert("L"), np.float32)
+    assert capture.sharpness(tiny) is None
+    assert keeper.flags_of(Member(1, "/p/1.jpg", 0.5, None, 0.0, 0.0, None)) == ()
+
+
 def test_clipping_counts_white_and_black_pixels():
     image = Image.new("RGB", (100, 100), (128, 128, 128))
     image.paste((255, 255, 255), (0, 0, 100, 20))

@@ -207,12 +207,15 @@ def _analysis_grey(image: Image.Image) -> np.ndarray:
     return np.asarray(grey, dtype=np.float32)
 
 
-def sharpness(grey: np.ndarray) -> float:
+MIN_MEASURED_SIDE = 64  # a smaller image (a stripped RAW's thumbnail) says nothing of focus
+
+
+def sharpness(grey: np.ndarray) -> float | None:
     """Crete et al.'s measure (see the module doc), 0..1: the share of the image's
     neighbour differences that a 9-tap box blur removes, in the blurrier direction, over
-    the most detailed tiles."""
-    if grey.shape[0] < 16 or grey.shape[1] < 16:
-        return 0.0
+    the most detailed tiles. None for an image too small to tell."""
+    if min(grey.shape[:2]) < MIN_MEASURED_SIDE:
+        return None
     return min(_directional_sharpness(grey, axis) for axis in (0, 1))
 
 
