@@ -34,7 +34,7 @@ from .errors import ConfigError
 from .heads import Head, check_compatible, resolve_head
 from .library import FileEntry, discover, fingerprint, printable, stat_signature
 from .locks import writer_lock
-from .pipeline import Batch, Failed, decode_stream, default_workers, embed_stream
+from .pipeline import Batch, Failed, chunks, decode_stream, default_workers, embed_stream
 from .store import ERROR, MISSING, NEW, OK, Index
 
 log = logging.getLogger(__name__)
@@ -434,7 +434,7 @@ def measure_facts(
     recorded = index.file_signatures(list(paths))
     workers = default_workers(False) if settings.workers < 0 else settings.workers
     measured = 0
-    for chunk in _chunked(decode_stream(work, session.info.preprocess, workers), 64):
+    for chunk in chunks(decode_stream(work, session.info.preprocess, workers), 64):
         done = [d for d in chunk if not isinstance(d, Failed) and stat_signature(paths[d.image_id]) == recorded.get(d.image_id)]
         with index.transaction():
             index.culling.put_facts([d.image_id for d in done], [d.facts for d in done])
@@ -442,17 +442,6 @@ def measure_facts(
         if stop():
             break
     return measured
-
-
-def _chunked(items: Iterable, size: int) -> Iterable[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: Sequence[int] | None = None) -> int:

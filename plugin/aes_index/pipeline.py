@@ -169,7 +169,7 @@ def decode_stream(
     pool = _CrashTolerantPool(workers, spec)
     pending: deque = deque()
     try:
-        for tasks in _chunks(items, chunk):
+        for tasks in chunks(items, chunk):
             pending.append(pool.submit(tasks))
             if len(pending) >= (ahead or 4 * workers):
                 yield from pool.results(pending.popleft(), pending)
@@ -342,7 +342,7 @@ def stack_pixels(pixels: list):
                         for p in pixels])
 
 
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
+def chunks(items: Iterable, size: int) -> Iterator[list]:
     chunk = []
     for item in items:
         chunk.append(item)
