@@ -249,3 +249,28 @@ def test_service_lock_sigterm_and_status(tmp_path, model_args):
     assert "Traceback" not in err
     final = read_status(db)
     assert final["state"] == "stopped" and not final["running"]
+
+
+def test_a_culled_library_keeps_its_groups_current_as_frames_arrive(tmp_path, settings):
+    from aes_index.culling.cull import load_groups, run_cull
+    from test_culling import burst
+
+    root, db = tmp_path / "lib", tmp_path / "index.db"
+    frames = burst(tmp_path / "card", seed=3, frames=4, second=10, sharp=2)
+    root.mkdir()
+    shutil.move(frames[0], root / frames[0].name)
+    with RunningWatcher(root, db, settings):
+        wait_for(lambda: len(scored_paths(db)) == 1, what="the first frame")
+        with Index(db) as index:
+            run_cull(index)  # the photographer culled once: from now on the watcher keeps it current
+        for frame in frames[1:]:
+            shutil.move(frame, root / frame.name)
+
+        def grouped() -> int:
+            with Index(db, read_only=True) as index:
+                return sum(len(g.members) for g in load_groups(index))
+
+        wait_for(lambda: grouped() == 4, what="the burst grouped")
+    with Index(db, read_only=True) as index:
+        (group,) = load_groups(index)
+    assert group.keeper.path == str(root / frames[2].name)

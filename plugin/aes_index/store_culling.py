@@ -133,6 +133,10 @@ class CullingTables:
             culled=np.fromiter((bool(r[4]) for r in rows), bool, len(rows)),
         )
 
+    def was_culled(self) -> bool:
+        """Whether a cull has ever run on this library (the watcher then keeps it current)."""
+        return self.db.execute("SELECT 1 FROM captures WHERE culled = 1 LIMIT 1").fetchone() is not None
+
     def mark_culled(self, image_ids: Sequence[int]) -> None:
         self.db.conn.executemany("UPDATE captures SET culled = 1 WHERE image_id = ?", [(int(i),) for i in image_ids])
 

@@ -235,7 +235,22 @@ class Watcher:
         self.pending.put_back(result.scanned.settling_paths + result.embedded.unsettled_paths)
         if self.after_batch and result.scanned.image_ids:
             self._rate(result.scanned.image_ids)
+        self._keep_groups_current(result)
         return True
+
+    def _keep_groups_current(self, result: indexer.StageResult) -> None:
+        """A library that was culled stays culled: new, changed and departed photos join or
+        leave their groups after each batch (incremental: only they are compared)."""
+        changed = result.scored or result.measured or result.scanned.missing or result.scanned.moved
+        if not changed or not self.index.culling.was_culled():
+            return
+        from .culling.cull import run_cull
+
+        try:
+            run_cull(self.index, result.head.name, lock_timeout=self.config.lock_wait)
+        except (AesIndexError, LockHeld, sqlite3.DatabaseError, OSError) as exc:
+            log.warning("groups not updated this time (the next batch or rescan does it): %s", exc)
+            self.status.errors += 1
 
     def _rate(self, image_ids: list[int]) -> None:
         """Stars for the batch. A failure (a busy index, a refused sidecar run) is logged
