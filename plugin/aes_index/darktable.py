@@ -245,16 +245,31 @@ def cull(settings: Settings, options: CullOptions, images: Sequence[DtImage]) ->
 
 def _plan_cull(index: Index, head_id: str, images: Sequence[DtImage], options: CullOptions) -> dict:
     from .culling.cull import load_flagged, load_groups
-    from .culling.keeper import with_person_choice
 
     ours = _ours(index, images)
     person = dt_target.person_ratings(images, ours, options.treat_as_unrated)
     paths = {image.path for image in images}
     groups = [g for g in load_groups(index, head_id) if any(m.path in paths for m in g.members)]
-    ids = {m.path: m.image_id for g in groups for m in g.members}
-    groups = [with_person_choice(g, {ids[p]: r for p, r in person.items() if p in ids}) for g in groups]
+    groups = [_darktable_choice(index, head_id, group, person) for group in groups]
     flagged = [m for m in load_flagged(index, head_id) if m.path in paths]
     return dt_target.plan_cull(images, groups, flagged, ours, options.reject, options.treat_as_unrated)
+
+
+def _darktable_choice(index: Index, head_id: str, group, person: dict[str, int]):
+    """The group with the keeper a person chose in darktable (`person`: path -> rating).
+
+    In darktable a person's choice is its ratings, which the request carries, not its
+    sidecars: darktable writes them from its library, import default of 1 star included
+    (so `run_cull`, which reads a person's choice from sidecars, may have taken those 1s
+    for picks). A group stored as chosen by a person gets our own pick back first."""
+    from .culling.keeper import decide, with_person_choice
+    from .culling.model import BY_YOU
+
+    if group.chosen_by == BY_YOU:
+        facts = index.culling.member_facts([m.image_id for m in group.members], head_id)
+        pixels = {image_id: (row["width"] or 0) * (row["height"] or 0) for image_id, row in facts.items()}
+        group = decide(group.id, group.kind, group.members, pixels)
+    return with_person_choice(group, {m.image_id: person[m.path] for m in group.members if m.path in person})
 
 
 def _ours(index: Index, images: Sequence[DtImage]) -> dt_target.Ours:

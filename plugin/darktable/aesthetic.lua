@@ -387,7 +387,7 @@ end
 -- lets go of the lock), so the work checks `job.valid` between chunks and stops there.
 -- (lua-scripts issue 381 describes a loop that never lets go and so cannot be cancelled.)
 M.chunk_size = 100 -- images per aes-index run: a progress step, and the most a cancel waits for
-M.progress_listener = nil -- function(label, done, total) after each chunk, for scripts and tests
+M.progress_listener = nil -- function(label, done, total, job) after each chunk, for scripts and tests
 
 local running_job = nil
 
@@ -428,7 +428,7 @@ local function in_chunks(job, label, images, step, share)
     end
     done = done + #chunk
     if job.valid then job.percent = (share or 1) * done / total end
-    if M.progress_listener then M.progress_listener(label, done, total) end
+    if M.progress_listener then M.progress_listener(label, done, total, job) end
   end
   return sums
 end
