@@ -21,6 +21,7 @@ from PIL import Image, ImageFilter
 
 FULL_LONG_SIDE = 6000  # the 24 MP frame (6000x4000) blur strengths are expressed in
 GAMMA = 2.2  # sRGB's transfer curve, close enough for an exposure step
+BLACK_LEVEL = 6  # 8-bit levels a camera's tone curve crushes to black (its toe): deep shadows clip
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,15 @@ def render(scene: Image.Image, shot: Shot, long_side: int) -> Image.Image:
     if shot.motion_px > 0:
         pixels = motion_blur(pixels, shot.motion_px * scale, shot.motion_axis)
     pixels = expose(pixels, shot.ev)
-    return Image.fromarray(sensor_noise(pixels, shot.noise_sigma, shot.seed))
+    return Image.fromarray(crush_blacks(sensor_noise(pixels, shot.noise_sigma, shot.seed)))
+
+
+def crush_blacks(pixels: np.ndarray) -> np.ndarray:
+    """The toe of a camera's tone curve: levels up to BLACK_LEVEL become black, the rest is
+    stretched back to full range (without it an underexposed frame never clips its shadows)."""
+    levels = np.arange(256, dtype=np.float32)
+    table = np.clip((levels - BLACK_LEVEL) * (255.0 / (255 - BLACK_LEVEL)), 0, 255)
+    return np.round(table).astype(np.uint8)[pixels]
 
 
 def motion_blur(pixels: np.ndarray, length: float, axis: int) -> np.ndarray:

@@ -17,7 +17,8 @@ shoot and its aftermath leave on disk, and the ground truth beside it (truth.jso
   re-encoded, lightly edited (contrast and colour) with other EXIF (an editor's: no camera,
   the export's time), a byte-identical copy in a backup folder.
 * singles: other scenes by the same cameras, hours or days apart; some planted with clipped
-  exposure (+2 or +2.5 EV: highlights; -3 EV: shadows) or with blur.
+  exposure (+2 or +2.5 EV: highlights; -4 EV: shadows, crushed by the camera's tone curve)
+  or with blur.
 
 Scenes: each photograph gives one scene of its whole frame and four of its disjoint quadrants
 (a quadrant is a different picture, though the same subject: a hard negative). Bursts use the
@@ -46,7 +47,7 @@ from PIL import Image, ImageEnhance
 import culling_camera as camera
 from culling_camera import Camera, Shot, View
 
-FORMAT = 1  # bump when what is built changes
+FORMAT = 2  # bump when what is built changes (2: a camera toe; underexposed singles at -4 EV)
 CAMERAS = (
     Camera("NIKON CORPORATION", "NIKON Z 6_2", "3012345", "+02:00"),
     Camera("FUJIFILM", "X-T4", "1AB23456", "+01:00"),
@@ -251,7 +252,7 @@ class _Planner:
         clipped = spec.clipped_singles[s] if s < len(spec.clipped_singles) else None
         k = s - len(spec.clipped_singles)
         blur = {"defocus_sigma": spec.blurred_singles[k]} if 0 <= k < len(spec.blurred_singles) else {}
-        ev = {"over": float(rng.choice([2.0, 2.5])), "under": -3.0, None: float(rng.choice(EV_STEPS[2:5]))}[clipped]
+        ev = {"over": float(rng.choice([2.0, 2.5])), "under": -4.0, None: float(rng.choice(EV_STEPS[2:5]))}[clipped]
         shot = Shot(view=scene[2], ev=ev, noise_sigma=spec.noise_sigma, seed=int(rng.integers(2**31)), **blur)
         rel = self._camera_file(cam, taken)
         self._frame(rel, scene, shot, cam, taken, role="single", group=None, sharp=not blur, blur=blur, clipped=clipped)

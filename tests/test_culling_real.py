@@ -82,8 +82,20 @@ def test_the_keeper_of_each_burst_is_its_sharp_frame(real_library, culled):
     assert sorted(kinds.values()) == ["burst"] * SPEC.bursts + ["duplicate"] * SPEC.duplicate_sets
 
 
-def test_planted_blur_and_clipping_are_flagged(real_library, culled):
+def test_planted_blur_is_flagged(real_library, culled):
     flags = score_cull(real_library, culled["groups"], culled["flagged"])["flags"]
     assert flags["blur_detected_overall"] == 1.0, flags["blur_detected"]
-    assert flags["clipping_detected"] == {"over": {"rate": 1.0, "n": 1}, "under": {"rate": 1.0, "n": 1}}
+
+
+def test_no_sharp_photo_is_flagged_blurry(real_library, culled):
+    """A sharp frame, an export, a copy: none is called blurred (a copy resized for the web
+    is sharp at its own size)."""
+    flags = score_cull(real_library, culled["groups"], culled["flagged"])["flags"]
     assert flags["blurry_without_planted_blur"]["n"] == 0, flags["blurry_without_planted_blur"]
+
+
+def test_overexposed_and_underexposed_singles_are_flagged(real_library, culled):
+    """+2 EV or more (highlights clipped) and -4 EV (a frame a photographer deletes, its
+    deepest shadows crushed to black by the camera's tone curve)."""
+    flags = score_cull(real_library, culled["groups"], culled["flagged"])["flags"]
+    assert flags["clipping_detected"] == {"over": {"rate": 1.0, "n": 1}, "under": {"rate": 1.0, "n": 1}}
