@@ -397,3 +397,18 @@ def test_digikam_cull_without_a_digikam_database_is_one_line(culled, capsys, tmp
     code, out, err = run_cli(capsys, "digikam", "cull", "--db", tmp_path / "nothing.db", "--index", culled["index"])
     assert code == ExitCode.INDEX and "no digiKam database" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["7", "accepted", "-1"])
+def test_a_pick_label_we_cannot_read_is_left_alone(culled, capsys, value):
+    path = culled["root"] / f"{SHARP}.xmp"
+    path.write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:digiKam="http://www.digikam.org/ns/1.0/" digiKam:PickLabel="{value}"/>'
+        "</rdf:RDF></x:xmpmeta>\n"
+    )
+    before = path.read_bytes()
+    code, out, err = run_cli(capsys, "apply-culling", "--db", culled["index"], "--json")
+    assert code == ExitCode.FILE_ERRORS  # exit 3: some files could not be written
+    (error,) = json.loads(out)["errors"]
+    assert "digiKam:PickLabel holds" in error["error"] and path.read_bytes() == before

@@ -800,12 +800,18 @@ def _read_rating(doc: _Doc, path: Path) -> int | None:
 
 def _read_pick(doc: _Doc, path: Path) -> int | None:
     """digiKam:PickLabel as digiKam reads it (DMetadata::getItemPickLabel: an integer
-    0..3, anything else is no pick label); two values are refused like two ratings."""
+    0..3); anything else, or two values, is refused like an unreadable rating."""
     props = doc.properties(DIGIKAM_NS, "PickLabel")
     if len(props) > 1:
         raise _refusal(path, f"it holds {len(props)} digiKam:PickLabel values; keep one")
-    value = _int_or_none(_simple_value(props[0])) if props else None
-    return value if value is not None and NO_PICK <= value <= PICK_ACCEPTED else None
+    if not props:
+        return None
+    text = _simple_value(props[0])
+    value = _int_or_none(text)
+    if value is None or not NO_PICK <= value <= PICK_ACCEPTED:
+        # digiKam would show no pick label, but the value is someone's: never overwritten
+        raise _refusal(path, f"digiKam:PickLabel holds {text!r}, not a pick label 0..3")
+    return value
 
 
 def _read_marks(doc: _Doc) -> CullMarks | None:
