@@ -64,7 +64,7 @@ class SidecarTarget(Target):
         info: xmp.SidecarInfo = reading.detail
         before = info.marks or xmp.CullMarks()
         markers = xmp.CullMarks(
-            pick=changes.get("pick", before.pick) if "pick" in changes else before.pick,
+            pick=changes.get("pick", before.pick),
             reject=changes["rating"] == REJECTED if "rating" in changes else before.reject,
         )
         tags = None
