@@ -226,6 +226,8 @@ def marks_text(report, undo_hint: str) -> str:
         f"{report.photos} photos: {report.keepers} keepers, {report.grouped} grouped under them, {report.flagged} flagged",
         f"{verb}: {written}; {report.unchanged} places already right",
     ]
+    if "images" in report.extra:  # digiKam's database
+        lines.insert(0, f"{report.extra['matched']} of {report.extra['images']} digiKam images are culled photos")
     if report.keepers == 0:
         lines.append("no groups: none found, or `aes-index cull` has not run yet")
     if report.grouped_by_you:
