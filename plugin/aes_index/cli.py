@@ -871,9 +871,12 @@ def report_line(summary) -> str:
     thumbs = f"{summary.thumbs_made} made, {summary.thumbs_cached} cached"
     if summary.thumbs_failed:
         thumbs += f", {summary.thumbs_failed} could not be made (placeholders)"
+    culling = f"; {summary.groups} groups shown as stacks, {summary.flagged} photos flagged"
+    if not summary.groups:
+        culling = "; no groups" if summary.culled else "; no groups yet: `aes-index cull` groups bursts and duplicates"
     return (
         f"report: {summary.out_path}: {summary.photos} photos, {summary.errors} failed to decode; "
-        f"thumbnails {thumbs}; {summary.seconds:.1f} s"
+        f"thumbnails {thumbs}{culling}; {summary.seconds:.1f} s"
     )
 
 

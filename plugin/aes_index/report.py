@@ -20,6 +20,11 @@ The page shows the photos in exactly the order `Index.scores(head)` returns (bes
 then the photos whose decoding failed (no score, shown with their error). Stars and
 percentiles come from `ratings` over the library's scores for that head; the stars
 aes-index actually wrote come from the journal (`journal.TABLE`).
+
+Culling (`aes-index cull`) adds groups and flags: `culling.cull.load_groups` gives each burst
+or set of near-duplicates with its keeper first and the keeper rule's reason, and
+`load_flagged` every photo with a technical flag. The page shows a group as one stack at
+its keeper's place; an index never culled has no groups and the page says how to get them.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .culling.model import Group, Member
 from .decode import decode_image
 from .errors import AesIndexError, ConfigError, ExitCode
 from .library import THUMBS_MARKER
@@ -59,7 +65,12 @@ THUMB_QUALITY = 82
 MIN_THUMB_SIZE = 16
 # One row per photo in the page's JSON, as arrays (50k objects with repeated keys would
 # add megabytes); the page turns them back into objects using these names.
-COLUMNS = ("id", "folder", "name", "score", "std", "percentile", "stars", "written", "thumb", "error", "thumbError")
+# Columns are only ever added at the end: readers look them up by name through "columns".
+COLUMNS = (
+    "id", "folder", "name", "score", "std", "percentile", "stars", "written", "thumb", "error", "thumbError",
+    "group", "flags", "sharpness", "clipped", "taken",
+)  # fmt: skip
+FLAGS_COLUMN = COLUMNS.index("flags")
 
 
 class ReportUnwritable(AesIndexError):
@@ -80,9 +91,24 @@ class ReportSummary:
     thumbs_cached: int
     thumbs_failed: int
     seconds: float
+    culled: bool = False  # whether `aes-index cull` ever ran on this index
+    groups: int = 0  # bursts and near-duplicate sets shown as stacks
+    flagged: int = 0  # photos flagged blurry, overexposed or underexposed
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Culling:
+    """What the last `aes-index cull` left in the index, as the page shows it."""
+
+    culled: bool  # False: cull never ran on this index, so there can be no groups yet
+    groups: Sequence[Group]  # keeper first
+    flagged: Sequence[Member]  # every photo with a flag, grouped or single
+
+
+NOT_CULLED = Culling(culled=False, groups=(), flagged=())
 
 
 @dataclass(frozen=True)
@@ -127,12 +153,13 @@ def build_report(
     if thumb_size < MIN_THUMB_SIZE:
         raise ConfigError(f"thumbnail size must be at least {MIN_THUMB_SIZE} px, not {thumb_size}")
     started = time.monotonic()
-    out_path = Path(out_path).absolute()
+    out_path = Path(os.path.abspath(out_path))  # absolute, and "a/../page.html" said plainly
     thumbs_dir = Path(cache_dir).absolute() if cache_dir else default_thumbs_dir(out_path)
     head_id = head_id or _active_head(index)
     photos = load_photos(index, head_id)
+    culling = load_culling(index, head_id)
     thumbs = make_thumbnails(photos, thumbs_dir, thumb_size, progress or NoProgress(), workers)
-    data = page_data(index, head_id, photos, thumbs, policy, _relative_url(thumbs_dir, out_path.parent))
+    data = page_data(index, head_id, photos, thumbs, policy, _relative_url(thumbs_dir, out_path.parent), culling)
     write_page(out_path, data)
     return ReportSummary(
         out_path=str(out_path),
@@ -145,6 +172,9 @@ def build_report(
         thumbs_cached=thumbs.cached,
         thumbs_failed=len(thumbs.failures),
         seconds=round(time.monotonic() - started, 3),
+        culled=culling.culled,
+        groups=len(data["groups"]),
+        flagged=sum(row[FLAGS_COLUMN] is not None for row in data["photos"]),
     )
 
 
@@ -191,6 +221,15 @@ def _thumb_key(fact: dict) -> str:
         return fact["fingerprint"]
     identity = f"{fact['path']}\0{fact['size']}\0{fact['mtime_ns']}".encode("utf-8", "surrogatepass")
     return hashlib.blake2b(identity, digest_size=16).hexdigest()
+
+
+def load_culling(index: Index, head_id: str) -> Culling:
+    """The groups and flags of the last cull, with members scored by `head_id`. Flags come
+    from the measures `rebuild` stores, so a library never culled may have flags already."""
+    from .culling.cull import load_flagged, load_groups
+
+    culled = bool(index.culling.facts_table().culled.any())  # some photo was compared by a cull
+    return Culling(culled=culled, groups=load_groups(index, head_id), flagged=load_flagged(index, head_id))
 
 
 def written_stars(index: Index) -> dict[str, dict[str, int | None]]:
@@ -337,7 +376,13 @@ def _make_folder(folder: Path) -> None:
 
 
 def page_data(
-    index: Index, head_id: str, photos: Sequence[Photo], thumbs: Thumbnails, policy: RatingPolicy, thumbs_url: str
+    index: Index,
+    head_id: str,
+    photos: Sequence[Photo],
+    thumbs: Thumbnails,
+    policy: RatingPolicy,
+    thumbs_url: str,
+    culling: Culling = NOT_CULLED,
 ) -> dict:
     """Everything the page shows, JSON-ready (no NaN/inf: JSON has neither)."""
     scores = np.array([p.score for p in photos], dtype=np.float64)
@@ -346,8 +391,11 @@ def page_data(
     percentiles = percentile_ranks(scores, reference=reference)
     folders = FolderTable(index.roots())
     written = written_stars(index)
+    on_page = {photo.image_id for photo in photos}
+    groups = [group for group in culling.groups if _members_on_page(group, on_page)]
+    facts = culling_facts(groups, culling.flagged)
     rows = [
-        _photo_row(photo, folders, float(percentiles[i]), int(stars[i]), written.get(photo.path), thumbs)
+        _photo_row(photo, folders, float(percentiles[i]), int(stars[i]), written.get(photo.path), thumbs, facts)
         for i, photo in enumerate(photos)
     ]
     return {
@@ -363,10 +411,56 @@ def page_data(
         "folders": folders.as_json(),
         "columns": COLUMNS,
         "photos": rows,
+        "culled": culling.culled,
+        "groups": [_group_entry(group, on_page) for group in groups],
     }
 
 
-def _photo_row(photo: Photo, folders: "FolderTable", percentile: float, stars: int, written, thumbs: Thumbnails) -> list:
+def _members_on_page(group: Group, on_page: set[int]) -> list[Member]:
+    """A member the page lacks (not scored by this head, say) cannot be shown in its stack."""
+    return [member for member in group.members if member.image_id in on_page]
+
+
+def _group_entry(group: Group, on_page: set[int]) -> dict:
+    return {
+        "id": group.id,
+        "kind": group.kind,
+        "size": len(group.members),  # the whole group, as `aes-index groups` counts it
+        "keeper": group.keeper_id,
+        "reason": _text(group.reason),
+        "chosenBy": group.chosen_by,
+        "members": [member.image_id for member in _members_on_page(group, on_page)],  # keeper first
+    }
+
+
+def culling_facts(groups: Sequence[Group], flagged: Sequence[Member]) -> dict[int, dict]:
+    """image id -> its group, flags and measures, for the photos culling knows about."""
+    facts: dict[int, dict] = {}
+    for member in flagged:
+        facts[member.image_id] = _member_facts(member, group_id=None)
+    for group in groups:
+        for member in group.members:
+            facts[member.image_id] = _member_facts(member, group_id=group.id)
+    return facts
+
+
+def _member_facts(member: Member, group_id: int | None) -> dict:
+    clipped = (member.clipped_highlights, member.clipped_shadows)
+    return {
+        "group": group_id,
+        "flags": list(member.flags) or None,
+        "sharpness": _finite_or_none(member.sharpness),
+        "clipped": None if None in clipped else [_finite_or_none(share) for share in clipped],
+        "taken": None if member.taken_at is None else _text(member.taken_at),
+    }
+
+
+NO_CULLING_FACTS = {"group": None, "flags": None, "sharpness": None, "clipped": None, "taken": None}
+
+
+def _photo_row(
+    photo: Photo, folders: "FolderTable", percentile: float, stars: int, written, thumbs: Thumbnails, culled: dict
+) -> list:
     folder, name = os.path.split(photo.path)
     thumb_error = thumbs.failures.get(photo.image_id)
     has_thumb = photo.error is None and thumb_error is None
@@ -382,6 +476,7 @@ def _photo_row(photo: Photo, folders: "FolderTable", percentile: float, stars: i
         "thumb": thumbs.relative_name(photo) if has_thumb else None,
         "error": photo.error,
         "thumbError": thumb_error,
+        **culled.get(photo.image_id, NO_CULLING_FACTS),
     }
     return [values[column] for column in COLUMNS]
 
