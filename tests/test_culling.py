@@ -231,6 +231,18 @@ def test_groups_are_incremental_follow_moves_and_lose_departed_photos(tmp_path, 
     assert groups(capsys, root)["groups"] == []
 
 
+def test_rebuild_force_measures_again_and_regroups_nothing(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    burst(root, seed=10, frames=3, second=10, sharp=1)
+    rebuild(capsys, root, model_args)
+    cull(capsys, root)
+    before = groups(capsys, root)["groups"]
+    rebuild(capsys, root, model_args, "--force")
+    summary = cull(capsys, root)
+    assert (summary["considered"], summary["formed"], summary["left"]) == (0, 0, 0)
+    assert groups(capsys, root)["groups"] == before
+
+
 def test_the_same_library_gives_the_same_groups(tmp_path, capsys, model_args):
     results = []
     for run in ("one", "two"):

@@ -22,6 +22,7 @@ import sqlite_utils
 from .culling.facts import FACTS_VERSION, CaptureFacts
 
 FACT_COLUMNS = tuple(f.name for f in fields(CaptureFacts))
+GROUPING_FACTS = ("taken_at", "camera", "serial", "signature", "signature_inner", "signature_core")  # what links photos
 PRESENT = ("new", "ok")  # image statuses a cull considers (not missing, not failed)
 
 
@@ -78,14 +79,31 @@ class CullingTables:
     # --- facts -----------------------------------------------------------------------
 
     def put_facts(self, image_ids: Sequence[int], facts: Sequence[CaptureFacts | None]) -> None:
-        """Store facts; a photo measured again loses its group (it is grouped again)."""
+        """Store facts. A photo measured again whose grouping facts (time, camera,
+        signatures) are what they were keeps its group (`rebuild --force` regroups
+        nothing); one whose facts moved leaves it and is grouped again by the next cull."""
         rows = [(i, *(getattr(f, name) for name in FACT_COLUMNS)) for i, f in zip(image_ids, facts) if f is not None]
         if not rows:
             return
-        marks = ", ".join("?" * (len(FACT_COLUMNS) + 1))
+        kept = self._unchanged_for_grouping(rows)
+        marks = ", ".join("?" * (len(FACT_COLUMNS) + 2))
         names = ", ".join(FACT_COLUMNS)
-        self.db.conn.executemany(f"INSERT OR REPLACE INTO captures (image_id, {names}, culled) VALUES ({marks}, 0)", rows)
-        self.db.conn.executemany("DELETE FROM cull_members WHERE image_id = ?", [(row[0],) for row in rows])
+        self.db.conn.executemany(
+            f"INSERT OR REPLACE INTO captures (image_id, {names}, culled) VALUES ({marks})",
+            [(*row, int(row[0] in kept)) for row in rows],
+        )
+        self.db.conn.executemany("DELETE FROM cull_members WHERE image_id = ?", [(row[0],) for row in rows if row[0] not in kept])
+
+    def _unchanged_for_grouping(self, rows: list[tuple]) -> set[int]:
+        """Photos already culled whose grouping facts are the same in `rows`."""
+        positions = [FACT_COLUMNS.index(name) + 1 for name in GROUPING_FACTS]
+        names = ", ".join(GROUPING_FACTS)
+        kept = set()
+        for row in rows:
+            old = self.db.execute(f"SELECT {names} FROM captures WHERE image_id = ? AND culled = 1", [row[0]]).fetchone()
+            if old is not None and tuple(old) == tuple(row[p] for p in positions):
+                kept.add(row[0])
+        return kept
 
     def forget(self, image_id: int) -> None:
         """The file's pixels changed: its facts and its place in a group no longer hold."""

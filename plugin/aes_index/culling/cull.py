@@ -18,12 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from pathlib import Path
-
-from .. import xmp
 from ..library import inside_roots
-from ..targets.sidecar import SidecarTarget
 from ..locks import writer_lock
+from ..targets.sidecar import SidecarTarget
 from ..store import Index, utcnow
 from . import grouping, keeper
 from .model import BURST, BY_YOU, DUPLICATE, Group, Member
@@ -115,7 +112,7 @@ def _person_choice(index: Index, group: Group, target, listings: dict) -> Group:
 
     person: dict[int, int] = {}
     for member in group.members:
-        sidecar = _own_sidecar(Path(member.path), listings)
+        sidecar = _own_sidecar(member.path, listings)
         if sidecar is None:
             continue
         try:
@@ -128,18 +125,19 @@ def _person_choice(index: Index, group: Group, target, listings: dict) -> Group:
     return keeper.with_person_choice(group, person) if person else group
 
 
-def _own_sidecar(photo: Path, listings: dict) -> Path | None:
+def _own_sidecar(photo: str, listings: dict) -> str | None:
     """xmp.sidecar_for's choice, among the names the folder holds (None: no sidecar)."""
-    folder = photo.parent
+    folder, name = os.path.split(photo)
     if folder not in listings:
         try:
             listings[folder] = set(os.listdir(folder))
         except OSError:
             listings[folder] = set()
     names = listings[folder]
-    for name in (photo.name + ".xmp", photo.stem + ".xmp" if photo.suffix else None):
-        if name in names:
-            return folder / name
+    stem, suffix = os.path.splitext(name)
+    for candidate in (name + ".xmp", stem + ".xmp" if suffix else None):
+        if candidate in names:
+            return os.path.join(folder, candidate)
     return None
 
 
@@ -151,13 +149,14 @@ def _member(row: dict) -> Member:
 
 
 def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
-    groups = load_groups(index, head_id)
+    facts = index.culling.member_facts(None, head_id)
+    groups = load_groups(index, head_id, facts=facts)
     summary.groups = len(groups)
     summary.bursts = sum(1 for g in groups if g.kind == BURST)
     summary.duplicates = sum(1 for g in groups if g.kind == DUPLICATE)
     summary.grouped_photos = sum(len(g.members) for g in groups)
     summary.chosen_by_you = sum(1 for g in groups if g.chosen_by == BY_YOU)
-    for member in load_flagged(index, head_id, groups=groups):
+    for member in load_flagged(index, head_id, groups=groups, facts=facts):
         for flag in member.flags:
             summary.flagged[flag] = summary.flagged.get(flag, 0) + 1
 
@@ -184,9 +183,10 @@ def load_groups(index: Index, head_id: str | None = None, under: Sequence[str] =
 
 def load_flagged(
     index: Index, head_id: str | None = None, under: Sequence[str] = (), groups: list[Group] | None = None,
+    facts: dict | None = None,
 ) -> list[Member]:
     """Every present photo with a technical failure (in a group: judged against its group)."""
-    facts = index.culling.member_facts(None, head_id)
+    facts = index.culling.member_facts(None, head_id) if facts is None else facts
     grouped = {m.image_id: m for g in (load_groups(index, head_id, facts=facts) if groups is None else groups) for m in g.members}
     flagged = []
     for image_id in sorted(facts):

@@ -36,7 +36,7 @@ BURST_DISTANCE = 20  # of 64 bits: reframing by a few percent, a stop of exposur
 DUPLICATE_DISTANCE = 12  # of 64 bits: re-encoded, resized, a light crop or edit (unrelated photos: 20 and more)
 CANDIDATE_DISTANCE = 20  # whole-image hashes this close are compared crop-tolerantly (a 5 % crop: up to 16)
 MAX_GROUP = 100  # frames in one group at most (a time-lapse is cut into runs)
-QUERY_BLOCK = 128  # duplicate search: rows compared at once (128 x 100k distances: 13 MB)
+QUERY_BLOCK = 64  # duplicate search: rows compared at once, against _Scratch.COLUMN_BLOCK columns
 
 
 def find_links(table: FactsTable) -> list[tuple[int, int, str]]:
@@ -52,43 +52,81 @@ def _burst_links(table: FactsTable) -> list[tuple[int, int, str]]:
             by_camera[camera].append(position)
     links = []
     for camera in sorted(by_camera):
-        frames = sorted(by_camera[camera], key=lambda p: (table.taken_at[p], table.ids[p]))
-        for a, b in zip(frames, frames[1:]):
-            if table.culled[a] and table.culled[b]:
-                continue
-            gap = table.taken_at[b] - table.taken_at[a]
-            distance = distance_between(table.signatures[a], table.signatures[b])
+        frames = np.array(sorted(by_camera[camera], key=lambda p: (table.taken_at[p], table.ids[p])), np.int64)
+        a, b = frames[:-1], frames[1:]
+        fresh = ~(table.culled[a] & table.culled[b])
+        a, b = a[fresh], b[fresh]
+        gaps = table.taken_at[b] - table.taken_at[a]
+        distances = _crop_tolerant(table.signatures[a], table.signatures[b])
+        for x, y, gap, distance in zip(a.tolist(), b.tolist(), gaps.tolist(), distances.tolist()):
             if gap == 0 and distance <= DUPLICATE_DISTANCE:
-                links.append((a, b, DUPLICATE))  # one shot, twice: an export or a copy
+                links.append((x, y, DUPLICATE))  # one shot, twice: an export or a copy
             elif gap <= BURST_GAP_SECONDS and distance <= BURST_DISTANCE:
-                links.append((a, b, BURST))
+                links.append((x, y, BURST))
     return links
 
 
 def _duplicate_links(table: FactsTable) -> list[tuple[int, int, str]]:
     """New photos against every photo, a block of rows at a time: whole-image hashes
     (popcount of XORs) pick candidates, the crop-tolerant distance decides. A photo links
-    to at most MAX_GROUP others (ten thousand identical copies cost no hundred million links)."""
+    to at most MAX_GROUP others (ten thousand identical copies cost no hundred million links).
+
+    The block's distances are the only full-size work (about 3 ns a pair): candidates are
+    rare (unrelated photos lie 20-40 bits apart), so every other test runs on them alone.
+    A pair of two new photos is compared once, from its lower position."""
     new = np.nonzero(~table.culled)[0]
     signatures = table.signatures
     whole = np.ascontiguousarray(signatures[:, 0])
-    positions = np.arange(len(whole))
     camera_codes = _codes(table.cameras)
     timed_camera = (camera_codes >= 0) & ~np.isnan(table.taken_at)
     links = []
+    scratch = _Scratch()
     for start in range(0, len(new), QUERY_BLOCK):
         rows = new[start : start + QUERY_BLOCK]
-        close = np.bitwise_count(whole[rows][:, None] ^ whole[None, :]) <= CANDIDATE_DISTANCE
-        # each pair once: a pair of two new photos is found from its lower position
-        close &= ~(~table.culled[None, :] & (positions[None, :] <= rows[:, None]))
-        # a camera's own timed frames are the burst rule's to link
-        close &= ~(timed_camera[rows][:, None] & timed_camera[None, :] & (camera_codes[rows][:, None] == camera_codes[None, :]))
-        for r in np.nonzero(close.any(axis=1))[0]:
-            a = int(rows[r])
-            others = np.nonzero(close[r])[0]
-            kept = others[_crop_tolerant_distances(signatures[a], signatures[others]) <= DUPLICATE_DISTANCE][:MAX_GROUP]
-            links += [(min(a, int(b)), max(a, int(b)), DUPLICATE) for b in kept]
+        first = int(rows[0]) if table.culled[: rows[0]].all() else 0  # nothing culled before: only later positions
+        a, b = scratch.candidates(whole, rows, first)
+        keep = (a != b) & (table.culled[b] | (b > a))
+        keep &= ~(timed_camera[a] & timed_camera[b] & (camera_codes[a] == camera_codes[b]))  # the burst rule's
+        a, b = a[keep], b[keep]
+        if not len(a):
+            continue
+        close = _crop_tolerant(signatures[a], signatures[b])
+        a, b = a[close <= DUPLICATE_DISTANCE], b[close <= DUPLICATE_DISTANCE]
+        for one in np.unique(a):
+            links += [(int(min(one, other)), int(max(one, other)), DUPLICATE) for other in b[a == one][:MAX_GROUP]]
     return sorted(links)
+
+
+class _Scratch:
+    """Buffers reused block after block: a fresh 100 MB array per block costs more in page
+    faults than the distances themselves. Columns go COLUMN_BLOCK at a time, to stay in cache."""
+
+    COLUMN_BLOCK = 16_384
+
+    def __init__(self):
+        shape = (QUERY_BLOCK, self.COLUMN_BLOCK)
+        self.xor = np.empty(shape, np.uint64)
+        self.count = np.empty(shape, np.uint8)
+        self.close = np.empty(shape, bool)
+
+    def candidates(self, whole: np.ndarray, rows: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row position, column position) of pairs whose whole-image hashes are within
+        CANDIDATE_DISTANCE, over the columns from `first` on."""
+        queries = whole[rows][:, None]
+        found_a, found_b = [], []
+        for start in range(first, len(whole), self.COLUMN_BLOCK):
+            columns = whole[None, start : start + self.COLUMN_BLOCK]
+            n, w = len(rows), columns.shape[1]
+            xor, count, close = self.xor[:n, :w], self.count[:n, :w], self.close[:n, :w]
+            np.bitwise_xor(queries, columns, out=xor)
+            np.bitwise_count(xor, out=count)
+            np.less_equal(count, CANDIDATE_DISTANCE, out=close)
+            hits = np.flatnonzero(close)
+            found_a.append(rows[hits // w])
+            found_b.append(hits % w + start)
+        if not found_a:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(found_a), np.concatenate(found_b)
 
 
 def _codes(cameras: list[str | None]) -> np.ndarray:
@@ -97,9 +135,9 @@ def _codes(cameras: list[str | None]) -> np.ndarray:
     return np.fromiter((known.get(c, -1) if c is not None else -1 for c in cameras), np.int64, len(cameras))
 
 
-def _crop_tolerant_distances(one: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """distance_between(one, each of others), vectorised."""
-    return np.min([np.bitwise_count(one[i] ^ others[:, j]) for i, j in _CROP_PAIRS], axis=0)
+def _crop_tolerant(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """distance_between for rows of (whole, inner, core) hashes, pair by pair."""
+    return np.min([np.bitwise_count(a[:, i] ^ b[:, j]) for i, j in _CROP_PAIRS], axis=0)
 
 
 def distance_between(a: np.ndarray, b: np.ndarray) -> int:

@@ -104,7 +104,7 @@ def _reason(kind, members, pool, sharp, keeper, pixels, steps) -> str:
     elif len(sharp) < len(pool):
         parts.append(f"one of {len(sharp)} sharp {what} of {n}")
     elif not parts:
-        parts.append(f"{n} {what}, all as sharp")
+        parts.append(f"{n} {what}, equally sharp")
     better = [m for m in members if _finite(m.score) > _finite(keeper.score)]
     if keeper.score is None:
         parts.append("no score yet")

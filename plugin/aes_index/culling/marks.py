@@ -22,12 +22,12 @@ And before any of that, a person's own choice in a group wins the keeper
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import AesIndexError
 from ..library import inside_roots
-from ..ratings import NO_RATING, REJECTED, Action, decide
+from ..ratings import NO_RATING, REJECTED, decide
 from ..targets.protocol import Marks, Reading, Target
 from ..xmp import NO_PICK, PICK_ACCEPTED, PICK_REJECTED
 from .model import Group, Member
@@ -63,6 +63,10 @@ def decide_marks(
     that stood in the way, for the report). Pure: reads and writes nothing.
     """
     state, changes, kept = reading.cull, {}, []
+    rated = _persons_rating(reading, last.get("rating"), treat_as_unrated)
+    if marks.reject and rated is not None:  # a photo you rated is never rejected, in no field
+        kept.append({"field": "rating", "value": rated, "reason": f"rated {rated} by you: not rejected"})
+        marks = replace(marks, reject=False)
     if set(state.tags) != set(marks.tags):
         changes["tags"] = marks.tags
     pick, why = _decide_pick(state.pick, {last.get("pick"), state.marked_pick} - {None}, marks)
@@ -110,9 +114,7 @@ def _decide_reject(reading: Reading, last_rating, reject: bool, treat_as_unrated
     last = reading.ours if last_rating is None else last_rating
     if reject:
         decision = decide(current, last, REJECTED, False, treat_as_unrated)
-        if decision.write:
-            return REJECTED, ""
-        return _SAME, decision.reason if decision.action is Action.SKIP_MANUAL else ""
+        return (REJECTED, "") if decision.write else (_SAME, "")
     ours = current == REJECTED and (last == REJECTED or reading.cull.marked_reject)
     return (None, "") if ours else (_SAME, "")
 
@@ -120,15 +122,23 @@ def _decide_reject(reading: Reading, last_rating, reject: bool, treat_as_unrated
 # --------------------------------------------------------------------------- the plan
 
 
+def _persons_rating(reading: Reading, last_rating, treat_as_unrated=()) -> int | None:
+    """The rating at this place when a person set it (not ours by the journal or the
+    place's own markers, not one that counts as none); else None."""
+    rating = reading.value
+    ours_rating = reading.ours if last_rating is None else last_rating
+    if rating in (None, NO_RATING) or rating in treat_as_unrated or rating == ours_rating:
+        return None
+    return None if rating == REJECTED and reading.cull.marked_reject else rating
+
+
 def person_value(reading: Reading, last_rating, treat_as_unrated=()) -> int | None:
     """A choice a person made at this place, for keeper.with_person_choice: their rating
     (1..5, or -1 for a reject), else 5 for their pick label "accepted" (the strongest
     choice a person can make), -1 for "rejected"; None when everything there is ours."""
-    rating = reading.value
-    ours_rating = reading.ours if last_rating is None else last_rating
-    if rating not in (None, NO_RATING) and rating not in treat_as_unrated and rating != ours_rating:
-        if not (rating == REJECTED and reading.cull.marked_reject):
-            return rating
+    rated = _persons_rating(reading, last_rating, treat_as_unrated)
+    if rated is not None:
+        return rated
     pick = reading.cull.pick
     if pick in (PICK_ACCEPTED, PICK_REJECTED) and pick != reading.cull.marked_pick:
         return 5 if pick == PICK_ACCEPTED else REJECTED
