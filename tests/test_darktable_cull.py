@@ -9,7 +9,6 @@ itself what it shows: groups, leaders, tags, ratings.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from datetime import datetime, timedelta
@@ -17,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from aes_index import darktable
 from aes_index.cli import main
 from aes_index.culling.model import BLURRY, BURST, BY_US, OVEREXPOSED, Group, Member
 from aes_index.errors import ExitCode
 from aes_index.journal import UndoAction
-from aes_index.targets.darktable import CULL_TAGS, KEEPER_TAG, DtImage, Ours, plan_cull, plan_uncull
+from aes_index.targets.darktable import KEEPER_TAG, DtImage, Ours, plan_cull, plan_uncull
+from aes_index.xmp import write_sidecar
 from conftest import make_photo
-from test_darktable import PLUGIN, hex_lines, lua_temp_files, run_with_hard_timeout, unhex
+from test_darktable import PLUGIN, hex_lines, lua_temp_files, run_with_hard_timeout
 from test_readers import require_tool
 
 NOBODY = Ours(groups={}, tags={}, ratings={})
@@ -275,6 +274,9 @@ def make_shoot(folder: Path, photos: list[Path]) -> list[Path]:
         frame = camera.render(scenes[scene], camera.Shot(view=view, seed=i, **shot), long_side=1600)
         taken = camera.hundredths(start + timedelta(seconds=seconds))
         (folder / name).write_bytes(camera.jpeg_bytes(frame, exif=camera.exif_bytes(nikon, taken)))
+        # the sidecar darktable writes for a photo it imported: its library's rating, 1 star by
+        # default (here before the import, so `run_cull`, which reads sidecars, sees them for sure)
+        write_sidecar(folder / f"{name}.xmp", rating=1)
         paths.append(folder / name)
     return paths
 
@@ -324,10 +326,13 @@ local ok, err = pcall(function()
   aes.progress_listener = function(label, done) if done >= 2 then aes.cancel() end end
   report("cancelled", aes.cull(images))
   dump("cancelled")
-  aes.progress_listener = nil
-  aes.chunk_size = 5 -- two chunks of scoring, each a step of the job's progress
+  aes.chunk_size = 5 -- two chunks of scoring, each a step of the job's progress bar
+  aes.progress_listener = function(label, done, total, job)
+    emit("progress", label, tostring(done), tostring(total), string.format("%.2f", job.percent), tostring(job.valid))
+  end
 
   report("cull", aes.cull(images))
+  aes.progress_listener = nil
   dump("culled")
   report("again", aes.cull(images)) -- nothing left to do
   dump("again")
@@ -368,9 +373,12 @@ def results(lines: list[list[str]]) -> dict[str, dict]:
 
 @pytest.mark.external
 @pytest.mark.slow
-def test_cull_groups_a_burst_under_its_keeper_in_real_darktable_and_undo_puts_it_back(tmp_path, mate_photos, tiny_model):
+def test_cull_groups_a_burst_under_its_keeper_in_real_darktable_and_undo_puts_it_back(tmp_path, mate_photos, tiny_model, model_args):
     photos = make_shoot(tmp_path / "shoot 'q' $(x)", mate_photos)
     config, workdir, db = tmp_path / "config", tmp_path / "dt", tmp_path / "index.db"
+    # the photographer's library is indexed already: culling also reads its sidecars, where
+    # darktable's default 1 star must not count as a pick (darktable's ratings decide)
+    assert main(["rebuild", str(photos[0].parent), *model_args, "--workers", "0", "--db", str(db), "-q"]) == ExitCode.OK
     workdir.mkdir()
     assert main(["darktable", "install", "--config-dir", str(config)]) == ExitCode.OK  # no lua-scripts here
     (workdir / "photos.hex").write_text(hex_lines([str(p) for p in photos]))
@@ -388,6 +396,8 @@ def test_cull_groups_a_burst_under_its_keeper_in_real_darktable_and_undo_puts_it
 
     # cancelled after the first chunk of two: scored two photos, changed nothing in darktable
     assert done["cancelled"] == {"cancelled_after": 2} and seen["cancelled"] == before
+    # darktable's job bar after each chunk of scoring: 5 and 9 of 9 photos, scoring being 90 % of the work
+    assert [line[1:] for line in lines if line[0] == "progress"] == [["score", "5", "9", "0.50", "true"], ["score", "9", "9", "0.90", "true"]]
 
     culled = seen["culled"]
     assert {name: culled[name]["leader"] for name in ("A0.jpg", "A1.jpg", "A2.jpg")} == dict.fromkeys(("A0.jpg", "A1.jpg", "A2.jpg"), "A1.jpg")
@@ -421,21 +431,77 @@ def executable() -> str:
     return found
 
 
+KEEPERS = {"A1.jpg", "B2.jpg", "C0.jpg"}  # the sharp frames, but in B the person's 4 stars
+
+
 def index_tags(db: Path) -> dict[str, set[str]]:
-    """file name -> the tags the index's groups and flags call for: a group's keeper (B2 by
-    the person's 4 stars) gets aesthetic|keeper, even in a group left alone in darktable;
-    each flag its tag."""
-    from aes_index.culling.cull import load_flagged, load_groups
-    from aes_index.culling.keeper import with_person_choice
+    """file name -> the tags darktable should show: aesthetic|keeper on KEEPERS (C0 too: C is
+    left ungrouped, its keeper still tagged), and a tag for each flag the index holds."""
+    from aes_index.culling.cull import load_flagged
     from aes_index.store import Index
 
     with Index(db) as index:
-        head = index.active_head_id()
-        groups, flagged = load_groups(index, head), load_flagged(index, head)
-    tags = {name: set() for name in SHOOT}
-    for group in groups:
-        rated = {m.image_id: 4 for m in group.members if Path(m.path).name == PERSON_RATES}
-        tags[Path(with_person_choice(group, rated).keeper.path).name].add("aesthetic|keeper")
+        flagged = load_flagged(index, index.active_head_id())
+    tags = {name: {"aesthetic|keeper"} if name in KEEPERS else set() for name in SHOOT}
     for member in flagged:
         tags[Path(member.path).name] |= {f"aesthetic|{flag}" for flag in member.flags}
     return tags
+
+
+# --------------------------------------------------------------------------- the protocol, without darktable
+
+
+def request_images(photos: list[Path], state: dict[str, dict] | None = None) -> list[dict]:
+    """The shoot as the plugin describes it to cull: darktable id 100 + ref, each alone in its
+    group but C0, which a person grouped under S; B2 with a person's 4 stars; `state` overrides."""
+    ids = {p.name: 100 + ref for ref, p in enumerate(photos, start=1)}
+    entries = []
+    for ref, photo in enumerate(photos, start=1):
+        entry = {"ref": ref, "path": str(photo), "duplicate": 0, "rating": 4 if photo.name == PERSON_RATES else 1,
+                 "id": ids[photo.name], "group": ids[photo.name], "group_size": 1, "tags": []}
+        if photo.name in PERSON_GROUPS:
+            entry |= {"group": ids[PERSON_GROUPS[1]], "group_size": 2}
+        entries.append(entry | (state or {}).get(photo.name, {}))
+    return entries
+
+
+@pytest.mark.slow
+def test_the_cull_protocol_groups_journals_and_undoes(tmp_path, mate_photos, model_args, capsys):
+    from test_darktable import ask
+
+    photos = make_shoot(tmp_path / "shoot", mate_photos)
+    options = [*model_args, "--workers", "0", "--db", tmp_path / "index.db"]
+    names = {ref: p.name for ref, p in enumerate(photos, start=1)}
+    refs = {name: ref for ref, name in names.items()}
+    answer = ask(capsys, tmp_path, "cull", {"images": request_images(photos)}, *options, "--treat-as-unrated", "1")
+    leaders = {names[g["leader"]]: sorted(names[m] for m in g["members"]) for g in answer["groups"]}
+    assert leaders == {"A1.jpg": ["A0.jpg", "A1.jpg", "A2.jpg"], "B2.jpg": ["B0.jpg", "B1.jpg", "B2.jpg"]}
+    assert [sorted(names[m] for m in g["members"]) for g in answer["left_alone"]] == [["C0.jpg", "C1.jpg"]]
+    attached = {names[i["ref"]]: i["attach"] for i in answer["images"] if "attach" in i}
+    assert KEEPER_TAG in attached["A1.jpg"] and KEEPER_TAG in attached["B2.jpg"] and not any("rating" in i for i in answer["images"])
+
+    # the plugin groups and tags, and reports it; a report under another run is refused
+    grouped = [{"path": str(photos[refs[n] - 1]), "duplicate": 0, "old": 100 + refs[n], "new": 100 + refs[leader]}
+               for leader, members in leaders.items() for n in members if n != leader]
+    tagged = [{"path": str(photos[refs[n] - 1]), "duplicate": 0, "tag": tag, "old": 0, "new": 1} for n, tags in attached.items() for tag in tags]
+    recorded = ask(capsys, tmp_path, "applied", {"images": [], "run": answer["run"], "grouped": grouped, "tagged": tagged}, *options)
+    assert recorded["recorded"] == len(grouped) + len(tagged)
+
+    state = {n: {"group": 100 + refs[leader], "group_size": 3} for leader, members in leaders.items() for n in members}
+    for name, tags in attached.items():
+        state.setdefault(name, {})["tags"] = tags
+    again = ask(capsys, tmp_path, "cull", {"images": request_images(photos, state)}, *options, "--treat-as-unrated", "1")
+    assert len(again["groups"]) == 2 and not any("attach" in i or "detach" in i for i in again["images"])  # ours: redone as is
+
+    state["A2.jpg"] = {**state["A2.jpg"], "group": 100 + refs["A2.jpg"], "group_size": 1}  # a person took A2 out of the burst
+    state["A0.jpg"] = {**state["A0.jpg"], "group_size": 2}
+    state["A1.jpg"] = {**state["A1.jpg"], "group_size": 2}
+    undo = ask(capsys, tmp_path, "uncull", {"images": request_images(photos, state)}, *options)
+    ungroup = sorted(names[i["ref"]] for i in undo["images"] if i.get("ungroup"))
+    assert ungroup == ["A0.jpg", "B0.jpg", "B1.jpg"] and undo["kept"] == 1  # A2: the person's doing, kept
+    detach = {names[i["ref"]]: i["detach"] for i in undo["images"] if "detach" in i}
+    assert detach == attached
+    unculled = [{"path": str(photos[refs[n] - 1]), "duplicate": 0, "field": "group"} for n in ungroup]
+    unculled += [{"path": str(photos[refs[n] - 1]), "duplicate": 0, "field": "tag", "tag": t} for n, tags in detach.items() for t in tags]
+    assert ask(capsys, tmp_path, "applied", {"images": [], "unculled": unculled}, *options)["restored"] == len(unculled)
+    assert ask(capsys, tmp_path, "uncull", {"images": request_images(photos)}, *options) == {"version": 1, "images": [], "kept": 0}
