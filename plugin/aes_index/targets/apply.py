@@ -26,7 +26,7 @@ from ..ratings import Action, decide
 from ..store import Index
 from .protocol import ChangedSinceRead, Marks, Place, Target, UndoResult, Wanted
 
-RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "attribute-tags", "apply-culling", "digikam-cull")  # runs that hold the ratings turn
+RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "darktable-cull", "attribute-tags", "apply-culling", "digikam-cull")  # runs that hold the ratings turn
 UNSUPPORTED_TEXT = {
     "not-jpeg": "EXIF ratings go only into JPEG originals",
     "no-reject": "the target has no 'rejected' rating",
