@@ -228,8 +228,10 @@ def load_culling(index: Index, head_id: str) -> Culling:
     from the measures `rebuild` stores, so a library never culled may have flags already."""
     from .culling.cull import load_flagged, load_groups
 
-    culled = bool(index.culling.facts_table().culled.any())  # some photo was compared by a cull
-    return Culling(culled=culled, groups=load_groups(index, head_id), flagged=load_flagged(index, head_id))
+    facts = index.culling.member_facts(None, head_id)
+    groups = load_groups(index, head_id, facts=facts)
+    flagged = load_flagged(index, head_id, groups=groups, facts=facts)
+    return Culling(culled=index.culling.was_culled(), groups=groups, flagged=flagged)
 
 
 def written_stars(index: Index) -> dict[str, dict[str, int | None]]:
