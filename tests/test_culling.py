@@ -152,8 +152,10 @@ def test_an_image_too_small_to_judge_has_no_sharpness_and_is_not_flagged():
 def test_clipping_counts_white_and_black_pixels():
     image = Image.new("RGB", (100, 100), (128, 128, 128))
     image.paste((255, 255, 255), (0, 0, 100, 20))
+    image.paste((255, 252, 40), (0, 20, 100, 30))  # an overexposed yellow: two channels clipped
+    image.paste((255, 30, 30), (0, 30, 100, 40))  # a saturated red: not clipped
     image.paste((0, 0, 0), (0, 90, 100, 100))
-    assert capture.clipping(image) == pytest.approx((0.2, 0.1))
+    assert capture.clipping(image) == pytest.approx((0.3, 0.1))
 
 
 # --- groups through the CLI -------------------------------------------------------------
@@ -361,3 +363,4 @@ def test_a_persons_choice_wins_and_a_reject_never_keeps():
     theirs = keeper.with_person_choice(ours, {2: 3, 3: -1})
     assert theirs.keeper_id == 2 and theirs.chosen_by == BY_YOU and theirs.reason == "your pick (3 stars)"
     assert keeper.with_person_choice(ours, {1: -1}).keeper_id == 1  # only a reject: our pick stands
+    assert keeper.with_person_choice(ours, {2: 1, 3: 1}).keeper_id == 1  # darktable's import default is no choice

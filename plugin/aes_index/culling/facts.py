@@ -36,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 from PIL import Image
 
-FACTS_VERSION = 1  # bump when a measure changes: older rows are measured again by rebuild
+FACTS_VERSION = 2  # bump when a measure changes: older rows are measured again by rebuild
 
 # EXIF tags (Exif 2.32, CIPA DC-008), in IFD0 and the Exif IFD.
 _MAKE, _MODEL, _EXIF_IFD = 0x010F, 0x0110, 0x8769
@@ -253,10 +253,16 @@ def _tile_sums(values: np.ndarray) -> np.ndarray:
 
 
 def clipping(image: Image.Image) -> tuple[float, float]:
-    """(share of pixels at white, share at black) by luminance."""
-    luma = np.asarray(image.convert("L"))
-    total = max(1, luma.size)
-    return float((luma >= WHITE).sum()) / total, float((luma <= BLACK).sum()) / total
+    """(share of pixels clipped at white, share at black).
+
+    White: two channels or more at WHITE. Luminance alone misses an overexposed flower
+    (its yellow clips red and green while blue holds the luminance below white); one
+    channel alone would take every saturated red for a clipped one."""
+    rgb = np.asarray(image.convert("RGB"))
+    total = max(1, rgb.shape[0] * rgb.shape[1])
+    white = ((rgb >= WHITE).sum(axis=2) >= 2).sum()
+    black = (np.asarray(image.convert("L")) <= BLACK).sum()
+    return float(white) / total, float(black) / total
 
 
 def signatures(image: Image.Image) -> tuple[int, int, int]:

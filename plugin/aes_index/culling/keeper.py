@@ -1,8 +1,8 @@
 """The keeper of each group, the rule in one place, and the flags of technical failures.
 
 The rule, for a burst (frames of one moment):
-  1. A person's choice wins: the frame a person rated highest (or picked) in the group is
-     the keeper; frames a person rejected never are.
+  1. A person's choice wins: the frame a person rated highest (2 stars or more) or picked
+     in the group is the keeper; frames a person rejected never are.
   2. Frames with clipped exposure step aside, unless every frame has it.
   3. Of the rest, the sharp ones: within SHARP_MARGIN of the sharpest. A frame that lost
      its detail to a missed focus or a shake does not keep, however it scores.
@@ -34,6 +34,7 @@ BLUR_MARGIN = 0.05  # further than this below the group's sharpest: blurred
 BLURRY_BELOW = 0.38
 OVEREXPOSED_ABOVE = 0.10  # share of pixels clipped at white
 UNDEREXPOSED_ABOVE = 0.30  # share of pixels clipped at black (a night scene has deep shadows)
+LEAST_PICK = 2  # a person's rating that makes a keeper (see with_person_choice)
 BIGGEST_SHARE = 0.9  # duplicates: copies with at least this share of the biggest one's pixels count as originals
 
 
@@ -66,10 +67,12 @@ def decide(group_id: int, kind: str, members: Sequence[Member], pixels: Mapping[
 
 
 def with_person_choice(group: Group, person: Mapping[int, int | None]) -> Group:
-    """The group with a person's choice as keeper, when a person rated or picked any of
-    its photos (`person`: image id -> the rating or pick a person set, not ours; -1 is a
-    reject). Unchanged when no person chose."""
-    chosen = {i: v for i, v in person.items() if v is not None and v > 0 and any(m.image_id == i for m in group.members)}
+    """The group with a person's choice as keeper, when a person rated any of its photos
+    LEAST_PICK stars or more, or picked one (`person`: image id -> the rating or pick a
+    person set, not ours; a pick label "accepted" counts as 5, -1 is a reject). Unchanged
+    when no person chose. One star is no choice: darktable gives it to every imported
+    photo (and writes it into every sidecar), and where a person gives it, it means "weak"."""
+    chosen = {i: v for i, v in person.items() if v is not None and v >= LEAST_PICK and any(m.image_id == i for m in group.members)}
     if not chosen:
         return group
     best = max(group.members, key=lambda m: (chosen.get(m.image_id, -math.inf), _finite(m.score), -m.image_id))
