@@ -148,8 +148,9 @@ def test_a_rating_a_person_set_is_never_overridden_by_a_reject(culled, capsys):
     # burst_2 is the keeper now: the person's choice in the group wins
     assert sidecar(culled, "burst_2.jpg").pick == 3 and sidecar(culled, SHARP).pick is None
     assert "keeper" in sidecar(culled, "burst_2.jpg").tags
-    # without --treat-as-unrated 1, darktable's import rating 1 counts as a person's
-    assert sidecar(culled, "bright.jpg").rating == 1
+    # without --treat-as-unrated 1, darktable's import rating 1 counts as a person's: no reject
+    assert (sidecar(culled, "bright.jpg").rating, sidecar(culled, "bright.jpg").pick) == (1, None)
+    assert sidecar(culled, "burst_0.jpg").pick == 1  # a blurred frame nobody rated is rejected
     kept = {(Path(item["path"]).name, item["field"]) for item in report["kept_yours"]}
     assert ("bright.jpg.xmp", "rating") in kept
 
@@ -157,7 +158,7 @@ def test_a_rating_a_person_set_is_never_overridden_by_a_reject(culled, capsys):
 def test_a_pick_label_a_person_set_wins_the_keeper_and_stays(culled, capsys):
     write_sidecar(culled["root"] / "burst_3.jpg.xmp", pick=3)  # a person accepted a blurred frame in digiKam
     write_sidecar(culled["root"] / "bright.jpg.xmp", pick=2)  # and marked another "pending"
-    _, report = apply_culling(capsys, culled, "--reject")
+    _, report = apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
     assert sidecar(culled, "burst_3.jpg").pick == 3 and sidecar(culled, "burst_3.jpg").marks is None  # theirs, unmarked
     assert "keeper" in sidecar(culled, "burst_3.jpg").tags
     assert sidecar(culled, SHARP).pick is None and sidecar(culled, SHARP).tags == ()
@@ -215,7 +216,7 @@ def test_our_culling_tags_and_star_tags_live_side_by_side(culled, capsys, model_
 
 def test_a_dry_run_writes_nothing_and_records_no_run(culled, capsys):
     before = snapshot_files(culled["root"])
-    _, report = apply_culling(capsys, culled, "--dry-run", "--reject")
+    _, report = apply_culling(capsys, culled, "--dry-run", "--reject", "--treat-as-unrated", "1")
     assert report["run_id"] is None and report["written"]["pick"] == 5
     assert snapshot_files(culled["root"]) == before
 
@@ -307,13 +308,17 @@ def test_digikam_cull_groups_the_burst_under_its_keeper_as_digikam_does(in_digik
 
 
 def test_digikam_rejects_with_the_pick_label_only_when_asked(in_digikam, capsys):
-    digikam_cull(capsys, in_digikam, "--reject")
+    with sqlite3.connect(in_digikam["db"]) as conn:  # a person rated the overexposed photo 3 stars in digiKam
+        conn.execute("UPDATE ImageInformation SET rating = 3 WHERE imageid = (SELECT id FROM Images WHERE name = 'bright.jpg')")
+    report = digikam_cull(capsys, in_digikam, "--reject")
     tags = tags_in(in_digikam["db"])
-    for name in (*BLURRED, "bright.jpg"):
+    for name in BLURRED:
         assert REJECTED in tags[name], name
     assert REJECTED not in tags[SHARP]
-    with sqlite3.connect(in_digikam["db"]) as conn:  # its rating has no reject: left as it was
-        assert {row[0] for row in conn.execute("SELECT rating FROM ImageInformation")} == {-1}
+    assert REJECTED not in tags["bright.jpg"]  # a photo you rated is never rejected
+    assert {(Path(item["path"]).name, item["field"]) for item in report["kept_yours"]} == {(f"digikam4.db#{ids(in_digikam['db'])['bright.jpg']}", "rating")}
+    with sqlite3.connect(in_digikam["db"]) as conn:  # its rating has no reject: ratings left as they were
+        assert sorted({row[0] for row in conn.execute("SELECT rating FROM ImageInformation")}) == [-1, 3]
 
 
 def test_digikam_keeps_a_persons_pick_label_and_their_choice_wins_the_keeper(in_digikam, capsys):
