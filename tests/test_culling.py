@@ -362,5 +362,7 @@ def test_a_persons_choice_wins_and_a_reject_never_keeps():
     ours = keeper.decide(1, BURST, [member(1, 0.9, 0.80), member(2, 0.1, 0.50), member(3, 0.2, 0.60)])
     theirs = keeper.with_person_choice(ours, {2: 3, 3: -1})
     assert theirs.keeper_id == 2 and theirs.chosen_by == BY_YOU and theirs.reason == "your pick (3 stars)"
-    assert keeper.with_person_choice(ours, {1: -1}).keeper_id == 1  # only a reject: our pick stands
+    rejected = keeper.with_person_choice(ours, {1: -1})  # they rejected our keeper: the next best of theirs
+    assert rejected.keeper_id == 3 and rejected.chosen_by == BY_US and rejected.reason.endswith("1 you rejected set aside")
+    assert keeper.with_person_choice(ours, {2: -1}).keeper_id == 1  # a reject elsewhere changes nothing
     assert keeper.with_person_choice(ours, {2: 1, 3: 1}).keeper_id == 1  # darktable's import default is no choice

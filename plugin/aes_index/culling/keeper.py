@@ -74,11 +74,23 @@ def with_person_choice(group: Group, person: Mapping[int, int | None]) -> Group:
     photo (and writes it into every sidecar), and where a person gives it, it means "weak"."""
     chosen = {i: v for i, v in person.items() if v is not None and v >= LEAST_PICK and any(m.image_id == i for m in group.members)}
     if not chosen:
-        return group
+        return _without_rejected(group, {i for i, v in person.items() if v is not None and v < 0})
     best = max(group.members, key=lambda m: (chosen.get(m.image_id, -math.inf), _finite(m.score), -m.image_id))
     stars = chosen[best.image_id]
     reason = f"your pick ({stars} star{'s' if stars != 1 else ''})"
     return _with_keeper(group.id, group.kind, list(group.members), best, reason, BY_YOU)
+
+
+def _without_rejected(group: Group, rejected: set[int]) -> Group:
+    """Our pick again among the photos a person did not reject, when they rejected ours."""
+    if group.keeper_id not in rejected:
+        return group
+    remaining = [m for m in group.members if m.image_id not in rejected]
+    if not remaining:
+        return group  # they rejected every frame: our pick stays, it is only advice
+    best, reason = _our_pick(group.kind, remaining, {})
+    reason += f", {len(group.members) - len(remaining)} you rejected set aside"
+    return _with_keeper(group.id, group.kind, list(group.members), best, reason, BY_US)
 
 
 def _our_pick(kind: str, members: list[Member], pixels: Mapping[int, int]) -> tuple[Member, str]:
