@@ -366,3 +366,26 @@ def test_a_persons_choice_wins_and_a_reject_never_keeps():
     assert rejected.keeper_id == 3 and rejected.chosen_by == BY_US and rejected.reason.endswith("1 you rejected set aside")
     assert keeper.with_person_choice(ours, {2: -1}).keeper_id == 1  # a reject elsewhere changes nothing
     assert keeper.with_person_choice(ours, {2: 1, 3: 1}).keeper_id == 1  # darktable's import default is no choice
+
+
+@pytest.mark.parametrize(("second_time", "grouped"), [(None, True), (1e9, True), (1e9 + 0.5, True), (1e9 + 3 * 86400, False)])
+def test_two_timed_photos_are_copies_only_when_their_times_agree(tmp_path, second_time, grouped):
+    """An export keeps its capture time or loses it: the same view shot days later by
+    another camera is another photograph, however alike."""
+    from aes_index.culling.cull import load_groups, run_cull
+    from aes_index.culling.facts import CaptureFacts
+
+    whole, inner, core = capture.signatures(scene(7))
+    with Index(tmp_path / "index.sqlite") as index:
+        with index.transaction():
+            ids = [index.add_image(f"/nowhere/{k}.jpg", 1, 1, f"fp{k}") for k in range(2)]
+            index.mark_ok(ids)
+            index.culling.put_facts(ids, [
+                CaptureFacts(taken_at=t, camera=camera, sharpness=0.7, clipped_highlights=0.0, clipped_shadows=0.0,
+                             signature=whole, signature_inner=inner, signature_core=core)
+                for t, camera in ((1e9, "Nikon Z6"), (second_time, "Fujifilm X-T4"))
+            ])
+        run_cull(index)
+        found = load_groups(index)
+    assert bool(found) == grouped
+    assert all(g.kind == DUPLICATE for g in found)

@@ -5,10 +5,13 @@ Two photos are linked when
     most BURST_GAP_SECONDS apart, and they look alike (signatures within BURST_DISTANCE
     bits). Frames are taken in the camera's time order: a burst is a chain of frames.
   * duplicate: they look the same (signatures within DUPLICATE_DISTANCE bits): the
-    same picture re-encoded, resized, lightly cropped or edited, copied elsewhere. A
-    camera's own frames with known times are linked only as bursts: a static scene shot
-    twice an hour apart is two photographs, and a time-lapse is not one pile of copies.
-    An export that kept its EXIF (same camera, same capture time) is a duplicate.
+    same picture re-encoded, resized, lightly cropped or edited, copied elsewhere. A copy
+    keeps its capture time or loses it, so two photos that both have a time are copies
+    only when the times agree: a static scene shot twice an hour apart is two photographs,
+    a time-lapse is not one pile of copies, and a crop of the same view shot days later
+    by another camera is another photograph. A camera's own frames with known times are
+    linked only as bursts; an export that kept its EXIF (same camera, same capture time)
+    is a duplicate.
 Groups are the linked sets. A group holds at most MAX_GROUP photos: a longer chain (a
 time-lapse faster than the gap) becomes consecutive groups of MAX_GROUP frames.
 
@@ -67,34 +70,76 @@ def _burst_links(table: FactsTable) -> list[tuple[int, int, str]]:
 
 
 def _duplicate_links(table: FactsTable) -> list[tuple[int, int, str]]:
-    """New photos against every photo, a block of rows at a time: whole-image hashes
-    (popcount of XORs) pick candidates, the crop-tolerant distance decides. A photo links
-    to at most MAX_GROUP others (ten thousand identical copies cost no hundred million links).
+    """New photos against the photos they may be copies of: whole-image hashes (popcount
+    of XORs) pick candidates, the crop-tolerant distance decides. A photo links to at most
+    MAX_GROUP others (ten thousand identical copies cost no hundred million links).
 
-    The block's distances are the only full-size work (about 3 ns a pair): candidates are
-    rare (unrelated photos lie 20-40 bits apart), so every other test runs on them alone.
-    A pair of two new photos is compared once, from its lower position."""
+    A copy keeps its capture time or loses it: two photos that both have one are copies
+    only if the times agree (within SAME_SHOT_SECONDS). So a timed photo is compared with
+    the untimed ones and with those taken at its time, and only an untimed one with all:
+    in a library of camera files that is a small part of all pairs. The distances of a
+    block are the only full-size work (about 3 ns a pair); every other test runs on the
+    few candidates. Each pair is compared once."""
     new = np.nonzero(~table.culled)[0]
-    signatures = table.signatures
-    whole = np.ascontiguousarray(signatures[:, 0])
+    timed = ~np.isnan(table.taken_at)
+    untimed_positions = np.nonzero(~timed)[0]
+    whole = np.ascontiguousarray(table.signatures[:, 0])
+    scratch = _Scratch()
+    pairs = []
+    for rows in _blocks(new[~timed[new]]):  # untimed: against every photo
+        pairs.append(scratch.candidates(whole, rows, np.arange(len(whole))))
+    for rows in _blocks(new[timed[new]]):  # timed: against the untimed ones already culled...
+        a, b = scratch.candidates(whole, rows, untimed_positions)
+        pairs.append((a[table.culled[b]], b[table.culled[b]]))  # (new untimed ones found these from their side)
+    pairs.append(_same_time_pairs(table, new[timed[new]]))  # ...and those taken at the same time
+    a = np.concatenate([p[0] for p in pairs]) if pairs else np.empty(0, np.int64)
+    b = np.concatenate([p[1] for p in pairs]) if pairs else np.empty(0, np.int64)
+    return _confirmed(table, a, b)
+
+
+SAME_SHOT_SECONDS = 1.0  # capture times this close are one moment (sub-seconds get lost in exports)
+
+
+def _blocks(rows: np.ndarray):
+    for start in range(0, len(rows), QUERY_BLOCK):
+        yield rows[start : start + QUERY_BLOCK]
+
+
+def _same_time_pairs(table: FactsTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, other) for each timed photo taken within SAME_SHOT_SECONDS of a new timed one."""
+    timed_positions = np.nonzero(~np.isnan(table.taken_at))[0]
+    order = timed_positions[np.argsort(table.taken_at[timed_positions], kind="stable")]
+    times = table.taken_at[order]
+    found_a, found_b = [], []
+    for row in rows:
+        low = np.searchsorted(times, table.taken_at[row] - SAME_SHOT_SECONDS, "left")
+        high = np.searchsorted(times, table.taken_at[row] + SAME_SHOT_SECONDS, "right")
+        others = order[low:high]
+        found_a.append(np.full(len(others), row))
+        found_b.append(others)
+    if not found_a:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64)
+
+
+def _confirmed(table: FactsTable, a: np.ndarray, b: np.ndarray) -> list[tuple[int, int, str]]:
+    """Candidate pairs -> duplicate links: each pair once, not a camera's own timed frames
+    (the burst rule's), within DUPLICATE_DISTANCE crop-tolerantly, MAX_GROUP a photo."""
     camera_codes = _codes(table.cameras)
     timed_camera = (camera_codes >= 0) & ~np.isnan(table.taken_at)
-    links = []
-    scratch = _Scratch()
-    for start in range(0, len(new), QUERY_BLOCK):
-        rows = new[start : start + QUERY_BLOCK]
-        first = int(rows[0]) if table.culled[: rows[0]].all() else 0  # nothing culled before: only later positions
-        a, b = scratch.candidates(whole, rows, first)
-        keep = (a != b) & (table.culled[b] | (b > a))
-        keep &= ~(timed_camera[a] & timed_camera[b] & (camera_codes[a] == camera_codes[b]))  # the burst rule's
-        a, b = a[keep], b[keep]
-        if not len(a):
-            continue
-        close = _crop_tolerant(signatures[a], signatures[b])
-        a, b = a[close <= DUPLICATE_DISTANCE], b[close <= DUPLICATE_DISTANCE]
-        for one in np.unique(a):
-            links += [(int(min(one, other)), int(max(one, other)), DUPLICATE) for other in b[a == one][:MAX_GROUP]]
-    return sorted(links)
+    keep = a != b  # a pair found from both sides is made one by np.unique below
+    keep &= ~(timed_camera[a] & timed_camera[b] & (camera_codes[a] == camera_codes[b]))
+    a, b = a[keep], b[keep]
+    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0) if len(a) else np.empty((0, 2), np.int64)
+    if not len(pairs):
+        return []
+    close = _crop_tolerant(table.signatures[pairs[:, 0]], table.signatures[pairs[:, 1]]) <= DUPLICATE_DISTANCE
+    links, per_photo = [], {}
+    for x, y in pairs[close].tolist():
+        if per_photo.get(x, 0) < MAX_GROUP:
+            per_photo[x] = per_photo.get(x, 0) + 1
+            links.append((x, y, DUPLICATE))
+    return links
 
 
 class _Scratch:
@@ -109,24 +154,24 @@ class _Scratch:
         self.count = np.empty(shape, np.uint8)
         self.close = np.empty(shape, bool)
 
-    def candidates(self, whole: np.ndarray, rows: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, whole: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row position, column position) of pairs whose whole-image hashes are within
-        CANDIDATE_DISTANCE, over the columns from `first` on."""
+        CANDIDATE_DISTANCE, `rows` against the positions `columns`."""
         queries = whole[rows][:, None]
         found_a, found_b = [], []
-        for start in range(first, len(whole), self.COLUMN_BLOCK):
-            columns = whole[None, start : start + self.COLUMN_BLOCK]
-            n, w = len(rows), columns.shape[1]
+        for start in range(0, len(columns), self.COLUMN_BLOCK):
+            positions = columns[start : start + self.COLUMN_BLOCK]
+            n, w = len(rows), len(positions)
             xor, count, close = self.xor[:n, :w], self.count[:n, :w], self.close[:n, :w]
-            np.bitwise_xor(queries, columns, out=xor)
+            np.bitwise_xor(queries, whole[None, positions], out=xor)
             np.bitwise_count(xor, out=count)
             np.less_equal(count, CANDIDATE_DISTANCE, out=close)
             hits = np.flatnonzero(close)
             found_a.append(rows[hits // w])
-            found_b.append(hits % w + start)
+            found_b.append(positions[hits % w])
         if not found_a:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        return np.concatenate(found_a), np.concatenate(found_b)
+        return np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64)
 
 
 def _codes(cameras: list[str | None]) -> np.ndarray:
