@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image, ImageFilter
 
 from aes_index.culling import facts as capture
 from aes_index.culling import grouping, keeper
+from aes_index.culling.keeper import UNDEREXPOSED_ABOVE as UNDEREXPOSED_SHARE
 from aes_index.culling.model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, Member
 from aes_index.store import Index
 from conftest import HARBOUR, run_cli
@@ -114,13 +116,13 @@ def test_a_corrupt_capture_time_is_no_time_and_says_why(text):
 
 def test_sharpness_falls_with_blur_and_not_with_exposure():
     base = scene(3)
-    sharp = capture.sharpness(np.asarray(base.convert("L"), np.float32))
+    sharp = capture.sharpness(base.convert("L"))
     for radius in (1.5, 3, 6):
-        blurred = capture.sharpness(np.asarray(base.filter(ImageFilter.GaussianBlur(radius)).convert("L"), np.float32))
+        blurred = capture.sharpness(base.filter(ImageFilter.GaussianBlur(radius)).convert("L"))
         assert blurred < sharp - 0.05, radius
     # Two thirds of a stop darker: quantisation adds a little fine variation, never as much as a blur takes
-    darker = capture.sharpness(np.asarray(base.point(lambda v: v * 0.6).convert("L"), np.float32))
-    softest_blur = capture.sharpness(np.asarray(base.filter(ImageFilter.GaussianBlur(1.5)).convert("L"), np.float32))
+    darker = capture.sharpness(base.point(lambda v: v * 0.6).convert("L"))
+    softest_blur = capture.sharpness(base.filter(ImageFilter.GaussianBlur(1.5)).convert("L"))
     assert darker == pytest.approx(sharp, abs=0.06) and darker > softest_blur + 0.1
 
 
@@ -144,9 +146,32 @@ def test_the_signature_survives_reencoding_resizing_and_a_light_crop_but_not_ano
 
 
 def test_an_image_too_small_to_judge_has_no_sharpness_and_is_not_flagged():
-    tiny = np.asarray(scene(2, (48, 32)).convert("L"), np.float32)
+    tiny = scene(2, (48, 32)).convert("L")
     assert capture.sharpness(tiny) is None
     assert keeper.flags_of(Member(1, "/p/1.jpg", 0.5, None, 0.0, 0.0, None)) == ()
+
+
+def test_a_frame_stops_under_is_underexposed_though_nothing_clips_at_black():
+    base = scene(3)
+    dark = base.point(lambda v: v / 16)  # four stops under: the brightest pixels are a sixteenth of white
+    assert capture.clipping(dark)[1] < UNDEREXPOSED_SHARE
+    flags = keeper.flags_of(Member(1, "/p.jpg", None, 0.7, 0.0, capture.clipping(dark)[1], None, brightest=capture.brightest(dark)))
+    assert flags == ("underexposed",)
+    assert keeper.flags_of(Member(2, "/q.jpg", None, 0.7, 0.0, 0.0, None, brightest=capture.brightest(base))) == ()
+
+
+def test_only_full_size_photos_are_called_blurry_on_their_own_and_copies_are_not_compared():
+    soft = Member(1, "/web.jpg", None, 0.30, 0.0, 0.0, None, short_side=640)
+    assert keeper.flags_of(soft) == () and keeper.flags_of(replace(soft, short_side=4000)) == (BLURRY,)
+    copies = keeper.decide(1, DUPLICATE, [member(1, 0.5, 0.80), replace(member(2, 0.6, 0.45), short_side=640)], {1: 24_000_000, 2: 400_000})
+    assert all(m.flags == () for m in copies.members) and copies.keeper_id == 1
+
+
+def test_a_clipped_frame_is_not_the_sharpness_reference_of_its_burst():
+    burst_ = [member(1, 0.5, 0.85, high=0.9), member(2, 0.4, 0.77), member(3, 0.6, 0.60)]
+    group = keeper.decide(1, BURST, burst_)
+    flags = {m.image_id: m.flags for m in group.members}
+    assert group.keeper_id == 2 and flags[2] == () and BLURRY in flags[3]
 
 
 def test_clipping_counts_white_and_black_pixels():

@@ -38,7 +38,7 @@ def create_tables(db: sqlite_utils.Database) -> None:
 
 
 def _sql_type(name: str) -> str:
-    if name in ("taken_at", "sharpness", "clipped_highlights", "clipped_shadows"):
+    if name in ("taken_at", "sharpness", "clipped_highlights", "clipped_shadows", "brightest"):
         return "REAL"
     if name in ("width", "height", "signature", "signature_inner", "signature_core", "version"):
         return "INTEGER"

@@ -127,7 +127,7 @@ def measures(grey: np.ndarray) -> dict[str, float]:
 
     lv = laplacian_var(grey)
     return {
-        "crete": sharpness(grey),  # aes-index's own measure (culling/facts.py), at this scale
+        "crete": sharpness(Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8))),  # aes-index's own measure, at this scale
         "laplacian_var": lv,
         "laplacian_var_norm": lv / max(1.0, float(grey.mean())) ** 2,
         "laplacian_ratio": lv / max(1e-6, laplacian_var(halved(grey))),

@@ -142,9 +142,11 @@ def _own_sidecar(photo: str, listings: dict) -> str | None:
 
 
 def _member(row: dict) -> Member:
+    sides = [side for side in (row["width"], row["height"]) if side]
     return Member(
         image_id=row["image_id"], path=row["path"], score=row["score"], sharpness=row["sharpness"],
         clipped_highlights=row["clipped_highlights"], clipped_shadows=row["clipped_shadows"], taken_at=row["taken_at_text"],
+        brightest=row["brightest"], short_side=min(sides) if sides else None,
     )
 
 
@@ -173,7 +175,7 @@ def load_groups(index: Index, head_id: str | None = None, under: Sequence[str] =
         members = [_member(facts[i]) for i in row.members if i in facts]
         if len(members) < 2 or (under and not any(inside_roots(m.path, under) for m in members)):
             continue
-        sharpest = max((m.sharpness for m in members if m.sharpness is not None), default=None)
+        sharpest = keeper.reference_sharpness(row.kind, members)
         flagged = [_with_flags(m, sharpest) for m in members]
         keeper_member = next((m for m in flagged if m.image_id == row.keeper_id), flagged[0])
         rest = sorted((m for m in flagged if m is not keeper_member), key=lambda m: (m.taken_at or "", m.path))

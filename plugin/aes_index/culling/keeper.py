@@ -10,9 +10,13 @@ The rule, for a burst (frames of one moment):
 For near-duplicates (one picture in several copies), the biggest copy comes first (a
 resized export is not the original), then the same steps 2-4.
 
-Flags (each photo, grouped or single): "blurry" when its sharpness is below BLURRY_BELOW,
-or, in a group, more than BLUR_MARGIN below the group's sharpest; "overexposed" /
-"underexposed" when that share of its pixels is clipped at white / black.
+Flags (each photo, grouped or single): "blurry" when, in a burst, its sharpness is more
+than BLUR_MARGIN below the sharpest well-exposed frame's, or, for a full-size photo
+(short side JUDGED_SIDE or more), below BLURRY_BELOW; "overexposed" when that share of its
+pixels is clipped at white; "underexposed" when that share is clipped at black, or when
+nothing in it comes near white (its brightest 1 % below DARKEST_BRIGHT). Copies in a
+duplicate set are not compared for sharpness: a re-encoded or resized copy measures
+softer than its original without being blurred.
 """
 
 from __future__ import annotations
@@ -34,24 +38,39 @@ BLUR_MARGIN = 0.05  # further than this below the group's sharpest: blurred
 BLURRY_BELOW = 0.38
 OVEREXPOSED_ABOVE = 0.10  # share of pixels clipped at white
 UNDEREXPOSED_ABOVE = 0.30  # share of pixels clipped at black (a night scene has deep shadows)
+DARKEST_BRIGHT = 0.25  # brightest 1 % darker than this: two stops or more under, throughout
+JUDGED_SIDE = 1000  # smaller files (web copies, thumbnails) are never called blurry on their own
 LEAST_PICK = 2  # a person's rating that makes a keeper (see with_person_choice)
 BIGGEST_SHARE = 0.9  # duplicates: copies with at least this share of the biggest one's pixels count as originals
 
 
 def flags_of(member: Member, sharpest: float | None = None) -> tuple[str, ...]:
-    """The technical failures of one photo; `sharpest`: its group's sharpest frame."""
+    """The technical failures of one photo; `sharpest`: its burst's sharpest well-exposed
+    frame (reference_sharpness), None for a single or a duplicate."""
     flags = []
     if member.sharpness is not None:
-        blurred = member.sharpness < BLURRY_BELOW
+        full_size = member.short_side is None or member.short_side >= JUDGED_SIDE
+        blurred = full_size and member.sharpness < BLURRY_BELOW
         if sharpest is not None:
             blurred = blurred or member.sharpness < sharpest - BLUR_MARGIN
         if blurred:
             flags.append(BLURRY)
     if (member.clipped_highlights or 0.0) > OVEREXPOSED_ABOVE:
         flags.append(OVEREXPOSED)
-    if (member.clipped_shadows or 0.0) > UNDEREXPOSED_ABOVE:
+    dark = member.brightest is not None and member.brightest < DARKEST_BRIGHT
+    if (member.clipped_shadows or 0.0) > UNDEREXPOSED_ABOVE or dark:
         flags.append(UNDEREXPOSED)
     return tuple(flags)
+
+
+def reference_sharpness(kind: str, members: Sequence[Member]) -> float | None:
+    """What a burst's frames are judged against: its sharpest frame that is not badly
+    exposed (a clipped frame measures sharp: its flat white hides the blur). None for
+    duplicates, whose copies differ in size and compression, not in focus."""
+    if kind != BURST:
+        return None
+    exposed = [m for m in members if not (set(flags_of(m)) & {OVEREXPOSED, UNDEREXPOSED})] or list(members)
+    return _max(m.sharpness for m in exposed)
 
 
 def badly_exposed(member: Member) -> bool:
@@ -60,7 +79,7 @@ def badly_exposed(member: Member) -> bool:
 
 def decide(group_id: int, kind: str, members: Sequence[Member], pixels: Mapping[int, int] | None = None) -> Group:
     """The group with its flags set and its keeper first, by our rule (steps 2-4)."""
-    sharpest = _max(m.sharpness for m in members)
+    sharpest = reference_sharpness(kind, members)
     flagged = [replace(m, flags=flags_of(m, sharpest)) for m in members]
     keeper, reason = _our_pick(kind, flagged, pixels or {})
     return _with_keeper(group_id, kind, flagged, keeper, reason, BY_US)

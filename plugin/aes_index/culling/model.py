@@ -23,6 +23,8 @@ class Member:
     clipped_shadows: float | None  # share of pixels at black, 0..1
     taken_at: str | None  # capture time, ISO 8601 (fraction and offset where the camera gave them)
     flags: tuple[str, ...] = ()  # among FLAGS
+    brightest: float | None = None  # luminance of its brightest 1 %, 0..1
+    short_side: int | None = None  # the file's short side in pixels (a web copy is small)
 
     def as_dict(self) -> dict:
         data = asdict(self)
