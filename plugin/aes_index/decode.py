@@ -48,11 +48,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.util import find_spec
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
-from aes_index.culling.facts import FactsProbe, exiv2_metadata
 from aes_index.errors import (
     CorruptImage,
     DecodeError,
@@ -62,6 +61,9 @@ from aes_index.errors import (
     Unreadable,
     UnsupportedFormat,
 )
+
+if TYPE_CHECKING:  # culling's probe imports numpy; decode stays cheap to import
+    from aes_index.culling.facts import FactsProbe
 
 RAW_EXTENSIONS: frozenset[str] = frozenset(
     {
@@ -335,7 +337,7 @@ def _embedded_previews(
         return
     attempts.recognised = True
     if probe is not None:  # the RAW's own metadata, before any preview's
-        probe.metadata(**exiv2_metadata(opened.image.exifData()))
+        probe.exiv2(opened.image.exifData())
     # A preview rarely carries its own orientation tag; it is then the RAW's.
     orientation = _exiv2_orientation(opened.image) or _libraw_orientation(path)
     for props in opened.previews_largest_first:

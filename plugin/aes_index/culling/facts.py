@@ -114,6 +114,10 @@ class FactsProbe:
             self.found.update(clipped_highlights=highlights, clipped_shadows=shadows, brightest=brightest(image),
                               signature=whole, signature_inner=inner, signature_core=core)
 
+    def exiv2(self, exif_data) -> None:
+        """Read capture facts from Exiv2's ExifData (a RAW's own metadata)."""
+        self.metadata(**exiv2_metadata(exif_data))
+
     def facts(self) -> CaptureFacts:
         return CaptureFacts(**self.found)
 
