@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .config import DB_FILENAME, Settings, load_settings, parse_workers
+from .config import DB_FILENAME, PRESET_NAMES, Settings, load_settings, parse_workers
 from .errors import ConfigError, ExitCode, IndexUnavailable, run_reporting_errors
 from .library import printable
 
@@ -25,7 +25,7 @@ log = logging.getLogger("aes_index")
 
 
 COMMON_DEFAULTS = {
-    "db": None, "model": None, "pretrained": None, "device": None, "dtype": None, "head": None,
+    "db": None, "model": None, "pretrained": None, "preset": None, "device": None, "dtype": None, "head": None,
     "batch_size": None, "workers": None, "config": None, "json": False, "quiet": False, "debug": False,
 }
 
@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--db", help=f"index database (default: {DB_FILENAME} in the library root, or found upwards from here)")
     group.add_argument("--model", help="open_clip model name or model-config JSON (default: the index's, else ViT-B-32)")
     group.add_argument("--pretrained", help="pretrained tag or local .safetensors/.pt checkpoint (default: the index's, else openai)")
+    group.add_argument("--preset", choices=PRESET_NAMES, help="fast (ViT-B-32/openai) | best (ViT-L-14/openai, LAION v2 head) | auto: best with a GPU, fast without (default for a new index; an indexed library keeps its backbone)")
     group.add_argument("--device", help="auto | cpu | cuda[:N] | mps")
     group.add_argument("--dtype", help="auto | fp32 | fp16 | bf16")
-    group.add_argument("--head", help="auto | zeroshot[:fixed|ensemble|context[:POS/NEG]] | head .safetensors file")
+    group.add_argument("--head", help="auto | zeroshot[:fixed|ensemble|context[:POS/NEG]] | a shipped head's name (laion-v1-vit-b-32, laion-v2-vit-l-14) | head .safetensors file")
     group.add_argument("--batch-size", type=int, help="images per model batch (default, or 0: by device)")
     group.add_argument("--workers", help="decode processes (default auto: cores - 1; 0 = inline)")
     group.add_argument("--config", type=Path, help="config file (default ~/.config/aes-index/config.toml)")
@@ -194,7 +195,7 @@ def _star_values(text: str) -> tuple[int, ...]:
 def settings_from(args: argparse.Namespace) -> Settings:
     workers = None if args.workers is None else parse_workers(args.workers, "--workers")
     overrides = {
-        "model": args.model, "pretrained": args.pretrained, "device": args.device, "dtype": args.dtype,
+        "model": args.model, "pretrained": args.pretrained, "preset": args.preset, "device": args.device, "dtype": args.dtype,
         "head": args.head, "batch_size": args.batch_size, "workers": workers, "db": args.db,
     }
     if getattr(args, "exclude", None):
@@ -639,6 +640,7 @@ def cmd_stats(args) -> int:
             "errors": index.error_counts(),
             "recent_errors": index.errors(limit=10),
             "backbones": [row["key"] for row in index.backbones()],
+            "active_backbone": index.active_backbone(),
             "heads": index.scored_heads(),
             "active_head": head_id,
             "scores": _distribution(values),
@@ -664,7 +666,8 @@ def stats_text(data: dict) -> str:
         lines.append("errors    " + ", ".join(f"{n} {code}" for code, n in sorted(data["errors"].items())))
         # messages start with the file's name; show the full path instead
         lines += [f"          {printable(e['path'])}: {printable(e['error'].split(': ', 1)[-1])}" for e in data["recent_errors"]]
-    lines.append(f"backbones {', '.join(data['backbones']) or '-'}")
+    active = data.get("active_backbone")
+    lines.append("backbones " + (", ".join(key + (" (active)" if key == active else "") for key in data["backbones"]) or "-"))
     lines.append(f"head      {data['active_head'] or '-'}")
     s = data["scores"]
     if s["count"]:

@@ -457,6 +457,12 @@ def head_named(spec: str) -> Head:
     return shipped
 
 
+def scale_in_index(index, head_id: str) -> Scale:
+    """The scale of a head whose scores the index holds, from the metadata it recorded."""
+    metadata = index.head_metadata(head_id)
+    return scale_of(metadata) if metadata else Scale("unknown (the index holds no description of this head)")
+
+
 def scored_head_id(index, spec: str | None = None) -> str:
     """Whose scores a command lists or rates: the head `spec` names (a head id the index
     lists, a zero-shot spec, a head file), else the head of the latest run that scored.
