@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -168,3 +170,182 @@ def test_shipped_heads_by_name_and_unknown_names(tmp_path, monkeypatch):
     heads.save_head(heads.Head({**own.metadata, "name": "mine"}, own.tensors), tmp_path / "laion-v1-vit-b-32")
     monkeypatch.chdir(tmp_path)
     assert resolve_head("laion-v1-vit-b-32", "ViT-B-32/openai", _never).name == "mine"
+
+
+# --- through the commands, on an index of ViT-L-14/openai's shape ------------------------
+
+N_PHOTOS = 12
+
+
+@pytest.fixture
+def l14_library(tmp_path):
+    """A library indexed with ViT-L-14/openai exactly as aes-index stores it: real photo
+    files, each one's pooled features (1024-d, float16) and the backbone's projection
+    (1024 x 768). The values are random (the weights can't be fetched here); what is tested
+    is what the commands do with them."""
+    from aes_index.backbone import BackboneInfo, PreprocessSpec
+    from aes_index.library import fingerprint
+    from aes_index.store import Index
+
+    from conftest import make_photo
+
+    root = tmp_path / "Photos"
+    paths = [make_photo(root / f"IMG_{i:03d}.jpg", seed=300 + i) for i in range(N_PHOTOS)]
+    rng = np.random.default_rng(17)
+    projection = (rng.normal(size=(1024, 768)) / 32).astype(np.float32)
+    pooled = rng.normal(size=(N_PHOTOS, 1024)).astype(np.float16)  # what the index can hold, exactly
+    norms = np.linalg.norm(pooled.astype(np.float32) @ projection, axis=1)
+    spec = PreprocessSpec(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+    info = BackboneInfo("ViT-L-14/openai", "ViT-L-14", "openai", 1024, 768, spec)
+    db = root / ".aes-index.db"
+    with Index(db) as index, index.transaction():
+        index.add_roots([str(root)])
+        backbone_id = index.ensure_backbone(info, projection)
+        ids = []
+        for path in paths:
+            stat = path.stat()
+            ids.append(index.add_image(str(path), stat.st_size, stat.st_mtime_ns, fingerprint(str(path))))
+        index.put_embeddings(backbone_id, ids, pooled, norms)
+        index.mark_ok(ids)
+    # what the published code computes: the projected embedding, divided by its norm, through the layer stack
+    embeddings = pooled.astype(np.float32) @ projection
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    with torch.no_grad():
+        expected = published_v2_stack().layers(torch.from_numpy(embeddings)).numpy()[:, 0]
+    return {"root": root, "db": db, "paths": [str(p) for p in paths], "expected": dict(zip(map(str, paths), expected))}
+
+
+def _cli(capsys, *argv):
+    from conftest import run_cli
+
+    return run_cli(capsys, *argv)
+
+
+@needs_upstream
+def test_rescore_of_a_vit_l_14_index_equals_the_published_stack(l14_library, capsys):
+    db, expected = l14_library["db"], l14_library["expected"]
+    code, out, err = _cli(capsys, "rescore", "--db", db, "--json")  # --head auto, the index's backbone
+    summary = json.loads(out)
+    assert code == 0 and summary["head"] == "laion-v2-vit-l-14" and summary["scored"] == N_PHOTOS, err
+    code, out, err = _cli(capsys, "top", "--db", db, "-n", 100, "--json")
+    listed = json.loads(out)
+    assert listed["head"] == "laion-v2-vit-l-14" and listed["scale"]["short"] == "1-10"
+    ours = {row["path"]: row["score"] for row in listed["photos"]}
+    assert set(ours) == set(expected)
+    assert max(abs(ours[p] - expected[p]) for p in ours) <= 1e-5
+    assert np.std(list(expected.values())) > 0.01
+
+
+@needs_upstream
+def test_scores_on_the_1_to_10_scale_flow_through_ratings_report_and_darktable(l14_library, capsys, tmp_path):
+    from aes_index import xmp
+    from aes_index.ratings import RatingPolicy, stars_for
+
+    db, expected = l14_library["db"], l14_library["expected"]
+    assert _cli(capsys, "rescore", "--db", db, "--json")[0] == 0
+    paths = sorted(expected, key=expected.get)
+    scores = np.array([expected[p] for p in paths])
+
+    code, out, err = _cli(capsys, "top", "--db", db, "-n", 3)  # the scale beside the list, stdout one photo a line
+    assert code == 0 and len(out.splitlines()) == 3 and "laion-v2-vit-l-14" in err and "1-10" in err
+
+    # threshold cut points are on the head's scale: these fall inside the scores' range
+    low, high = float(np.quantile(scores, 0.25)), float(np.quantile(scores, 0.75))
+    cuts = ",".join(f"{v:.3f}" for v in np.linspace(low, high, 4))
+    code, out, err = _cli(capsys, "apply-ratings", "--db", db, "--policy", "threshold", "--cuts", cuts, "--json")
+    assert code == 0, err
+    wanted = stars_for(scores, RatingPolicy.parse("threshold", cuts))
+    assert len(set(wanted.tolist())) >= 3  # the cuts split the library: the test can tell a wrong scale
+    for path, stars, score in zip(paths, wanted, scores):
+        info = xmp.read_sidecar(Path(path + ".xmp"))
+        assert info.rating == stars and abs(info.aes.score - score) < 1e-4, path  # the score as it is, 1-10
+
+    # cut points from another head's scale are refused, in one line, before anything is written
+    code, out, err = _cli(capsys, "apply-ratings", "--db", db, "--policy", "threshold", "--cuts", "0.01,0.02,0.03,0.04")
+    assert code == 2 and err.count("\n") == 1 and "not on the scale" in err and "1 to 10" in err
+
+    # percentile: unchanged, the library's own ranks
+    code, out, err = _cli(capsys, "apply-ratings", "--db", db, "--json")
+    assert code == 0, err
+    by_rank = stars_for(scores, RatingPolicy())
+    assert [xmp.read_sidecar(Path(p + ".xmp")).rating for p in paths] == by_rank.tolist()
+
+    # the gallery: scores as they are, and the scale said beside them
+    page = tmp_path / "gallery.html"
+    code, out, err = _cli(capsys, "report", "--db", db, "--out", page, "--json")
+    assert code == 0, err
+    from test_report import page_json
+
+    data = page_json(page)
+    assert data["head"] == "laion-v2-vit-l-14" and data["scale"]["short"] == "1-10" and "1-10" in data["scale"]["text"]
+    assert max(abs(row["score"] - expected[os.path.join(row_folder(data, row), row["name"])]) for row in data["photos"]) <= 1e-5
+    html = page.read_text()
+    assert "scores ${data.scale.short}" in html and '["Scale", data.scale.text]' in html
+
+    # darktable's plugin: its answer holds the same stars (the photos are unchanged: nothing decoded)
+    from test_darktable import ask, images
+
+    answer = ask(capsys, tmp_path, "rate", {"images": images(paths, [0] * len(paths))}, "--db", db)
+    assert answer["head"] == "laion-v2-vit-l-14"
+    assert {paths[item["ref"] - 1]: item["stars"] for item in answer["images"]} == dict(zip(paths, by_rank.tolist()))
+
+
+def row_folder(data: dict, row: dict) -> str:
+    return data["folders"][row["folder"]]["path"]
+
+
+# --- aes-train evaluate --------------------------------------------------------------------
+
+
+@needs_upstream
+def test_aes_train_evaluate_puts_the_shipped_laion_head_beside_table_1(tmp_path, capsys):
+    """One command: `aes-train evaluate --head shipped` on an AVA cache of ViT-L-14/openai.
+    The cache is AVA-shaped (random vectors of the backbone's sizes, labelled so the mean
+    rating rises with the published stack's score): SRCC 1 shows that what is evaluated is
+    the published head, through the cache, the split and aes-index's Head.predict."""
+    from aes_index.backbone import BackboneInfo, PreprocessSpec
+    from aes_train.cache import EmbeddingCache
+    from aes_train.cli import main as aes_train
+
+    n = 80
+    rng = np.random.default_rng(23)
+    projection = (rng.normal(size=(1024, 768)) / 32).astype(np.float32)
+    pooled = rng.normal(size=(n, 1024)).astype(np.float16)
+    embeddings = pooled.astype(np.float32) @ projection
+    norms = np.linalg.norm(embeddings, axis=1)
+    with torch.no_grad():
+        stack = published_v2_stack().layers(torch.from_numpy(embeddings / norms[:, None])).numpy()[:, 0]
+    spec = PreprocessSpec(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+    cache = EmbeddingCache(tmp_path / "cache")
+    cache.bind(BackboneInfo("ViT-L-14/openai", "ViT-L-14", "openai", 1024, 768, spec), projection)
+    ids = np.arange(1000, 1000 + n)
+    cache.append(ids, pooled, norms)
+    cache.flush()
+    # AVA.txt rows: index, id, votes for 1..10, two tags, challenge; 1000 votes split between
+    # two neighbouring scores give a mean that follows the stack's rank exactly
+    means = 2 + 6 * (np.argsort(np.argsort(stack)) + 0.5) / n
+    lines = []
+    for k, (image_id, mean) in enumerate(zip(ids, means)):
+        votes = [0] * 10
+        low = int(np.floor(mean))
+        votes[low - 1 + 1] = int(round((mean - low) * 1000))
+        votes[low - 1] = 1000 - votes[low]
+        lines.append(" ".join(map(str, [k + 1, image_id, *votes, 0, 0, 1])))
+    ava = tmp_path / "AVA.txt"
+    ava.write_text("\n".join(lines) + "\n")
+
+    argv = ["evaluate", "--ava", ava, "--cache", tmp_path / "cache", "--head", "shipped", "--test-fraction", "0.5"]
+    assert aes_train([str(a) for a in argv] + ["--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert set(measured) == {"laion-v2-vit-l-14"}  # the heads shipped for the cache's backbone
+    assert measured["laion-v2-vit-l-14"]["srcc"] > 0.999 and measured["laion-v2-vit-l-14"]["n"] == n // 2
+    assert aes_train([str(a) for a in argv]) == 0
+    table = capsys.readouterr().out
+    for row in ("laion-v2-vit-l-14 (test)", "published: laion-v2-vit-l-14", "0.665", "paper: ensemble", "0.539", "paper: fine-tuned"):
+        assert row in table
+    # by name, the same; a head for another backbone is refused in one line
+    by_name = [*map(str, argv[:-3]), "laion-v2-vit-l-14", "--test-fraction", "0.5", "--json"]
+    assert aes_train(by_name) == 0 and json.loads(capsys.readouterr().out) == measured
+    code = aes_train([*map(str, argv[:-3]), "laion-v1-vit-b-32", "--test-fraction", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 4 and "made for backbone ViT-B-32/openai" in err and err.count("\n") == 1

@@ -535,6 +535,8 @@ def _score_text(result) -> str:
 
 
 def cmd_top(args) -> int:
+    from .heads import scale_in_index
+
     if args.n < 1:
         raise ConfigError(f"-n takes how many photos to list, 1 or more, not {args.n}")
     settings = settings_from(args)
@@ -546,7 +548,12 @@ def cmd_top(args) -> int:
         else:
             head_id = _head_id_for_listing(index, settings)
         rows = index.scores(head_id, limit=args.n, worst=args.worst)
-    emit(args, {"head": head_id, "photos": rows}, lambda: "\n".join(f"{r['score']:8.4f}  {printable(r['path'])}" for r in rows) or "no scored photos")
+        scale = scale_in_index(index, head_id)
+    # stdout stays one photo a line (scripts read it); what the numbers mean goes to stderr
+    # with the other notices (hidden by -q; --json has it as "scale")
+    logging.getLogger("aes_index.notice").info("%s, %s first; scores: %s", head_id, "worst" if args.worst else "best", scale.text)
+    data = {"head": head_id, "scale": scale.as_dict(), "photos": rows}
+    emit(args, data, lambda: "\n".join(f"{r['score']:8.4f}  {printable(r['path'])}" for r in rows) or "no scored photos")
     return ExitCode.OK
 
 
@@ -629,6 +636,8 @@ def _head_id_for_listing(index, settings: Settings) -> str:
 def cmd_stats(args) -> int:
     import numpy as np
 
+    from .heads import scale_in_index
+
     settings = settings_from(args)
     with open_index(settings, read_only=True) as index:
         head_id = index.active_head_id()
@@ -643,6 +652,7 @@ def cmd_stats(args) -> int:
             "active_backbone": index.active_backbone(),
             "heads": index.scored_heads(),
             "active_head": head_id,
+            "scale": scale_in_index(index, head_id).as_dict() if head_id else None,
             "scores": _distribution(values),
             "last_run": index.last_run(),
         }
@@ -668,7 +678,7 @@ def stats_text(data: dict) -> str:
         lines += [f"          {printable(e['path'])}: {printable(e['error'].split(': ', 1)[-1])}" for e in data["recent_errors"]]
     active = data.get("active_backbone")
     lines.append("backbones " + (", ".join(key + (" (active)" if key == active else "") for key in data["backbones"]) or "-"))
-    lines.append(f"head      {data['active_head'] or '-'}")
+    lines.append(f"head      {data['active_head'] or '-'}" + (f" (scores {data['scale']['text']})" if data.get("scale") else ""))
     s = data["scores"]
     if s["count"]:
         lines.append(f"scores    {s['count']} scored; min {s['min']:.4f}, p10 {s['p10']:.4f}, median {s['median']:.4f}, p90 {s['p90']:.4f}, max {s['max']:.4f}")

@@ -421,7 +421,7 @@ def check_compatible(head: Head, backbone_key: str, pooled_dim: int, embed_dim: 
     if head.backbone != backbone_key:
         raise HeadError(
             f"head {head.name!r} was made for backbone {head.backbone}, but the index uses {backbone_key}; "
-            "pick a head for this backbone or change --model/--pretrained"
+            "pick a head for this backbone or change --model/--pretrained (or --preset)"
         )
     expected = pooled_dim if head.input_space == "pooled" else embed_dim
     dim = head.metadata.get("input_dim")
