@@ -237,7 +237,7 @@ def test_rescore_of_a_vit_l_14_index_equals_the_published_stack(l14_library, cap
 
 
 @needs_upstream
-def test_scores_on_the_1_to_10_scale_flow_through_ratings_report_and_darktable(l14_library, capsys, tmp_path):
+def test_scores_on_the_1_to_10_scale_flow_through_ratings_report_and_darktable(l14_library, capsys, caplog, tmp_path):
     from aes_index import xmp
     from aes_index.ratings import RatingPolicy, stars_for
 
@@ -246,8 +246,11 @@ def test_scores_on_the_1_to_10_scale_flow_through_ratings_report_and_darktable(l
     paths = sorted(expected, key=expected.get)
     scores = np.array([expected[p] for p in paths])
 
-    code, out, err = _cli(capsys, "top", "--db", db, "-n", 3)  # the scale beside the list, stdout one photo a line
-    assert code == 0 and len(out.splitlines()) == 3 and "laion-v2-vit-l-14" in err and "1-10" in err
+    # the scale beside the list: a notice on stderr (in-process, the log record), stdout one photo a line
+    with caplog.at_level("INFO", logger="aes_index.notice"):
+        code, out, err = _cli(capsys, "top", "--db", db, "-n", 3)
+    assert code == 0 and len(out.splitlines()) == 3
+    assert "laion-v2-vit-l-14, best first; scores: mean rating, about 1-10" in caplog.text
 
     # threshold cut points are on the head's scale: these fall inside the scores' range
     low, high = float(np.quantile(scores, 0.25)), float(np.quantile(scores, 0.75))
@@ -338,7 +341,7 @@ def test_aes_train_evaluate_puts_the_shipped_laion_head_beside_table_1(tmp_path,
     assert aes_train([str(a) for a in argv] + ["--json"]) == 0
     measured = json.loads(capsys.readouterr().out)
     assert set(measured) == {"laion-v2-vit-l-14"}  # the heads shipped for the cache's backbone
-    assert measured["laion-v2-vit-l-14"]["srcc"] > 0.999 and measured["laion-v2-vit-l-14"]["n"] == n // 2
+    assert measured["laion-v2-vit-l-14"]["srcc"] > 0.999 and n / 4 < measured["laion-v2-vit-l-14"]["n"] < 3 * n / 4  # a hashed split: about half
     assert aes_train([str(a) for a in argv]) == 0
     table = capsys.readouterr().out
     for row in ("laion-v2-vit-l-14 (test)", "published: laion-v2-vit-l-14", "0.665", "paper: ensemble", "0.539", "paper: fine-tuned"):
@@ -349,3 +352,15 @@ def test_aes_train_evaluate_puts_the_shipped_laion_head_beside_table_1(tmp_path,
     code = aes_train([*map(str, argv[:-3]), "laion-v1-vit-b-32", "--test-fraction", "0.5"])
     err = capsys.readouterr().err
     assert code == 4 and "made for backbone ViT-B-32/openai" in err and err.count("\n") == 1
+
+
+def test_doctor_says_which_head_auto_takes_and_why(capsys, tmp_path):
+    """Without weights (none can be fetched here) doctor fails the weights check, and still
+    says which scorer each preset's backbone gets, with the AVA figure and its source."""
+    code, out, err = _cli(capsys, "doctor", "--db", tmp_path / "none.db", "--preset", "fast", "--json")
+    head = {c["name"]: c for c in json.loads(out)["checks"]}["head"]
+    assert head["ok"] and head["head"] == "zeroshot-ensemble-outstanding-vs-horrible"
+    assert "0.539" in head["why"] and "Table 1" in head["why"] and "laion-v1-vit-b-32 (no published AVA figure)" in head["why"]
+    code, out, err = _cli(capsys, "doctor", "--db", tmp_path / "none.db", "--preset", "best")
+    line = next(l for l in out.splitlines() if "] head" in l)
+    assert "laion-v2-vit-l-14" in line and "0.665" in line and "pyiqa" in line and "scores 1-10" in line
