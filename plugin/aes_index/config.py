@@ -29,8 +29,8 @@ DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-32", "openai"
 # scorer on record for that backbone (heads.candidates): LAION v2 for ViT-L-14/openai, the
 # paper's zero-shot ensemble for ViT-B-32/openai. Measured costs: README "Presets".
 PRESETS = {
-    "fast": ("ViT-B-32", "openai"),  # ~4.4 GFLOP a photo: what a CPU affords
-    "best": ("ViT-L-14", "openai"),  # ~81 GFLOP a photo (18x): for a GPU
+    "fast": ("ViT-B-32", "openai"),  # what a CPU affords
+    "best": ("ViT-L-14", "openai"),  # about 18x fast's compute a photo (README, bench_presets.py): for a GPU
 }
 AUTO_PRESET = "auto"  # best where a GPU (CUDA or Apple's MPS) runs the model, else fast
 PRESET_NAMES = (*PRESETS, AUTO_PRESET)

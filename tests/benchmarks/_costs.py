@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 
 
-def model_cost(batch: int, seconds: float, model: str = "ViT-B-32") -> dict:
+def model_cost(batch: int, seconds: float, model: str = "ViT-B-32", warmup: int = 3) -> dict:
     import numpy as np
     import torch
 
@@ -30,7 +30,7 @@ def model_cost(batch: int, seconds: float, model: str = "ViT-B-32") -> dict:
     backbone = load_backbone(model, "random", "auto", "auto")
     batch = batch or (256 if backbone.device.type == "cuda" else 32)  # the pipeline's defaults
     pixels = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
-    for _ in range(3):
+    for _ in range(warmup):
         backbone.encode_pooled(pixels)  # oneDNN/cuDNN pick their kernels on first calls
     windows = [_throughput(backbone, pixels, seconds / 4) for _ in range(4)]
     rate, cpu_ms = sorted(windows)[len(windows) // 2]  # the median window: robust to a neighbour's burst
@@ -109,11 +109,12 @@ def main() -> None:
     model.add_argument("--batch", type=int, default=0)
     model.add_argument("--seconds", type=float, default=8.0)
     model.add_argument("--model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
+    model.add_argument("--warmup", type=int, default=3, help="batches run before measuring (default 3)")
     commands.add_parser("decode").add_argument("paths", nargs="+")
     commands.add_parser("gpu-decode").add_argument("paths", nargs="+")
     args = parser.parse_args()
     if args.command == "model":
-        result = model_cost(args.batch, args.seconds, args.model)
+        result = model_cost(args.batch, args.seconds, args.model, args.warmup)
     elif args.command == "decode":
         result = decode_cost(args.paths)
     else:
