@@ -20,7 +20,7 @@ and no activation: its published inference code has every ReLU commented out
 (simple_inference.py, class MLP, in the same repository), and the state dict's layer indices
 0, 2, 4, 6, 7 leave room for exactly one parameter-free module at 1, 3 and 5 (the
 Dropouts, identity at inference) and none between 6 and 7. A chain of affine maps is one
-affine map, so it folds (in float64) into a single 768 -> 1 linear head; tests/test_heads.py
+affine map, so it folds (in float64) into a single 768 -> 1 linear head; tests/test_shipped_heads.py
 checks the folded head against the original layer stack.
 """
 

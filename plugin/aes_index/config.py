@@ -30,7 +30,7 @@ DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-32", "openai"
 # paper's zero-shot ensemble for ViT-B-32/openai. Measured costs: README "Presets".
 PRESETS = {
     "fast": ("ViT-B-32", "openai"),  # what a CPU affords
-    "best": ("ViT-L-14", "openai"),  # about 18x fast's compute a photo (README, bench_presets.py): for a GPU
+    "best": ("ViT-L-14", "openai"),  # about 12x fast's CPU time a photo, measured (README, bench_presets.py): for a GPU
 }
 AUTO_PRESET = "auto"  # best where a GPU (CUDA or Apple's MPS) runs the model, else fast
 PRESET_NAMES = (*PRESETS, AUTO_PRESET)
