@@ -462,6 +462,9 @@ def test_details_show_score_percentile_stars_written_head_and_path(fresh_page, i
     assert details["Score"].startswith(str(top["score"])[:8])
     assert details["Stars written"] == "xmp: ★★★★★"
     assert float(details["Percentile"]) > 50 and details["Stars (policy)"].startswith("★")
+    # what the numbers mean: the head's scale, in the details and in the header
+    assert details["Scale"] == "cosine difference (zero-shot), -2 to 2"
+    assert f"head {head}, scores -2 to 2 ·" in fresh_page.evaluate("document.querySelector('#meta').textContent")
 
 
 # --------------------------------------------------------------------------- 50k photos

@@ -4,6 +4,7 @@ backbone an index was built with remembered."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import os
 import subprocess
 import sys
@@ -209,15 +210,31 @@ def test_the_chosen_backbone_is_named_on_stderr_unless_json(built):
     assert quiet.returncode == 0 and "using the index's backbone" not in quiet.stderr
 
 
-def test_several_backbones_and_none_named_is_refused(built, tiny_model, model_args, capsys):
+def test_several_backbones_and_none_named_use_the_active_one(built, tiny_model, model_args, capsys):
+    """A library indexed with two backbones (two presets) keeps both; commands that name
+    none use the active one, the backbone of the latest run that scored (the same run whose
+    head `top` shows). Only an index whose runs name no backbone still asks which."""
     root, db = built
     other = ["--model", tiny_model["config"], "--pretrained", tiny_model["pt"], "--device", "cpu", "--dtype", "fp32"]
-    code, _, err = run(capsys, "rebuild", root, "--db", db, *other, "--workers", "0")
+    code, out, err = run(capsys, "rebuild", root, "--db", db, *other, "--workers", "0", "--json")
     assert code == ExitCode.OK, err
-    for command in (["attributes"], ["rescore"], ["score", root / "p0.jpg"]):
-        code, out, err = run(capsys, *command, "--db", db)
-        assert code == ExitCode.USAGE, (command, err)
-        assert "the index holds embeddings from tiny-clip/file:" in err and "pass --model and --pretrained" in err
-        assert err.count("\n") == 1 and "Traceback" not in err
-    code, out, err = run(capsys, "rescore", "--db", db, *model_args, "--json")  # named: fine
-    assert code == ExitCode.OK, err
+    latest = json.loads(out)["backbone"]
+    with Index(db, read_only=True) as index:
+        assert len(index.backbones()) == 2 and index.active_backbone() == latest
+    for command in (["attributes", "--only", "sharpness"], ["score", root / "p0.jpg"]):
+        code, out, err = run(capsys, *command, "--db", db, "--device", "cpu", "--dtype", "fp32")
+        assert code == ExitCode.OK, (command, err)
+        assert f"using the index's backbone {latest}" in err or not err, (command, err)  # said once per process
+    code, out, err = run(capsys, "rescore", "--db", db, "--json")
+    assert code == ExitCode.OK and json.loads(out)["backbone"] == latest, err
+    code, out, err = run(capsys, "rescore", "--db", db, *model_args, "--json")  # named: that one
+    assert code == ExitCode.OK and json.loads(out)["backbone"] != latest, err
+    assert run(capsys, "stats", "--db", db, "--json")[1].count('"active_backbone"') == 1
+    with sqlite3.connect(db) as conn:  # an index from before runs recorded their backbone
+        conn.execute("UPDATE runs SET backbone = NULL")
+    code, out, err = run(capsys, "rescore", "--db", db)
+    assert code == ExitCode.USAGE, err
+    assert "the index holds embeddings from tiny-clip/file:" in err and "pass --model and --pretrained" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+

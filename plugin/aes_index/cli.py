@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .config import DB_FILENAME, Settings, load_settings, parse_workers
+from .config import DB_FILENAME, PRESET_NAMES, Settings, load_settings, parse_workers
 from .errors import ConfigError, ExitCode, IndexUnavailable, run_reporting_errors
 from .library import printable
 
@@ -25,7 +25,7 @@ log = logging.getLogger("aes_index")
 
 
 COMMON_DEFAULTS = {
-    "db": None, "model": None, "pretrained": None, "device": None, "dtype": None, "head": None,
+    "db": None, "model": None, "pretrained": None, "preset": None, "device": None, "dtype": None, "head": None,
     "batch_size": None, "workers": None, "config": None, "json": False, "quiet": False, "debug": False,
 }
 
@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--db", help=f"index database (default: {DB_FILENAME} in the library root, or found upwards from here)")
     group.add_argument("--model", help="open_clip model name or model-config JSON (default: the index's, else ViT-B-32)")
     group.add_argument("--pretrained", help="pretrained tag or local .safetensors/.pt checkpoint (default: the index's, else openai)")
+    group.add_argument("--preset", choices=PRESET_NAMES, help="fast (ViT-B-32/openai) | best (ViT-L-14/openai, LAION v2 head) | auto: best with a GPU, fast without (default for a new index; an indexed library keeps its backbone)")
     group.add_argument("--device", help="auto | cpu | cuda[:N] | mps")
     group.add_argument("--dtype", help="auto | fp32 | fp16 | bf16")
-    group.add_argument("--head", help="auto | zeroshot[:fixed|ensemble|context[:POS/NEG]] | head .safetensors file")
+    group.add_argument("--head", help="auto | zeroshot[:fixed|ensemble|context[:POS/NEG]] | a shipped head's name (laion-v1-vit-b-32, laion-v2-vit-l-14) | head .safetensors file")
     group.add_argument("--batch-size", type=int, help="images per model batch (default, or 0: by device)")
     group.add_argument("--workers", help="decode processes (default auto: cores - 1; 0 = inline)")
     group.add_argument("--config", type=Path, help="config file (default ~/.config/aes-index/config.toml)")
@@ -194,7 +195,7 @@ def _star_values(text: str) -> tuple[int, ...]:
 def settings_from(args: argparse.Namespace) -> Settings:
     workers = None if args.workers is None else parse_workers(args.workers, "--workers")
     overrides = {
-        "model": args.model, "pretrained": args.pretrained, "device": args.device, "dtype": args.dtype,
+        "model": args.model, "pretrained": args.pretrained, "preset": args.preset, "device": args.device, "dtype": args.dtype,
         "head": args.head, "batch_size": args.batch_size, "workers": workers, "db": args.db,
     }
     if getattr(args, "exclude", None):
@@ -534,6 +535,8 @@ def _score_text(result) -> str:
 
 
 def cmd_top(args) -> int:
+    from .heads import scale_in_index
+
     if args.n < 1:
         raise ConfigError(f"-n takes how many photos to list, 1 or more, not {args.n}")
     settings = settings_from(args)
@@ -545,7 +548,12 @@ def cmd_top(args) -> int:
         else:
             head_id = _head_id_for_listing(index, settings)
         rows = index.scores(head_id, limit=args.n, worst=args.worst)
-    emit(args, {"head": head_id, "photos": rows}, lambda: "\n".join(f"{r['score']:8.4f}  {printable(r['path'])}" for r in rows) or "no scored photos")
+        scale = scale_in_index(index, head_id)
+    # stdout stays one photo a line (scripts read it); what the numbers mean goes to stderr
+    # with the other notices (hidden by -q; --json has it as "scale")
+    logging.getLogger("aes_index.notice").info("%s, %s first; scores: %s", head_id, "worst" if args.worst else "best", scale.text)
+    data = {"head": head_id, "scale": scale.as_dict(), "photos": rows}
+    emit(args, data, lambda: "\n".join(f"{r['score']:8.4f}  {printable(r['path'])}" for r in rows) or "no scored photos")
     return ExitCode.OK
 
 
@@ -628,6 +636,8 @@ def _head_id_for_listing(index, settings: Settings) -> str:
 def cmd_stats(args) -> int:
     import numpy as np
 
+    from .heads import scale_in_index
+
     settings = settings_from(args)
     with open_index(settings, read_only=True) as index:
         head_id = index.active_head_id()
@@ -639,8 +649,10 @@ def cmd_stats(args) -> int:
             "errors": index.error_counts(),
             "recent_errors": index.errors(limit=10),
             "backbones": [row["key"] for row in index.backbones()],
+            "active_backbone": index.active_backbone(),
             "heads": index.scored_heads(),
             "active_head": head_id,
+            "scale": scale_in_index(index, head_id).as_dict() if head_id else None,
             "scores": _distribution(values),
             "last_run": index.last_run(),
         }
@@ -664,8 +676,9 @@ def stats_text(data: dict) -> str:
         lines.append("errors    " + ", ".join(f"{n} {code}" for code, n in sorted(data["errors"].items())))
         # messages start with the file's name; show the full path instead
         lines += [f"          {printable(e['path'])}: {printable(e['error'].split(': ', 1)[-1])}" for e in data["recent_errors"]]
-    lines.append(f"backbones {', '.join(data['backbones']) or '-'}")
-    lines.append(f"head      {data['active_head'] or '-'}")
+    active = data.get("active_backbone")
+    lines.append("backbones " + (", ".join(key + (" (active)" if key == active else "") for key in data["backbones"]) or "-"))
+    lines.append(f"head      {data['active_head'] or '-'}" + (f" (scores {data['scale']['text']})" if data.get("scale") else ""))
     s = data["scores"]
     if s["count"]:
         lines.append(f"scores    {s['count']} scored; min {s['min']:.4f}, p10 {s['p10']:.4f}, median {s['median']:.4f}, p90 {s['p90']:.4f}, max {s['max']:.4f}")

@@ -25,6 +25,43 @@ DB_FILENAME = ".aes-index.db"
 ENV_PREFIX = "AES_INDEX_"
 DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-32", "openai"
 
+# Presets name a backbone by what it costs; the head stays `auto`, which is the best
+# scorer on record for that backbone (heads.candidates): LAION v2 for ViT-L-14/openai, the
+# paper's zero-shot ensemble for ViT-B-32/openai. Measured costs: README "Presets".
+PRESETS = {
+    "fast": ("ViT-B-32", "openai"),  # what a CPU affords
+    "best": ("ViT-L-14", "openai"),  # about 12x fast's CPU time a photo, measured (README, bench_presets.py): for a GPU
+}
+AUTO_PRESET = "auto"  # best where a GPU (CUDA or Apple's MPS) runs the model, else fast
+PRESET_NAMES = (*PRESETS, AUTO_PRESET)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str  # as asked: fast, best or auto
+    chosen: str  # fast or best
+    model: str
+    pretrained: str
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.pretrained}"
+
+
+def resolve_preset(name: str, device: str = "auto") -> Preset:
+    """The backbone a preset names; `auto` asks which device `device` resolves to."""
+    if name not in PRESET_NAMES:
+        raise ConfigError(f"unknown preset {name!r}: use {', '.join(PRESET_NAMES)}")
+    if name != AUTO_PRESET:
+        return Preset(name, name, *PRESETS[name], reason=f"--preset {name}")
+    from .backbone import resolve_device  # imports torch: only when auto must look at the hardware
+
+    kind = resolve_device(device).type
+    chosen = "best" if kind in ("cuda", "mps") else "fast"
+    reason = f"a {kind.upper()} GPU runs the model" if chosen == "best" else f"no GPU (device {kind})"
+    return Preset(name, chosen, *PRESETS[chosen], reason=reason)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -32,6 +69,11 @@ class Settings:
     # (indexer.choose_backbone), or DEFAULT_MODEL/DEFAULT_PRETRAINED for a new index.
     model: str | None = None  # open_clip model name, or a path to an open_clip model-config JSON
     pretrained: str | None = None  # open_clip tag, a local .safetensors/.pt file, or "random"
+    # A backbone named by cost (PRESETS): fast | best | auto. A layer (file, environment,
+    # command line) naming a preset overrides a lower layer's model and pretrained, and
+    # the other way round (load_settings). None = not named: the index's backbone, or auto
+    # for a new index.
+    preset: str | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | fp32 | fp16 | bf16
     head: str = "auto"  # auto | zeroshot[:MODE[:POS/NEG]] | path to a head .safetensors
@@ -50,8 +92,13 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def with_default_backbone(self) -> "Settings":
-        """The named backbone, the defaults filling what is not named (no index to ask)."""
+    def with_default_backbone(self, default_preset: str = "fast") -> "Settings":
+        """The named backbone (by model and pretrained, or by preset), `default_preset`
+        filling in when none is named (no index to ask): `auto` for what a new index gets,
+        `fast` (ViT-B-32/openai, the paper's) for training."""
+        if not (self.model or self.pretrained):
+            preset = resolve_preset(self.preset or default_preset, self.device)
+            return self.replace(model=preset.model, pretrained=preset.pretrained)
         return self.replace(model=self.model or DEFAULT_MODEL, pretrained=self.pretrained or DEFAULT_PRETRAINED)
 
 
@@ -71,13 +118,35 @@ def load_settings(
     # A file the user named (--config, $AES_INDEX_CONFIG) must exist: a typo would otherwise
     # silently run with the defaults. The default path may well be absent.
     named = config_path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
-    settings = Settings()
-    settings = settings.replace(**_read_config_file(config_path or config_file_path(env), must_exist=named))
-    settings = settings.replace(**_read_env(env))
     command_line = dict(overrides or {})
     for key, value in command_line.items():
         _check_range(key, value, "--" + key.replace("_", "-"))
-    return settings.replace(**command_line)
+    layers = (
+        (_read_config_file(config_path or config_file_path(env), must_exist=named), f"config file {config_path or config_file_path(env)}"),
+        (_read_env(env), "the environment"),
+        (command_line, "the command line"),
+    )
+    settings = Settings()
+    for values, source in layers:
+        settings = _apply_layer(settings, values, source)
+    return settings
+
+
+def _apply_layer(settings: Settings, values: Mapping[str, Any], source: str) -> Settings:
+    """One layer over the ones below it. A preset and a model/pretrained both name the
+    backbone: the higher layer's naming replaces the lower one's whole (a config file's
+    `model` must not survive under `--preset best`, nor a config `preset` under `--model`)."""
+    given = {key: value for key, value in values.items() if value is not None}
+    backbone = [key for key in ("model", "pretrained") if key in given]
+    if "preset" in given:
+        if given["preset"] not in PRESET_NAMES:
+            raise ConfigError(f"unknown preset {given['preset']!r} in {source}: use {', '.join(PRESET_NAMES)}")
+        if backbone:
+            raise ConfigError(f"{source} names both a preset and {backbone[0]}: a preset is a model and its weights; give one or the other")
+        settings = dataclasses.replace(settings, model=None, pretrained=None)
+    elif backbone:
+        settings = dataclasses.replace(settings, preset=None)
+    return settings.replace(**given)
 
 
 # Smallest value each number may take, and how to say what it takes.

@@ -38,7 +38,7 @@ def exit_code(report: dict) -> int:
 def _backbone_named(settings: Settings, db_path: Path) -> Settings:
     """Settings naming the backbone the commands would use: the index's if not named."""
     if settings.model and settings.pretrained or not db_path.is_file():
-        return settings.with_default_backbone()
+        return settings.with_default_backbone("auto")  # what a first rebuild would use
     from .indexer import choose_backbone
     from .store import Index
 
@@ -46,7 +46,7 @@ def _backbone_named(settings: Settings, db_path: Path) -> Settings:
         with Index(db_path, read_only=True) as index:
             model, pretrained, _ = choose_backbone(index, settings)
     except IndexUnavailable:  # the index check reports it; weights are checked for the default
-        return settings.with_default_backbone()
+        return settings.with_default_backbone("auto")
     return settings.replace(model=model, pretrained=pretrained)
 
 
@@ -83,24 +83,30 @@ def _check_weights(settings: Settings) -> dict:
 
 def _check_head(settings: Settings) -> dict:
     from .backbone import backbone_key, resolve_model_name
-    from .heads import shipped_head_for, load_head
+    from .heads import DEFAULT_ZEROSHOT, default_reason, head_named, shipped_head_for
     from .zeroshot import cached_head_path, head_name, parse_spec
 
     try:
         key = backbone_key(resolve_model_name(settings.model), settings.pretrained)
         spec = settings.head or "auto"
+        why = {}
         if spec == "auto":
+            # which scorer, and why: the best AVA figure on record for this backbone
+            why = {"why": default_reason(key)}
             shipped = shipped_head_for(key)
             if shipped is not None:
-                return _check("head", True, f"{shipped.name} (shipped for {key}, {shipped.path.name})", head=shipped.name)
-            spec = "zeroshot"
+                detail = f"{shipped.name} (shipped for {key}, {shipped.path.name}, scores {shipped.scale.short}): {why['why']}"
+                return _check("head", True, detail, head=shipped.name, scale=shipped.scale.as_dict(), **why)
+            spec = DEFAULT_ZEROSHOT
         if spec.startswith("zeroshot"):
             name = head_name(*parse_spec(spec))
             cached = cached_head_path(key, name)
             state = f"cached at {cached}" if cached.is_file() else "built from the text encoder on first use"
-            return _check("head", True, f"{name} (zero-shot, {state})", head=name)
-        head = load_head(spec)
-        return _check("head", head.backbone == key, f"{head.name} ({head.kind}, made for {head.backbone})", head=head.name)
+            detail = f"{name} (zero-shot, {state})" + (f": {why['why']}" if why else "")
+            return _check("head", True, detail, head=name, **why)
+        head = head_named(spec)
+        detail = f"{head.name} ({head.kind}, made for {head.backbone}, scores {head.scale.short})"
+        return _check("head", head.backbone == key, detail, head=head.name, scale=head.scale.as_dict())
     except AesIndexError as exc:
         return _check("head", False, str(exc))
 

@@ -70,6 +70,10 @@ class Head:
     def input_space(self) -> str:
         return self.metadata["input_space"]
 
+    @property
+    def scale(self) -> "Scale":
+        return scale_of(self.metadata)
+
     def predict(self, pooled: np.ndarray, projection: np.ndarray | None, proj_norms: np.ndarray | None = None) -> Prediction:
         """Score pooled image features (as cached in the index), chunk by chunk.
 
@@ -86,6 +90,42 @@ class Head:
         score = np.concatenate([p.score for p in parts]).astype(np.float32)
         std = None if parts[0].std is None else np.concatenate([p.std for p in parts]).astype(np.float32)
         return Prediction(score, std)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What a head's scores mean and the range they are on: what `top` and the gallery
+    show beside the numbers, and what threshold cut points are checked against."""
+
+    text: str  # e.g. "mean rating, about 1-10 (LAION aesthetic predictor)"
+    low: float | None = None  # None: no range on record (a linear head's scores are unbounded)
+    high: float | None = None
+
+    @property
+    def short(self) -> str:
+        if self.low is None or self.high is None:
+            return self.text
+        return f"{self.low:g}-{self.high:g}" if self.low >= 0 else f"{self.low:g} to {self.high:g}"
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "low": self.low, "high": self.high, "short": self.short}
+
+
+def scale_of(metadata: dict) -> Scale:
+    """The scale of a head's scores, from its metadata (a head file's, or the copy the index
+    keeps in its heads table): `score_range` where the head records one, else what its
+    kind implies."""
+    text = metadata.get("score_scale")
+    if metadata.get("score_range"):
+        low, high = (float(v) for v in metadata["score_range"])
+        return Scale(text or f"{low:g}-{high:g}", low, high)
+    if metadata.get("kind") == "zeroshot":
+        # sum_i w_i cos(I, T_i) with w = +-1: each cosine lies in [-1, 1]
+        n = len(metadata.get("positive") or [1]) + len(metadata.get("negative") or [1])
+        return Scale(text or f"cosine difference (zero-shot), {-n} to {n}", float(-n), float(n))
+    if metadata.get("kind") == "emd":
+        return Scale(text or "expected AVA score, 1-10", 1.0, 10.0)  # a mean over the bins 1..10
+    return Scale(text or "unbounded (linear head, no range on record)")
 
 
 def emd_distribution(head: Head, pooled: np.ndarray, projection: np.ndarray | None) -> np.ndarray:
@@ -291,18 +331,97 @@ def shipped_heads() -> Iterable[Head]:
         yield load_head(path)
 
 
+def shipped_head_named(name: str) -> Head | None:
+    """The shipped head called `name` (its metadata name, e.g. "laion-v1-vit-b-32"), if any."""
+    return next((head for head in shipped_heads() if head.name == name), None)
+
+
+# --- which scorer `--head auto` uses -----------------------------------------------------
+
+DEFAULT_ZEROSHOT = "zeroshot"  # the paper's ensemble, "outstanding" vs "horrible"
+DEFAULT_ZEROSHOT_NAME = "zeroshot-ensemble-outstanding-vs-horrible"
+# AVA figures published for the default zero-shot scorer, by backbone. The paper measured
+# ViT-B/32 only; elsewhere the zero-shot default has no figure on record.
+ZEROSHOT_AVA = {
+    "ViT-B-32/openai": {
+        "srcc": 0.539, "plcc": 0.554, "accuracy": 0.756,
+        "source": "Hentschel, Kobs, Hotho 2022, CLIP knows image aesthetics, Table 1 (ViT-B/32, AVA test set)",
+    },
+}
+
+
+@dataclass
+class Candidate:
+    """A scorer `--head auto` could use for a backbone, with the AVA figure on record."""
+
+    name: str
+    head: Head | None  # None: the zero-shot default, built (or read from its cache) on use
+    ava: dict | None  # {"srcc": ..., "source": ...}, or None when nothing is on record
+
+    @property
+    def srcc(self) -> float | None:
+        return None if self.ava is None else self.ava.get("srcc")
+
+    def describe(self) -> str:
+        if self.srcc is None:
+            return f"{self.name} (no published AVA figure)"
+        return f"{self.name} (AVA SRCC {self.srcc:.3f}, {self.ava['source']})"
+
+
+def ava_figure(head: Head) -> dict | None:
+    """A head's AVA SRCC on record: measured by aes-train on AVA's test split (`metrics`,
+    what `aes-train export` requires), else published by its authors (`published.ava`)."""
+    metrics = head.metadata.get("metrics") or {}
+    if isinstance(metrics.get("srcc"), (int, float)):
+        return {**metrics, "source": metrics.get("source") or f"aes-train evaluate, {metrics.get('split', 'test')} split"}
+    published = (head.metadata.get("published") or {}).get("ava")
+    if published and isinstance(published.get("srcc"), (int, float)):
+        return published
+    return None
+
+
+def candidates(backbone_key: str) -> list[Candidate]:
+    """Every scorer for this backbone, in the order `--head auto` prefers them.
+
+    The best AVA SRCC on record wins: it is the one figure every scorer can be compared on
+    (the paper's Table 1, LAION's heads as measured by others, ours by aes-train). A scorer
+    without a figure never beats one with a figure; among scorers without one, a shipped
+    (trained) head comes before the zero-shot prompts. So ViT-B-32/openai keeps the
+    paper's zero-shot ensemble (0.539) over LAION v1 (no AVA figure), and ViT-L-14/openai
+    takes LAION v2 (0.665)."""
+    shipped = [Candidate(h.name, h, ava_figure(h)) for h in shipped_heads() if h.backbone == backbone_key]
+    zeroshot = Candidate(DEFAULT_ZEROSHOT_NAME, None, ZEROSHOT_AVA.get(backbone_key))
+    # sorted() is stable: on equal keys the shipped heads stay ahead of the zero-shot one.
+    return sorted([*shipped, zeroshot], key=lambda c: (c.srcc is None, -(c.srcc or 0.0)))
+
+
 def shipped_head_for(backbone_key: str) -> Head | None:
-    """The head aes-index ships for this backbone, if any (best metric wins if several)."""
-    matching = [head for head in shipped_heads() if head.backbone == backbone_key]
-    matching.sort(key=lambda h: (h.metadata.get("metrics") or {}).get("srcc") or 0.0, reverse=True)
-    return matching[0] if matching else None
+    """The shipped head `--head auto` uses for this backbone, or None (zero-shot is best)."""
+    return candidates(backbone_key)[0].head
+
+
+def default_reason(backbone_key: str) -> str:
+    """Why `--head auto` picks what it picks, in one line (for `doctor`)."""
+    ranked = candidates(backbone_key)
+    best, others = ranked[0], ranked[1:]
+    if best.srcc is not None:
+        why = f"best AVA SRCC on record for {backbone_key}: {best.srcc:.3f} ({best.ava['source']})"
+    elif best.head is not None:
+        why = f"no scorer for {backbone_key} has an AVA figure on record; a trained head comes before zero-shot prompts"
+    else:
+        why = f"no head ships for {backbone_key}: the paper's zero-shot ensemble"
+    if others:
+        why += "; also available: " + ", ".join(
+            c.describe() + ("" if c.head is None else f" as --head {c.name}") for c in others
+        )
+    return why
 
 
 def check_compatible(head: Head, backbone_key: str, pooled_dim: int, embed_dim: int) -> None:
     if head.backbone != backbone_key:
         raise HeadError(
             f"head {head.name!r} was made for backbone {head.backbone}, but the index uses {backbone_key}; "
-            "pick a head for this backbone or change --model/--pretrained"
+            "pick a head for this backbone or change --model/--pretrained (or --preset)"
         )
     expected = pooled_dim if head.input_space == "pooled" else embed_dim
     dim = head.metadata.get("input_dim")
@@ -319,10 +438,29 @@ def resolve_head(spec: str, backbone_key: str, load_backbone) -> Head:
     from . import zeroshot
 
     if spec in ("auto", "", None):
-        return shipped_head_for(backbone_key) or zeroshot.zeroshot_head("zeroshot", backbone_key, load_backbone)
+        return shipped_head_for(backbone_key) or zeroshot.zeroshot_head(DEFAULT_ZEROSHOT, backbone_key, load_backbone)
     if spec.split(":", 1)[0] == "zeroshot":
         return zeroshot.zeroshot_head(spec, backbone_key, load_backbone)
-    return load_head(Path(spec).expanduser())
+    return head_named(spec)
+
+
+def head_named(spec: str) -> Head:
+    """A head file, else a shipped head by its name ("laion-v1-vit-b-32"); a file of that
+    name wins, so a user's own head is never shadowed by a shipped one."""
+    path = Path(spec).expanduser()
+    if path.is_file() or path.suffix == ".safetensors" or os.sep in spec:
+        return load_head(path)
+    shipped = shipped_head_named(spec)
+    if shipped is None:
+        names = ", ".join(sorted(head.name for head in shipped_heads())) or "none"
+        raise HeadError(f"no head file {spec!r} and no shipped head of that name (shipped: {names})")
+    return shipped
+
+
+def scale_in_index(index, head_id: str) -> Scale:
+    """The scale of a head whose scores the index holds, from the metadata it recorded."""
+    metadata = index.head_metadata(head_id)
+    return scale_of(metadata) if metadata else Scale("unknown (the index holds no description of this head)")
 
 
 def scored_head_id(index, spec: str | None = None) -> str:
@@ -340,4 +478,4 @@ def scored_head_id(index, spec: str | None = None) -> str:
         from .zeroshot import head_name, parse_spec
 
         return head_name(*parse_spec(spec))
-    return load_head(spec).name
+    return head_named(spec).name

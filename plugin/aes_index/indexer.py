@@ -29,7 +29,7 @@ import numpy as np
 
 from . import store
 from .backbone import BackboneInfo, backbone_key, load_backbone, resolve_model_name
-from .config import DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings
+from .config import AUTO_PRESET, DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings, resolve_preset
 from .errors import ConfigError
 from .heads import Head, check_compatible, resolve_head
 from .library import FileEntry, discover, fingerprint, printable, stat_signature
@@ -100,24 +100,41 @@ class RunSummary:
 def choose_backbone(index: Index | None, settings: Settings) -> tuple[str, str, dict | None]:
     """(model, pretrained, the index's row or None) for a command.
 
-    Named (--model and --pretrained, config, environment): that one. Not named: the one
-    the index holds; the defaults if it holds none; an error if it holds several, since
-    guessing would score with the wrong one. Naming one half picks among the index's
-    backbones with that half."""
+    Named (--model and --pretrained, or --preset; config, environment): that one. Not
+    named: the one the index holds; if it holds several (a library indexed with two
+    presets), the active one, i.e. the backbone of the latest run that scored, the same run
+    whose head `top` shows; the `auto` preset for a new index. Naming one half picks among
+    the index's backbones with that half."""
     model, pretrained = settings.model, settings.pretrained
     if model and pretrained:
         return model, pretrained, None
+    if settings.preset and not (model or pretrained):
+        preset = resolve_preset(settings.preset, settings.device)
+        _announce(preset.key, "preset %s: %s (%s)", preset.name, preset.key, preset.reason)
+        return preset.model, preset.pretrained, None  # the session finds its row by key
     rows = [row for row in (index.backbones() if index is not None else []) if _matches(row, model, pretrained)]
     if len(rows) > 1:
+        active = index.active_backbone()
+        rows = [row for row in rows if row["key"] == active] or rows
+    if len(rows) > 1:
         keys = ", ".join(row["key"] for row in rows)
-        raise ConfigError(f"the index holds embeddings from {keys}: pass --model and --pretrained")
+        raise ConfigError(f"the index holds embeddings from {keys}: pass --model and --pretrained (or --preset)")
     if rows:
         row = rows[0]
-        if row["key"] not in _announced:
-            _announced.add(row["key"])
-            notices.info("using the index's backbone %s", row["key"])
+        _announce(row["key"], "using the index's backbone %s", row["key"])
         return row["model"], row["pretrained"], row
+    if not (model or pretrained):  # a new index: the best backbone this hardware affords
+        preset = resolve_preset(AUTO_PRESET, settings.device)
+        if preset.chosen != "fast":  # fast is what a new index always got: said only when it differs
+            _announce(preset.key, "new index: preset auto: %s (%s; --preset fast for ViT-B-32)", preset.key, preset.reason)
+        return preset.model, preset.pretrained, None
     return model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED, None
+
+
+def _announce(key: str, message: str, *args) -> None:
+    if key not in _announced:
+        _announced.add(key)
+        notices.info(message, *args)
 
 
 _announced: set[str] = set()  # say once per process, not once per batch

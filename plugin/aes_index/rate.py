@@ -19,8 +19,8 @@ import numpy as np
 
 from . import journal, xmp
 from .errors import AesIndexError, ConfigError
-from .ratings import REJECTED, RatingPolicy, percentile_ranks, stars_for
-from .heads import scored_head_id
+from .ratings import REJECTED, RatingPolicy, check_scale, percentile_ranks, stars_for
+from .heads import scale_in_index, scored_head_id
 from .store import Index
 from .targets import apply as targets
 from .targets.apply import ApplyReport  # noqa: F401 - the report apply_ratings returns
@@ -52,7 +52,12 @@ class PhotoRating:
 
 
 def plan(index: Index, head_id: str, policy: RatingPolicy, image_ids: Iterable[int] | None = None) -> list[PhotoRating]:
-    """Stars and percentiles for the scored photos (all, or those in image_ids)."""
+    """Stars and percentiles for the scored photos (all, or those in image_ids).
+
+    Every rating route (apply-ratings, the watcher, digiKam, darktable) plans here, so a
+    threshold policy is checked against the rated head's scale here, once."""
+    scale = scale_in_index(index, head_id)
+    check_scale(policy, head_id, scale.text, scale.low, scale.high)
     rows = index.scores(head_id)
     if not rows:
         return []

@@ -13,6 +13,9 @@ Policies (`RatingPolicy`):
 
 - ``threshold``: the cut points are absolute values on the head's score scale (e.g.
   ``"4,5,6,7"`` on AVA's 1-10 scale); useful to keep stars stable as the library grows.
+  Each head has its own scale (the LAION heads 1-10, zero-shot heads a difference of
+  cosines near 0), so cut points are per head scale: `check_scale` refuses cut points
+  outside the range of the head being rated instead of giving every photo one star.
 
 A photo's percentile is its mid-rank in the reference distribution (the share of scores
 below it plus half of those equal to it), so equal scores always get equal stars, a
@@ -108,6 +111,22 @@ def _validate(policy: RatingPolicy) -> None:
         )
     if reject is not None and policy.kind == PERCENTILE and reject <= 0:
         raise ConfigError(f"a percentile reject-below must be above 0, got {reject}.")
+
+
+def check_scale(policy: RatingPolicy, head: str, scale_text: str, low: float | None, high: float | None) -> None:
+    """Threshold cut points (and reject-below) must lie on the rated head's scale [low, high].
+
+    Percentiles fit every head. A scale without a range on record is not checked."""
+    if policy.kind != THRESHOLD or low is None or high is None:
+        return
+    values = [*policy.cuts, *([] if policy.reject_below is None else [policy.reject_below])]
+    if all(low <= value <= high for value in values):
+        return
+    shown = ",".join(f"{value:g}" for value in policy.cuts)
+    raise ConfigError(
+        f"threshold cut points {shown} are not on the scale of {head}'s scores ({scale_text}, {low:g} to {high:g}): "
+        "give --cuts on that scale, or use --policy percentile, which fits any head."
+    )
 
 
 def cut_points(reference: np.ndarray, policy: RatingPolicy) -> list[float]:

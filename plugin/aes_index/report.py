@@ -52,7 +52,8 @@ from .culling.model import Group, Member
 from .decode import decode_image
 from .errors import AesIndexError, ConfigError, ExitCode
 from .library import THUMBS_MARKER
-from .ratings import RatingPolicy, cut_points, percentile_ranks, reject_point, stars_for
+from .heads import scale_in_index
+from .ratings import RatingPolicy, check_scale, cut_points, percentile_ranks, reject_point, stars_for
 from .store import ERROR, Index
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,8 @@ def build_report(
     out_path = Path(os.path.abspath(out_path))  # absolute, and "a/../page.html" said plainly
     thumbs_dir = Path(cache_dir).absolute() if cache_dir else default_thumbs_dir(out_path)
     head_id = head_id or _active_head(index)
+    scale = scale_in_index(index, head_id)
+    check_scale(policy, head_id, scale.text, scale.low, scale.high)  # before any thumbnail is made
     photos = load_photos(index, head_id)
     culling = load_culling(index, head_id)
     thumbs = make_thumbnails(photos, thumbs_dir, thumb_size, progress or NoProgress(), workers)
@@ -404,6 +407,7 @@ def page_data(
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "db": _text(str(index.path)),
         "head": head_id,
+        "scale": scale_in_index(index, head_id).as_dict(),  # what the scores mean: the page says it beside them
         "separator": os.sep,
         "policy": {"kind": policy.kind, "cuts": list(policy.cuts), "rejectBelow": policy.reject_below},
         "cuts": [_finite_or_none(c) for c in cut_points(reference, policy)],

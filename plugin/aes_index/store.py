@@ -683,6 +683,11 @@ class Index:
         rows = self.db.execute("SELECT id, metadata FROM heads ORDER BY first_used DESC")
         return [(head_id, json.loads(meta)) for head_id, meta in rows]
 
+    def head_metadata(self, head_id: str) -> dict | None:
+        """The metadata the index recorded for a head (None: no such head)."""
+        row = self.db.execute("SELECT metadata FROM heads WHERE id = ?", [head_id]).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
     def has_scores(self, head) -> bool:
         return self.db.execute("SELECT 1 FROM scores WHERE head_id = ? LIMIT 1", [head.name]).fetchone() is not None
 
@@ -786,6 +791,15 @@ class Index:
         """The head of the latest finished run that scored: what `top` shows by default."""
         row = self.db.execute(
             "SELECT head_id FROM runs WHERE status IN ('done', 'running', 'stopped') AND head_id IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return row[0] if row else None
+
+    def active_backbone(self) -> str | None:
+        """The backbone of the same run as active_head_id: which of a library's backbones
+        (one per preset it was indexed with) commands use when none is named."""
+        row = self.db.execute(
+            "SELECT backbone FROM runs WHERE status IN ('done', 'running', 'stopped') AND head_id IS NOT NULL "
             "ORDER BY id DESC LIMIT 1"
         ).fetchone()
         return row[0] if row else None

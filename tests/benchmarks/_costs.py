@@ -1,7 +1,7 @@
 """Unit costs, each measured alone in a fresh process; prints one JSON object.
 
-    python tests/benchmarks/_costs.py model [--batch N] [--seconds S]
-        (b) model-only throughput with aes-index's inference settings: ViT-B-32 with the
+    python tests/benchmarks/_costs.py model [--batch N] [--seconds S] [--model NAME]
+        (b) model-only throughput with aes-index's inference settings: ViT-B-32 (or NAME) with the
         seeded random weights, device and dtype "auto" (bf16 on a CPU with native bf16,
         bf16/fp16 on CUDA), the pipeline's batch size, torch's threads, normalisation on the
         device; also CPU-seconds per image (all threads), the model's share of the bound.
@@ -21,21 +21,21 @@ import time
 from collections import defaultdict
 
 
-def model_cost(batch: int, seconds: float) -> dict:
+def model_cost(batch: int, seconds: float, model: str = "ViT-B-32", warmup: int = 3) -> dict:
     import numpy as np
     import torch
 
     from aes_index.backbone import dtype_name, load_backbone
 
-    backbone = load_backbone("ViT-B-32", "random", "auto", "auto")
+    backbone = load_backbone(model, "random", "auto", "auto")
     batch = batch or (256 if backbone.device.type == "cuda" else 32)  # the pipeline's defaults
     pixels = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
-    for _ in range(3):
+    for _ in range(warmup):
         backbone.encode_pooled(pixels)  # oneDNN/cuDNN pick their kernels on first calls
     windows = [_throughput(backbone, pixels, seconds / 4) for _ in range(4)]
     rate, cpu_ms = sorted(windows)[len(windows) // 2]  # the median window: robust to a neighbour's burst
     return {
-        "device": str(backbone.device), "dtype": dtype_name(backbone.dtype), "batch": batch,
+        "model": model, "device": str(backbone.device), "dtype": dtype_name(backbone.dtype), "batch": batch,
         "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "img_per_s": rate, "cpu_ms_per_image": cpu_ms, "windows_img_per_s": [round(w[0], 1) for w in windows],
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -108,11 +108,13 @@ def main() -> None:
     model = commands.add_parser("model")
     model.add_argument("--batch", type=int, default=0)
     model.add_argument("--seconds", type=float, default=8.0)
+    model.add_argument("--model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
+    model.add_argument("--warmup", type=int, default=3, help="batches run before measuring (default 3)")
     commands.add_parser("decode").add_argument("paths", nargs="+")
     commands.add_parser("gpu-decode").add_argument("paths", nargs="+")
     args = parser.parse_args()
     if args.command == "model":
-        result = model_cost(args.batch, args.seconds)
+        result = model_cost(args.batch, args.seconds, args.model, args.warmup)
     elif args.command == "decode":
         result = decode_cost(args.paths)
     else:

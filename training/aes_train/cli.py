@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_finetune)
 
     p = commands.add_parser("evaluate", parents=[common, dataset], help="test-split metrics beside the paper's Table 1")
-    p.add_argument("--head", action="append", required=True, help="head file (repeat for several)")
+    p.add_argument("--head", action="append", required=True,
+                   help="head file, a shipped head's name (laion-v2-vit-l-14, ...), or `shipped`: every head aes-index "
+                        "ships for the cache's backbone (repeat for several)")
     p.add_argument("--cache", required=True, help="embedding cache from the head's backbone")
     p.add_argument("--split", choices=("test", "train", "val"), default="test", help="which split to measure (default test)")
     p.set_defaults(handler=cmd_evaluate)
@@ -436,7 +438,7 @@ def cmd_finetune(args, argv) -> int:
 
 
 def cmd_evaluate(args, argv) -> int:
-    from aes_index.heads import check_compatible, load_head
+    from aes_index.heads import check_compatible
 
     from .data import load_examples
     from .evaluate import evaluate_head, format_table, threshold_for
@@ -449,15 +451,35 @@ def cmd_evaluate(args, argv) -> int:
     info, projection = cache.info, cache.projection
     part = {"test": split.test, "train": split.train, "val": split.val}[args.split]
     rows, data = [], {}
-    for path in args.head:
-        head = load_head(path)
+    for head in heads_to_evaluate(args.head, info.key):
         check_compatible(head, info.key, info.pooled_dim, info.embed_dim)
         threshold = threshold_for(head, examples.subset(split.training), projection)
         metrics = evaluate_head(head, examples.subset(part), projection, threshold)
         rows.append((f"{head.name} ({args.split})", metrics))
         data[head.name] = {"split": args.split, **metrics}
+        published = (head.metadata.get("published") or {}).get("ava")
+        if published:  # what its authors (or others) reported, beside what we measured
+            rows.append((f"published: {head.name}", published))
     out.result(data, format_table(rows))
     return ExitCode.OK
+
+
+def heads_to_evaluate(specs: list[str], backbone_key: str) -> list:
+    """Heads named by file, by shipped name, or `shipped` (all shipped for this backbone)."""
+    from aes_index.errors import HeadError
+    from aes_index.heads import head_named, shipped_heads
+
+    chosen = []
+    for spec in specs:
+        if spec != "shipped":
+            chosen.append(head_named(spec))
+            continue
+        matching = [head for head in shipped_heads() if head.backbone == backbone_key]
+        if not matching:
+            shipped = ", ".join(f"{h.name} ({h.backbone})" for h in shipped_heads()) or "none"
+            raise HeadError(f"aes-index ships no head for {backbone_key}, the cache's backbone (shipped: {shipped})")
+        chosen += matching
+    return chosen
 
 
 def cmd_export(args, argv) -> int:
