@@ -119,6 +119,21 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+def cli_stdout(*argv) -> str:
+    """`aes-index ARGV...` in this process, outside a test's capsys (a module fixture's
+    setup): its stdout; a non-zero exit fails with the end of its stderr."""
+    import contextlib
+    import io
+
+    from aes_index.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    assert code == 0, f"aes-index {argv[0]} exited {code}: {err.getvalue()[-2000:]}"
+    return out.getvalue()
+
+
 def scored_folder(root: Path, count: int, seed: int, model_args, capsys) -> Path:
     """`count` JPEGs in `root`, rebuilt and scored with the tiny model."""
     for i in range(count):

@@ -10,13 +10,12 @@ weights are trained. tests/benchmarks/bench_culling.py measures the same at scal
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 
 import pytest
 
+from conftest import cli_stdout
 from culling_library import LibrarySpec, build_library
 from culling_scoring import score_cull
 
@@ -49,21 +48,10 @@ def culled(real_library, tmp_path_factory, tiny_model):
         env.setenv("XDG_CONFIG_HOME", str(home / "config"))
         env.setenv("AES_INDEX_CACHE_DIR", str(home / "cache"))
         env.setenv("AES_INDEX_STABLE_SECONDS", "0")
-        _cli("rebuild", real_library.root, "--db", db, *model, "--workers", "0")
-        summary = json.loads(_cli("cull", real_library.root, "--db", db, *model, "--json"))
-        listed = json.loads(_cli("groups", "--db", db, *model, "--json"))
+        cli_stdout("rebuild", real_library.root, "--db", db, *model, "--workers", "0")
+        summary = json.loads(cli_stdout("cull", real_library.root, "--db", db, *model, "--json"))
+        listed = json.loads(cli_stdout("groups", "--db", db, *model, "--json"))
     return {"summary": summary, **listed}
-
-
-def _cli(*argv) -> str:
-    """`aes-index ARGV...` in this process; its stdout (capsys is per test, this is not)."""
-    from aes_index.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    assert code == 0, f"aes-index {argv[0]} exited {code}: {err.getvalue()[-2000:]}"
-    return out.getvalue()
 
 
 def test_groups_are_the_true_bursts_and_duplicate_sets(real_library, culled):

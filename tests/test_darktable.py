@@ -388,24 +388,30 @@ def lua_temp_files() -> set[Path]:
 
 def run_plugin_in_darktable(workdir: Path, photos: list[Path], folder: Path, executable: Path, tiny_model: dict, db: Path) -> list[list[str]]:
     """Install the plugin into a fresh darktable config, run FLOW_LUA; the result lines."""
-    xvfb_run, dt = require_tool("xvfb-run"), require_tool("darktable")
     config = workdir / "config"
     assert main(["darktable", "install", "--config-dir", str(config)]) == ExitCode.OK
-    (workdir / "flow.lua").write_text(FLOW_LUA)
     (workdir / "photos.hex").write_text(hex_lines([str(p) for p in photos]))
     (workdir / "words.hex").write_text(hex_lines(["plain", "it's", "a 'b' \"c\"", "$(touch PWNED_Q)", "`x`;y\nz", "''"]))
     env = {
-        **os.environ, "HOME": str(workdir),
-        "AES_DT_RESULT": str(workdir / "result.txt"), "AES_DT_PHOTOS": str(workdir / "photos.hex"),
+        "AES_DT_PHOTOS": str(workdir / "photos.hex"),
         "AES_DT_WORDS": str(workdir / "words.hex"), "AES_DT_FOLDER": os.fsencode(folder).hex(), "AES_DT_EXECUTABLE": str(executable), "AES_DT_CHANGE": CHANGED_BY_HAND,
         "AES_INDEX_MODEL": tiny_model["config"], "AES_INDEX_PRETRAINED": tiny_model["checkpoint"],
         "AES_INDEX_DB": str(db), "AES_INDEX_DEVICE": "cpu", "AES_INDEX_DTYPE": "fp32", "AES_INDEX_WORKERS": "0",
     }
+    return run_darktable(workdir, config, FLOW_LUA, env)
+
+
+def run_darktable(workdir: Path, config: Path, flow: str, env: dict, timeout: float = DARKTABLE_TIMEOUT_S) -> list[list[str]]:
+    """Run `flow` in a headless darktable with `config`; its tab-separated result lines.
+    The flow is dofile'd relative to the working folder: no path in Lua source."""
+    xvfb_run, dt = require_tool("xvfb-run"), require_tool("darktable")
+    (workdir / "flow.lua").write_text(flow)
+    env = {**os.environ, "HOME": str(workdir), "AES_DT_RESULT": str(workdir / "result.txt"), **env}
     command = [xvfb_run, "-a", dt, "--library", ":memory:", "--configdir", str(config), "--cachedir", str(workdir / "cache")]
-    command += ["--luacmd", 'dofile("flow.lua")']  # relative to cwd: no path in Lua source
-    temp_files_before = lua_temp_files()
-    returncode, stderr = run_with_hard_timeout(command, cwd=workdir, env=env)
-    assert lua_temp_files() <= temp_files_before, "the plugin left request files behind"
+    command += ["--luacmd", 'dofile("flow.lua")']
+    before = lua_temp_files()
+    returncode, stderr = run_with_hard_timeout(command, timeout, cwd=workdir, env=env)
+    assert lua_temp_files() <= before, "the plugin left request files behind"
     result = workdir / "result.txt"
     assert result.exists(), f"darktable wrote no result (exit {returncode}): {stderr[-2000:]}"
     lines = [line.split("\t") for line in result.read_text().splitlines()]

@@ -9,7 +9,6 @@ itself what it shows: groups, leaders, tags, ratings.
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,8 +22,7 @@ from aes_index.journal import UndoAction
 from aes_index.targets.darktable import KEEPER_TAG, DtImage, Ours, plan_cull, plan_uncull
 from aes_index.xmp import write_sidecar
 from conftest import make_photo
-from test_darktable import PLUGIN, hex_lines, lua_temp_files, run_with_hard_timeout
-from test_readers import require_tool
+from test_darktable import PLUGIN, hex_lines, run_darktable
 
 NOBODY = Ours(groups={}, tags={}, ratings={})
 
@@ -194,23 +192,6 @@ function du.check_min_api_version(min_api, name)
 end
 return du
 """
-
-
-def run_darktable(workdir: Path, config: Path, flow: str, env: dict, timeout: float = 300) -> list[list[str]]:
-    """Run `flow` in a headless darktable with `config`; its tab-separated result lines."""
-    xvfb_run, dt = require_tool("xvfb-run"), require_tool("darktable")
-    (workdir / "flow.lua").write_text(flow)
-    env = {**os.environ, "HOME": str(workdir), "AES_DT_RESULT": str(workdir / "result.txt"), **env}
-    command = [xvfb_run, "-a", dt, "--library", ":memory:", "--configdir", str(config), "--cachedir", str(workdir / "cache")]
-    command += ["--luacmd", 'dofile("flow.lua")']
-    before = lua_temp_files()
-    returncode, stderr = run_with_hard_timeout(command, timeout, cwd=workdir, env=env)
-    assert lua_temp_files() <= before, "the plugin left request files behind"
-    result = workdir / "result.txt"
-    assert result.exists(), f"darktable wrote no result (exit {returncode}): {stderr[-2000:]}"
-    lines = [line.split("\t") for line in result.read_text().splitlines()]
-    assert lines[-1] == ["done", "true", "nil"], lines[-3:]
-    return lines
 
 
 @pytest.mark.external

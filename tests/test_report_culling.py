@@ -12,8 +12,6 @@ whose page is the README's screenshot (docs/images/gallery-groups.png).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -27,7 +25,7 @@ from aes_index.culling.model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, OVE
 from aes_index.report import COLUMNS, build_report
 from aes_index.store import Index
 
-from conftest import make_photo
+from conftest import cli_stdout, make_photo
 from culling_library import LibrarySpec, build_library
 from test_report import ALL_IMAGES_SETTLED, SHOWN_IDS, XSS_NAME, Chromium, Page, choose, needs_chromium, page_json
 
@@ -283,23 +281,12 @@ def real_pages(mate_photos, tiny_model, tmp_path_factory) -> dict:
         env.setenv("XDG_CONFIG_HOME", str(folder / "config"))
         env.setenv("AES_INDEX_CACHE_DIR", str(folder / "cache"))
         env.setenv("AES_INDEX_STABLE_SECONDS", "0")
-        cli("rebuild", truth.root, "--db", db, *model, "--workers", "0")
-        cli("report", "--db", db, "--out", pages / "before.html", "--thumb-size", "256")
-        cli("cull", truth.root, "--db", db, *model)
-        cli("report", "--db", db, "--out", pages / "after.html", "--thumb-size", "256")
-        listed = json.loads(cli("groups", "--db", db, *model, "--json"))
+        cli_stdout("rebuild", truth.root, "--db", db, *model, "--workers", "0")
+        cli_stdout("report", "--db", db, "--out", pages / "before.html", "--thumb-size", "256")
+        cli_stdout("cull", truth.root, "--db", db, *model)
+        cli_stdout("report", "--db", db, "--out", pages / "after.html", "--thumb-size", "256")
+        listed = json.loads(cli_stdout("groups", "--db", db, *model, "--json"))
     return {"before": pages / "before.html", "after": pages / "after.html", **listed}
-
-
-def cli(*argv) -> str:
-    """`aes-index ARGV...` in this process; its stdout (capsys is per test, this is not)."""
-    from aes_index.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    assert code == 0, f"aes-index {argv[0]} exited {code}: {err.getvalue()[-2000:]}"
-    return out.getvalue()
 
 
 @pytest.fixture
