@@ -123,7 +123,7 @@ def test_sharpness_falls_with_blur_and_not_with_exposure():
     # Two thirds of a stop darker: quantisation adds a little fine variation, never as much as a blur takes
     darker = capture.sharpness(base.point(lambda v: v * 0.6).convert("L"))
     softest_blur = capture.sharpness(base.filter(ImageFilter.GaussianBlur(1.5)).convert("L"))
-    assert darker == pytest.approx(sharp, abs=0.06) and darker > softest_blur + 0.1
+    assert darker == pytest.approx(sharp, abs=0.07) and darker > softest_blur + 0.1
 
 
 def test_the_signature_survives_reencoding_resizing_and_a_light_crop_but_not_another_picture(tmp_path):

@@ -8,7 +8,8 @@ The rule, for a burst (frames of one moment):
      its detail to a missed focus or a shake does not keep, however it scores.
   4. Of the sharp ones, the best aesthetic score; then the sharper; then the earlier.
 For near-duplicates (one picture in several copies), the biggest copy comes first (a
-resized export is not the original), then the same steps 2-4.
+resized or cropped export is not the original), then the sharpest (a re-encoded copy lost
+detail the original has), then the best score.
 
 Flags (each photo, grouped or single): "blurry" when, in a burst, its sharpness is more
 than BLUR_MARGIN below the sharpest well-exposed frame's, or, for a full-size photo
@@ -31,7 +32,7 @@ from .model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, UNDEREX
 # mate-backgrounds photos, measured at the 1/8 draft): every frame defocused by 4 px or
 # shaken by 16 px measured at least 0.006-0.018 below its sharp frame, and exposure steps
 # of a stop move a sharp frame's measure by up to ~0.05 (quantisation, noise).
-SHARP_MARGIN = 0.02  # sharpness within this of the group's sharpest counts as sharp
+SHARP_MARGIN = 0.01  # sharpness within this of the group's sharpest counts as sharp
 BLUR_MARGIN = 0.05  # further than this below the group's sharpest: blurred
 # On its own a photo has no sharp twin to compare with: sharp macro shots with a shallow
 # depth of field measured 0.435; below this, only real blur was seen.
@@ -41,7 +42,7 @@ UNDEREXPOSED_ABOVE = 0.30  # share of pixels clipped at black (a night scene has
 DARKEST_BRIGHT = 0.25  # brightest 1 % darker than this: two stops or more under, throughout
 JUDGED_SIDE = 1000  # smaller files (web copies, thumbnails) are never called blurry on their own
 LEAST_PICK = 2  # a person's rating that makes a keeper (see with_person_choice)
-BIGGEST_SHARE = 0.9  # duplicates: copies with at least this share of the biggest one's pixels count as originals
+BIGGEST_SHARE = 0.98  # duplicates: copies with at least this share of the biggest one's pixels (a crop has less)
 
 
 def flags_of(member: Member, sharpest: float | None = None) -> tuple[str, ...]:
@@ -122,7 +123,10 @@ def _our_pick(kind: str, members: list[Member], pixels: Mapping[int, int]) -> tu
         pool = [m for m in pool if pixels.get(m.image_id, 0) >= BIGGEST_SHARE * biggest]
     sharpest = _max(m.sharpness for m in pool)
     sharp = [m for m in pool if sharpest is None or (m.sharpness or 0.0) >= sharpest - SHARP_MARGIN]
-    keeper = max(sharp, key=lambda m: (_finite(m.score), m.sharpness or 0.0, -_time_order(m), -m.image_id))
+    if kind == DUPLICATE:  # copies of one picture: the least processed is the original
+        keeper = max(sharp, key=lambda m: (m.sharpness or 0.0, _finite(m.score), -m.image_id))
+    else:
+        keeper = max(sharp, key=lambda m: (_finite(m.score), m.sharpness or 0.0, -_time_order(m), -m.image_id))
     return keeper, _reason(kind, members, pool, sharp, keeper, pixels, steps)
 
 
