@@ -137,9 +137,12 @@ def _reason(kind, members, pool, sharp, keeper, pixels, steps) -> str:
     if kind == DUPLICATE and pixels and len({pixels.get(m.image_id, 0) for m in members}) > 1:
         parts.append(f"largest of {n} {what}")
     sharpest = max(members, key=lambda m: m.sharpness or 0.0)
+    sharpest_kept = max(pool, key=lambda m: m.sharpness or 0.0)
     if keeper.sharpness is not None and keeper.image_id == sharpest.image_id:
         parts.append(f"sharpest of {n}" if not parts else "sharpest")
-    elif len(sharp) < len(pool):
+    elif keeper.sharpness is not None and keeper.image_id == sharpest_kept.image_id:
+        parts.append(f"sharpest well-exposed of {n}" if not parts else "sharpest well-exposed")
+    elif 1 < len(sharp) < len(pool):
         parts.append(f"one of {len(sharp)} sharp {what} of {n}")
     elif not parts:
         parts.append(f"{n} {what}, equally sharp")
