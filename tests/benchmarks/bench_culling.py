@@ -250,14 +250,13 @@ def big_index(photos: int) -> Path:
     """An index of `photos` scored photos with capture facts (built once, then copied)."""
     from aes_index.culling.facts import FACTS_VERSION
 
+    from _library import built_before
+
     folder = BENCH_DIR / f"cull-{photos}"
     db = folder / "index.db"
     done = folder / f".complete-facts{FACTS_VERSION}"
-    if done.is_file():
+    if built_before(folder, done):
         return db
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
     _fill_index(db, 0, photos, seed=0, new_head=True)
     from aes_index.store import Index
 
