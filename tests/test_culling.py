@@ -414,3 +414,59 @@ def test_two_timed_photos_are_copies_only_when_their_times_agree(tmp_path, secon
         found = load_groups(index)
     assert bool(found) == grouped
     assert all(g.kind == DUPLICATE for g in found)
+
+
+def test_a_group_whose_keeper_left_decides_again(tmp_path):
+    from aes_index.culling.cull import load_groups, run_cull
+    from aes_index.culling.facts import CaptureFacts
+
+    whole, inner, core = capture.signatures(scene(8))
+    with Index(tmp_path / "index.sqlite") as index:
+        with index.transaction():
+            ids = [index.add_image(f"/nowhere/IMG_{k}.jpg", 1, 1, f"fp{k}") for k in range(3)]
+            index.mark_ok(ids)
+            index.culling.put_facts(ids, [
+                CaptureFacts(taken_at=1e9 + k * 0.3, camera="Nikon Z6", sharpness=s, clipped_highlights=0.0, clipped_shadows=0.0,
+                             signature=whole, signature_inner=inner, signature_core=core)
+                for k, s in enumerate((0.5, 0.9, 0.6))
+            ])
+        run_cull(index)
+        assert load_groups(index)[0].keeper_id == ids[1]
+        with index.transaction():
+            index.mark_missing([ids[1]])  # the keeper was deleted
+        run_cull(index)
+        (group,) = load_groups(index)
+    assert group.keeper_id == ids[2] and group.reason.startswith("sharpest of 2")
+
+
+def test_undoing_a_star_run_keeps_a_later_culls_keeper_tag(tmp_path, capsys, model_args):
+    from aes_index import xmp
+
+    root = tmp_path / "Photos"
+    frames = burst(root, seed=2, frames=3, second=10, sharp=1)
+    rebuild(capsys, root, model_args)
+    db = root / ".aes-index.db"
+    star_run = json.loads(run_cli(capsys, "apply-ratings", "--db", db, "--json")[1])["run_id"]
+    cull(capsys, root)
+    assert run_cli(capsys, "apply-culling", root, "--db", db)[0] == 0
+    assert "keeper" in xmp.read_sidecar(xmp.sidecar_for(frames[1])).tags
+    assert run_cli(capsys, "ratings", "undo", "--run", star_run, "--db", db)[0] == 0
+    tags = xmp.read_sidecar(xmp.sidecar_for(frames[1])).tags
+    assert "keeper" in tags and not any(t.endswith(" stars") for t in tags), tags
+
+
+def test_stars_we_set_in_darktable_that_it_copied_into_a_sidecar_are_no_persons_pick(tmp_path, capsys, model_args):
+    from aes_index import xmp
+    from aes_index.journal import Write
+
+    root = tmp_path / "Photos"
+    frames = burst(root, seed=6, frames=3, second=10, sharp=1)
+    rebuild(capsys, root, model_args)
+    with Index(root / ".aes-index.db", create=False) as index:  # our darktable-rate run gave frame 0 four stars...
+        run_id = index.start_run("darktable-rate")
+        with index.transaction():
+            index.journal.record(run_id, Write("darktable", f"{frames[0]}#0", str(frames[0]), 1, 4))
+    xmp.write_sidecar(xmp.sidecar_for(frames[0]), rating=4)  # ...which darktable wrote into its sidecar
+    cull(capsys, root)
+    (group,) = groups(capsys, root)["groups"]
+    assert group["keeper"] == str(frames[1]) and group["chosen_by"] == BY_US

@@ -79,7 +79,7 @@ def test_create_table_is_idempotent(tmp_path):
         "undone_at",
         "field",
     } <= set(table.columns_dict)
-    assert len(table.indexes) == 2
+    assert len(table.indexes) == 3  # by place, by run, by photo
 
 
 def test_create_table_adds_columns_to_an_older_journal(tmp_path):

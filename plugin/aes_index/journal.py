@@ -63,6 +63,7 @@ def create_table(db: sqlite_utils.Database) -> None:
             table.add_column(name, kind)
     table.create_index(["target", "target_path"], if_not_exists=True)
     table.create_index(["run_id"], if_not_exists=True)
+    table.create_index(["image_path"], if_not_exists=True)  # last_rating_for_image, once per grouped photo
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,16 @@ class Journal:
             f"SELECT new_rating FROM {TABLE} WHERE target = ? AND target_path = ? AND IFNULL(field, ?) = ? "
             "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
             [target, str(place), RATING, field],
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def last_rating_for_image(self, image_path: str) -> int | None:
+        """The rating we set last for this photo through any target (its sidecar, darktable,
+        digiKam) and haven't undone; None if none."""
+        row = self.db.execute(
+            f"SELECT new_rating FROM {TABLE} WHERE image_path = ? AND IFNULL(field, ?) = ? "
+            "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
+            [image_path, RATING, RATING],
         ).fetchone()
         return None if row is None else row[0]
 

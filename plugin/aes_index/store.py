@@ -152,6 +152,7 @@ def _migrate_to_4(db: sqlite_utils.Database) -> None:
     """Culling: capture facts, groups and their members (store_culling.py). Photos indexed
     before have no facts: the next rebuild measures them (one decode each, no embedding)."""
     store_culling.create_tables(db)
+    journal.create_table(db)  # adds the journal's index by photo, which culling asks
 
 
 MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4)]

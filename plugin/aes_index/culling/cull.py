@@ -56,6 +56,7 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
     with writer_lock(index.path, lock_timeout), index.transaction():
         now = utcnow()
         tables = index.culling
+        before = {row.id: (set(row.members), row.keeper_id) for row in tables.groups()}  # before departures
         summary.left, summary.dissolved = _drop_departed(tables)
         table = tables.facts_table()
         summary.photos = len(table.ids)
@@ -68,8 +69,11 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
         touched = []
         for key, members in result.groups.items():
             group_id = key if key > 0 else tables.new_group(result.kinds[key], now)
-            if key < 0 or set(members) != set(existing[key].members) or result.kinds[key] != existing[key].kind:
+            changed = key < 0 or set(members) != set(existing[key].members) or result.kinds[key] != existing[key].kind
+            if changed:
                 tables.set_members(group_id, members)
+            # A group that lost a photo (its keeper, maybe) decides again as well
+            if changed or set(members) != before[key][0] or before[key][1] not in members:
                 touched.append((group_id, result.kinds[key], members))
         target, listings = SidecarTarget(roots=tuple(index.roots())), {}
         facts = tables.member_facts(None, head_id) if touched else {}
@@ -119,7 +123,10 @@ def _person_choice(index: Index, group: Group, target, listings: dict) -> Group:
             reading = target.read(Place(str(sidecar), member.path))
         except AesIndexError:
             continue  # a sidecar we can't read holds no choice we can honour
-        value = person_value(reading, index.journal.last_written(target.name, str(sidecar)))
+        # Ours if the sidecar's journal says so, or if it holds the stars we last set for
+        # this photo anywhere (darktable copies its ratings into its sidecars; digiKam may)
+        last = index.journal.last_written(target.name, str(sidecar))
+        value = person_value(reading, last if last is not None else index.journal.last_rating_for_image(member.path))
         if value is not None:
             person[member.image_id] = value
     return keeper.with_person_choice(group, person) if person else group

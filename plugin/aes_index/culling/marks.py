@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import AesIndexError
-from ..library import inside_roots
+from ..library import inside_roots, printable
 from ..ratings import NO_RATING, REJECTED, decide
 from ..targets.protocol import Marks, Reading, Target
 from ..xmp import NO_PICK, PICK_ACCEPTED, PICK_REJECTED
@@ -243,10 +243,10 @@ def marks_text(report, undo_hint: str) -> str:
     if report.grouped_by_you:
         lines.append(f"{report.grouped_by_you} photos are in groups you made: their grouping left as it is")
     for item in report.kept_yours:
-        lines.append(f"kept yours: {item['path']}: {item['reason']}")
+        lines.append(f"kept yours: {printable(item['path'])}: {item['reason']}")
     if report.changed_since_read:
         lines.append(f"{report.changed_since_read} left alone: changed while we decided (by a person?); run again")
-    lines += [f"error: {e['path']}: {e['error']}" for e in report.errors]
+    lines += [f"error: {printable(e['path'])}: {printable(e['error'])}" for e in report.errors]
     if report.extra.get("backup"):
         lines.append(f"backup: {report.extra['backup']}")
     if report.run_id is not None and report.written:

@@ -113,7 +113,7 @@ class SidecarTarget(Target):
             path,
             rating=xmp.KEEP if manual else action.restore,
             aes=_prior_aes(action.prior),
-            tags=None if "tags" not in action.prior else tuple(action.prior["tags"]),
+            tags=None if "tags" not in action.prior else _stars_undone_keeping_culling(action.prior["tags"], current.tags),
             tag_fields=tuple(action.prior.get("tag_fields", ())),
             dry_run=dry_run,
             expect_hash=current.content_hash,
@@ -182,6 +182,13 @@ def _restored_marks(current: xmp.SidecarInfo, prior: dict):
 
 def _show(value) -> str:
     return "none" if value is None else str(value)
+
+
+def _stars_undone_keeping_culling(prior_tags, current_tags) -> tuple[str, ...]:
+    """Our tags as a star run found them, with culling's tags as they are now: undoing
+    stars must neither strip a later cull's "keeper" nor bring back an earlier one's
+    (culling's tags have their own journal rows, field "tags")."""
+    return tuple([t for t in prior_tags if t not in CULL_TAGS] + [t for t in current_tags if t in CULL_TAGS])
 
 
 def _prior_aes(prior: dict):
