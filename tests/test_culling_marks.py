@@ -417,3 +417,17 @@ def test_a_pick_label_we_cannot_read_is_left_alone(culled, capsys, value):
     assert code == ExitCode.FILE_ERRORS  # exit 3: some files could not be written
     (error,) = json.loads(out)["errors"]
     assert "digiKam:PickLabel holds" in error["error"] and path.read_bytes() == before
+
+
+def test_taking_back_our_reject_gives_back_the_rating_it_replaced():
+    """A photo no longer flagged loses our reject, and gets back the star it had
+    (darktable's import 1, or a person's), not an empty rating."""
+    from aes_index.culling.marks import decide_marks
+    from aes_index.targets.protocol import CullState, Marks, Place, Reading
+    from aes_index.targets.sidecar import SidecarTarget
+
+    reading = Reading(Place("/p/a.jpg.xmp", "/p/a.jpg"), -1, token=None, cull=CullState(marked_reject=True))
+    changes, _ = decide_marks(reading, Marks("/p/a.jpg", reject=False), {"rating": -1, "rating_before": 1}, SidecarTarget())
+    assert changes["rating"] == 1
+    changes, _ = decide_marks(reading, Marks("/p/a.jpg", reject=False), {"rating": -1, "rating_before": None}, SidecarTarget())
+    assert changes["rating"] is None

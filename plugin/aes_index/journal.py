@@ -196,6 +196,15 @@ class Journal:
         ).fetchone()
         return None if row is None else row[0]
 
+    def before_last_write(self, target: str, place: Path | str, field: str = RATING) -> int | None:
+        """What the place held before the write last_written() reports (None: none, or no such write)."""
+        row = self.db.execute(
+            f"SELECT old_rating FROM {TABLE} WHERE target = ? AND target_path = ? AND IFNULL(field, ?) = ? "
+            "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
+            [target, str(place), RATING, field],
+        ).fetchone()
+        return None if row is None else row[0]
+
     def last_rating_for_image(self, image_path: str) -> int | None:
         """The rating we set last for this photo through any target (its sidecar, darktable,
         digiKam) and haven't undone; None if none."""

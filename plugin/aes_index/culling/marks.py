@@ -59,7 +59,7 @@ def decide_marks(
     """Which of culling's fields to change at the place `reading` was taken of.
 
     last: field -> the value we wrote there last and haven't undone ("pick", "group",
-    "rating"; None: never). Returns (changes: field -> new value, kept: a person's values
+    "rating"; None: never), and "rating_before": what our last rating write replaced. Returns (changes: field -> new value, kept: a person's values
     that stood in the way, for the report). Pure: reads and writes nothing.
     """
     state, changes, kept = reading.cull, {}, []
@@ -75,7 +75,7 @@ def decide_marks(
     elif why:
         kept.append({"field": "pick", "value": state.pick, "reason": why})
     if target.rejects and marks.reject is not None:
-        rating, why = _decide_reject(reading, last.get("rating"), marks.reject, treat_as_unrated)
+        rating, why = _decide_reject(reading, last.get("rating"), marks.reject, treat_as_unrated, last.get("rating_before"))
         if rating is not _SAME:
             changes["rating"] = rating
         elif why:
@@ -108,15 +108,17 @@ def _decide_pick(current: int | None, ours: set, marks: Marks) -> tuple[Any, str
     return _SAME, f"pick label {current} set by you; ours would be {wanted}"
 
 
-def _decide_reject(reading: Reading, last_rating, reject: bool, treat_as_unrated) -> tuple[Any, str]:
-    """A reject's rating (-1), or None to take our earlier reject back, or _SAME."""
+def _decide_reject(reading: Reading, last_rating, reject: bool, treat_as_unrated, before=None) -> tuple[Any, str]:
+    """A reject's rating (-1), or the rating our earlier reject replaced (`before`: darktable's
+    import star, say) to take it back, or _SAME."""
     current = reading.value
     last = reading.ours if last_rating is None else last_rating
     if reject:
         decision = decide(current, last, REJECTED, False, treat_as_unrated)
         return (REJECTED, "") if decision.write else (_SAME, "")
     ours = current == REJECTED and (last == REJECTED or reading.cull.marked_reject)
-    return (None, "") if ours else (_SAME, "")
+    restore = before if last == REJECTED and before != REJECTED else None
+    return (restore, "") if ours else (_SAME, "")
 
 
 # --------------------------------------------------------------------------- the plan

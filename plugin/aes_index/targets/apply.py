@@ -132,6 +132,7 @@ def apply_marks(index: Index, target: Target, plan: Callable[[Target], Sequence[
             def mark(marks: Marks, place: Place) -> list[Write]:
                 reading = target.read(place)
                 last = {name: index.journal.last_written(target.name, place.key, name) for name in ("pick", "group", "rating")}
+                last["rating_before"] = index.journal.before_last_write(target.name, place.key)  # what our reject replaced
                 changes, kept = decide_marks(reading, marks, last, target, tuple(options.treat_as_unrated))
                 report.kept_yours += [{"path": place.key, **item} for item in kept]
                 if not changes:
