@@ -431,3 +431,21 @@ def test_taking_back_our_reject_gives_back_the_rating_it_replaced():
     assert changes["rating"] == 1
     changes, _ = decide_marks(reading, Marks("/p/a.jpg", reject=False), {"rating": -1, "rating_before": None}, SidecarTarget())
     assert changes["rating"] is None
+
+
+def test_digikam_takes_the_pick_label_it_read_from_our_sidecar_for_ours(in_digikam, capsys):
+    """apply-culling set Accepted in SHARP's sidecar; digiKam read it into its database.
+    When the keeper changes, digikam cull takes that label back: it is ours, not a person's."""
+    apply_culling(capsys, in_digikam)
+    db, image = in_digikam["db"], ids(in_digikam["db"])
+    assert sidecar(in_digikam, SHARP).pick == 3
+    with sqlite3.connect(db) as conn:  # digiKam's scan of the sidecar: the internal tag on SHARP
+        root = conn.execute("INSERT INTO Tags (pid, name) VALUES (0, '_Digikam_Internal_Tags_')").lastrowid
+        accepted = conn.execute("INSERT INTO Tags (pid, name) VALUES (?, 'Pick Label Accepted')", [root]).lastrowid
+        conn.executemany("INSERT INTO TagProperties (tagid, property, value) VALUES (?, 'internalTag', NULL)", [(root,), (accepted,)])
+        conn.execute("INSERT INTO ImageTags (imageid, tagid) VALUES (?, ?)", [image[SHARP], accepted])
+        conn.execute("UPDATE ImageInformation SET rating = 4 WHERE imageid = ?", [image["burst_3.jpg"]])  # then a person rated
+    report = digikam_cull(capsys, in_digikam)
+    assert not any(item["field"] == "pick" for item in report["kept_yours"]), report["kept_yours"]
+    tags = tags_in(db)  # the person's 4 stars win the keeper; our Accepted moves with it
+    assert ACCEPTED in tags["burst_3.jpg"] and ACCEPTED not in tags.get(SHARP, set()), tags

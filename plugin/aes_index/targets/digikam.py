@@ -118,17 +118,20 @@ class DigikamTarget(Target):
     def read(self, place: Place) -> Reading:
         rating = rating_of(self.conn, place.ref)
         sidecar = _photo_sidecar(place.image_path)
-        if rating is None and sidecar.rating == REJECTED:
+        if rating is None and sidecar.rating == REJECTED and not sidecar.our_reject:
             # darktable's reject: digiKam has no such rating and shows "none", but it is
-            # a person's judgement all the same.
+            # a person's judgement all the same (unless it is our reject, aes:Reject).
             rating = REJECTED
         # digiKam read from the sidecar the stars we wrote there (aes:Stars == xmp:Rating):
         # they are ours, not a person's.
         ours = rating if sidecar.our_rating == rating else None
         image_id = place.ref
+        pick = pick_of(self.conn, image_id)
         cull = CullState(
-            pick=pick_of(self.conn, image_id), tags=tuple(t for t in _relative_tags(self.conn, image_id) if t in CULL_TAGS),
+            pick=pick, tags=tuple(t for t in _relative_tags(self.conn, image_id) if t in CULL_TAGS),
             leader=leader_of(self.conn, image_id), followers=tuple(followers_of(self.conn, image_id)),
+            # digiKam read from the sidecar the pick label we set there (aes:Pick): ours, as above
+            marked_pick=pick if pick is not None and sidecar.our_pick == pick else None,
         )
         return Reading(place, rating, token=rating, ours=ours, cull=cull)  # held exclusively: it stays this
 
