@@ -189,29 +189,24 @@ class Journal:
         Only writes that changed the value count: a write of tags or of our own fields
         leaves the rating as it was, and that rating may well be a person's.
         """
-        row = self.db.execute(
-            f"SELECT new_rating FROM {TABLE} WHERE target = ? AND target_path = ? AND IFNULL(field, ?) = ? "
-            "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
-            [target, str(place), RATING, field],
-        ).fetchone()
-        return None if row is None else row[0]
+        return self._last_write("new_rating", "target = ? AND target_path = ?", [target, str(place)], field)
 
     def before_last_write(self, target: str, place: Path | str, field: str = RATING) -> int | None:
         """What the place held before the write last_written() reports (None: none, or no such write)."""
-        row = self.db.execute(
-            f"SELECT old_rating FROM {TABLE} WHERE target = ? AND target_path = ? AND IFNULL(field, ?) = ? "
-            "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
-            [target, str(place), RATING, field],
-        ).fetchone()
-        return None if row is None else row[0]
+        return self._last_write("old_rating", "target = ? AND target_path = ?", [target, str(place)], field)
 
     def last_rating_for_image(self, image_path: str) -> int | None:
         """The rating we set last for this photo through any target (its sidecar, darktable,
         digiKam) and haven't undone; None if none."""
+        return self._last_write("new_rating", "image_path = ?", [image_path], RATING)
+
+    def _last_write(self, column: str, where: str, params: list, field: str) -> int | None:
+        """`column` of the newest write of `field` matching `where` that changed the value
+        and is not undone; None if none."""
         row = self.db.execute(
-            f"SELECT new_rating FROM {TABLE} WHERE image_path = ? AND IFNULL(field, ?) = ? "
+            f"SELECT {column} FROM {TABLE} WHERE {where} AND IFNULL(field, ?) = ? "
             "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
-            [image_path, RATING, RATING],
+            [*params, RATING, field],
         ).fetchone()
         return None if row is None else row[0]
 
