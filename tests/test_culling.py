@@ -91,6 +91,23 @@ def names(group: dict) -> list[str]:
     return [Path(m["path"]).name for m in group["members"]]
 
 
+def photos_with_facts(index: Index, picture: Image.Image, shots: list[tuple[float | None, str, float]]) -> list[int]:
+    """Indexed photos (no files) that all look like `picture`, one per (capture time,
+    camera, sharpness): for grouping cases no decode needs to make."""
+    from aes_index.culling.facts import CaptureFacts
+
+    whole, inner, core = capture.signatures(picture)
+    with index.transaction():
+        ids = [index.add_image(f"/nowhere/{k:05d}.jpg", 1, 1, f"fp{k}") for k in range(len(shots))]
+        index.mark_ok(ids)
+        index.culling.put_facts(ids, [
+            CaptureFacts(taken_at=taken, camera=camera, sharpness=sharpness, clipped_highlights=0.0, clipped_shadows=0.0,
+                         signature=whole, signature_inner=inner, signature_core=core)
+            for taken, camera, sharpness in shots
+        ])
+    return ids
+
+
 # --- facts ------------------------------------------------------------------------------
 
 
@@ -342,21 +359,12 @@ def test_bad_capture_metadata_is_clear_and_crashes_nothing(tmp_path, capsys, mod
 
 
 def test_ten_thousand_frames_of_a_time_lapse_become_groups_of_at_most_max_group(tmp_path):
-    from aes_index.culling.cull import run_cull
-    from aes_index.culling.facts import CaptureFacts
+    from aes_index.culling.cull import load_groups, run_cull
 
     with Index(tmp_path / "index.sqlite") as index:
-        with index.transaction():
-            ids = [index.add_image(f"/nowhere/tl/{k:05d}.jpg", 1, 1, f"fp{k}") for k in range(10_000)]
-            index.mark_ok(ids)
-            whole, inner, core = capture.signatures(scene(21))
-            index.culling.put_facts(ids, [
-                CaptureFacts(taken_at=1e9 + k, taken_at_text=None, camera="Nikon Z6", sharpness=0.7,
-                             clipped_highlights=0.0, clipped_shadows=0.0, signature=whole, signature_inner=inner,
-                             signature_core=core) for k in range(10_000)
-            ])
+        photos_with_facts(index, scene(21), [(1e9 + k, "Nikon Z6", 0.7) for k in range(10_000)])
         summary = run_cull(index)
-        sizes = [len(g.members) for g in __import__("aes_index.culling.cull", fromlist=["x"]).load_groups(index)]
+        sizes = [len(g.members) for g in load_groups(index)]
     assert summary.grouped_photos == 10_000
     assert max(sizes) == grouping.MAX_GROUP and len(sizes) == 10_000 // grouping.MAX_GROUP
 
@@ -398,18 +406,9 @@ def test_two_timed_photos_are_copies_only_when_their_times_agree(tmp_path, secon
     """An export keeps its capture time or loses it: the same view shot days later by
     another camera is another photograph, however alike."""
     from aes_index.culling.cull import load_groups, run_cull
-    from aes_index.culling.facts import CaptureFacts
 
-    whole, inner, core = capture.signatures(scene(7))
     with Index(tmp_path / "index.sqlite") as index:
-        with index.transaction():
-            ids = [index.add_image(f"/nowhere/{k}.jpg", 1, 1, f"fp{k}") for k in range(2)]
-            index.mark_ok(ids)
-            index.culling.put_facts(ids, [
-                CaptureFacts(taken_at=t, camera=camera, sharpness=0.7, clipped_highlights=0.0, clipped_shadows=0.0,
-                             signature=whole, signature_inner=inner, signature_core=core)
-                for t, camera in ((1e9, "Nikon Z6"), (second_time, "Fujifilm X-T4"))
-            ])
+        photos_with_facts(index, scene(7), [(1e9, "Nikon Z6", 0.7), (second_time, "Fujifilm X-T4", 0.7)])
         run_cull(index)
         found = load_groups(index)
     assert bool(found) == grouped
@@ -418,18 +417,9 @@ def test_two_timed_photos_are_copies_only_when_their_times_agree(tmp_path, secon
 
 def test_a_group_whose_keeper_left_decides_again(tmp_path):
     from aes_index.culling.cull import load_groups, run_cull
-    from aes_index.culling.facts import CaptureFacts
 
-    whole, inner, core = capture.signatures(scene(8))
     with Index(tmp_path / "index.sqlite") as index:
-        with index.transaction():
-            ids = [index.add_image(f"/nowhere/IMG_{k}.jpg", 1, 1, f"fp{k}") for k in range(3)]
-            index.mark_ok(ids)
-            index.culling.put_facts(ids, [
-                CaptureFacts(taken_at=1e9 + k * 0.3, camera="Nikon Z6", sharpness=s, clipped_highlights=0.0, clipped_shadows=0.0,
-                             signature=whole, signature_inner=inner, signature_core=core)
-                for k, s in enumerate((0.5, 0.9, 0.6))
-            ])
+        ids = photos_with_facts(index, scene(8), [(1e9 + k * 0.3, "Nikon Z6", s) for k, s in enumerate((0.5, 0.9, 0.6))])
         run_cull(index)
         assert load_groups(index)[0].keeper_id == ids[1]
         with index.transaction():
