@@ -301,7 +301,3 @@ def _dct_basis(n: int) -> np.ndarray:
     k = np.arange(n)[:, None]
     x = np.arange(n)[None, :]
     return np.cos(math.pi * (2 * x + 1) * k / (2 * n))
-
-
-def hamming(a: int, b: int) -> int:
-    return ((a ^ b) & ((1 << 64) - 1)).bit_count()

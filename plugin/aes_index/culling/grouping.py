@@ -60,7 +60,7 @@ def _burst_links(table: FactsTable) -> list[tuple[int, int, str]]:
         fresh = ~(table.culled[a] & table.culled[b])
         a, b = a[fresh], b[fresh]
         gaps = table.taken_at[b] - table.taken_at[a]
-        distances = _crop_tolerant(table.signatures[a], table.signatures[b])
+        distances = crop_tolerant_distances(table.signatures[a], table.signatures[b])
         for x, y, gap, distance in zip(a.tolist(), b.tolist(), gaps.tolist(), distances.tolist()):
             if gap == 0 and distance <= DUPLICATE_DISTANCE:
                 links.append((x, y, DUPLICATE))  # one shot, twice: an export or a copy
@@ -133,7 +133,7 @@ def _confirmed(table: FactsTable, a: np.ndarray, b: np.ndarray) -> list[tuple[in
     pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0) if len(a) else np.empty((0, 2), np.int64)
     if not len(pairs):
         return []
-    close = _crop_tolerant(table.signatures[pairs[:, 0]], table.signatures[pairs[:, 1]]) <= DUPLICATE_DISTANCE
+    close = crop_tolerant_distances(table.signatures[pairs[:, 0]], table.signatures[pairs[:, 1]]) <= DUPLICATE_DISTANCE
     links, per_photo = [], {}
     for x, y in pairs[close].tolist():
         if per_photo.get(x, 0) < MAX_GROUP:
@@ -180,15 +180,11 @@ def _codes(cameras: list[str | None]) -> np.ndarray:
     return np.fromiter((known.get(c, -1) if c is not None else -1 for c in cameras), np.int64, len(cameras))
 
 
-def _crop_tolerant(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """distance_between for rows of (whole, inner, core) hashes, pair by pair."""
+def crop_tolerant_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distances of rows of two photos' (whole, inner, core) hashes, pair by pair: the
+    whole of one against each part of the other, either way (a crop of one is the other's
+    inner part), the least of them."""
     return np.min([np.bitwise_count(a[:, i] ^ b[:, j]) for i, j in _CROP_PAIRS], axis=0)
-
-
-def distance_between(a: np.ndarray, b: np.ndarray) -> int:
-    """Crop-tolerant distance of two photos' (whole, inner, core) hashes: the whole of one
-    against each part of the other, either way (a crop of one is the other's inner part)."""
-    return min(int(np.bitwise_count(a[i] ^ b[j])) for i, j in _CROP_PAIRS)
 
 
 _CROP_PAIRS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))  # (whole, inner, core) of one vs of the other
