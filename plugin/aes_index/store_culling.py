@@ -131,11 +131,6 @@ class CullingTables:
         wanted = set(image_ids)
         return [(i, p) for i, p in rows if i in wanted]
 
-    def facts(self, image_id: int) -> CaptureFacts | None:
-        names = ", ".join(FACT_COLUMNS)
-        row = self.db.execute(f"SELECT {names} FROM captures WHERE image_id = ?", [image_id]).fetchone()
-        return None if row is None else CaptureFacts(**dict(zip(FACT_COLUMNS, row)))
-
     def facts_table(self) -> FactsTable:
         sql = (
             "SELECT c.image_id, c.camera, c.serial, c.taken_at, c.culled, c.signature, c.signature_inner, c.signature_core "
@@ -176,17 +171,6 @@ class CullingTables:
             rows = self.db.execute(f"{sql} WHERE i.id IN ({', '.join('?' * len(chunk))})", [head_id, *chunk])
             result.update((row[0], dict(zip(keys, row))) for row in rows)
         return result
-
-    def measures(self) -> dict[int, tuple]:
-        """{image id: (sharpness, clipped_highlights, clipped_shadows)} of present photos."""
-        sql = (
-            "SELECT c.image_id, c.sharpness, c.clipped_highlights, c.clipped_shadows FROM captures c "
-            "JOIN images i ON i.id = c.image_id WHERE i.status IN (?, ?) AND c.sharpness IS NOT NULL"
-        )
-        return {row[0]: row[1:] for row in self.db.execute(sql, list(PRESENT))}
-
-    def count_facts(self) -> int:
-        return self.db.execute("SELECT count(*) FROM captures").fetchone()[0]
 
     # --- groups ----------------------------------------------------------------------
 
