@@ -120,16 +120,19 @@ class CullingTables:
 
     def ids_lacking_facts(self, image_ids: Iterable[int] | None = None) -> list[tuple[int, str]]:
         """(id, path) of indexed photos (status ok) without current facts: an index from
-        before culling, or facts measured by an older version."""
+        before culling, or facts measured by an older version. Given `image_ids` (the
+        watcher's batch of a few files), only those are looked up, not the whole library."""
         sql = (
             "SELECT i.id, i.path FROM images i LEFT JOIN captures c ON c.image_id = i.id "
-            "WHERE i.status = 'ok' AND (c.image_id IS NULL OR c.version < ?) ORDER BY i.id"
+            "WHERE i.status = 'ok' AND (c.image_id IS NULL OR c.version < ?)"
         )
-        rows = self.db.execute(sql, [FACTS_VERSION]).fetchall()
         if image_ids is None:
-            return [(i, p) for i, p in rows]
-        wanted = set(image_ids)
-        return [(i, p) for i, p in rows if i in wanted]
+            return [(i, p) for i, p in self.db.execute(f"{sql} ORDER BY i.id", [FACTS_VERSION])]
+        ids, found = sorted({int(i) for i in image_ids}), []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            found += self.db.execute(f"{sql} AND i.id IN ({', '.join('?' * len(chunk))})", [FACTS_VERSION, *chunk]).fetchall()
+        return sorted((i, p) for i, p in found)
 
     def facts_table(self) -> FactsTable:
         sql = (
