@@ -183,6 +183,35 @@ def test_ratings_undo_gives_back_every_byte(culled, capsys):
     assert snapshot_files(culled["root"]) == before  # sidecars we made are gone, the darktable one byte-exact
 
 
+@pytest.mark.parametrize("runs", [("apply-culling", "apply-ratings"), ("apply-ratings", "apply-culling")])
+@pytest.mark.parametrize("undo_order", ["newest first", "oldest first"])
+def test_undo_removes_a_sidecar_we_created_whatever_the_order_of_the_runs(culled, capsys, runs, undo_order):
+    """Two runs write into the sidecars the first one created; whichever is undone last
+    removes them: nothing we wrote remains, so no empty sidecar stays behind."""
+    before = snapshot_files(culled["root"])
+    for command in runs:
+        code, _, err = run_cli(capsys, command, "--db", culled["index"], "--treat-as-unrated", "1")
+        assert code == ExitCode.OK, err
+    with Index(culled["index"]) as index:
+        run_ids = [row[0] for row in index.db.execute("SELECT id FROM runs WHERE command LIKE 'apply-%' ORDER BY id")]
+    assert len(run_ids) == 2
+    for run_id in run_ids[::-1] if undo_order == "newest first" else run_ids:
+        code, out, err = run_cli(capsys, "ratings", "undo", "--db", culled["index"], "--run", run_id, "--json")
+        assert code == ExitCode.OK, err
+        assert {item["status"] for item in json.loads(out)} <= {"restored", "deleted", "missing"}, out
+    assert snapshot_files(culled["root"]) == before  # no sidecar of ours left, the darktable one byte-exact
+
+
+def test_undo_keeps_a_sidecar_we_created_once_a_person_wrote_into_it(culled, capsys):
+    apply_culling(capsys, culled)
+    keeper = culled["root"] / f"{SHARP}.xmp"
+    write_sidecar(keeper, rating=4)  # the person's own stars, in the sidecar we made
+    code, out, err = run_cli(capsys, "ratings", "undo", "--db", culled["index"], "--json")
+    assert code == ExitCode.OK, err
+    info = read_sidecar(keeper)
+    assert info.exists and info.rating == 4 and info.pick is None and info.tags == ()
+
+
 def test_undo_keeps_what_a_person_changed_since(culled, capsys):
     apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
     write_sidecar(culled["root"] / f"{SHARP}.xmp", pick=2)  # the person downgraded our keeper to "pending"

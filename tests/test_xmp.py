@@ -595,3 +595,15 @@ def test_a_flood_of_elements_is_refused(tmp_path):
         + b"</rdf:Description></rdf:RDF></x:xmpmeta>"
     )
     assert_refused_untouched(path, match="elements")
+
+
+def test_a_sidecar_holds_nothing_only_when_no_property_of_anyone_is_left(tmp_path):
+    path = tmp_path / "IMG_1.jpg.xmp"
+    write_sidecar(path, rating=3, aes=AesFields(score=5.0, percentile=50.0, head_id="h", stars=3), tags=["3 stars"])
+    assert not read_sidecar(path).holds_nothing
+    write_sidecar(path, rating=None, aes=None, tags=[])  # ours taken out again: a bare skeleton
+    assert read_sidecar(path).holds_nothing
+    path.write_bytes(path.read_bytes().replace(b'rdf:about=""', b'rdf:about="" photoshop:City="Oslo" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"'))
+    assert not read_sidecar(path).holds_nothing  # someone else's value
+    for source in DARKTABLE_SIDECARS:
+        assert not read_sidecar(source).holds_nothing, source.name

@@ -100,6 +100,7 @@ class UndoAction:
     prior: dict = field(default_factory=dict)  # the target's own fields before the write
     superseded_by_run: int | None = None  # a later run wrote this field of this place again
     field: str = RATING  # which value (Write.field): a target undoes each field on its own
+    file_is_ours: bool = False  # a write of ours created the file, and no undo has removed it since
 
     @property
     def target_path(self) -> Path:
@@ -120,10 +121,28 @@ def _action(db: sqlite_utils.Database, row: dict) -> UndoAction:
         "AND undone_at IS NULL AND run_id != ? AND IFNULL(field, ?) = ?",
         [row["target"], row["target_path"], row["id"], row["run_id"], RATING, row["field"] or RATING],
     ).fetchone()[0]
-    return _merged([row], superseded_by_run=later)
+    return _merged([row], superseded_by_run=later, file_is_ours=_file_is_ours(db, row["target"], row["target_path"]))
 
 
-def _merged(rows: list[dict], superseded_by_run: int | None = None) -> UndoAction:
+def _file_is_ours(db: sqlite_utils.Database, target: str, place: str) -> bool:
+    """Whether the file at `place` is one a write of ours created (by any run, whichever
+    wrote it first) and no undo has deleted since: once nothing is left in it, undo may
+    remove it, whatever the order in which the runs that wrote it are undone."""
+    if target not in FILE_TARGETS:
+        return False
+    created = db.execute(
+        f"SELECT MAX(id) FROM {TABLE} WHERE target = ? AND target_path = ? AND created_file", [target, place]
+    ).fetchone()[0]
+    if created is None:
+        return False
+    deleted = db.execute(
+        f"SELECT 1 FROM {TABLE} WHERE target = ? AND target_path = ? AND id >= ? AND undo_note = 'deleted' LIMIT 1",
+        [target, place, created],
+    ).fetchone()
+    return deleted is None
+
+
+def _merged(rows: list[dict], superseded_by_run: int | None = None, file_is_ours: bool = False) -> UndoAction:
     """One action for a place's open writes, oldest first: back to the value before the
     first, if the place still holds what the last one wrote."""
     first, last = rows[0], rows[-1]
@@ -140,6 +159,7 @@ def _merged(rows: list[dict], superseded_by_run: int | None = None) -> UndoActio
         prior=json.loads(first["prior_json"]) if first["prior_json"] else {},
         superseded_by_run=superseded_by_run,
         field=last["field"] or RATING,
+        file_is_ours=file_is_ours,
     )
 
 
@@ -264,7 +284,7 @@ class Journal:
             if row["target_path"] in wanted:
                 value_key = None if field == RATING else row["prior_json"]
                 writes.setdefault((row["target_path"], value_key), []).append(row)
-        return [_merged(rows) for rows in writes.values()]
+        return [_merged(rows, file_is_ours=_file_is_ours(self.db, target, place)) for (place, _), rows in writes.items()]
 
     def open_fields(self, target: str, fields: Sequence[str], place_prefix: str = "") -> list[tuple[str, str]]:
         """(image path, place) of every place that still holds a write of ours to one of

@@ -207,6 +207,7 @@ class SidecarInfo:
     content_hash: str | None = None  # sha256 of the bytes read
     pick: int | None = None  # digiKam:PickLabel; None when absent (or not a pick label)
     marks: CullMarks | None = None  # our culling markers (aes:Pick, aes:Reject)
+    holds_nothing: bool = False  # a bare skeleton: no property of anyone's is left in it
 
     @property
     def our_rating(self) -> int | None:
@@ -772,7 +773,24 @@ def _info(doc: _Doc, path: Path) -> SidecarInfo:
         content_hash=sha256_hex(doc.data),
         pick=_read_pick(doc, path),
         marks=_read_marks(doc),
+        holds_nothing=_holds_nothing(doc),
     )
+
+
+_SKELETON = {("adobe:ns:meta/", "xmpmeta"), (RDF_NS, "RDF"), (RDF_NS, "Description")}
+_SKELETON_ATTRS = {("adobe:ns:meta/", "xmptk"), (RDF_NS, "about")}
+
+
+def _holds_nothing(doc: _Doc) -> bool:
+    """Whether the file is only the skeleton every sidecar has (x:xmpmeta, rdf:RDF, bare
+    rdf:Description elements, namespace declarations): no value of ours or of anyone
+    else's is in it. Undo removes such a sidecar when we created it."""
+    for node in doc.nodes:
+        if (node.ns, node.local) not in _SKELETON or node.text.strip():
+            return False
+        if any(not a.is_declaration and (a.ns, a.local) not in _SKELETON_ATTRS for a in node.attrs):
+            return False
+    return True
 
 
 def _simple_value(prop: _Attr | _Node) -> str | None:

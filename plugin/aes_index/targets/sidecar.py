@@ -109,17 +109,17 @@ class SidecarTarget(Target):
         if action.field in ("pick", "tags"):
             return self._undo_mark(path, current, action, dry_run)
         manual = current.rating != action.expected
-        xmp.write_sidecar(
-            path,
+        emptied = _restore(
+            path, action, current, dry_run,
             rating=xmp.KEEP if manual else action.restore,
             aes=_prior_aes(action.prior),
             tags=None if "tags" not in action.prior else _stars_undone_keeping_culling(action.prior["tags"], current.tags),
             tag_fields=tuple(action.prior.get("tag_fields", ())),
-            dry_run=dry_run,
-            expect_hash=current.content_hash,
             undeclare=tuple(action.prior.get("declared", ())),
             marks=_restored_marks(current, action.prior),
         )
+        if emptied:
+            return emptied
         return kept_manual(action, current.rating) if manual else restored(action)
 
     def _undo_mark(self, path: Path, current: xmp.SidecarInfo, action: UndoAction, dry_run: bool) -> UndoResult:
@@ -130,16 +130,36 @@ class SidecarTarget(Target):
         manual = action.field == "pick" and current.pick != action.expected
         if action.field == "pick" and not manual:
             pick = action.restore
-        xmp.write_sidecar(
-            path, pick=pick, tags=tags, tag_fields=tuple(prior.get("tag_fields", xmp.DEFAULT_TAG_FIELDS)),
-            marks=_restored_marks(current, prior), dry_run=dry_run, expect_hash=current.content_hash,
-            undeclare=tuple(prior.get("declared", ())),
+        emptied = _restore(
+            path, action, current, dry_run, pick=pick, tags=tags,
+            tag_fields=tuple(prior.get("tag_fields", xmp.DEFAULT_TAG_FIELDS)),
+            marks=_restored_marks(current, prior), undeclare=tuple(prior.get("declared", ())),
         )
+        if emptied:
+            return emptied
         if manual:
             return UndoResult(action, "kept-manual", f"pick label is {_show(current.pick)} now, not our {_show(action.expected)}: left as is")
         if action.field == "pick":
             return UndoResult(action, "restored", f"pick label {_show(action.expected)} -> {_show(action.restore)}")
         return UndoResult(action, "restored", "culling tags put back")
+
+
+def _restore(path: Path, action: UndoAction, current: xmp.SidecarInfo, dry_run: bool, **fields) -> UndoResult | None:
+    """Write the undone `fields` back into the sidecar; or, when the sidecar is one we
+    created and nothing at all would be left in it (ours gone, nobody else's ever added),
+    remove it instead: whichever run is undone last, a sidecar we created does not stay
+    behind empty. Returns the removal's result, None after a plain restore."""
+    outcome = xmp.write_sidecar(path, dry_run=True, expect_hash=current.content_hash, **fields)
+    if action.file_is_ours and outcome.after.holds_nothing:
+        if not dry_run:
+            refuse_protected(path)  # write-protected since: the user keeps it
+            if not _has_hash(path, current.content_hash):
+                raise ChangedSinceRead(f"{path}: changed since it was read (by a person?); left as it is")
+            path.unlink()
+        return UndoResult(action, "deleted", "removed the sidecar we had created: nothing was left in it")
+    if not dry_run and outcome.changed:
+        xmp.write_sidecar(path, expect_hash=current.content_hash, **fields)
+    return None
 
 
 def journal_entry(image_path: str, outcome: xmp.WriteOutcome) -> Write:
