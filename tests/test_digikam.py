@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
@@ -275,20 +276,52 @@ def test_sync_refuses_while_the_database_is_locked(library, capsys):
 
 @pytest.fixture
 def digikam_process(tmp_path):
-    """A process named "digikam" (a copy of sleep), as /proc/PID/comm shows it."""
+    """Start a process named "digikam" (as /proc/PID/comm shows it: Python run through a
+    link of that name) that holds a given file open, as digiKam holds its database."""
     fake = tmp_path / "bin" / "digikam"
     fake.parent.mkdir()
-    shutil.copy(shutil.which("sleep"), fake)
-    process = subprocess.Popen([str(fake), "60"])
-    yield process
-    process.kill()
-    process.wait()
+    fake.symlink_to(os.path.realpath(sys.executable))
+    started = []
+
+    def start(held: Path) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [str(fake), "-c", "import sys, time; f = open(sys.argv[1], 'rb'); print('open', flush=True); time.sleep(60)", str(held)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        started.append(process)
+        assert process.stdout.readline().strip() == "open"  # the file is open now
+        assert Path(f"/proc/{process.pid}/comm").read_text().strip() == "digikam"
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
 
 
-def test_sync_refuses_while_digikam_runs(library, digikam_process, capsys):
+def test_sync_refuses_while_a_digikam_has_this_database_open(library, digikam_process, capsys):
+    process = digikam_process(Path(library["db"]))
     code, _, err = sync(capsys, library)
-    assert code == ExitCode.INDEX and "digiKam is running" in err and str(digikam_process.pid) in err
+    assert code == ExitCode.INDEX and "digiKam is running" in err and str(process.pid) in err
     assert backups(library["db"]) == [] and ratings(library["db"])["top.jpg"] == -1
+
+
+def test_sync_refuses_a_digikam_holding_the_database_through_another_path(library, digikam_process, capsys, tmp_path):
+    link = tmp_path / "elsewhere.db"
+    link.symlink_to(library["db"])  # the same file by another name
+    process = digikam_process(link)
+    code, _, err = sync(capsys, library)
+    assert code == ExitCode.INDEX and str(process.pid) in err
+
+
+def test_a_digikam_on_another_library_does_not_stop_a_sync(library, digikam_process, capsys, tmp_path):
+    other = tmp_path / "other-library" / "digikam4.db"
+    other.parent.mkdir()
+    shutil.copyfile(library["db"], other)
+    digikam_process(other)  # digiKam open on another library: none of this database's business
+    code, _, err = sync(capsys, library)
+    assert code == ExitCode.OK, err
+    assert ratings(library["db"])["top.jpg"] != -1
 
 
 def test_a_file_that_is_not_a_digikam_database_is_refused(tmp_path, capsys):

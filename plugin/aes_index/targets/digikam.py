@@ -20,8 +20,8 @@ group's members grouped under its keeper, the keeper's pick label "Accepted", ou
 digiKam stores each of those is below ("digiKam's pick labels and groups"), with where
 in digiKam's source it was verified.
 
-Never while digiKam runs: a sync refuses when a digikam process exists (/proc/*/comm) or
-the database is locked (BEGIN EXCLUSIVE with a short timeout), makes a backup beside the
+Never while digiKam runs: a sync refuses when a digiKam process has this database open
+(its open files in /proc, `digikam_holding`) or the database is locked (BEGIN EXCLUSIVE with a short timeout), makes a backup beside the
 database with SQLite's backup API, then holds the exclusive lock until it commits.
 `undo` puts a sync run's ratings and tags back the same careful way.
 """
@@ -291,17 +291,44 @@ def _relative_tags(conn: sqlite3.Connection, image_id: int) -> list[str]:
 # --------------------------------------------------------------------------- safety
 
 
-def running_digikam(proc: Path = Path("/proc")) -> list[int]:
-    """Process ids whose name starts with "digikam" (Linux; elsewhere the lock check remains)."""
-    pids = []
+def digikam_holding(db_path: Path, proc: Path = Path("/proc")) -> list[int]:
+    """Process ids of the digiKam processes that have this database open (Linux).
+
+    A digiKam keeps its core database open as long as it runs, so its open files
+    (/proc/PID/fd) say whether it is *this* database's digiKam; one open on another
+    library, or any other program, is none of our business. The file is compared by
+    device and inode, so a symlink or another spelling of the path is the same database;
+    its -wal/-journal companions count too. A digiKam whose open files we may not read
+    (another user's) is counted: we cannot tell, and its database is not ours to risk.
+    Elsewhere (no /proc) the SQLite lock check remains.
+    """
+    wanted = _file_ids([db_path, *(db_path.with_name(db_path.name + s) for s in ("-wal", "-journal", "-shm"))])
+    holding = []
     for comm in proc.glob("[0-9]*/comm"):
         try:
-            name = comm.read_text().strip()
+            if not comm.read_text().strip().startswith("digikam"):
+                continue
+            fds = list((comm.parent / "fd").iterdir())
+        except PermissionError:
+            holding.append(int(comm.parent.name))
+            continue
         except OSError:
             continue  # the process ended while we looked
-        if name.startswith("digikam"):
-            pids.append(int(comm.parent.name))
-    return pids
+        if wanted & _file_ids(fds):
+            holding.append(int(comm.parent.name))
+    return holding
+
+
+def _file_ids(paths) -> set[tuple[int, int]]:
+    """(device, inode) of each path that can be followed to a file."""
+    ids = set()
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue  # absent, or an fd that closed while we looked
+        ids.add((info.st_dev, info.st_ino))
+    return ids
 
 
 @contextmanager
@@ -320,9 +347,11 @@ def _exclusively(db_path: Path, dry_run: bool, lock_timeout: float) -> Iterator[
 
 def _connect(db_path: Path, lock_timeout: float) -> sqlite3.Connection:
     """A connection to digiKam's database, after making sure digiKam leaves it alone."""
-    pids = running_digikam()
+    pids = digikam_holding(db_path)
     if pids:
-        raise DigikamUnavailable(f"digiKam is running (pid {', '.join(map(str, pids))}): quit it first, then sync")
+        raise DigikamUnavailable(
+            f"digiKam is running with {db_path} open (pid {', '.join(map(str, pids))}): quit it first, then try again"
+        )
     if not db_path.is_file():
         raise DigikamUnavailable(f"no digiKam database at {db_path}")
     conn = sqlite3.connect(db_path, timeout=lock_timeout, isolation_level=None)
