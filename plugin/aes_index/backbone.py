@@ -383,27 +383,53 @@ def load_backbone(
 
 
 def _create_model(model_name: str, checkpoint: str | None, quick_gelu: bool):
+    import pickle
+
     import open_clip
     import torch
+    from safetensors import SafetensorError
 
     if checkpoint is None:
         torch.manual_seed(0)  # "random" weights are the same on every run and machine
+        # Said on every run, whatever -q: scores of an untrained model look like scores.
+        log.warning("--pretrained random: %s has random weights, so its scores mean nothing (for benchmarks and tests only)", model_name)
+    with _quiet_root_logger():  # open_clip warns on the root logger about random init
+        clip = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu)
+    if checkpoint is None:
+        return clip
     try:
-        with _quiet_root_logger():  # open_clip warns on the root logger about random init
-            clip = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu)
-        if checkpoint is not None:
-            # weights_only=True: a .pt/.bin is unpickled with torch's restricted loader,
-            # which refuses to run code; .safetensors goes through safetensors.
-            open_clip.load_checkpoint(clip, checkpoint, strict=True, weights_only=True)
-    except (RuntimeError, ValueError, KeyError, OSError, EOFError) as exc:
-        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise WeightsUnavailable(f"cannot load weights {checkpoint} into {model_name}: {detail}") from exc
-    except Exception as exc:  # e.g. pickle.UnpicklingError for a file that needs code execution
+        # weights_only=True: a .pt/.bin is unpickled with torch's restricted loader,
+        # which refuses to run code; .safetensors goes through safetensors.
+        open_clip.load_checkpoint(clip, checkpoint, strict=True, weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's restricted loader met something that runs code
         raise WeightsUnavailable(
-            f"refusing to load {checkpoint}: not a plain weights file ({type(exc).__name__}); "
-            "use a .safetensors checkpoint"
+            f"refusing to load {checkpoint}: not a plain weights file (it would run code); use a .safetensors checkpoint"
+        ) from exc
+    except (OSError, EOFError, SafetensorError) as exc:  # unreadable, cut short, not safetensors
+        raise WeightsUnavailable(f"cannot read weights {checkpoint}: {_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - state-dict mismatches come as RuntimeError, AssertionError, KeyError...
+        raise WeightsUnavailable(
+            f"cannot load weights {checkpoint} into {model_name}: {_mismatch(exc)}; "
+            "pass the --model the checkpoint was made for"
         ) from exc
     return clip
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split("\n", 1)[0].split())
+    return text[:300] or type(exc).__name__
+
+
+def _mismatch(exc: BaseException) -> str:
+    """Why a checkpoint does not fit the model, in one line: torch's state-dict report
+    ("Error(s) in loading state_dict ...:" then one line per key) gives its first key and
+    how many more; open_clip's resize helpers assert with a short message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
+        more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+        return f"its weights do not fit this architecture: {lines[1][:200]}{more}"
+    detail = lines[0][:200] if lines else type(exc).__name__
+    return f"its weights do not fit this architecture ({detail})"
 
 
 @contextlib.contextmanager
