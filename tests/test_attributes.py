@@ -15,6 +15,7 @@ from aes_index.backbone import load_backbone
 from aes_index.cli import main
 from aes_index.heads import Head, save_head
 from aes_index.store import Index
+from aes_index.targets.sidecar import is_star_tag
 
 from conftest import make_photo
 
@@ -98,7 +99,7 @@ def test_attribute_tags_live_beside_star_tags_and_respect_manual_ratings(shoot, 
     tagged = {p.name: xmp.read_sidecar(p).tags for p in shoot.glob("*.xmp")}
     sharp = [name for name, tags in tagged.items() if "sharp" in tags]
     assert len(sharp) == 2  # the top 20% of 10 photos
-    assert all(any(t.endswith(" stars") for t in tags) for name, tags in tagged.items() if name != "IMG_0.jpg.xmp")
+    assert all(any(is_star_tag(t) for t in tags) for name, tags in tagged.items() if name != "IMG_0.jpg.xmp")
 
     # tags-only writes must not make the person's rating look like ours
     code, out, _ = run(capsys, "apply-ratings", "--db", db, "--json")

@@ -21,6 +21,7 @@ from aes_index.culling import grouping, keeper
 from aes_index.culling.keeper import UNDEREXPOSED_ABOVE as UNDEREXPOSED_SHARE
 from aes_index.culling.model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, Member
 from aes_index.store import Index
+from aes_index.targets.sidecar import is_star_tag
 from conftest import HARBOUR, run_cli
 
 CAMERA = ("Canon", "Canon EOS R5", "031021000123")
@@ -445,7 +446,7 @@ def test_undoing_a_star_run_keeps_a_later_culls_keeper_tag(tmp_path, capsys, mod
     assert "keeper" in xmp.read_sidecar(xmp.sidecar_for(frames[1])).tags
     assert run_cli(capsys, "ratings", "undo", "--run", star_run, "--db", db)[0] == 0
     tags = xmp.read_sidecar(xmp.sidecar_for(frames[1])).tags
-    assert "keeper" in tags and not any(t.endswith(" stars") for t in tags), tags
+    assert "keeper" in tags and not any(is_star_tag(t) for t in tags), tags
 
 
 def test_stars_we_set_in_darktable_that_it_copied_into_a_sidecar_are_no_persons_pick(tmp_path, capsys, model_args):

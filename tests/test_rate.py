@@ -59,7 +59,7 @@ def test_ratings_follow_the_policy_in_new_sidecars(photos, capsys):
     assert code == 0 and "wrote 20 ratings" in out and "ratings undo --run" in out
     for name, stars in expected_stars(photos).items():
         info = xmp.read_sidecar(photos / f"{name}.xmp")
-        assert info.rating == stars and info.aes.stars == stars and f"{stars} stars" in info.tags
+        assert info.rating == stars and info.aes.stars == stars and ("1 star" if stars == 1 else f"{stars} stars") in info.tags
     code, out, _ = run(capsys, "apply-ratings", "--db", db_of(photos), "--json")
     assert json.loads(out)["written_total"] == 0 and json.loads(out)["unchanged"] == 20  # idempotent
 

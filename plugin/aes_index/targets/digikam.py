@@ -47,7 +47,7 @@ from ..journal import UndoAction, Write
 from ..store import Index
 from . import apply as targets
 from .protocol import CullState, Marks, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
-from .sidecar import CULL_TAGS, other_tags
+from .sidecar import CULL_TAGS, other_tags, star_tag
 
 TARGET = "digikam"
 TAG_ROOT = "Aesthetic"
@@ -140,7 +140,7 @@ class DigikamTarget(Target):
         prior_tags = our_tags(self.conn, image_id)
         set_rating(self.conn, image_id, wanted.stars)
         if wanted.tags:  # our star tag changes; culling's and attribute tags stay
-            set_our_tags(self.conn, image_id, [*other_tags(_relative_tags(self.conn, image_id)), f"{wanted.stars} stars"])
+            set_our_tags(self.conn, image_id, [*other_tags(_relative_tags(self.conn, image_id)), star_tag(wanted.stars)])
         return Write(
             target=TARGET, place=reading.place.key, image_path=reading.place.image_path, old=reading.value,
             new=wanted.stars, prior={"tags": prior_tags} if wanted.tags else None,

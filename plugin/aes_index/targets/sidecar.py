@@ -12,6 +12,7 @@ our marker aes:Reject. Each field changed is its own journal row ("pick", "tags"
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,11 +182,20 @@ def journal_entry(image_path: str, outcome: xmp.WriteOutcome) -> Write:
 
 def other_tags(tags) -> list[str]:
     """Our tags that are not star tags (attribute tags): a rating write keeps them."""
-    return [t for t in tags if not (t.endswith(" stars") or t == "rejected")]
+    return [t for t in tags if not is_star_tag(t)]
 
 
 def star_tag(stars: int) -> str:
-    return "rejected" if stars == REJECTED else f"{stars} stars"
+    """Our tag for a star level: "1 star", "4 stars", "rejected"."""
+    if stars == REJECTED:
+        return "rejected"
+    return "1 star" if stars == 1 else f"{stars} stars"
+
+
+def is_star_tag(tag: str) -> bool:
+    """Whether one of our tags is a star tag; "1 stars", as versions before 0.2 spelled it,
+    is one too, so their tags are replaced and undone like today's."""
+    return tag == "rejected" or re.fullmatch(r"-?\d+ stars?", tag) is not None
 
 
 def _restored_marks(current: xmp.SidecarInfo, prior: dict):
