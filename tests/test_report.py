@@ -459,7 +459,8 @@ def test_details_show_score_percentile_stars_written_head_and_path(fresh_page, i
         "[...document.querySelectorAll('#details dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent])"
     ))
     assert details["Path"] == top["path"] and details["Head"] == head
-    assert details["Score"].startswith(str(top["score"])[:8])
+    shown = details["Score"].split(" ")[0]  # four significant digits, not the float's 17
+    assert float(shown) == pytest.approx(top["score"], rel=1e-3, abs=1e-4) and len(shown.lstrip("-").replace(".", "").lstrip("0")) == 4, shown
     assert details["Stars written"] == "xmp: ★★★★★"
     assert float(details["Percentile"]) > 50 and details["Stars (policy)"].startswith("★")
     # what the numbers mean: the head's scale, in the details and in the header
