@@ -48,8 +48,9 @@ def _score(index, image_id):
 def test_rebuild_indexes_every_fixture_or_records_its_error(index, library, settings, decode_calls):
     summary = indexer.rebuild(index, [str(library)], settings)
     expected = photo_paths(library)
-    assert summary.files == len(expected) and summary.decoded == len(expected)
     rows = {row["path"]: row for row in index.db["images"].rows}
+    ok = sum(row["status"] == OK for row in rows.values())
+    assert summary.files == len(expected) and summary.decoded == ok and summary.decoded + summary.errors == len(expected)
     assert set(rows) == {str(p) for p in expected}
     assert not any("@eaDir" in p or ".hidden" in p for p in rows)  # NAS clutter and hidden folders skipped
     for path, row in rows.items():
@@ -156,7 +157,7 @@ def test_force_decodes_everything_again(index, library, settings, decode_calls):
     indexer.rebuild(index, [str(library)], settings)
     first = len(decode_calls)
     summary = indexer.rebuild(index, [str(library)], settings, force=True)
-    assert len(decode_calls) == 2 * first and summary.decoded == first
+    assert len(decode_calls) == 2 * first and summary.decoded + summary.errors == first and summary.decoded > 0
 
 
 def test_worker_processes_give_the_same_embeddings_as_inline(tmp_path, library, settings):
@@ -266,6 +267,8 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(index, lib
         handle.write(source + b"\x00")
     summary = indexer.rebuild(index, [str(library)], settings)
     indexable = photo_paths(library)  # the same discovery: the odd name is left out
-    assert summary.files == len(indexable) and summary.decoded == len(indexable) and summary.errors >= 1
+    failed = index.db.execute("SELECT count(*) FROM images WHERE status = 'error'").fetchone()[0]
+    assert summary.files == len(indexable) and summary.decoded == len(indexable) - failed and summary.errors == failed + 1
+    assert [e["code"] for e in index.scan_errors()] == ["name-not-utf8"]  # recorded, for stats and the gallery
     assert index.db["images"].count == len(indexable)  # nothing half-stored for the odd name
     assert any("not valid UTF-8" in r.getMessage() and "Stra\ufffde.jpg" in r.getMessage() for r in caplog.records)

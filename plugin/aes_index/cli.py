@@ -401,12 +401,21 @@ def cmd_rebuild(args) -> int:
     missing = [root for root in args.roots if not os.path.exists(root)]
     if missing:
         raise ConfigError(f"no such file or folder: {missing[0]}")
-    with open_index(settings, args.roots, create=True) as index:
-        if not args.roots and not index.roots():
-            raise IndexUnavailable("no library roots known yet: run `aes-index rebuild PATH`")
-        settings = with_library_exclude(index, settings, args.exclude)
-        # rebuild takes the writer lock: a running watcher finishes its batch, then waits for us.
-        summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
+    path = locate_db(settings, args.roots, must_exist=False)
+    first = not path.exists()
+    try:
+        with open_index(settings, args.roots, create=True) as index:
+            if not args.roots and not index.roots():
+                raise IndexUnavailable("no library roots known yet: run `aes-index rebuild PATH`")
+            settings = with_library_exclude(index, settings, args.exclude)
+            # rebuild takes the writer lock: a running watcher finishes its batch, then waits for us.
+            summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
+    except BaseException:
+        if first:  # e.g. offline without weights: leave no empty index (and lock files) in the user's folder
+            from .store import discard_unused
+
+            discard_unused(path)
+        raise
     emit(args, summary.as_dict(), lambda: summary_line(summary))
     return ExitCode.FILE_ERRORS if summary.errors else ExitCode.OK
 
@@ -764,18 +773,32 @@ def apply_text(report) -> str:
 
 
 def cmd_ratings_undo(args) -> int:
-    from collections import Counter
-
     from .rate import undo
 
     settings = settings_from(args)
     with open_index(settings) as index:
         results = undo(index, args.run, dry_run=args.dry_run)
     data = [{"target": str(r.action.target_path), "status": r.status, "detail": r.detail} for r in results]
+    emit(args, data, lambda: undo_text(results, args.dry_run))
+    return ExitCode.FILE_ERRORS if any(r.status == "failed" for r in results) else ExitCode.OK
+
+
+UNDO_STATUSES_TO_SHOW = ("failed", "superseded", "kept-manual")  # what a person may have to act on, or should know
+
+
+def undo_text(results, dry_run: bool, backup: str | None = None) -> str:
+    """An undo's counts, then one line per place it could not put back (or kept as a
+    person left it): the place and why, as --json has them."""
+    from collections import Counter
+
     counts = Counter(r.status for r in results)
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to undo"
-    emit(args, data, lambda: ("dry run: " if args.dry_run else "") + summary)
-    return ExitCode.FILE_ERRORS if counts.get("failed") else ExitCode.OK
+    lines = [("dry run: " if dry_run else "") + (", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to undo")]
+    for result in sorted(results, key=lambda r: (UNDO_STATUSES_TO_SHOW.index(r.status) if r.status in UNDO_STATUSES_TO_SHOW else 99, r.action.place)):
+        if result.status in UNDO_STATUSES_TO_SHOW:
+            lines.append(f"  {result.status}: {printable(result.action.place)}: {result.detail}")
+    if backup:
+        lines.append(f"backup: {backup}")
+    return "\n".join(lines)
 
 
 def cmd_watch(args) -> int:
@@ -987,7 +1010,7 @@ def cmd_apply_culling(args) -> int:
     from .culling.marks import marks_text, write_sidecars
 
     settings = settings_from(args)
-    with open_index(settings, read_only=args.dry_run) as index:
+    with open_index(settings, args.roots, read_only=args.dry_run) as index:  # ROOT's own index, as for `cull`
         report = write_sidecars(index, cull_mark_options(args, settings), [os.path.abspath(r) for r in args.roots])
     emit(args, report.as_dict(), lambda: marks_text(report, f"aes-index ratings undo --run {report.run_id}"))
     return ExitCode.FILE_ERRORS if report.errors else ExitCode.OK
@@ -1006,17 +1029,13 @@ def cmd_digikam_cull(args) -> int:
 
 
 def cmd_digikam_undo(args) -> int:
-    from collections import Counter
-
     from .targets.digikam import undo
 
     settings = settings_from(args)
     with open_index(settings) as index:
         backup, results = undo(index, args.digikam_db, args.run, dry_run=args.dry_run)
-    counts = Counter(result.status for result in results)
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to undo"
     data = {"backup": backup, "results": [result.as_dict() for result in results]}
-    emit(args, data, lambda: ("dry run: " if args.dry_run else "") + summary + (f"\nbackup: {backup}" if backup else ""))
+    emit(args, data, lambda: undo_text(results, args.dry_run, backup))
     return ExitCode.OK
 
 

@@ -18,6 +18,7 @@ no-op rebuild and a rescore with a cached head never touch torch's model code.
 from __future__ import annotations
 
 import bisect
+import errno
 import functools
 import logging
 import os
@@ -67,6 +68,7 @@ class ScanResult:
     settling: int = 0  # modified within the stability window: still being written, left for later
     image_ids: list[int] = field(default_factory=list)  # every image seen in this scan
     settling_paths: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str, str]] = field(default_factory=list)  # (path, code, error) found, not indexable
 
 
 @dataclass
@@ -241,6 +243,7 @@ def scan(
                 _refresh(index, previous, entry, result)
         gone = [k for path, k in _known_under(known, roots).items() if path not in seen and k.status != MISSING]
         _place_arrivals(index, arrivals, gone, result)
+        index.replace_scan_errors(roots, result.unreadable)  # stats and the gallery list them
     progress.finish()
     return result
 
@@ -255,7 +258,9 @@ def _still_written(entry: FileEntry, stable_seconds: float) -> bool:
 
 def _scan_error(path: str, exc: OSError, result: ScanResult) -> None:
     result.errors += 1
-    log.warning("cannot read %s: %s", printable(path), exc.strerror or exc)
+    message = exc.strerror or str(exc)
+    result.unreadable.append((path, "name-not-utf8" if exc.errno == errno.EILSEQ else "unreadable", message))
+    log.warning("cannot read %s: %s", printable(path), message)
 
 
 def _known_under(known: dict[str, store.KnownFile], roots: Sequence[str]) -> dict[str, store.KnownFile]:
@@ -357,9 +362,10 @@ def select_work(index: Index, backbone_id: int | None, image_ids: Iterable[int] 
 
 @dataclass
 class Embedded:
-    """What embed_and_score did: decoded = stored + failed + unsettled."""
+    """What embed_and_score did: read = decoded + failed; decoded = stored + unsettled."""
 
-    decoded: int = 0
+    read: int = 0  # files handed to the decoders
+    decoded: int = 0  # of those, decoded into pixels (an empty or corrupt file is not)
     scored: int = 0
     errors: int = 0
     unsettled_paths: list[str] = field(default_factory=list)  # changed between scan and store: left new
@@ -405,7 +411,8 @@ def embed_and_score(
                     _log_embedded(kept.image_ids, paths)
         _log_unsettled(moved, paths)
         done.unsettled_paths += [paths[i] for i in sorted(moved)]
-        done.decoded += len(ids)
+        done.read += len(ids)
+        done.decoded += 0 if isinstance(item, Failed) else len(ids)
         progress.advance(len(ids))
         if stop():
             break
@@ -600,7 +607,7 @@ def _summarise(summary: RunSummary, result: StageResult) -> RunSummary:
     summary.scored = result.scored
     summary.settling = result.settling
     summary.measured = result.measured
-    summary.skipped = scanned.files - summary.decoded - scanned.settling  # unchanged
+    summary.skipped = scanned.files - result.embedded.read - scanned.settling  # unchanged
     summary.errors = result.errors
     summary.new, summary.changed, summary.moved, summary.missing = scanned.new, scanned.changed, scanned.moved, scanned.missing
     summary.head, summary.backbone = result.head.name, result.backbone

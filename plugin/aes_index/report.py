@@ -195,12 +195,21 @@ def _active_head(index: Index) -> str:
 
 
 def load_photos(index: Index, head_id: str) -> list[Photo]:
-    """Scored photos in the database's order for this head, then the decode failures."""
+    """Scored photos in the database's order for this head, then the decode failures and
+    the files a scan found but could not index (a name that is not UTF-8, ...)."""
     facts = _image_facts(index)
     scored = [_scored_photo(row, facts[row["image_id"]]) for row in index.scores(head_id)]
     seen = {photo.image_id for photo in scored}
     failed = [_failed_photo(i, fact) for i, fact in facts.items() if fact["status"] == ERROR and i not in seen]
-    return scored + sorted(failed, key=lambda photo: photo.path)
+    return scored + sorted(failed + _unindexable_photos(index), key=lambda photo: photo.path)
+
+
+def _unindexable_photos(index: Index) -> list[Photo]:
+    """Files the index holds no row for: they get ids below zero, which no indexed photo has."""
+    return [
+        Photo(-n, found["path"], math.nan, None, hashlib.blake2b(found["path"].encode(), digest_size=16).hexdigest(), found["error"])
+        for n, found in enumerate(index.scan_errors(), start=1)
+    ]
 
 
 def _image_facts(index: Index) -> dict[int, dict]:

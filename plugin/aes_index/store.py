@@ -24,7 +24,7 @@ import os
 import queue
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,15 +36,22 @@ import sqlite_utils
 from . import journal, store_culling
 from .errors import IndexUnavailable
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 65_536  # page cache per connection
 PAGE_SIZE = 16_384  # bytes, for new databases
 WAL_CHECKPOINT_BYTES = 64 << 20
 STREAM_ABOVE = 20_000  # iter_embeddings: above this many ids, one scan beats id lookups
+SCORING_COMMANDS = ("rebuild", "rescore", "watch")  # the runs that score: the latest one names the active head and backbone
 
 # Image statuses
 NEW, OK, ERROR, MISSING = "new", "ok", "error", "missing"
+
+
+def readable_path(path: str) -> str:
+    """A path SQLite text can hold, whatever its bytes: a name from a legacy-encoded disk
+    keeps its undecodable bytes as escapes (\\xff), so a person can still find the file."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def utcnow() -> str:
@@ -155,7 +162,14 @@ def _migrate_to_4(db: sqlite_utils.Database) -> None:
     journal.create_table(db)  # adds the journal's index by photo, which culling asks
 
 
-MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4)]
+def _migrate_to_5(db: sqlite_utils.Database) -> None:
+    """Files a scan found but could not index (a name that is not UTF-8, an unreadable
+    folder): kept by the name a person can read, so `stats` and the gallery list them
+    beside the decode errors. Each scan replaces those under the roots it walked."""
+    db["scan_errors"].create({"path": str, "code": str, "error": str, "seen": str}, pk="path", not_null={"code"})
+
+
+MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4), (5, _migrate_to_5)]
 
 
 # --- what a database is, and what went wrong with it ----------------------------------
@@ -279,6 +293,30 @@ def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
     holds = f"tables {', '.join(tables[:8])}{', ...' if len(tables) > 8 else ''}" if tables else "no tables"
     owner = f", application_id {stamp:#x}" if stamp else ""
     raise IndexUnavailable(f"{path} is not an aes-index index (it holds {holds}{owner}): pass --db with an aes-index index")
+
+
+def discard_unused(path: Path) -> bool:
+    """Remove an index that holds nothing worth keeping (no embedding, no score, no journal
+    row), with the files SQLite and our locks keep beside it: what a first `rebuild` that
+    failed before scoring anything (offline, no weights) would otherwise leave in the
+    user's folder. Returns whether it was removed; an index with anything in it stays."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            holds = any(
+                conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                for table in ("embeddings", "scores", journal.TABLE)
+            )
+    except sqlite3.Error:
+        return False  # not ours to judge: leave it
+    if holds:
+        return False
+    for suffix in ("", "-wal", "-shm", "-journal", ".writer.lock", ".ratings.lock", ".watch.lock"):
+        with suppress(FileNotFoundError):
+            path.with_name(path.name + suffix).unlink()
+    return True
 
 
 class Index:
@@ -550,12 +588,40 @@ class Index:
         return dict(self.db.execute("SELECT status, count(*) FROM images GROUP BY status").fetchall())
 
     def error_counts(self) -> dict[str, int]:
-        rows = self.db.execute("SELECT error_code, count(*) FROM images WHERE status = ? GROUP BY error_code", [ERROR])
+        rows = self.db.execute(
+            "SELECT code, count(*) FROM (SELECT error_code AS code FROM images WHERE status = ? "
+            "UNION ALL SELECT code FROM scan_errors) GROUP BY code",
+            [ERROR],
+        )
         return dict(rows.fetchall())
 
     def errors(self, limit: int = 20) -> list[dict]:
-        sql = "SELECT path, error_code, error FROM images WHERE status = ? ORDER BY updated DESC LIMIT ?"
+        """The latest errors: files found but not indexable (scan), then decode failures."""
+        sql = (
+            "SELECT path, code, error FROM (SELECT path, code, error, seen AS at, 1 AS scan FROM scan_errors "
+            "UNION ALL SELECT path, error_code, error, updated, 0 FROM images WHERE status = ?) "
+            "ORDER BY scan DESC, at DESC LIMIT ?"
+        )
         return [dict(zip(("path", "code", "error"), row)) for row in self.db.execute(sql, [ERROR, limit])]
+
+    def scan_errors(self) -> list[dict]:
+        """Every file a scan found but could not index: {path (readable form), code, error}."""
+        rows = self.db.execute("SELECT path, code, error FROM scan_errors ORDER BY path")
+        return [dict(zip(("path", "code", "error"), row)) for row in rows]
+
+    def replace_scan_errors(self, roots: Sequence[str], errors: Sequence[tuple[str, str, str]]) -> None:
+        """The scan of `roots` found these (path, code, error): they replace what earlier
+        scans recorded under those roots (a renamed file's error goes)."""
+        for root in roots:
+            prefix = readable_path(os.path.abspath(root)).rstrip(os.sep) + os.sep
+            self.db.execute(
+                "DELETE FROM scan_errors WHERE path = ? OR substr(path, 1, ?) = ?", [prefix[:-1], len(prefix), prefix]
+            )
+        now = utcnow()
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO scan_errors (path, code, error, seen) VALUES (?, ?, ?, ?)",
+            [(readable_path(path), code, error, now) for path, code, error in errors],
+        )
 
     # --- embeddings ------------------------------------------------------------------
 
@@ -790,18 +856,21 @@ class Index:
 
     def active_head_id(self) -> str | None:
         """The head of the latest finished run that scored: what `top` shows by default."""
-        row = self.db.execute(
-            "SELECT head_id FROM runs WHERE status IN ('done', 'running', 'stopped') AND head_id IS NOT NULL "
-            "ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return row[0] if row else None
+        return self._latest_scoring_run("head_id")
 
     def active_backbone(self) -> str | None:
         """The backbone of the same run as active_head_id: which of a library's backbones
         (one per preset it was indexed with) commands use when none is named."""
+        return self._latest_scoring_run("backbone")
+
+    def _latest_scoring_run(self, column: str) -> str | None:
+        # Runs that only read scores (apply-ratings, culling's writes) record the head they
+        # read, but they neither score nor pick a backbone: they never change what is active.
+        marks = ",".join("?" * len(SCORING_COMMANDS))
         row = self.db.execute(
-            "SELECT backbone FROM runs WHERE status IN ('done', 'running', 'stopped') AND head_id IS NOT NULL "
-            "ORDER BY id DESC LIMIT 1"
+            f"SELECT {column} FROM runs WHERE status IN ('done', 'running', 'stopped') AND head_id IS NOT NULL "
+            f"AND command IN ({marks}) ORDER BY id DESC LIMIT 1",
+            list(SCORING_COMMANDS),
         ).fetchone()
         return row[0] if row else None
 

@@ -274,8 +274,8 @@ class Watcher:
 
     def _last_scored(self, result: indexer.StageResult) -> str | None:
         """The last photo of the batch that got a score: the last one decoded may have failed."""
-        decoded = result.work[:result.embedded.decoded]
-        for image_id, path in reversed(decoded):
+        read = result.work[:result.embedded.read]  # the work is read in order; a stop may leave the rest
+        for image_id, path in reversed(read):
             if self.index.score_of(image_id, result.head.name) is not None:
                 return path
         return None
