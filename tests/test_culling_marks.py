@@ -452,15 +452,15 @@ def test_a_pick_label_we_cannot_read_is_left_alone(culled, capsys, value):
 def test_taking_back_our_reject_gives_back_the_rating_it_replaced():
     """A photo no longer flagged loses our reject, and gets back the star it had
     (darktable's import 1, or a person's), not an empty rating."""
+    from aes_index import ownership
     from aes_index.culling.marks import decide_marks
-    from aes_index.targets.protocol import CullState, Marks, Place, Reading
+    from aes_index.targets.protocol import Marks
     from aes_index.targets.sidecar import SidecarTarget
 
-    reading = Reading(Place("/p/a.jpg.xmp", "/p/a.jpg"), -1, token=None, cull=CullState(marked_reject=True))
-    changes, _ = decide_marks(reading, Marks("/p/a.jpg", reject=False), {"rating": -1, "rating_before": 1}, SidecarTarget())
-    assert changes["rating"] == 1
-    changes, _ = decide_marks(reading, Marks("/p/a.jpg", reject=False), {"rating": -1, "rating_before": None}, SidecarTarget())
-    assert changes["rating"] is None
+    for before in (1, None):  # darktable's import star; nothing
+        place = ownership.state({"rating": -1}, journal={"rating": -1}, markers={"rating": -1}, before={"rating": before})
+        changes, _ = decide_marks(place, (), Marks("/p/a.jpg", reject=False), SidecarTarget())
+        assert changes["rating"] == before
 
 
 def test_digikam_takes_the_pick_label_it_read_from_our_sidecar_for_ours(in_digikam, capsys):

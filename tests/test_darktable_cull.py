@@ -19,12 +19,26 @@ from aes_index.cli import main
 from aes_index.culling.model import BLURRY, BURST, BY_US, OVEREXPOSED, Group, Member
 from aes_index.errors import ExitCode
 from aes_index.journal import UndoAction
-from aes_index.targets.darktable import KEEPER_TAG, DtImage, Ours, plan_cull, plan_uncull
+from aes_index import ownership
+from aes_index.targets.darktable import KEEPER_TAG, DtImage, plan_cull, plan_uncull
 from aes_index.xmp import write_sidecar
 from conftest import make_photo
 from test_darktable import PLUGIN, hex_lines, run_darktable
 
-NOBODY = Ours(groups={}, tags={}, ratings={})
+NONE_ATTACHED: dict = {}
+
+
+def states(images, ratings=None, groups=None, unrated=()) -> dict:
+    """Each image's PlaceState, as ownership.read_state makes it from the request and the
+    journal: `ratings` / `groups`: place -> the value the journal says we set there."""
+    ratings, groups = ratings or {}, groups or {}
+    return {
+        image.key: ownership.state(
+            {"rating": image.rating, "group": image.group if image.group_size > 1 else None},
+            journal={"rating": ratings.get(image.key), "group": groups.get(image.key)}, unrated=unrated,
+        )
+        for image in images
+    }
 
 
 def dt_image(ref: int, path: str, rating: int = 1, group: int | None = None, group_size: int = 1, tags=(), duplicate: int = 0) -> DtImage:
@@ -47,7 +61,7 @@ def burst(*paths: str, flags: dict | None = None) -> Group:
 
 def test_a_burst_becomes_one_group_led_by_the_keeper_which_is_tagged():
     images = [dt_image(1, "/p/b.jpg"), dt_image(2, "/p/a.jpg"), dt_image(3, "/p/c.jpg"), dt_image(4, "/p/single.jpg")]
-    answer = plan_cull(images, [burst("/p/a.jpg", "/p/b.jpg", "/p/c.jpg")], [], NOBODY, reject=False, unrated=(1,))
+    answer = plan_cull(images, [burst("/p/a.jpg", "/p/b.jpg", "/p/c.jpg")], [], states(images, unrated=(1,)), NONE_ATTACHED, reject=False)
     (group,) = answer["groups"]
     assert group["leader"] == group["keeper"] == 2 and sorted(group["members"]) == [1, 2, 3]
     assert answer["images"] == [{"ref": 2, "attach": [KEEPER_TAG]}] and answer["left_alone"] == []
@@ -57,38 +71,38 @@ def test_flags_become_tags_and_rejects_come_only_with_the_option():
     images = [dt_image(1, "/p/a.jpg"), dt_image(2, "/p/b.jpg", rating=3), dt_image(3, "/p/c.jpg", rating=1), dt_image(4, "/p/d.jpg", rating=0)]
     group = burst("/p/a.jpg", "/p/b.jpg", "/p/c.jpg", flags={"/p/a.jpg": (BLURRY,), "/p/b.jpg": (BLURRY,), "/p/c.jpg": (BLURRY,)})
     flagged = [*group.members, member(9, "/p/d.jpg", (OVEREXPOSED,))]
-    without = plan_cull(images, [group], flagged, NOBODY, reject=False, unrated=(1,))
+    without = plan_cull(images, [group], flagged, states(images, unrated=(1,)), NONE_ATTACHED, reject=False)
     assert not any("rating" in item for item in without["images"])
     assert {item["ref"]: item["attach"] for item in without["images"]} == {
         1: ["aesthetic|blurry", KEEPER_TAG], 2: ["aesthetic|blurry"], 3: ["aesthetic|blurry"], 4: ["aesthetic|overexposed"],
     }
-    rejected = {item["ref"] for item in plan_cull(images, [group], flagged, NOBODY, reject=True, unrated=(1,))["images"] if item.get("rating") == -1}
+    rejected = {item["ref"] for item in plan_cull(images, [group], flagged, states(images, unrated=(1,)), NONE_ATTACHED, reject=True)["images"] if item.get("rating") == -1}
     # 1: the keeper; 2: 3 stars a person gave; 3: darktable's import star, counted as none; 4: no rating
     assert rejected == {3, 4}
     # the 3 stars were ours (the journal says so): no person's, so they may go
-    ours = Ours(groups={}, tags={}, ratings={"/p/b.jpg#0": 3})
-    assert {i["ref"] for i in plan_cull(images, [group], flagged, ours, reject=True, unrated=(1,))["images"] if i.get("rating") == -1} == {2, 3, 4}
+    ours = states(images, ratings={"/p/b.jpg#0": 3}, unrated=(1,))
+    assert {i["ref"] for i in plan_cull(images, [group], flagged, ours, NONE_ATTACHED, reject=True)["images"] if i.get("rating") == -1} == {2, 3, 4}
 
 
 def test_a_group_a_person_made_in_darktable_is_left_alone_but_ours_may_be_redone():
     mine = [dt_image(1, "/p/a.jpg", group=150, group_size=2), dt_image(2, "/p/b.jpg")]  # a person grouped a.jpg with image 150
-    answer = plan_cull(mine, [burst("/p/a.jpg", "/p/b.jpg")], [], NOBODY, reject=False, unrated=())
+    answer = plan_cull(mine, [burst("/p/a.jpg", "/p/b.jpg")], [], states(mine), NONE_ATTACHED, reject=False)
     assert answer["groups"] == [] and answer["left_alone"][0]["grouped_by_you"] == [1]
-    ours = Ours(groups={"/p/a.jpg#0": 150}, tags={}, ratings={})  # ... or we did, in an earlier cull
-    assert len(plan_cull(mine, [burst("/p/a.jpg", "/p/b.jpg")], [], ours, reject=False, unrated=())["groups"]) == 1
+    ours = states(mine, groups={"/p/a.jpg#0": 150})  # ... or we did, in an earlier cull
+    assert len(plan_cull(mine, [burst("/p/a.jpg", "/p/b.jpg")], [], ours, NONE_ATTACHED, reject=False)["groups"]) == 1
 
 
 def test_a_duplicate_of_darktables_follows_its_photo_but_joins_no_group():
     images = [dt_image(1, "/p/a.jpg"), dt_image(2, "/p/a.jpg", duplicate=1), dt_image(3, "/p/b.jpg")]
-    answer = plan_cull(images, [burst("/p/a.jpg", "/p/b.jpg")], [member(1, "/p/a.jpg", (BLURRY,))], NOBODY, False, ())
+    answer = plan_cull(images, [burst("/p/a.jpg", "/p/b.jpg")], [member(1, "/p/a.jpg", (BLURRY,))], states(images), NONE_ATTACHED, False)
     assert answer["groups"][0]["members"] == [1, 3]
     assert {i["ref"]: i["attach"] for i in answer["images"]} == {1: ["aesthetic|blurry", KEEPER_TAG], 2: ["aesthetic|blurry"]}
 
 
 def test_only_tags_we_attached_are_detached():
     images = [dt_image(1, "/p/a.jpg", tags=[KEEPER_TAG]), dt_image(2, "/p/b.jpg", tags=[KEEPER_TAG, "aesthetic|blurry"])]
-    ours = Ours(groups={}, tags={"/p/b.jpg#0": frozenset({KEEPER_TAG})}, ratings={})
-    answer = plan_cull(images, [], [], ours, False, ())  # no longer a keeper, no longer blurry
+    attached = {"/p/b.jpg#0": frozenset({KEEPER_TAG})}
+    answer = plan_cull(images, [], [], states(images), attached, False)  # no longer a keeper, no longer blurry
     assert answer["images"] == [{"ref": 2, "detach": [KEEPER_TAG]}]  # the rest a person attached
 
 

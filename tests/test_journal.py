@@ -13,7 +13,8 @@ from PIL import Image
 from aes_index import journal
 from aes_index.exif_rating import read_exif_rating, write_exif_rating
 from aes_index.journal import Write
-from aes_index.ratings import Action, decide
+from aes_index import ownership
+from aes_index.ownership import Action
 from aes_index.store import Index
 from aes_index.targets import apply as targets
 from aes_index.targets.exif import ExifTarget
@@ -246,7 +247,8 @@ def test_manual_rating_wins_against_the_next_run(db, tmp_path):
 
     def apply(run_id, wanted):
         current = read_sidecar(sidecar).rating
-        decision = decide(current, journal.Journal(db).last_written("xmp", sidecar), wanted)
+        place = ownership.state({"rating": current}, journal={"rating": journal.Journal(db).last_written("xmp", sidecar)})
+        decision = ownership.may_set(place, "rating", wanted)
         if decision.write:
             write_and_record(db, run_id, sidecar, rating=wanted)
         return decision.action
@@ -254,5 +256,5 @@ def test_manual_rating_wins_against_the_next_run(db, tmp_path):
     assert apply(1, 3) is Action.WRITE
     assert apply(2, 4) is Action.WRITE  # still ours
     write_sidecar(sidecar, rating=5)  # the photographer disagrees
-    assert apply(3, 2) is Action.SKIP_MANUAL
+    assert apply(3, 2) is Action.SKIP_PERSON
     assert read_sidecar(sidecar).rating == 5

@@ -1,4 +1,4 @@
-"""Rating policy (scores -> stars) and the manual-ratings-win rule."""
+"""Rating policy: scores -> stars (whose a rating is: test_ownership.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ import pytest
 from aes_index.errors import ConfigError
 from aes_index.ratings import (
     DEFAULT_PERCENTILE_CUTS,
-    Action,
     RatingPolicy,
     cut_points,
-    decide,
     percentile_ranks,
     reject_point,
     stars_for,
@@ -145,37 +143,3 @@ def test_percentile_ranks_are_mid_ranks():
     against = percentile_ranks(np.array([0.0, 10.0]), reference=np.arange(1.0, 10.0))
     assert against.tolist() == [0.0, 100.0]
     assert np.isnan(percentile_ranks(np.array([1.0]), reference=np.array([np.nan]))).all()
-
-
-# --------------------------------------------------------------------------- manual ratings win
-
-
-@pytest.mark.parametrize(
-    "current, last_written, wanted, overwrite, action",
-    [
-        (None, None, 4, False, Action.WRITE),  # no rating at all
-        (0, None, 4, False, Action.WRITE),  # 0 = unrated
-        (0, 3, 4, False, Action.WRITE),
-        (3, 3, 4, False, Action.WRITE),  # still holds what we wrote last
-        (-1, -1, 2, False, Action.WRITE),  # our own reject
-        (2, 3, 4, False, Action.SKIP_MANUAL),  # changed by hand since we wrote 3
-        (2, None, 4, False, Action.SKIP_MANUAL),  # rated by hand, we never wrote
-        (-1, None, 4, False, Action.SKIP_MANUAL),  # a person's reject
-        (2, 3, 4, True, Action.WRITE),  # --overwrite-manual
-        (2, None, 4, True, Action.WRITE),
-        (4, None, 4, False, Action.UNCHANGED),  # already right, even if manual
-        (4, 4, 4, False, Action.UNCHANGED),
-        (None, None, 0, False, Action.UNCHANGED),  # no score: nothing to write
-        (3, 3, 0, True, Action.UNCHANGED),
-    ],
-)
-def test_decide_every_branch(current, last_written, wanted, overwrite, action):
-    decision = decide(current, last_written, wanted, overwrite_manual=overwrite)
-    assert decision.action is action
-    assert decision.write is (action is Action.WRITE)
-    assert decision.reason and "\n" not in decision.reason
-
-
-def test_decide_reasons_name_the_manual_rating():
-    assert "2" in decide(2, 3, 4).reason and "3" in decide(2, 3, 4).reason
-    assert decide(2, None, 4).action.value == "skip-manual"

@@ -244,44 +244,48 @@ def cull(settings: Settings, options: CullOptions, images: Sequence[DtImage]) ->
 
 
 def _plan_cull(index: Index, head_id: str, images: Sequence[DtImage], options: CullOptions) -> dict:
+    from . import ownership
     from .culling.cull import load_flagged, load_groups
 
-    ours = _ours(index, images)
-    person = dt_target.person_ratings(images, ours, options.treat_as_unrated)
+    target = DarktableTarget(images=list(images))
+    states = {image.key: ownership.read_state(index.journal, TARGET, target.read(target.place_of(image)), options.treat_as_unrated)
+              for image in images}
+    person: dict[str, int] = {}  # path -> a person's strongest choice among its darktable duplicates
+    for image in images:
+        choice = ownership.best_choice([person.get(image.path), ownership.persons_choice(states[image.key])])
+        if choice is not None:
+            person[image.path] = choice
     paths = {image.path for image in images}
-    groups = [g for g in load_groups(index, head_id) if any(m.path in paths for m in g.members)]
-    groups = [_darktable_choice(index, head_id, group, person) for group in groups]
+    facts = index.culling.member_facts(None, head_id)
+    groups = [g for g in load_groups(index, head_id, facts=facts, choices=False) if any(m.path in paths for m in g.members)]
+    groups = [_darktable_choice(group, facts, person) for group in groups]
     flagged = [m for m in load_flagged(index, head_id) if m.path in paths]
-    return dt_target.plan_cull(images, groups, flagged, ours, options.reject, options.treat_as_unrated)
+    return dt_target.plan_cull(images, groups, flagged, states, _attached(index, images), options.reject)
 
 
-def _darktable_choice(index: Index, head_id: str, group, person: dict[str, int]):
-    """The group with the keeper a person chose in darktable (`person`: path -> rating).
+def _darktable_choice(group, facts: dict, person: dict[str, int]):
+    """The group with the keeper a person chose in darktable (`person`: path -> choice).
 
     In darktable a person's choice is its ratings, which the request carries, not its
     sidecars: darktable writes them from its library, import default of 1 star included
     (so `run_cull`, which reads a person's choice from sidecars, may have taken those 1s
     for picks). A group stored as chosen by a person gets our own pick back first."""
-    from .culling.keeper import decide, with_person_choice
+    from .culling.cull import ours_again
+    from .culling.keeper import with_person_choice
     from .culling.model import BY_YOU
 
     if group.chosen_by == BY_YOU:
-        facts = index.culling.member_facts([m.image_id for m in group.members], head_id)
-        pixels = {image_id: (row["width"] or 0) * (row["height"] or 0) for image_id, row in facts.items()}
-        group = decide(group.id, group.kind, group.members, pixels)
+        group = ours_again(group, facts)
     return with_person_choice(group, {m.image_id: person[m.path] for m in group.members if m.path in person})
 
 
-def _ours(index: Index, images: Sequence[DtImage]) -> dt_target.Ours:
-    """The groups, cull tags and ratings we set on these images and that still stand."""
-    keys = [image.key for image in images]
+def _attached(index: Index, images: Sequence[DtImage]) -> dict[str, frozenset[str]]:
+    """The cull tags we attached to these images and haven't removed, by place."""
     tags: dict[str, set[str]] = {}
-    for action in index.journal.plan_undo_places(TARGET, keys, dt_target.TAG):
+    for action in index.journal.plan_undo_places(TARGET, [image.key for image in images], dt_target.TAG):
         if action.expected:
             tags.setdefault(action.place, set()).add(action.prior.get("tag"))
-    groups = {key: value for key in keys if (value := index.journal.last_written(TARGET, key, dt_target.GROUP)) is not None}
-    ratings = {key: value for key in keys if (value := index.journal.last_written(TARGET, key)) is not None}
-    return dt_target.Ours(groups, {key: frozenset(names) for key, names in tags.items()}, ratings)
+    return {key: frozenset(names) for key, names in tags.items()}
 
 
 def uncull(settings: Settings, images: Sequence[DtImage]) -> dict:

@@ -18,11 +18,13 @@ no-op rebuild and a rescore with a cached head never touch torch's model code.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import functools
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -552,19 +554,28 @@ def rebuild(
     """Scan the roots, then embed and score what is new or stale (`force`: everything)."""
     roots = [os.path.abspath(r) for r in roots] or index.roots()
     with writer_lock(index.path):  # re-entered by run_stages; while held, no other rebuild runs
-        index.close_abandoned_runs(("rebuild", "rescore"))  # so one still "running" was killed
         index.add_roots(roots)
-        run_id = index.start_run("rebuild", roots, _settings_record(settings))
-        summary = RunSummary(run_id, "rebuild")
-        started = time.monotonic()
-        try:
-            summary = _summarise(summary, run_stages(index, roots, settings, force=force, stop=stop, progress=progress))
-        except KeyboardInterrupt:
-            summary.status = "interrupted"
-            raise
-        finally:
-            _finish(index, summary, started)
+        with _scoring_run(index, "rebuild", roots, settings) as summary:
+            _summarise(summary, run_stages(index, roots, settings, force=force, stop=stop, progress=progress))
     return summary
+
+
+@contextlib.contextmanager
+def _scoring_run(index: Index, command: str, roots: Sequence[str], settings: Settings) -> Iterator[RunSummary]:
+    """A run that scores, recorded in the index with its head and backbone (the latest such
+    run names the library's active ones). The caller holds the writer lock, so runs of
+    these commands still "running" were killed: they become interrupted. (The watcher's
+    run lives as long as the watcher, under its own lock: not one of them.)"""
+    index.close_abandoned_runs(("rebuild", "rescore", "score"))
+    summary = RunSummary(index.start_run(command, roots, _settings_record(settings)), command)
+    started = time.monotonic()
+    try:
+        yield summary
+    except KeyboardInterrupt:
+        summary.status = "interrupted"
+        raise
+    finally:
+        _finish(index, summary, started)
 
 
 def rescore(index: Index, settings: Settings, progress: Progress = Progress(), lock_timeout: float | None = None) -> RunSummary:
@@ -617,7 +628,7 @@ def _summarise(summary: RunSummary, result: StageResult) -> RunSummary:
 def _finish(index: Index, summary: RunSummary, started: float) -> None:
     summary.seconds = round(time.monotonic() - started, 3)
     summary.images_per_second = round(summary.decoded / summary.seconds, 2) if summary.seconds > 0 and summary.decoded else 0.0
-    if summary.status == "done" and summary.head is None and summary.command == "rebuild":
+    if summary.status == "done" and summary.head is None and summary.command in ("rebuild", "score"):
         summary.status = "failed"
     index.finish_run(summary.run_id, summary.status, summary.as_dict(), summary.head, summary.backbone)
 
@@ -642,7 +653,9 @@ def score_files(
 ) -> list[FileScore]:
     """Score particular files through the index: cached when unchanged, decoded otherwise."""
     paths = [os.path.abspath(p) for p in paths]
-    result = run_stages(index, paths, settings, progress=progress, lock_timeout=lock_timeout)
+    with writer_lock(index.path, lock_timeout), _scoring_run(index, "score", paths, settings) as summary:
+        result = run_stages(index, paths, settings, progress=progress, lock_timeout=lock_timeout)
+        _summarise(summary, result)
     decoded_ids = {i for i, _ in result.work}
     settling = set(result.scanned.settling_paths)
     return [_file_score(index, path, result.head, decoded_ids, path in settling) for path in paths]

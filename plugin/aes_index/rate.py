@@ -19,7 +19,8 @@ import numpy as np
 
 from . import journal, xmp
 from .errors import AesIndexError, ConfigError
-from .ratings import REJECTED, RatingPolicy, check_scale, percentile_ranks, stars_for
+from .ratings import RatingPolicy, check_scale, percentile_ranks, stars_for
+from .values import REJECTED
 from .heads import scale_in_index, scored_head_id
 from .store import Index
 from .targets import apply as targets

@@ -1,4 +1,5 @@
-"""Scores -> star ratings, and the rule that a person's rating always wins.
+"""Scores -> star ratings: the policies (whose a rating is, and so whether we may write
+it, is ownership.py's to say).
 
 Pure functions over numpy arrays; nothing here reads or writes files.
 
@@ -28,22 +29,20 @@ absolute score, as the policy's cuts) turns scores strictly below it into -1, da
 
 from __future__ import annotations
 
-import enum
 import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from aes_index.errors import ConfigError
+from .errors import ConfigError
+from .values import REJECTED
 
 PERCENTILE = "percentile"
 THRESHOLD = "threshold"
 POLICY_KINDS = (PERCENTILE, THRESHOLD)
 DEFAULT_PERCENTILE_CUTS = (10.0, 35.0, 70.0, 95.0)
 
-NO_RATING = 0
-REJECTED = -1
 
 
 @dataclass(frozen=True)
@@ -208,56 +207,3 @@ def percentile_ranks(scores: np.ndarray, reference: np.ndarray | None = None) ->
     at_or_below = np.searchsorted(ranked, scores[finite], side="right")
     ranks[finite] = 100.0 * (below + at_or_below) / (2.0 * ranked.size)
     return ranks
-
-
-# --------------------------------------------------------------------------- manual ratings win
-
-
-class Action(str, enum.Enum):
-    WRITE = "write"
-    SKIP_MANUAL = "skip-manual"
-    UNCHANGED = "unchanged"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do with one photo's rating in one target, and why (for reports)."""
-
-    action: Action
-    reason: str
-
-    @property
-    def write(self) -> bool:
-        return self.action is Action.WRITE
-
-
-def decide(
-    current: int | None,
-    last_written: int | None,
-    wanted: int,
-    overwrite_manual: bool = False,
-    treat_as_unrated: tuple[int, ...] = (),
-) -> Decision:
-    """Apply the manual-ratings-win rule to one photo in one place: the only copy of it.
-
-    current: the rating the place holds now (None: absent).
-    last_written: the rating we wrote there last and haven't undone (None: never).
-    wanted: the stars our policy gives; 0 means "no rating" and is never written.
-    treat_as_unrated: ratings that count as none (darktable rates every import 1 star:
-    not a person's judgement).
-    Writes only when the photo has no rating (None or 0) or still holds exactly what we
-    wrote last; any other rating was set by a person and is kept unless overwrite_manual.
-    """
-    if wanted == NO_RATING:
-        return Decision(Action.UNCHANGED, "no score, so no rating to write")
-    if current == wanted:  # before treat_as_unrated, which would turn 1 -> 1 into a write
-        return Decision(Action.UNCHANGED, f"already rated {wanted}")
-    if current in (None, NO_RATING) or current in treat_as_unrated:
-        return Decision(Action.WRITE, "no rating yet")
-    if last_written is not None and current == last_written:
-        return Decision(Action.WRITE, f"still holds our previous rating {last_written}")
-    if overwrite_manual:
-        return Decision(Action.WRITE, f"manual rating {current} overwritten (--overwrite-manual)")
-    if last_written is None:
-        return Decision(Action.SKIP_MANUAL, f"rated {current} by hand; we never wrote it")
-    return Decision(Action.SKIP_MANUAL, f"rated {current} by hand since we wrote {last_written}")

@@ -42,7 +42,7 @@ CACHE_KIB = 65_536  # page cache per connection
 PAGE_SIZE = 16_384  # bytes, for new databases
 WAL_CHECKPOINT_BYTES = 64 << 20
 STREAM_ABOVE = 20_000  # iter_embeddings: above this many ids, one scan beats id lookups
-SCORING_COMMANDS = ("rebuild", "rescore", "watch")  # the runs that score: the latest one names the active head and backbone
+SCORING_COMMANDS = ("rebuild", "rescore", "watch", "score")  # the runs that score: the latest one names the active head and backbone
 
 # Image statuses
 NEW, OK, ERROR, MISSING = "new", "ok", "error", "missing"

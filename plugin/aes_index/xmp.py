@@ -65,6 +65,7 @@ from defusedxml.common import DefusedXmlException
 
 from aes_index.atomic import atomic_write_bytes, sha256_hex
 from aes_index.errors import SidecarError
+from aes_index.values import NO_PICK, PICK_ACCEPTED, PICK_PENDING, PICK_REJECTED  # noqa: F401 - the pick labels' names, used here and re-exported
 
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 XMP_NS = "http://ns.adobe.com/xap/1.0/"
@@ -170,8 +171,8 @@ class AesFields:
 
 AES_PROPERTIES = ("Score", "Percentile", "Head", "Stars")
 
-# digiKam's pick labels (digikam_globals.h, enum PickLabel), the values of digiKam:PickLabel
-NO_PICK, PICK_REJECTED, PICK_PENDING, PICK_ACCEPTED = 0, 1, 2, 3
+# digiKam's pick labels (digikam_globals.h, enum PickLabel), the values of digiKam:PickLabel:
+# values.NO_PICK .. values.PICK_ACCEPTED
 
 
 @dataclass(frozen=True)

@@ -528,7 +528,7 @@ def cmd_personal(args, argv) -> int:
             known = ", ".join(r["key"] for r in index.backbones()) or "none"
             raise IndexUnavailable(f"the index has no embeddings from {key} (it has: {known}); pass its --model/--pretrained")
         photos = indexed_photos(index, row["id"])
-        ratings, stars = targets(sorted(collect_ratings(index, photos).values(), key=lambda r: r.image_id), config)
+        ratings, stars = targets(sorted(collect_ratings(index, photos, unrated=config.treat_as_unrated).values(), key=lambda r: r.image_id), config)
         out.log(f"{len(ratings)} of {len(photos)} embedded photos carry a rating of yours")
         wanted = [r.image_id for r in ratings]
         vectors = {}

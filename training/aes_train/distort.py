@@ -370,7 +370,7 @@ def rated_photos(index, backbone_key: str, config) -> RatedPhotos:
         raise IndexUnavailable(f"the index has no embeddings from {backbone_key} (it has: {known}); pass its --model/--pretrained")
     photos = indexed_photos(index, row["id"])
     path_of = dict(photos)
-    ratings, stars = targets(sorted(collect_ratings(index, photos).values(), key=lambda r: r.image_id), config)
+    ratings, stars = targets(sorted(collect_ratings(index, photos, unrated=config.treat_as_unrated).values(), key=lambda r: r.image_id), config)
     ids = [r.image_id for r in ratings]
     vectors: dict[int, np.ndarray] = {}
     for chunk_ids, matrix, _ in index.iter_embeddings(row["id"], ids):

@@ -1,10 +1,9 @@
 """`aes-train personal`: a head learned from the user's own star ratings.
 
 The labels are the stars a person gave photos the index already holds: the xmp:Rating
-of their sidecars, else the EXIF Rating of JPEGs. Ratings aes-index wrote itself (its
-undo journal knows them) are not labels: learning from them would only teach the head
-to agree with the head that wrote them. A rating a person changed after we wrote one
-differs from the journal's value and counts again.
+of their sidecars, else the EXIF Rating of JPEGs. Whose a rating is, ownership.py says:
+ratings aes-index wrote itself (its undo journal, or the sidecar's own aes:Stars, knows
+them) are not labels, nor are those that count as none (--treat-as-unrated).
 
 Sources are functions (index, photos) -> iterable of UserRating, tried in order, first
 one wins per photo. Ratings kept in darktable's library.db or digiKam's digikam4.db
@@ -26,9 +25,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from aes_index import xmp
+from aes_index import ownership
 from aes_index.errors import AesIndexError
-from aes_index.exif_rating import JPEG_SUFFIXES, read_exif_rating
+from aes_index.exif_rating import JPEG_SUFFIXES
 from aes_index.heads import Head
 
 from .ava import unit_hash
@@ -46,32 +45,38 @@ class UserRating:
     source: str  # "xmp", "exif"; later "darktable", "digikam"
 
 
-RatingSource = Callable[[object, list[tuple[int, str]]], Iterable[UserRating]]
+RatingSource = Callable[..., Iterable[UserRating]]  # (index, photos, unrated) -> ratings
 
 
-def sidecar_ratings(index, photos: list[tuple[int, str]]) -> Iterator[UserRating]:
-    """xmp:Rating of each photo's sidecar, unless aes-index wrote that value."""
+def sidecar_ratings(index, photos: list[tuple[int, str]], unrated: tuple[int, ...] = ()) -> Iterator[UserRating]:
+    """xmp:Rating of each photo's own sidecar, where it is a person's (ownership.py)."""
+    from aes_index.targets.sidecar import SidecarTarget
+
+    return _persons_ratings(index, photos, SidecarTarget(roots=tuple(index.roots())), unrated)
+
+
+def exif_ratings(index, photos: list[tuple[int, str]], unrated: tuple[int, ...] = ()) -> Iterator[UserRating]:
+    """EXIF Rating of JPEG photos (digiKam and Windows write it), where it is a person's."""
+    from aes_index.targets.exif import ExifTarget
+
+    jpegs = [(image_id, path) for image_id, path in photos if Path(path).suffix.lower() in JPEG_SUFFIXES]
+    return _persons_ratings(index, jpegs, ExifTarget(roots=tuple(index.roots())), unrated)
+
+
+def _persons_ratings(index, photos: list[tuple[int, str]], target, unrated: tuple[int, ...]) -> Iterator[UserRating]:
+    """The rating at each photo's own place in `target`, when it is a person's: not one we
+    wrote (the journal, or the place's own marker aes:Stars), not one that counts as none.
+    Learning from our own stars would only teach the head to agree with the head that
+    wrote them; a rating a person changed after we wrote one is theirs again."""
     for image_id, path in photos:
-        sidecar = xmp.sidecar_for(Path(path))
+        place = target.places(path)[0]  # version 0's sidecar, or the JPEG itself
         try:
-            rating = xmp.read_sidecar(sidecar).rating
-        except AesIndexError:  # a sidecar we refuse to parse is no label
+            reading = target.read(place)
+        except (AesIndexError, OSError):  # a file we refuse to parse is no label
             continue
-        if rating and index.journal.last_written("xmp", sidecar) != rating:
-            yield UserRating(image_id, int(rating), "xmp")
-
-
-def exif_ratings(index, photos: list[tuple[int, str]]) -> Iterator[UserRating]:
-    """EXIF Rating of JPEG photos (digiKam and Windows write it), unless aes-index did."""
-    for image_id, path in photos:
-        if Path(path).suffix.lower() not in JPEG_SUFFIXES:
-            continue
-        try:
-            rating = read_exif_rating(Path(path))
-        except (AesIndexError, OSError):
-            continue
-        if rating and index.journal.last_written("exif", path) != rating:
-            yield UserRating(image_id, int(rating), "exif")
+        rating = ownership.read_state(index.journal, target.name, reading, unrated).persons("rating")
+        if rating is not None:
+            yield UserRating(image_id, int(rating), target.name)
 
 
 # darktable's and digiKam's own databases come next, as functions of the same shape.
@@ -83,12 +88,14 @@ def indexed_photos(index, backbone_id: int) -> list[tuple[int, str]]:
     return index.present_with_embedding(backbone_id)
 
 
-def collect_ratings(index, photos, sources: Iterable[RatingSource] = RATING_SOURCES.values()) -> dict[int, UserRating]:
+def collect_ratings(
+    index, photos, sources: Iterable[RatingSource] = RATING_SOURCES.values(), unrated: tuple[int, ...] = ()
+) -> dict[int, UserRating]:
     """One rating per photo; the first source that has one wins (digiKam's order:
-    sidecar before EXIF)."""
+    sidecar before EXIF). `unrated`: ratings that count as none (darktable's import 1)."""
     ratings: dict[int, UserRating] = {}
     for source in sources:
-        for rating in source(index, [p for p in photos if p[0] not in ratings]):
+        for rating in source(index, [p for p in photos if p[0] not in ratings], unrated):
             ratings.setdefault(rating.image_id, rating)
     return ratings
 
@@ -121,10 +128,7 @@ class PersonalResult:
 
 def targets(ratings: list[UserRating], config: "PersonalConfig") -> tuple[list[UserRating], np.ndarray]:
     """The ratings that are labels, and their star values (a reject is 0 stars)."""
-    kept = [
-        r for r in ratings
-        if r.rating not in config.treat_as_unrated and (r.rating > 0 or (config.include_rejects and r.rating == REJECTED))
-    ]
+    kept = [r for r in ratings if r.rating > 0 or (config.include_rejects and r.rating == REJECTED)]
     return kept, np.array([max(r.rating, 0) for r in kept], dtype=np.float64)
 
 

@@ -106,13 +106,13 @@ def _decide(index: Index, group_id: int, kind: str, rows: list[dict], target, li
 
 
 def _person_choice(index: Index, group: Group, target, listings: dict) -> Group:
-    """A person's rating or pick label in the members' XMP sidecars wins the keeper.
-    Only each photo's own sidecar is read (not its darktable duplicates'), found in its
-    folder's listing (read once per folder): a cull of a whole library reads one small
-    file per grouped photo, and only where one exists."""
+    """A person's rating or pick label in the members' XMP sidecars wins the keeper
+    (whose a value is: ownership.py). Only each photo's own sidecar is read (not its
+    darktable duplicates'), found in its folder's listing (read once per folder): a cull
+    of a whole library reads one small file per grouped photo, and only where one exists."""
+    from .. import ownership
     from ..errors import AesIndexError
     from ..targets.protocol import Place
-    from .marks import person_value
 
     person: dict[int, int] = {}
     for member in group.members:
@@ -123,12 +123,9 @@ def _person_choice(index: Index, group: Group, target, listings: dict) -> Group:
             reading = target.read(Place(str(sidecar), member.path))
         except AesIndexError:
             continue  # a sidecar we can't read holds no choice we can honour
-        # Ours if the sidecar's journal says so, or if it holds the stars we last set for
-        # this photo anywhere (darktable copies its ratings into its sidecars; digiKam may)
-        last = index.journal.last_written(target.name, str(sidecar))
-        value = person_value(reading, last if last is not None else index.journal.last_rating_for_image(member.path))
-        if value is not None:
-            person[member.image_id] = value
+        choice = ownership.persons_choice(ownership.read_state(index.journal, target.name, reading))
+        if choice is not None:
+            person[member.image_id] = choice
     return keeper.with_person_choice(group, person) if person else group
 
 
@@ -159,7 +156,7 @@ def _member(row: dict) -> Member:
 
 def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
     facts = index.culling.member_facts(None, head_id)
-    groups = load_groups(index, head_id, facts=facts)
+    groups = load_groups(index, head_id, facts=facts, choices=False)  # the cull stored the choices it read
     summary.groups = len(groups)
     summary.bursts = sum(1 for g in groups if g.kind == BURST)
     summary.duplicates = sum(1 for g in groups if g.kind == DUPLICATE)
@@ -173,10 +170,19 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
 # --- readers ---------------------------------------------------------------------------
 
 
-def load_groups(index: Index, head_id: str | None = None, under: Sequence[str] = (), facts: dict | None = None) -> list[Group]:
+def load_groups(
+    index: Index, head_id: str | None = None, under: Sequence[str] = (), facts: dict | None = None, choices: bool = True,
+) -> list[Group]:
     """Stored groups, keeper first, each member with its facts and flags; `under`: only
-    groups with a photo inside these folders. Works on a read-only index."""
+    groups with a photo inside these folders. Works on a read-only index.
+
+    With `choices`, each group's keeper is the one a person chose as the photos' sidecars
+    show it now (ownership.py), whenever they chose it: a rating given after the cull that
+    grouped the photos counts, and a choice taken back gives our own pick back. Without,
+    the keepers as the last cull stored them (for callers that weigh choices of their own,
+    such as darktable's ratings)."""
     facts = index.culling.member_facts(None, head_id) if facts is None else facts
+    target, listings = SidecarTarget(roots=tuple(index.roots())), {}
     groups = []
     for row in index.culling.groups():
         members = [_member(facts[i]) for i in row.members if i in facts]
@@ -186,8 +192,26 @@ def load_groups(index: Index, head_id: str | None = None, under: Sequence[str] =
         flagged = [_with_flags(m, sharpest) for m in members]
         keeper_member = next((m for m in flagged if m.image_id == row.keeper_id), flagged[0])
         rest = sorted((m for m in flagged if m is not keeper_member), key=lambda m: (m.taken_at or "", m.path))
-        groups.append(Group(row.id, row.kind, (keeper_member, *rest), keeper_member.image_id, row.reason or "", row.chosen_by or ""))
+        group = Group(row.id, row.kind, (keeper_member, *rest), keeper_member.image_id, row.reason or "", row.chosen_by or "")
+        groups.append(current_choice(index, group, facts, target, listings) if choices else group)
     return groups
+
+
+def current_choice(index: Index, group: Group, facts: dict, target, listings: dict) -> Group:
+    """The group with the keeper a person's choice makes it now; our own pick when a choice
+    stored with it has been taken back since."""
+    if group.chosen_by == BY_YOU:
+        group = ours_again(group, facts)
+    return _person_choice(index, group, target, listings)
+
+
+def ours_again(group: Group, facts: dict) -> Group:
+    """Our own pick for the group (keeper.decide), whoever chose its stored keeper."""
+    return keeper.decide(group.id, group.kind, group.members, _pixels(group.members, facts))
+
+
+def _pixels(members, facts: dict) -> dict[int, int]:
+    return {m.image_id: (facts[m.image_id]["width"] or 0) * (facts[m.image_id]["height"] or 0) for m in members if m.image_id in facts}
 
 
 def load_flagged(

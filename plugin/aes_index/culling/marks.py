@@ -2,16 +2,16 @@
 
 What each photo should show (`Marks`, targets/protocol.py) comes from the stored groups
 and flags (cull.load_groups, cull.load_flagged); targets/apply.apply_marks writes them
-through a target, and `decide_marks` here is the rule, the culling counterpart of
-ratings.decide:
+through a target, and `decide_marks` here says which fields change, asking ownership.py
+whose each value is:
 
 - our tags ("Aesthetic|keeper", "Aesthetic|blurry", ...) are ours: they always follow;
 - a pick label (digiKam's "accepted" on keepers, "rejected" on failures) is written only
   where there is none, or where the one there is ours (the journal's last write, or the
   place's own marker aes:Pick); a person's pick label is never overridden;
 - a reject (xmp:Rating -1, for darktable's import, beside digiKam's pick label
-  "rejected") only when the run was asked to reject, and only under ratings.decide's
-  manual-ratings-win rule;
+  "rejected") only when the run was asked to reject, and only where ownership.may_set
+  allows a rating;
 - a group (digiKam's) only where the photo is in no group or in ours; a group a person
   made is left whole (`Marks.group` False).
 
@@ -21,15 +21,16 @@ And before any of that, a person's own choice in a group wins the keeper
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .. import ownership
 from ..errors import AesIndexError
 from ..library import inside_roots, printable
-from ..ratings import NO_RATING, REJECTED, decide
-from ..targets.protocol import Marks, Reading, Target
-from ..xmp import NO_PICK, PICK_ACCEPTED, PICK_REJECTED
+from ..ownership import Owner, PlaceState
+from ..targets.protocol import Marks, Target
+from ..values import NO_PICK, PICK_ACCEPTED, PICK_REJECTED, REJECTED
 from .model import Group, Member
 
 MARK_FIELDS = ("pick", "tags", "group")  # journal fields only culling writes (a reject is a "rating")
@@ -53,98 +54,70 @@ class MarkOptions:
 # --------------------------------------------------------------------------- the rule
 
 
-def decide_marks(
-    reading: Reading, marks: Marks, last: Mapping[str, Any], target: Target, treat_as_unrated: tuple[int, ...] = ()
-) -> tuple[dict[str, Any], list[dict]]:
-    """Which of culling's fields to change at the place `reading` was taken of.
+def decide_marks(place: PlaceState, tags: Sequence[str], marks: Marks, target: Target) -> tuple[dict[str, Any], list[dict]]:
+    """Which of culling's fields to change at a place (`place`: its state, as
+    ownership.read_state read it; `tags`: our culling tags there now).
 
-    last: field -> the value we wrote there last and haven't undone ("pick", "group",
-    "rating"; None: never), and "rating_before": what our last rating write replaced. Returns (changes: field -> new value, kept: a person's values
-    that stood in the way, for the report). Pure: reads and writes nothing.
+    Returns (changes: field -> new value, kept: a person's values that stood in the way,
+    for the report). Pure: reads and writes nothing. Whose each value is, ownership says.
     """
-    state, changes, kept = reading.cull, {}, []
-    rated = _persons_rating(reading, last.get("rating"), treat_as_unrated)
+    changes, kept = {}, []
+    rated = place.persons("rating")
     if marks.reject and rated is not None:  # a photo you rated is never rejected, in no field
         kept.append({"field": "rating", "value": rated, "reason": f"rated {rated} by you: not rejected"})
         marks = replace(marks, reject=False)
-    if set(state.tags) != set(marks.tags):
+    if set(tags) != set(marks.tags):
         changes["tags"] = marks.tags
-    pick, why = _decide_pick(state.pick, {last.get("pick"), state.marked_pick} - {None}, marks)
+    pick, why = _decide_pick(place, marks)
     if pick is not _SAME:
         changes["pick"] = pick
     elif why:
-        kept.append({"field": "pick", "value": state.pick, "reason": why})
+        kept.append({"field": "pick", "value": place.value("pick"), "reason": why})
     if target.rejects and marks.reject is not None:
-        rating, why = _decide_reject(reading, last.get("rating"), marks.reject, treat_as_unrated, last.get("rating_before"))
+        rating = _decide_reject(place, marks.reject)
         if rating is not _SAME:
             changes["rating"] = rating
-        elif why:
-            kept.append({"field": "rating", "value": reading.value, "reason": why})
     if target.holds_groups and marks.group:
         leader = None if marks.leader is None else target.ref_of(marks.leader)
-        if leader != state.leader:
-            if state.leader is None or state.leader == last.get("group"):
-                changes["group"] = leader
+        if leader != place.value("group"):
+            if place.owner("group") is Owner.PERSON:
+                kept.append({"field": "group", "value": place.value("group"), "reason": "grouped by you"})
             else:
-                kept.append({"field": "group", "value": state.leader, "reason": "grouped by you"})
+                changes["group"] = leader
     return changes, kept
 
 
 _SAME = object()  # a field left as it is
 
 
-def _decide_pick(current: int | None, ours: set, marks: Marks) -> tuple[Any, str]:
+def _decide_pick(place: PlaceState, marks: Marks) -> tuple[Any, str]:
     """The pick label to write (or _SAME), and why a person's stays."""
+    current = place.value("pick")
     current = None if current == NO_PICK else current  # digiKam's explicit "none" is none
     wanted = PICK_ACCEPTED if marks.keeper else PICK_REJECTED if marks.reject else None
     if wanted is None and marks.reject is None and current == PICK_REJECTED:
         return _SAME, ""  # the run leaves rejects alone, ours included
     if current == wanted:
         return _SAME, ""
-    if current is None or current in ours:
+    if place.owner("pick") is not Owner.PERSON:
         return wanted, ""
     if wanted is None:
         return _SAME, ""  # a person's pick label where we want none: nothing to say
     return _SAME, f"pick label {current} set by you; ours would be {wanted}"
 
 
-def _decide_reject(reading: Reading, last_rating, reject: bool, treat_as_unrated, before=None) -> tuple[Any, str]:
-    """A reject's rating (-1), or the rating our earlier reject replaced (`before`: darktable's
-    import star, say) to take it back, or _SAME."""
-    current = reading.value
-    last = reading.ours if last_rating is None else last_rating
+def _decide_reject(place: PlaceState, reject: bool) -> Any:
+    """A reject's rating (-1); or, to take back a reject of ours, the rating it replaced
+    (darktable's import star, say), or none; or _SAME."""
     if reject:
-        decision = decide(current, last, REJECTED, False, treat_as_unrated)
-        return (REJECTED, "") if decision.write else (_SAME, "")
-    ours = current == REJECTED and (last == REJECTED or reading.cull.marked_reject)
-    restore = before if last == REJECTED and before != REJECTED else None
-    return (restore, "") if ours else (_SAME, "")
+        return REJECTED if ownership.may_set(place, "rating", REJECTED).write else _SAME
+    if place.value("rating") != REJECTED or not ownership.may_take_back(place, "rating"):
+        return _SAME
+    before = place.before.get("rating")
+    return before if place.last.get("rating") == REJECTED and before != REJECTED else None
 
 
 # --------------------------------------------------------------------------- the plan
-
-
-def _persons_rating(reading: Reading, last_rating, treat_as_unrated=()) -> int | None:
-    """The rating at this place when a person set it (not ours by the journal or the
-    place's own markers, not one that counts as none); else None."""
-    rating = reading.value
-    ours_rating = reading.ours if last_rating is None else last_rating
-    if rating in (None, NO_RATING) or rating in treat_as_unrated or rating == ours_rating:
-        return None
-    return None if rating == REJECTED and reading.cull.marked_reject else rating
-
-
-def person_value(reading: Reading, last_rating, treat_as_unrated=()) -> int | None:
-    """A choice a person made at this place, for keeper.with_person_choice: their rating
-    (1..5, or -1 for a reject), else 5 for their pick label "accepted" (the strongest
-    choice a person can make), -1 for "rejected"; None when everything there is ours."""
-    rated = _persons_rating(reading, last_rating, treat_as_unrated)
-    if rated is not None:
-        return rated
-    pick = reading.cull.pick
-    if pick in (PICK_ACCEPTED, PICK_REJECTED) and pick != reading.cull.marked_pick:
-        return 5 if pick == PICK_ACCEPTED else REJECTED
-    return None
 
 
 def plan_marks(
@@ -186,21 +159,27 @@ def _reject(options: MarkOptions, keeper: bool, flags) -> bool | None:
 
 
 def _with_person_choice(index, target: Target, group: Group, options: MarkOptions) -> Group:
-    person: dict[int, int | None] = {}
-    for member in group.members:
-        for place in target.places(member.path):
-            try:
-                reading = target.read(place)
-            except AesIndexError:
-                continue  # the write of this place reports it; the plan goes on
-            value = person_value(reading, index.journal.last_written(target.name, place.key), options.treat_as_unrated)
-            if value is not None and (person.get(member.image_id) is None or value > person[member.image_id]):
-                person[member.image_id] = value
+    choices = {member.image_id: persons_choice_in(index, target, member.path, options.treat_as_unrated) for member in group.members}
+    person = {image_id: choice for image_id, choice in choices.items() if choice is not None}
     if not person:
         return group
     from .keeper import with_person_choice
 
     return with_person_choice(group, person)
+
+
+def persons_choice_in(index, target: Target, photo: str, unrated=()) -> int | None:
+    """The strongest choice a person made for `photo` in any of its places in `target`
+    (ownership.persons_choice); a place we cannot read holds none we can honour (the write
+    of that place reports it)."""
+    choices = []
+    for place in target.places(photo):
+        try:
+            reading = target.read(place)
+        except AesIndexError:
+            continue
+        choices.append(ownership.persons_choice(ownership.read_state(index.journal, target.name, reading, unrated)))
+    return ownership.best_choice(choices)
 
 
 def load_culling(index, under: Sequence[str] = ()) -> tuple[list[Group], list[Member]]:

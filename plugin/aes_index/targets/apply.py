@@ -3,7 +3,7 @@
 `apply-ratings` (XMP or EXIF), the watcher after each batch, `digikam sync` and the
 darktable plugin's "rate" all run `apply`; `ratings undo`, `digikam undo` and the
 plugin's "remove our stars" all run `undo`. What differs between them is the target
-(protocol.py), never the rule: the decision is ratings.decide(), made on the very read
+(protocol.py), never the rule: the decision is ownership.may_set(), made on the very read
 the write then checks (ChangedSinceRead). Culling's marks (`apply_marks`: `apply-culling`,
 `digikam cull`) go through the same place loop (`_each_place`), with
 culling.marks.decide_marks as the rule.
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from ..errors import AesIndexError
 from ..locks import file_lock
 from ..journal import UndoAction, Write
-from ..ratings import Action, decide
+from .. import ownership
+from ..ownership import Action
 from ..store import Index
 from .protocol import ChangedSinceRead, Marks, Place, Target, UndoResult, Wanted
 
@@ -131,9 +132,8 @@ def apply_marks(index: Index, target: Target, plan: Callable[[Target], Sequence[
 
             def mark(marks: Marks, place: Place) -> list[Write]:
                 reading = target.read(place)
-                last = {name: index.journal.last_written(target.name, place.key, name) for name in ("pick", "group", "rating")}
-                last["rating_before"] = index.journal.before_last_write(target.name, place.key)  # what our reject replaced
-                changes, kept = decide_marks(reading, marks, last, target, tuple(options.treat_as_unrated))
+                state = ownership.read_state(index.journal, target.name, reading, options.treat_as_unrated)
+                changes, kept = decide_marks(state, reading.cull.tags, marks, target)
                 report.kept_yours += [{"path": place.key, **item} for item in kept]
                 if not changes:
                     report.unchanged += 1
@@ -273,14 +273,11 @@ def _each_place(index: Index, target: Target, claims: dict, run_id, report, hand
 
 def _apply_place(index: Index, target: Target, place: Place, wanted: Wanted, options, report: ApplyReport) -> Write | None:
     reading = target.read(place)
-    # What we wrote last: the journal's word, else the place's own (a sidecar whose
-    # aes:Stars equals its rating was rated by us, wherever the photo has moved since).
-    last = index.journal.last_written(target.name, place.key)
-    last = reading.ours if last is None else last
-    decision = decide(reading.value, last, wanted.stars, options.overwrite_manual, tuple(options.treat_as_unrated))
+    state = ownership.read_state(index.journal, target.name, reading, options.treat_as_unrated)
+    decision = ownership.may_set(state, "rating", wanted.stars, options.overwrite_manual)
     target.note(place, wanted, decision.reason, decision.write)
     if not decision.write:
-        if decision.action is Action.SKIP_MANUAL:
+        if decision.action is Action.SKIP_PERSON:
             report.skipped_manual += 1
             report.manual.append({"path": place.key, "rating": reading.value, "wanted": wanted.stars, "reason": decision.reason})
         else:

@@ -24,8 +24,10 @@ from collections.abc import Mapping, Sequence
 
 from ..culling.model import FLAGS, Group, Member
 from ..journal import RATING, UndoAction, Write
-from ..ratings import REJECTED
-from .protocol import Place, Reading, Target, UndoResult, Wanted, kept_manual
+from ..values import REJECTED
+from .. import ownership
+from ..ownership import Owner, PlaceState
+from .protocol import CullState, Place, Reading, Target, UndoResult, Wanted, kept_manual
 
 TAG_ROOT = "aesthetic"  # every tag we attach lives below it (the plugin's TAG_PREFIX)
 GROUP, TAG = "group", "tag"  # the journal fields culling writes besides "rating"
@@ -71,8 +73,13 @@ class DarktableTarget(Target):
         return [Place(image.key, image.path, ref=image.ref) for image in self.images if image.path == photo_path]
 
     def read(self, place: Place) -> Reading:
-        rating = self._by_ref[place.ref].rating
-        return Reading(place, rating, token=rating)
+        image = self._by_ref[place.ref]
+        # A group: darktable's group id (its leader's image id), when it holds more than the image
+        cull = CullState(leader=image.group if image.group_size > 1 else None)
+        return Reading(place, image.rating, token=image.rating, cull=cull)
+
+    def place_of(self, image: DtImage) -> Place:
+        return Place(image.key, image.path, ref=image.ref)
 
     def note(self, place: Place, wanted: Wanted, reason: str, written: bool) -> None:
         answer = {"ref": place.ref, "stars": wanted.stars, "reason": reason}
@@ -88,7 +95,7 @@ class DarktableTarget(Target):
 
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         image = self._by_key[action.place]
-        if image.rating != action.expected:
+        if not ownership.still_ours(image.rating, action.expected):
             return kept_manual(action, image.rating)
         self.restores[image.ref] = action.restore or 0
         return UndoResult(action, "pending", "the plugin puts it back, then reports")
@@ -120,27 +127,6 @@ def our_tags(stars: int, percentile: float) -> list[str]:
 # --------------------------------------------------------------------------- culling
 
 
-@dataclass(frozen=True)
-class Ours:
-    """What the journal says we wrote to the request's images and still stands."""
-
-    groups: Mapping[str, int]  # place -> the group id we set last
-    tags: Mapping[str, frozenset[str]]  # place -> the cull tags we attached and haven't removed
-    ratings: Mapping[str, int]  # place -> the rating we set last
-
-
-def person_ratings(images: Sequence[DtImage], ours: Ours, unrated: Sequence[int]) -> dict[str, int]:
-    """path -> the rating a person gave it in darktable: stars we did not set, and not a
-    value that counts as none (0, darktable's import default where asked). A person's
-    reject is no pick. Of a photo's darktable duplicates, its best rating counts."""
-    person: dict[str, int] = {}
-    for image in images:
-        if image.rating <= 0 or image.rating in unrated or ours.ratings.get(image.key) == image.rating:
-            continue
-        person[image.path] = max(person.get(image.path, 0), image.rating)
-    return person
-
-
 def representatives(images: Sequence[DtImage]) -> dict[str, DtImage]:
     """path -> the darktable image that stands for the photo in a group: its lowest duplicate
     index (a duplicate is the person's own variant, grouped with it by darktable)."""
@@ -150,26 +136,32 @@ def representatives(images: Sequence[DtImage]) -> dict[str, DtImage]:
     return chosen
 
 
-def _groups_we_made(images: Sequence[DtImage], ours: Ours) -> set[int]:
+def _groups_we_made(images: Sequence[DtImage], states: Mapping[str, PlaceState]) -> set[int]:
     """darktable group ids we put images into and they still hold. (A group's leader keeps
     its own id, so no journal row of its own says the group is ours; its members' rows do.)"""
-    return {image.group for image in images if image.group is not None and ours.groups.get(image.key) == image.group}
+    return {image.group for image in images if image.group is not None and states[image.key].owner("group") is Owner.OURS}
 
 
 def _grouped_by_a_person(image: DtImage, ours_ids: set[int]) -> bool:
     """In a group of darktable's of more than itself that we did not make: a person's (a
     duplicate darktable grouped with its original counts: a person made it)."""
-    return image.group_size > 1 and image.group not in ours_ids
+    group = image.group if image.group_size > 1 else None
+    return ownership.owner(group, ours_ids, "group") is Owner.PERSON
 
 
-def plan_cull(images: Sequence[DtImage], groups: Sequence[Group], flagged: Sequence[Member], ours: Ours, reject: bool, unrated: Sequence[int]) -> dict:
+def plan_cull(
+    images: Sequence[DtImage], groups: Sequence[Group], flagged: Sequence[Member], states: Mapping[str, PlaceState],
+    attached: Mapping[str, frozenset[str]], reject: bool,
+) -> dict:
     """What the plugin should do for a cull: darktable groups (the keeper leads), our tags,
     rejects (only with `reject`, never over a person's rating nor on a keeper), and groups
     left alone because a person grouped some of their frames already.
 
-    `groups` come with the person's choice already applied (keeper.with_person_choice)."""
+    `states`: each image's PlaceState (ownership.read_state, by place key); `attached`: the
+    cull tags we attached to each place and haven't removed. `groups` come with the
+    person's choice already applied (keeper.with_person_choice)."""
     chosen = representatives(images)
-    ours_ids = _groups_we_made(images, ours)
+    ours_ids = _groups_we_made(images, states)
     wanted: dict[str, set[str]] = {}
     answer_groups, left_alone = [], []
     keepers = set()
@@ -193,34 +185,27 @@ def plan_cull(images: Sequence[DtImage], groups: Sequence[Group], flagged: Seque
         wanted.setdefault(member_path, set()).update(FLAG_TAGS[f] for f in member_flags if f in FLAG_TAGS)
     answers = []
     for image in images:
-        answer = _image_answer(image, wanted.get(image.path, set()), image is chosen.get(image.path), ours)
-        if reject and flags.get(image.path) and image.path not in keepers and _may_reject(image, ours, unrated):
+        answer = _image_answer(image, wanted.get(image.path, set()), image is chosen.get(image.path), attached)
+        if reject and flags.get(image.path) and image.path not in keepers and ownership.may_set(states[image.key], "rating", REJECTED).write:
             answer["rating"] = REJECTED
         if len(answer) > 1:
             answers.append(answer)
     return {"groups": answer_groups, "images": answers, "left_alone": left_alone}
 
 
-def _image_answer(image: DtImage, wanted: set[str], representative: bool, ours: Ours) -> dict:
+def _image_answer(image: DtImage, wanted: set[str], representative: bool, attached: Mapping[str, frozenset[str]]) -> dict:
     """Our tags become `wanted`: attach what is missing, detach only tags we attached."""
     if not representative:
         wanted = wanted - {KEEPER_TAG}  # a duplicate is not the keeper; its file's flags hold for it too
     present = set(image.tags) & set(CULL_TAGS)
     answer: dict = {"ref": image.ref}
     attach = sorted(wanted - present)
-    detach = sorted((present - wanted) & ours.tags.get(image.key, frozenset()))
+    detach = sorted((present - wanted) & attached.get(image.key, frozenset()))
     if attach:
         answer["attach"] = attach
     if detach:
         answer["detach"] = detach
     return answer
-
-
-def _may_reject(image: DtImage, ours: Ours, unrated: Sequence[int]) -> bool:
-    """Only a rating that is no person's: none, one that counts as none, or ours."""
-    if image.rating == REJECTED:
-        return False  # rejected already
-    return image.rating == 0 or image.rating in unrated or ours.ratings.get(image.key) == image.rating
 
 
 def plan_uncull(images: Sequence[DtImage], groups: Sequence[UndoAction], tags: Sequence[UndoAction],
@@ -239,7 +224,7 @@ def plan_uncull(images: Sequence[DtImage], groups: Sequence[UndoAction], tags: S
 
     for action in groups:
         image = by_key[action.place]
-        if image.group != action.expected:
+        if not ownership.still_ours(image.group, action.expected):
             closed.append((action, "kept-manual"))
         elif image.group == image.id:
             closed.append((action, "restored"))  # a leader: alone once its members leave
@@ -248,7 +233,7 @@ def plan_uncull(images: Sequence[DtImage], groups: Sequence[UndoAction], tags: S
     for action in tags:
         image, name = by_key[action.place], action.prior.get("tag")
         attached = int(name in image.tags)
-        if name not in CULL_TAGS or attached != action.expected:
+        if name not in CULL_TAGS or not ownership.still_ours(attached, action.expected):
             closed.append((action, "kept-manual"))
         elif attached == (action.restore or 0):
             closed.append((action, "restored"))
@@ -256,7 +241,7 @@ def plan_uncull(images: Sequence[DtImage], groups: Sequence[UndoAction], tags: S
             answer(image).setdefault("attach" if action.restore else "detach", []).append(name)
     for action in ratings:
         image = by_key[action.place]
-        if image.rating != action.expected:
+        if not ownership.still_ours(image.rating, action.expected):
             closed.append((action, "kept-manual"))
         else:
             answer(image)["rating"] = action.restore or 0

@@ -38,11 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .. import xmp
+from .. import ownership, xmp
+from ..ownership import Owner
 from ..culling.marks import MARK_FIELDS, MarkOptions, load_culling, plan_marks
 from ..culling.model import Group
 from ..errors import AesIndexError, ConfigError, ExitCode
-from ..ratings import REJECTED
+from ..values import REJECTED
 from ..journal import UndoAction, Write
 from ..store import Index
 from . import apply as targets
@@ -182,7 +183,7 @@ class DigikamTarget(Target):
             before = [_relative(tag) for tag in action.prior["tags"]]
             set_our_tags(self.conn, image_id, [t for t in before if t not in CULL_TAGS] + [t for t in now if t in CULL_TAGS])
         current = rating_of(self.conn, image_id)
-        if current != action.expected:
+        if not ownership.still_ours(current, action.expected):
             return kept_manual(action, current)
         set_rating(self.conn, image_id, action.restore)
         return restored(action)
@@ -197,7 +198,7 @@ class DigikamTarget(Target):
         read, write = (pick_of, set_pick) if action.field == "pick" else (leader_of, set_leader)
         what = "pick label" if action.field == "pick" else "grouped under image"
         current = read(self.conn, image_id)
-        if current != action.expected:
+        if not ownership.still_ours(current, action.expected):
             return UndoResult(action, "kept-manual", f"{what} is {_show(current)} now, not our {_show(action.expected)}: left as is")
         write(self.conn, image_id, action.restore)
         return UndoResult(action, "restored", f"{what} {_show(action.expected)} -> {_show(action.restore)}")
@@ -264,13 +265,12 @@ def cull(index: Index, db_path: Path, options: MarkOptions, under=(), lock_timeo
 def _grouped_by_a_person(index: Index, target: DigikamTarget, group: Group) -> bool:
     """Whether a photo of `group` is grouped under another, or leads others, by a
     grouping that is not ours (the journal's last "group" write says which are)."""
-    ours = lambda image_id: index.journal.last_written(TARGET, image_key(target.db_path, image_id), "group")  # noqa: E731
+    ours = lambda image_id: {index.journal.last_written(TARGET, image_key(target.db_path, image_id), "group")}  # noqa: E731
     for member in group.members:
         for place in target.places(member.path):
-            leader = leader_of(target.conn, place.ref)
-            if leader is not None and leader != ours(place.ref):
+            if ownership.owner(leader_of(target.conn, place.ref), ours(place.ref), "group") is Owner.PERSON:
                 return True
-            if any(ours(follower) != place.ref for follower in followers_of(target.conn, place.ref)):
+            if any(ownership.owner(place.ref, ours(follower), "group") is Owner.PERSON for follower in followers_of(target.conn, place.ref)):
                 return True
     return False
 

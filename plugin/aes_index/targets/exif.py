@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import exif_rating
+from .. import exif_rating, ownership
 from ..journal import UndoAction, Write
 from ..store import Index
 from .protocol import ChangedSinceRead, check_inside, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
@@ -64,7 +64,7 @@ class ExifTarget(Target):
         if not path.exists():
             return UndoResult(action, "missing", "the photo is gone")
         current, content_hash = exif_rating.read_exif_state(path)
-        if current != action.expected:
+        if not ownership.still_ours(current, action.expected):
             return kept_manual(action, current)
         # The old layout comes back byte for byte only onto exactly the file we left:
         # anything another program changed since keeps its bytes (plain tag removal).

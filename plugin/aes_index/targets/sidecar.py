@@ -16,11 +16,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import xmp
+from .. import ownership, xmp
 from ..culling.model import FLAGS
 from ..atomic import refuse_protected, sha256_hex
 from ..journal import UndoAction, Write
-from ..ratings import REJECTED
+from ..values import REJECTED
 from .protocol import (
     ChangedSinceRead, CullState, Marks, Place, Reading, Target, UndoResult, Wanted, check_inside, kept_manual, restored,
 )
@@ -109,7 +109,7 @@ class SidecarTarget(Target):
             return UndoResult(action, "missing", "the sidecar is gone")
         if action.field in ("pick", "tags"):
             return self._undo_mark(path, current, action, dry_run)
-        manual = current.rating != action.expected
+        manual = not ownership.still_ours(current.rating, action.expected)
         emptied = _restore(
             path, action, current, dry_run,
             rating=xmp.KEEP if manual else action.restore,
@@ -128,7 +128,7 @@ class SidecarTarget(Target):
         prior, tags, pick = action.prior, None, xmp.KEEP
         if action.field == "tags":
             tags = [tag for tag in current.tags if tag not in CULL_TAGS] + list(prior.get("cull_tags", ()))
-        manual = action.field == "pick" and current.pick != action.expected
+        manual = action.field == "pick" and not ownership.still_ours(current.pick, action.expected)
         if action.field == "pick" and not manual:
             pick = action.restore
         emptied = _restore(
