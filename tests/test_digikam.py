@@ -23,6 +23,7 @@ import defusedxml.ElementTree as ET
 import pytest
 
 from aes_index.targets import digikam
+from aes_index.targets.sidecar import star_tag
 from aes_index.cli import main
 from aes_index.errors import ExitCode
 from aes_index.rate import plan
@@ -181,7 +182,7 @@ def test_sync_writes_ratings_and_the_aesthetic_tag_tree(library, capsys):
     for name, wanted in stars.items():
         if name != "IMG_0000.jpg":
             assert after[name] == wanted, name  # IMG_0001 got an ImageInformation row
-    assert aesthetic_tags(library["db"]) == {name: [f"Aesthetic/{n} stars"] for name, n in stars.items() if name != "IMG_0000.jpg"}
+    assert aesthetic_tags(library["db"]) == {name: [f"Aesthetic/{star_tag(n)}"] for name, n in stars.items() if name != "IMG_0000.jpg"}
     with sqlite3.connect(library["db"]) as conn:  # digiKam's own trigger filed our tags in TagsTree
         (root,) = conn.execute("SELECT id FROM Tags WHERE pid = 0 AND name = 'Aesthetic'").fetchone()
         children = [row[0] for row in conn.execute("SELECT id FROM Tags WHERE pid = ?", [root])]
