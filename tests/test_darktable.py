@@ -141,8 +141,10 @@ def test_applied_refuses_a_run_that_is_not_a_darktable_rate_run(dt_library, tmp_
     request_file = write_request(tmp_path / "applied.request", [], run=999, rated=rated)
     code, _, err = run(capsys, "darktable", "applied", "--request", request_file, "--response", tmp_path / "r", *options)
     assert code == ExitCode.USAGE and "not a darktable rate run" in err
-    with Index(dt_library["db"]) as index:
-        assert index.journal.last_written("darktable", f"{path}#0") is None
+    with Index(dt_library["db"]) as index:  # the refused report recorded nothing: the answer's row stays pending
+        (pending,) = index.journal.pending("darktable", places=[f"{path}#0"])
+        assert pending.row_ids == tuple(row[0] for row in index.db.execute(
+            "SELECT id FROM rating_writes WHERE target_path = ?", [f"{path}#0"]))
 
 
 def test_duplicates_are_separate_journal_keys(dt_library, tmp_path, capsys):

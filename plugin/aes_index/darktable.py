@@ -201,6 +201,7 @@ def undo(settings: Settings, images: Sequence[DtImage]) -> dict:
         return {"images": [], "kept": 0}
     target = DarktableTarget(images=list(images))
     with Index(path) as index:
+        targets.reconcile(index, target)
         actions = index.journal.plan_undo_places(TARGET, [image.key for image in images])
         results = targets.undo(index, {TARGET: target}, actions)
     answers = [{"ref": ref, "rating": rating} for ref, rating in sorted(target.restores.items())]
@@ -239,8 +240,32 @@ def cull(settings: Settings, options: CullOptions, images: Sequence[DtImage]) ->
         # the run the plugin's report is journaled under; the plan is made holding the
         # ratings turn, on the journal as it stands
         with targets.recorded_run(index, CULL_COMMAND, record, False, summary, head_id) as run_id:
+            targets.reconcile(index, DarktableTarget(images=list(images)))
             answer = _plan_cull(index, head_id, images, options)
+            with index.transaction():  # write-ahead: pending until the plugin reports them (`applied`)
+                for write in cull_intents(answer, images):
+                    index.journal.record(run_id, write, pending=True)
     return {"run": run_id, "head": head_id, **answer, "errors": errors}
+
+
+def cull_intents(answer: dict, images: Sequence[DtImage]) -> list:
+    """The journal's rows for what a cull answer asks the plugin to do: each member's new
+    group (its leader's image id), each tag attached or detached, each reject."""
+    by_ref = {image.ref: image for image in images}
+    writes = []
+    for group in answer["groups"]:
+        leader = by_ref[group["leader"]].id
+        for ref in group["members"]:
+            image = by_ref[ref]
+            if image.group != leader:
+                writes.append(applied_write(image, image.group, dt_target.GROUP, new=leader))
+    for item in answer["images"]:
+        image = by_ref[item["ref"]]
+        for name, old, new in [*((n, 0, 1) for n in item.get("attach", ())), *((n, 1, 0) for n in item.get("detach", ()))]:
+            writes.append(applied_write(image, old, dt_target.TAG, new=new, prior={"tag": name}))
+        if "rating" in item:
+            writes.append(applied_write(image, image.rating, new=item["rating"]))
+    return writes
 
 
 def _plan_cull(index: Index, head_id: str, images: Sequence[DtImage], options: CullOptions) -> dict:
@@ -295,6 +320,8 @@ def uncull(settings: Settings, images: Sequence[DtImage]) -> dict:
     if path is None or not path.is_file():
         return {"images": [], "kept": 0}
     keys = [image.key for image in images]
+    with Index(path) as index:
+        targets.reconcile(index, DarktableTarget(images=list(images)))
     with Index(path) as index, index.transaction():
         plan = [index.journal.plan_undo_places(TARGET, keys, field, commands=(CULL_COMMAND,))
                 for field in (dt_target.GROUP, dt_target.TAG, RATING)]
@@ -319,8 +346,11 @@ def applied(settings: Settings, request: dict) -> dict:
     with Index(index_path(settings, paths)) as index, index.transaction():
         if writes:
             _check_run(index, run_id, writes)
+        foretold = _pending_by_write(index, run_id, writes)
+        index.journal.mark_done([foretold[_write_key(w)] for w in writes if _write_key(w) in foretold])
         for write in writes:
-            index.journal.record(run_id, write)
+            if _write_key(write) not in foretold:
+                index.journal.record(run_id, write)
         actions = index.journal.plan_undo_places(TARGET, [image.key for image in restored])
         for image, field, tag in unculled:
             actions += [a for a in index.journal.plan_undo_places(TARGET, [image.key], field, commands=(CULL_COMMAND,))
@@ -328,6 +358,21 @@ def applied(settings: Settings, request: dict) -> dict:
         for action in actions:
             index.journal.mark_undone(action.row_ids, "restored")
     return {"recorded": len(writes), "restored": len(actions)}
+
+
+def _write_key(write) -> tuple:
+    return (write.place, write.field, write.new, (write.prior or {}).get("tag"))
+
+
+def _pending_by_write(index: Index, run_id, writes: list) -> dict[tuple, int]:
+    """The run's pending rows (its answer, journaled ahead) that reported writes match."""
+    if not writes:
+        return {}
+    rows = {}
+    for action in index.journal.pending(TARGET, places=[w.place for w in writes]):
+        if action.run_id == run_id:
+            rows[(action.place, action.field, action.new, action.prior.get("tag"))] = action.row_ids[0]
+    return rows
 
 
 def _reported_writes(request: dict) -> list:

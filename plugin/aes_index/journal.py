@@ -49,7 +49,15 @@ COLUMNS = {
     "undone_at": str,
     "undo_note": str,  # what undo did: restored / deleted / kept-manual / missing
     "field": str,  # which value: "rating" (later: culling's "pick", "group")
+    # Write-ahead: a row is recorded "pending" before its write, with the place's state
+    # before (hash_before: a file's sha256, None when there was no file), and becomes done
+    # (NULL) once the write has landed. A row still pending after a crash is settled by
+    # `reconcile` (targets/apply.py), which reads the place: landed, or never written.
+    "state": str,
+    "hash_before": str,
 }
+PENDING = "pending"
+NOT_WRITTEN = "not written"  # the undo_note of a pending row whose write never landed
 NOT_NULL = ("run_id", "image_path", "target", "target_path", "created_file", "written_at")
 
 
@@ -79,6 +87,7 @@ class Write:
     content_hash_after: str | None = None
     prior: dict | None = None
     field: str = RATING
+    hash_before: str | None = None  # the file's sha256 before the write (None: no file, or not a file)
 
 
 # --------------------------------------------------------------------------- undo plans
@@ -100,6 +109,9 @@ class UndoAction:
     prior: dict = field(default_factory=dict)  # the target's own fields before the write
     superseded_by_run: int | None = None  # a later run wrote this field of this place again
     field: str = RATING  # which value (Write.field): a target undoes each field on its own
+    hash_before: str | None = None  # the file's hash before our first write (write-ahead)
+    new: int | None = None  # what the last write set (for a pending row: what it meant to set)
+    pending: bool = False  # recorded ahead of its write, not yet known to have landed
     file_is_ours: bool = False  # a write of ours created the file, and no undo has removed it since
 
     @property
@@ -159,6 +171,9 @@ def _merged(rows: list[dict], superseded_by_run: int | None = None, file_is_ours
         prior=json.loads(first["prior_json"]) if first["prior_json"] else {},
         superseded_by_run=superseded_by_run,
         field=last["field"] or RATING,
+        hash_before=first.get("hash_before"),
+        new=last["new_rating"],
+        pending=any(row.get("state") == PENDING for row in rows),
         file_is_ours=file_is_ours,
     )
 
@@ -184,8 +199,9 @@ class Journal:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
 
-    def record(self, run_id: int, write: Write) -> int:
-        """Journal one write; returns the row id."""
+    def record(self, run_id: int, write: Write, pending: bool = False) -> int:
+        """Journal one write; returns the row id. `pending`: recorded before the write
+        (write-ahead), done once `mark_done` says it landed."""
         if write.target not in TARGETS:
             raise ValueError(f"unknown target {write.target!r}; known: {', '.join(TARGETS)}")
         row = {
@@ -200,8 +216,24 @@ class Journal:
             "prior_json": None if write.prior is None else json.dumps(write.prior, sort_keys=True),
             "written_at": _now(),
             "field": write.field,
+            "hash_before": write.hash_before,
+            "state": PENDING if pending else None,
         }
         return self.db[TABLE].insert(row).last_pk
+
+    def mark_done(self, row_ids: Iterable[int]) -> None:
+        """Pending rows whose writes have landed."""
+        self.db.conn.executemany(f"UPDATE {TABLE} SET state = NULL WHERE id = ?", [(row_id,) for row_id in row_ids])
+
+    def pending(self, target: str, place_prefix: str = "", places: Iterable[str] | None = None) -> list[UndoAction]:
+        """Rows recorded before a write that no one has said landed (a process killed
+        between): one action per row, for `reconcile` to settle by reading the place."""
+        rows = _rows(
+            self.db, "state = ? AND target = ? AND undone_at IS NULL AND substr(target_path, 1, ?) = ? ORDER BY id",
+            [PENDING, target, len(place_prefix), place_prefix],
+        )
+        wanted = None if places is None else set(places)
+        return [_merged([row]) for row in rows if wanted is None or row["target_path"] in wanted]
 
     def last_written(self, target: str, place: Path | str, field: str = RATING) -> int | None:
         """The value we wrote last to this place and haven't undone; None if none.

@@ -124,10 +124,15 @@ def _tag_place(index, target, place, tags: list[str], attribute_tags: set[str], 
         wanted = [t for t in info.tags if t not in attribute_tags] + sorted(tags)
         if set(wanted) == set(info.tags) or (not info.exists and not tags):
             return
+
+        def write(dry: bool) -> list:
+            outcome = xmp.write_sidecar(Path(place.key), tags=wanted, dry_run=dry, expect_hash=reading.token)
+            return [journal_entry(place.image_path, outcome)] if outcome.changed else []
+
         with targets.no_interrupt_between_write_and_journal():
-            outcome = xmp.write_sidecar(Path(place.key), tags=wanted, dry_run=dry_run, expect_hash=reading.token)
-            if outcome.changed and not dry_run:
-                index.journal.record(run_id, journal_entry(place.image_path, outcome))
+            planned = write(True)
+            if planned and not dry_run:
+                targets.write_ahead(index, run_id, targets.Change(planned, perform=lambda: write(False)))
         counts["written"] += 1
     except AesIndexError as exc:
         counts["errors"].append({"path": place.key, "error": str(exc)})

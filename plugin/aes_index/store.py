@@ -165,8 +165,12 @@ def _migrate_to_4(db: sqlite_utils.Database) -> None:
 def _migrate_to_5(db: sqlite_utils.Database) -> None:
     """Files a scan found but could not index (a name that is not UTF-8, an unreadable
     folder): kept by the name a person can read, so `stats` and the gallery list them
-    beside the decode errors. Each scan replaces those under the roots it walked."""
+    beside the decode errors. Each scan replaces those under the roots it walked. And the
+    journal records each write before it is made (its columns state and hash_before)."""
     db["scan_errors"].create({"path": str, "code": str, "error": str, "seen": str}, pk="path", not_null={"code"})
+    # The journal becomes write-ahead: a row is "pending" before its write (state, hash_before).
+    journal.create_table(db)
+    db.execute(f"CREATE INDEX IF NOT EXISTS rating_writes_pending ON {journal.TABLE} (state) WHERE state IS NOT NULL")
 
 
 MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4), (5, _migrate_to_5)]

@@ -206,7 +206,7 @@ def write_sidecars(index, options: MarkOptions, under: Sequence[str] = ()):
         stale = [path for path, _ in index.journal.open_fields(target.name, MARK_FIELDS) if not under or inside_roots(path, under)]
         return plan_marks(index, target, groups, flagged, options, stale)
 
-    return apply_marks(index, target, plan, options, "apply-culling", options.record())
+    return apply_marks(index, target, plan, decide_marks, options, "apply-culling", options.record())
 
 
 def marks_text(report, undo_hint: str) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ..errors import AesIndexError
 from ..locks import file_lock
-from ..journal import UndoAction, Write
+from ..journal import NOT_WRITTEN, UndoAction, Write
 from .. import ownership
 from ..ownership import Action
 from ..store import Index
@@ -74,16 +74,17 @@ def apply(index: Index, target: Target, photos: Iterable, options, head_id: str,
     report = ApplyReport(None, options.dry_run, head_id, record["policy"], target.name)
     with recorded_run(index, command, record, options.dry_run, report.as_dict, head_id) as run_id:
         report.run_id = run_id
-        with target.session(options.dry_run):
+        staged = Staged(index, run_id)
+        with target.session(options.dry_run, before_commit=staged.record_pending):
+            reconcile(index, target)
             claims = _claim_places(target, _supported(target, photos, report), _rating_rank)
 
-            def rate(photo, place: Place) -> list[Write]:
+            def rate(photo, place: Place) -> Change | None:
                 wanted = Wanted(photo.stars, photo.score, photo.percentile, head_id, options.tags)
-                write = _apply_place(index, target, place, wanted, options, report)
-                return [] if write is None else [write]
+                return _apply_place(index, target, place, wanted, options, report)
 
-            writes = _each_place(index, target, claims, run_id, report, rate, lambda photo: photo.stars)
-        _journal(index, run_id, writes)  # a transactional target's writes landed just now
+            _each_place(index, target, claims, staged, report, rate, lambda photo: photo.stars)
+        staged.landed(target)
         report.extra.update(target.extra)
     return report
 
@@ -114,36 +115,40 @@ class MarkReport:
         return {**data, **self.extra}
 
 
-def apply_marks(index: Index, target: Target, plan: Callable[[Target], Sequence[Marks]], options, command: str, record: dict) -> MarkReport:
+def apply_marks(
+    index: Index, target: Target, plan: Callable[[Target], Sequence[Marks]], decide: Callable, options, command: str, record: dict,
+) -> MarkReport:
     """Give each photo culling's marks (`plan`, called inside the target's session, so it
     reads the places a person's choices are in through the same session) in every place
-    `target` holds it, where culling.marks.decide_marks allows; journal each field written.
+    `target` holds it, where `decide` (culling.marks.decide_marks: the place's state, its
+    culling tags, the marks, the target -> changes, a person's values kept) allows;
+    journal each field written.
 
     options: dry_run, treat_as_unrated (ratings that count as none). One run in the index,
     under the ratings turn, like `apply`.
     """
-    from ..culling.marks import decide_marks  # the rule; culling imports the targets' protocol only
-
     report = MarkReport(None, options.dry_run, target.name)
     with recorded_run(index, command, record, options.dry_run, report.as_dict) as run_id:
         report.run_id = run_id
-        with target.session(options.dry_run):
+        staged = Staged(index, run_id)
+        with target.session(options.dry_run, before_commit=staged.record_pending):
+            reconcile(index, target)
             claims = _claim_places(target, _counted(plan(target), report), _mark_rank)
 
-            def mark(marks: Marks, place: Place) -> list[Write]:
+            def mark(marks: Marks, place: Place) -> Change | None:
                 reading = target.read(place)
                 state = ownership.read_state(index.journal, target.name, reading, options.treat_as_unrated)
-                changes, kept = decide_marks(state, reading.cull.tags, marks, target)
+                changes, kept = decide(state, reading.cull.tags, marks, target)
                 report.kept_yours += [{"path": place.key, **item} for item in kept]
                 if not changes:
                     report.unchanged += 1
-                    return []
-                writes = target.mark(reading, changes, marks, options.dry_run)
-                report.written.update(changes.keys())
-                return [] if options.dry_run else writes
+                    return None
+                change = _change(target, options.dry_run, lambda dry_run: target.mark(reading, changes, marks, dry_run))
+                change.counted = lambda: report.written.update(changes.keys())
+                return change
 
-            writes = _each_place(index, target, claims, run_id, report, mark, lambda marks: list(marks.tags))
-        _journal(index, run_id, writes)
+            _each_place(index, target, claims, staged, report, mark, lambda marks: list(marks.tags))
+        staged.landed(target)
         report.extra.update(target.extra)
     return report
 
@@ -248,30 +253,118 @@ def _finite(score: float) -> float:
     return score if math.isfinite(score) else -math.inf
 
 
-def _each_place(index: Index, target: Target, claims: dict, run_id, report, handle: Callable, wanted_of: Callable) -> list[Write]:
-    """Decide and write each claimed place (`handle(item, place)` -> its writes). A file
-    target's writes are journaled at once, with them; a transactional target's are
-    returned, to journal once they land. A place a person changed between our read and
-    write, or one we refuse, is reported and the run goes on."""
-    pending: list[Write] = []
+@dataclass
+class Change:
+    """One place's write, planned: the journal rows it makes (recorded before it lands),
+    and `perform`, which makes it (raising ChangedSinceRead if the place moved since it
+    was read). A transactional or deferred target has made it already (`performed`)."""
+
+    writes: list[Write]
+    perform: Callable[[], object] = lambda: None
+    performed: bool = False
+    counted: Callable[[], None] = lambda: None  # into the run's report, once written (or, in a dry run, planned)
+
+
+def _change(target: Target, dry_run: bool, write: Callable[[bool], list[Write]]) -> Change:
+    """The Change of `write(dry_run)`: for a file target, what the write would be, and a
+    second call that makes it; for a database or darktable, the write made in its session
+    (landing at its commit, or rolled back for a dry run; darktable: our answer, which the
+    plugin applies)."""
+    if target.transactional or target.deferred:
+        return Change(write(dry_run), performed=True)
+    return Change(write(True), perform=lambda: write(False))
+
+
+def _each_place(index: Index, target: Target, claims: dict, staged: "Staged", report, handle: Callable, wanted_of: Callable) -> None:
+    """Decide and write each claimed place (`handle(item, place)` -> its Change, or None).
+    A file's write is journaled ahead (`write_ahead`); a transactional or deferred
+    target's writes are staged, recorded pending before its commit. A place a person
+    changed between our read and write, or one we refuse, is reported and the run goes on."""
     for item, place in claims.values():
         try:
             with no_interrupt_between_write_and_journal():
-                writes = handle(item, place)
-                if writes and not target.transactional:
-                    _journal(index, run_id, writes)
+                change = handle(item, place)
+                if change is None:
+                    continue
+                if staged.run_id is None:  # a dry run: what would be written
+                    pass
+                elif change.performed:
+                    staged.writes += change.writes
+                else:
+                    write_ahead(index, staged.run_id, change)
+                change.counted()
         except ChangedSinceRead as exc:
             report.changed_since_read += 1
             report.manual.append({"path": place.key, "rating": None, "wanted": wanted_of(item), "reason": str(exc)})
         except AesIndexError as exc:
             report.errors.append({"path": place.key, "error": str(exc)})
-        else:
-            if target.transactional:
-                pending += writes
-    return pending
 
 
-def _apply_place(index: Index, target: Target, place: Place, wanted: Wanted, options, report: ApplyReport) -> Write | None:
+def write_ahead(index: Index, run_id: int, change: Change) -> None:
+    """Record the intent, make the write, say it landed: a process killed at any moment
+    leaves a pending row that `reconcile` settles by reading the place, never a write of
+    ours the journal does not know (it would pass for a person's, and undo could not
+    reach it). A write that fails or is refused did not land: its rows say so."""
+    if not change.writes:
+        return
+    with index.transaction():
+        row_ids = [index.journal.record(run_id, write, pending=True) for write in change.writes]
+    try:
+        change.perform()
+    except BaseException:
+        with index.transaction():
+            index.journal.mark_undone(row_ids, NOT_WRITTEN)
+        raise
+    with index.transaction():
+        index.journal.mark_done(row_ids)
+
+
+@dataclass
+class Staged:
+    """A transactional or deferred target's writes of one run: recorded pending just
+    before its session commits (`record_pending`, the session's before_commit), done once
+    it has (`landed`). darktable's stay pending until the plugin reports them applied."""
+
+    index: Index
+    run_id: int | None
+    writes: list[Write] = field(default_factory=list)
+    row_ids: list[int] = field(default_factory=list)
+
+    def record_pending(self) -> None:
+        if self.run_id is None or not self.writes:
+            return
+        with self.index.transaction():
+            self.row_ids = [self.index.journal.record(self.run_id, write, pending=True) for write in self.writes]
+
+    def landed(self, target: Target) -> None:
+        if target.deferred:
+            self.record_pending()  # the plugin applies them, then reports: `applied` says they landed
+        elif self.row_ids:
+            with self.index.transaction():
+                self.index.journal.mark_done(self.row_ids)
+
+
+def reconcile(index: Index, target: Target) -> int:
+    """Settle the pending rows of `target` a killed run left (write-ahead): read each place;
+    a write that landed is done, one that never did is closed as not written. A place that
+    holds neither (a person changed it since) keeps the row as written: undo then finds
+    the person's value and leaves it. Returns how many rows were settled."""
+    actions = index.journal.pending(target.name, getattr(target, "place_prefix", ""))
+    settled = 0
+    with index.transaction():
+        for action in actions:
+            landed = target.landed(action)
+            if landed is None:
+                continue  # the target cannot tell now (darktable: the image is not in this request)
+            if landed:
+                index.journal.mark_done(action.row_ids)
+            else:
+                index.journal.mark_undone(action.row_ids, NOT_WRITTEN)
+            settled += 1
+    return settled
+
+
+def _apply_place(index: Index, target: Target, place: Place, wanted: Wanted, options, report: ApplyReport) -> Change | None:
     reading = target.read(place)
     state = ownership.read_state(index.journal, target.name, reading, options.treat_as_unrated)
     decision = ownership.may_set(state, "rating", wanted.stars, options.overwrite_manual)
@@ -283,20 +376,16 @@ def _apply_place(index: Index, target: Target, place: Place, wanted: Wanted, opt
         else:
             report.unchanged += 1
         return None
-    write = target.write(reading, wanted, options.dry_run)
-    if write is None and not target.deferred:
+    change = _change(target, options.dry_run, lambda dry_run: _listed(target.write(reading, wanted, dry_run)))
+    if not change.writes:
         report.unchanged += 1  # the bytes were already what we would write
         return None
-    report.written[wanted.stars] += 1
-    return None if options.dry_run else write
+    change.counted = lambda: report.written.update([wanted.stars])
+    return change
 
 
-def _journal(index: Index, run_id: int | None, writes: Sequence[Write]) -> None:
-    if run_id is None or not writes:
-        return
-    with index.transaction():
-        for write in writes:
-            index.journal.record(run_id, write)
+def _listed(write: Write | None) -> list[Write]:
+    return [] if write is None else [write]
 
 
 def options_record(options) -> dict:
@@ -342,6 +431,8 @@ def undo(index: Index, targets: Mapping[str, Target], actions: Sequence[UndoActi
 def _undo_one(target: Target, action: UndoAction, dry_run: bool) -> UndoResult:
     if action.superseded_by_run is not None:
         return UndoResult(action, "superseded", f"run {action.superseded_by_run} wrote it again; undo that first")
+    if action.pending and target.landed(action) is False:  # a killed run's intent that never landed
+        return UndoResult(action, NOT_WRITTEN, "never written (the run that meant to was stopped): nothing to put back")
     try:
         return target.undo(action, dry_run)
     except (AesIndexError, OSError) as err:

@@ -90,8 +90,26 @@ class DarktableTarget(Target):
         self.answers[place.ref] = answer
 
     def write(self, reading: Reading, wanted: Wanted, dry_run: bool) -> Write | None:
+        """Our answer: the plugin sets it. Journaled ahead, pending until the plugin
+        reports it set it (`applied`), or a later request shows it did (`landed`)."""
         self.answers[reading.place.ref]["rating"] = wanted.stars
-        return None  # journaled when the plugin reports what it set (`applied`)
+        image = self._by_ref[reading.place.ref]
+        return applied_write(image, image.rating, new=wanted.stars)
+
+    def landed(self, action: UndoAction) -> bool | None:
+        """What a request says of an image the journal holds a pending write for: landed
+        where it holds the value written. The plugin sets a value only where the image
+        still holds what our request carried, so any other value is not ours: the one
+        before (never set), or a person's (set over it, or instead of it). None for an
+        image the request does not carry."""
+        image = self._by_key.get(action.place)
+        if image is None:
+            return None
+        if action.field == TAG:
+            now = int(action.prior.get("tag") in image.tags)
+        else:
+            now = image.group if action.field == GROUP else image.rating
+        return now == action.new
 
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         image = self._by_key[action.place]

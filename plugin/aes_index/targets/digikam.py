@@ -32,7 +32,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,7 @@ from urllib.parse import unquote, urlsplit
 
 from .. import ownership, xmp
 from ..ownership import Owner
-from ..culling.marks import MARK_FIELDS, MarkOptions, load_culling, plan_marks
+from ..culling.marks import MARK_FIELDS, MarkOptions, decide_marks, load_culling, plan_marks
 from ..culling.model import Group
 from ..errors import AesIndexError, ConfigError, ExitCode
 from ..values import REJECTED
@@ -94,8 +94,8 @@ class DigikamTarget(Target):
         return image_key(self.db_path, 0)[:-1]  # "<db path>#"
 
     @contextmanager
-    def session(self, dry_run: bool) -> Iterator[None]:
-        with _exclusively(self.db_path, dry_run, self.lock_timeout) as (conn, backup):
+    def session(self, dry_run: bool, before_commit: Callable[[], None] = lambda: None) -> Iterator[None]:
+        with _exclusively(self.db_path, dry_run, self.lock_timeout, before_commit) as (conn, backup):
             self.conn = conn
             images = digikam_images(conn)
             self._by_path = {}
@@ -171,6 +171,21 @@ class DigikamTarget(Target):
             set_leader(self.conn, image_id, changes["group"])
             row("group", cull.leader, changes["group"])
         return writes
+
+    def landed(self, action: UndoAction) -> bool | None:
+        """A session's writes land together at its commit: the field as the journal
+        recorded it ahead tells whether that commit happened."""
+        image_id = int(action.place.rsplit("#", 1)[1])
+        if self.conn.execute("SELECT 1 FROM Images WHERE id = ?", [image_id]).fetchone() is None:
+            return True  # gone from digiKam since: nothing to tell, nothing to undo there either
+        if action.field == "tags":
+            now = [t for t in _relative_tags(self.conn, image_id) if t in CULL_TAGS]
+            return sorted(now) != sorted(action.prior.get("cull_tags", ()))
+        read = {"rating": rating_of, "pick": pick_of, "group": leader_of}[action.field]
+        current = read(self.conn, image_id)
+        if current == action.new:
+            return True
+        return False if current == action.restore else True
 
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         image_id = int(action.place.rsplit("#", 1)[1])
@@ -259,7 +274,7 @@ def cull(index: Index, db_path: Path, options: MarkOptions, under=(), lock_timeo
         target.extra["matched"] = sum(1 for item in marks if item.path in target._by_path)
         return marks
 
-    return targets.apply_marks(index, target, plan, options, "digikam-cull", options.record())
+    return targets.apply_marks(index, target, plan, decide_marks, options, "digikam-cull", options.record())
 
 
 def _grouped_by_a_person(index: Index, target: DigikamTarget, group: Group) -> bool:
@@ -332,17 +347,24 @@ def _file_ids(paths) -> set[tuple[int, int]]:
 
 
 @contextmanager
-def _exclusively(db_path: Path, dry_run: bool, lock_timeout: float) -> Iterator[tuple[sqlite3.Connection, str | None]]:
+def _exclusively(
+    db_path: Path, dry_run: bool, lock_timeout: float, before_commit: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[sqlite3.Connection, str | None]]:
     """digiKam's database held exclusively, with the backup's path (None for a dry run).
 
-    Committed at the end; rolled back for a dry run, or (by closing) on any error.
+    Committed at the end, right after `before_commit` (the journal records the session's
+    writes there, ahead of them); rolled back for a dry run, or (by closing) on any error.
     """
     with closing(_connect(db_path, lock_timeout)) as conn:
         backup = None if dry_run else str(_backup_then_lock(conn, db_path))
         if dry_run:
             _begin_exclusive(conn, db_path)
         yield conn, backup
-        conn.execute("ROLLBACK" if dry_run else "COMMIT")
+        if dry_run:
+            conn.execute("ROLLBACK")
+            return
+        before_commit()
+        conn.execute("COMMIT")
 
 
 def _connect(db_path: Path, lock_timeout: float) -> sqlite3.Connection:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import exif_rating, ownership
+from ..errors import AesIndexError
 from ..journal import UndoAction, Write
 from ..store import Index
 from .protocol import ChangedSinceRead, check_inside, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
@@ -48,7 +49,7 @@ class ExifTarget(Target):
             self._remember_own_write(path)
         return Write(
             target=self.name, place=str(path), image_path=str(path), old=outcome.prior, new=outcome.rating,
-            content_hash_after=outcome.content_hash, prior={"layout": outcome.layout},
+            content_hash_after=outcome.content_hash, prior={"layout": outcome.layout}, hash_before=reading.token,
         )
 
     def _remember_own_write(self, path: Path) -> None:
@@ -57,6 +58,17 @@ class ExifTarget(Target):
         if self.index is not None:
             info = os.stat(path)
             self.index.update_image_stat(str(path), info.st_size, info.st_mtime_ns)
+
+    def landed(self, action: UndoAction) -> bool | None:
+        try:
+            rating, content_hash = exif_rating.read_exif_state(action.target_path)
+        except (AesIndexError, OSError):
+            return True  # unreadable or gone since: keep ours recognisable
+        if content_hash == action.hash_after:
+            return True
+        if content_hash == action.hash_before:
+            return False
+        return rating == action.new
 
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         path = action.target_path

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import AesIndexError, ExitCode
 from ..journal import UndoAction, Write
@@ -144,13 +144,13 @@ class Wanted:
 @dataclass(frozen=True)
 class UndoResult:
     action: UndoAction
-    status: str  # restored | deleted | kept-manual | missing | superseded | pending | failed
+    status: str  # restored | deleted | kept-manual | missing | not written | superseded | pending | failed
     detail: str = ""
 
     @property
     def done(self) -> bool:
         """Whether the journal rows count as undone (and are closed)."""
-        return self.status in ("restored", "deleted", "kept-manual", "missing")
+        return self.status in ("restored", "deleted", "kept-manual", "missing", "not written")
 
     def as_dict(self) -> dict:
         return {"path": self.action.image_path, "target": self.action.place, "status": self.status, "detail": self.detail}
@@ -172,8 +172,18 @@ class Target:
     extra: dict = field(default_factory=dict)  # target facts for the run's report
 
     @contextlib.contextmanager
-    def session(self, dry_run: bool) -> Iterator[None]:
+    def session(self, dry_run: bool, before_commit: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold what the target needs while a run reads and writes it. A transactional
+        target calls `before_commit` just before its writes land (the journal records them
+        there, write-ahead); others have nothing to commit."""
         yield
+
+    def landed(self, action: UndoAction) -> bool | None:
+        """Whether a write the journal recorded ahead (pending) reached the place: True if
+        the place holds what it wrote, False if it still holds the state before it, None
+        when this target cannot look now. A place a person changed since counts as written
+        unless it shows the value before: what stays ours stays recognisable as ours."""
+        return None
 
     def unsupported(self, photo_path: str, stars: int) -> str | None:
         """Why this target can't take this photo's value at all (None: it can)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import ownership, xmp
 from ..culling.model import FLAGS
 from ..atomic import refuse_protected, sha256_hex
+from ..errors import AesIndexError
 from ..journal import UndoAction, Write
 from ..values import REJECTED
 from .protocol import (
@@ -91,10 +92,24 @@ class SidecarTarget(Target):
             Write(
                 target=self.name, place=reading.place.key, image_path=reading.place.image_path, old=old, new=new,
                 created_file=outcome.created, content_hash_after=outcome.content_hash, prior={**prior, **common}, field=name,
+                hash_before=info.content_hash,
             )
             for name, (old, new, prior) in values.items()
             if name in changes
         ]
+
+    def landed(self, action: UndoAction) -> bool | None:
+        path = action.target_path
+        try:
+            now = xmp.read_sidecar(path)
+        except AesIndexError:
+            return True  # unreadable now: a person's tool wrote it since; keep ours recognisable
+        if now.content_hash == action.hash_after:
+            return True
+        if now.content_hash == action.hash_before:  # None == None: still no sidecar
+            return False
+        value = {"rating": now.rating, "pick": now.pick}.get(action.field, action.new)
+        return value == action.new
 
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         path = action.target_path
@@ -177,6 +192,7 @@ def journal_entry(image_path: str, outcome: xmp.WriteOutcome) -> Write:
     return Write(
         target="xmp", place=str(outcome.path), image_path=str(image_path), old=outcome.prior.rating,
         new=outcome.after.rating, created_file=outcome.created, content_hash_after=outcome.content_hash, prior=prior,
+        hash_before=outcome.prior.content_hash,
     )
 
 
