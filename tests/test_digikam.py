@@ -255,11 +255,13 @@ def test_undo_puts_ratings_and_tags_back(library, capsys):
     code, out, err = run(capsys, "digikam", "undo", "--db", library["db"], "--index", library["index"], "--json")
     assert code == ExitCode.OK, err
     statuses = sorted(result["status"] for result in json.loads(out)["results"])
-    assert statuses == ["kept-manual"] + ["restored"] * 6
+    assert statuses == ["kept-manual"] + ["restored"] * 7  # six photos, and the tags the sync created
 
     after = ratings(library["db"])
     assert after == {**before, "IMG_0001.jpg": -1, "IMG_0002.jpg": 0}  # no row before: now "no rating"
     assert aesthetic_tags(library["db"]) == {}
+    with sqlite3.connect(library["db"]) as conn:  # the tag tree it made is gone too: nothing is tagged with it
+        assert conn.execute("SELECT name FROM Tags WHERE name = 'Aesthetic' OR name LIKE '% star%'").fetchall() == []
     code, out, _ = run(capsys, "digikam", "undo", "--db", library["db"], "--index", library["index"])
     assert "nothing to undo" in out
 

@@ -75,7 +75,7 @@ def apply(index: Index, target: Target, photos: Iterable, options, head_id: str,
     with recorded_run(index, command, record, options.dry_run, report.as_dict, head_id) as run_id:
         report.run_id = run_id
         staged = Staged(index, run_id)
-        with target.session(options.dry_run, before_commit=staged.record_pending):
+        with target.session(options.dry_run, before_commit=lambda: staged.record_pending(target)):
             reconcile(index, target)
             claims = _claim_places(target, _supported(target, photos, report), _rating_rank)
 
@@ -131,7 +131,7 @@ def apply_marks(
     with recorded_run(index, command, record, options.dry_run, report.as_dict) as run_id:
         report.run_id = run_id
         staged = Staged(index, run_id)
-        with target.session(options.dry_run, before_commit=staged.record_pending):
+        with target.session(options.dry_run, before_commit=lambda: staged.record_pending(target)):
             reconcile(index, target)
             claims = _claim_places(target, _counted(plan(target), report), _mark_rank)
 
@@ -330,15 +330,18 @@ class Staged:
     writes: list[Write] = field(default_factory=list)
     row_ids: list[int] = field(default_factory=list)
 
-    def record_pending(self) -> None:
-        if self.run_id is None or not self.writes:
+    def record_pending(self, target: Target) -> None:
+        # The session's own writes first: undo goes newest first, so the tags a run
+        # created go after the photos that carried them have let them go.
+        writes = [*target.session_writes(), *self.writes] if self.writes else []
+        if self.run_id is None or not writes:
             return
         with self.index.transaction():
-            self.row_ids = [self.index.journal.record(self.run_id, write, pending=True) for write in self.writes]
+            self.row_ids = [self.index.journal.record(self.run_id, write, pending=True) for write in writes]
 
     def landed(self, target: Target) -> None:
         if target.deferred:
-            self.record_pending()  # the plugin applies them, then reports: `applied` says they landed
+            self.record_pending(target)  # the plugin applies them, then reports: `applied` says they landed
         elif self.row_ids:
             with self.index.transaction():
                 self.index.journal.mark_done(self.row_ids)

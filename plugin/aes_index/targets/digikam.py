@@ -52,6 +52,7 @@ from .sidecar import CULL_TAGS, other_tags, star_tag
 
 TARGET = "digikam"
 TAG_ROOT = "Aesthetic"
+CREATED_TAGS = "created-tags"  # the journal field of the tags a run created in digiKam
 NO_RATING = -1  # digiKam's "no rating" in ImageInformation.rating
 VISIBLE = 1  # Images.status of a normal image (2 hidden, 3 trashed, 4 obsolete)
 LOCK_TIMEOUT_S = 2.0
@@ -95,17 +96,18 @@ class DigikamTarget(Target):
 
     @contextmanager
     def session(self, dry_run: bool, before_commit: Callable[[], None] = lambda: None) -> Iterator[None]:
-        with _exclusively(self.db_path, dry_run, self.lock_timeout, before_commit) as (conn, backup):
-            self.conn = conn
-            images = digikam_images(conn)
-            self._by_path = {}
-            for image in images:
-                self._by_path.setdefault(image.path, []).append(image)
-            self.extra = {"database": str(self.db_path), "backup": backup, "images": len(images), "matched": 0}
-            try:
+        try:  # the connection stays ours until after the commit: before_commit reads it (session_writes)
+            with _exclusively(self.db_path, dry_run, self.lock_timeout, before_commit) as (conn, backup):
+                self.conn = conn
+                self._last_tag_before = conn.execute("SELECT IFNULL(MAX(id), 0) FROM Tags").fetchone()[0]
+                images = digikam_images(conn)
+                self._by_path = {}
+                for image in images:
+                    self._by_path.setdefault(image.path, []).append(image)
+                self.extra = {"database": str(self.db_path), "backup": backup, "images": len(images), "matched": 0}
                 yield
-            finally:
-                self.conn = None
+        finally:
+            self.conn = None
 
     def unsupported(self, photo_path: str, stars: int) -> str | None:
         if photo_path not in self._by_path:
@@ -172,9 +174,24 @@ class DigikamTarget(Target):
             row("group", cull.leader, changes["group"])
         return writes
 
+    def session_writes(self) -> list[Write]:
+        """The tags this session created (Aesthetic, Aesthetic/keeper, digiKam's internal
+        "Pick Label Accepted", ...), for undo to remove once nothing is tagged with them:
+        one journal row, with the tags in its prior."""
+        rows = self.conn.execute("SELECT id, pid, name FROM Tags WHERE id > ? ORDER BY id", [self._last_tag_before]).fetchall()
+        if not rows:
+            return []
+        created = [{"id": tag_id, "pid": pid, "name": name} for tag_id, pid, name in rows]
+        # A place of its own (named by its first tag), so that one run's tags never stand in
+        # the way of undoing another's
+        place = f"{self.db_path}#{CREATED_TAGS}-{created[0]['id']}"
+        return [Write(TARGET, place, str(self.db_path), None, None, prior={"tags": created}, field=CREATED_TAGS)]
+
     def landed(self, action: UndoAction) -> bool | None:
         """A session's writes land together at its commit: the field as the journal
         recorded it ahead tells whether that commit happened."""
+        if action.field == CREATED_TAGS:
+            return any(self._tag_exists(tag) for tag in action.prior.get("tags", ()))
         image_id = int(action.place.rsplit("#", 1)[1])
         if self.conn.execute("SELECT 1 FROM Images WHERE id = ?", [image_id]).fetchone() is None:
             return True  # gone from digiKam since: nothing to tell, nothing to undo there either
@@ -187,7 +204,29 @@ class DigikamTarget(Target):
             return True
         return False if current == action.restore else True
 
+    def _tag_exists(self, tag: dict) -> bool:
+        return self.conn.execute("SELECT 1 FROM Tags WHERE id = ? AND pid = ? AND name = ?", [tag["id"], tag["pid"], tag["name"]]).fetchone() is not None
+
+    def _remove_created_tags(self, action: UndoAction) -> UndoResult:
+        """The tags a run created go, once no image is tagged with them and no tag lies
+        below them; one a person has used since stays. Children first."""
+        kept = []
+        for tag in sorted(action.prior.get("tags", ()), key=lambda t: -t["id"]):
+            if not self._tag_exists(tag):
+                continue
+            used = self.conn.execute("SELECT 1 FROM ImageTags WHERE tagid = ? LIMIT 1", [tag["id"]]).fetchone()
+            parent = self.conn.execute("SELECT 1 FROM Tags WHERE pid = ? LIMIT 1", [tag["id"]]).fetchone()
+            if used or parent:
+                kept.append(tag["name"])
+                continue
+            self.conn.execute("DELETE FROM Tags WHERE id = ?", [tag["id"]])  # digiKam's triggers tidy TagsTree and TagProperties
+        if kept:
+            return UndoResult(action, "kept-manual", f"tags in use since, left: {', '.join(kept)}")
+        return UndoResult(action, "restored", "the tags we created are gone")
+
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
+        if action.field == CREATED_TAGS:
+            return self._remove_created_tags(action)
         image_id = int(action.place.rsplit("#", 1)[1])
         if self.conn.execute("SELECT 1 FROM Images WHERE id = ?", [image_id]).fetchone() is None:
             return UndoResult(action, "missing", "digiKam no longer has this image")

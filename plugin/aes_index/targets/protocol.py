@@ -178,6 +178,11 @@ class Target:
         there, write-ahead); others have nothing to commit."""
         yield
 
+    def session_writes(self) -> list[Write]:
+        """Writes of the session as a whole, beyond its places' (digiKam: the tags it
+        created), journaled with them before the session commits."""
+        return []
+
     def landed(self, action: UndoAction) -> bool | None:
         """Whether a write the journal recorded ahead (pending) reached the place: True if
         the place holds what it wrote, False if it still holds the state before it, None
