@@ -223,7 +223,7 @@ def indexed_library(tmp_path_factory, tiny_model) -> Path:
     """A library indexed with the tiny model: real photos, hostile names, the metadata
     samples (some fail to decode), and a journal saying we wrote stars to two photos."""
     root = tmp_path_factory.mktemp("gallery") / "Photos"
-    shutil.copytree(METADATA_SAMPLES, root / "samples", copy_function=shutil.copyfile)  # shared/ is read-only
+    shutil.copytree(METADATA_SAMPLES, root / "samples", copy_function=shutil.copyfile)  # writable copies, whatever the checkout's modes
     for i in range(8):
         make_photo(root / "2024" / f"IMG_{i:04d}.jpg", seed=i)
     for i, name in enumerate((Path("2024", XSS_NAME), SCRIPT_BREAKOUT, Path("2024", COMMENT_NAME))):
