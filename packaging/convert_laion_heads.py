@@ -3,7 +3,7 @@
 
     python packaging/convert_laion_heads.py [--upstream DIR] [--out DIR] [--check]
 
-Reads the .pth files exactly as their repositories publish them (../shared/upstream-heads
+Reads the .pth files exactly as their repositories publish them (tests/fixtures/upstream-heads
 holds byte-for-byte copies, see its PROVENANCE.md), refuses any whose sha256 differs from
 the one recorded below, loads them only with torch.load(weights_only=True) (a .pth is a
 pickle: the restricted loader refuses anything that would run code), and writes for each:
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_UPSTREAM = REPO.parent / "shared" / "upstream-heads"
+DEFAULT_UPSTREAM = REPO / "tests" / "fixtures" / "upstream-heads"
 DEFAULT_OUT = REPO / "plugin" / "aes_index" / "heads"
 
 V2_REPO = "christophschuhmann/improved-aesthetic-predictor"

@@ -17,10 +17,12 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+# Real files from public projects, in the repository so that a clone tests itself with nothing
+# beside it; each one's source, licence and sha256 are in fixtures/PROVENANCE.md.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 METADATA_SAMPLES = FIXTURES / "metadata-samples"
-HARBOUR = FIXTURES / "photos" / "harbour.jpg"
+PHOTO = FIXTURES / "photos" / "evening-glow.jpg"  # 2560x1600: rowing boats on a lake shore at dusk
+UPSTREAM_HEADS = FIXTURES / "upstream-heads"
 
 TINY_CONFIG = {
     "embed_dim": 32,
@@ -167,9 +169,9 @@ def synthetic_scored_index(path: Path, photos: int, folders: int, seed: int) -> 
 
 
 def make_photo(path: Path, seed: int, size=(320, 240)) -> Path:
-    """A small JPEG cut from the real harbour photo, varied by seed so embeddings differ."""
+    """A small JPEG cut from the real photo, varied by seed so embeddings differ."""
     rng = np.random.default_rng(seed)
-    with Image.open(HARBOUR) as source:
+    with Image.open(PHOTO) as source:
         width, height = source.size
         left, top = int(rng.integers(0, width - 640)), int(rng.integers(0, height - 480))
         crop = source.crop((left, top, left + 640, top + 480)).resize(size)
@@ -182,7 +184,7 @@ def make_photo(path: Path, seed: int, size=(320, 240)) -> Path:
 def library(tmp_path) -> Path:
     """A library folder: every metadata-sample fixture, photos in subfolders, awkward names."""
     root = tmp_path / "Photos"
-    shutil.copytree(METADATA_SAMPLES, root / "samples", copy_function=shutil.copyfile)  # shared/ is read-only
+    shutil.copytree(METADATA_SAMPLES, root / "samples", copy_function=shutil.copyfile)  # writable copies, whatever the checkout's modes
     for i in range(6):
         make_photo(root / "2024" / f"IMG_{i:04d}.jpg", seed=i)
     make_photo(root / "2024" / "Straße mit Ümläut 'quoted' $(x).jpg", seed=10)

@@ -114,9 +114,10 @@ def cached_library(cache: Path, spec: LibrarySpec, photos: list[Path], workers: 
     return truth
 
 
-def build_library(folder: Path, spec: LibrarySpec, photos: list[Path], workers: int | None = None) -> Truth:
-    """Write the library under folder/Photos and its ground truth to folder/truth.json."""
-    root = folder / "Photos"
+def build_library(folder: Path, spec: LibrarySpec, photos: list[Path], workers: int | None = None,
+                  name: str = "Photos") -> Truth:
+    """Write the library under folder/<name> and its ground truth to folder/truth.json."""
+    root = folder / name
     plan = _Planner(spec, [str(p) for p in photos], root).plan()
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     if workers > 1:

@@ -17,7 +17,7 @@ from aes_index.config import load_settings
 from aes_index.errors import ConfigError, WeightsUnavailable
 from aes_index.pipeline import to_model_pixels
 
-from conftest import HARBOUR
+from conftest import PHOTO
 
 
 def _images(n=3, size=64):
@@ -156,7 +156,7 @@ def test_preprocessing_matches_open_clip_transform(tiny_model):
     """Our worker-side resize/crop + device-side normalise == open_clip's eval transform."""
     backbone = load_backbone(tiny_model["config"], tiny_model["checkpoint"], device="cpu", dtype="fp32")
     transform = open_clip.image_transform(64, is_train=False)
-    with Image.open(HARBOUR) as image:
+    with Image.open(PHOTO) as image:
         image = image.convert("RGB").resize((300, 201))
         ours = backbone.to_input(to_model_pixels(image, backbone.info.preprocess)[None]).numpy()
         theirs = transform(image)[None].numpy()

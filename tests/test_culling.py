@@ -1,6 +1,6 @@
 """Culling: capture facts from the decode, groups (bursts, duplicates), keepers, flags.
 
-Photos here are cut from the real harbour photo; bursts carry real EXIF written by piexif.
+Photos here are cut from a real photograph (tests/fixtures/photos); bursts carry real EXIF written by piexif.
 The real-photo benchmark (tests/benchmarks/bench_culling.py) measures the same at scale.
 """
 
@@ -22,15 +22,15 @@ from aes_index.culling.keeper import UNDEREXPOSED_ABOVE as UNDEREXPOSED_SHARE
 from aes_index.culling.model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, Member
 from aes_index.store import Index
 from aes_index.targets.sidecar import is_star_tag
-from conftest import HARBOUR, run_cli
+from conftest import PHOTO, run_cli
 
 CAMERA = ("Canon", "Canon EOS R5", "031021000123")
 
 
 def scene(seed: int, size=(960, 640)) -> Image.Image:
-    """One of 12 parts of the harbour photo that do not overlap: unrelated pictures."""
+    """One of 12 parts of the real photo that do not overlap: unrelated pictures."""
     column, row = seed % 4, seed // 4 % 3
-    with Image.open(HARBOUR) as source:
+    with Image.open(PHOTO) as source:
         width, height = source.size
         w, h = width // 4, height // 3
         return source.convert("RGB").crop((column * w, row * h, (column + 1) * w, (row + 1) * h)).resize(size, Image.Resampling.LANCZOS)

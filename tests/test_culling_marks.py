@@ -26,7 +26,7 @@ from aes_index.errors import ExitCode
 from aes_index.store import Index
 from aes_index.xmp import CullMarks, read_sidecar, write_sidecar
 from aes_index.targets.sidecar import is_star_tag
-from conftest import FIXTURES, HARBOUR, run_cli
+from conftest import FIXTURES, PHOTO, run_cli
 from test_digikam import create_digikam_db, dbconfig_xml, digikam_statements  # noqa: F401 - fixtures
 from test_xmp import exiv2_properties
 
@@ -51,7 +51,7 @@ def _exif(taken: datetime) -> bytes:
 
 
 def _frame(box, blur: float = 0.0, brightness: float = 1.0) -> Image.Image:
-    with Image.open(HARBOUR) as source:
+    with Image.open(PHOTO) as source:
         image = source.crop(box).resize((900, 600), Image.Resampling.LANCZOS)
     if blur:
         image = image.filter(ImageFilter.GaussianBlur(blur))
@@ -69,7 +69,7 @@ def make_library(root: Path) -> None:
         frame.save(root / BURST[i], quality=92, exif=_exif(start + timedelta(milliseconds=250 * i)))
     _frame((600, 300, 1500, 900), brightness=3.0).save(root / "bright.jpg", quality=92, exif=_exif(start + timedelta(hours=1)))
     _frame((0, 0, 700, 500)).save(root / "single.jpg", quality=92, exif=_exif(start + timedelta(hours=2)))
-    shutil.copyfile(DARKTABLE_SIDECAR, root / "bright.jpg.xmp")  # shared/ is read-only: copyfile drops the mode
+    shutil.copyfile(DARKTABLE_SIDECAR, root / "bright.jpg.xmp")  # copyfile: a writable copy, whatever the checkout's modes
 
 
 def cull(capsys, index: Path) -> None:

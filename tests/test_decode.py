@@ -1,4 +1,4 @@
-"""Tests for aes_index.decode: every image is generated here, except the shared fixtures."""
+"""Tests for aes_index.decode: every image is generated here, except the fixtures in tests/fixtures."""
 
 from __future__ import annotations
 
@@ -38,14 +38,9 @@ from aes_index.errors import (
     UnsupportedFormat,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
-METADATA_SAMPLES = FIXTURES / "metadata-samples"
-HARBOUR = FIXTURES / "photos" / "harbour.jpg"
-KODAK_RAW = METADATA_SAMPLES / "RAW_KODAK_DC50_é.KDC"
+from conftest import METADATA_SAMPLES, PHOTO, REPO_ROOT
 
-# CI clones the repository with shared/ beside it; without it these tests are skipped.
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
+KODAK_RAW = METADATA_SAMPLES / "RAW_KODAK_DC50_é.KDC"
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 HANG_LIMIT_S = 60
@@ -190,10 +185,9 @@ def test_jpeg_draft_keeps_a_larger_min_side(big_jpeg):
     assert image.size == (1000, 750)  # 1/4 scale; 1/8 would be below 700
 
 
-@needs_fixtures
-def test_harbour_photo_decodes_with_draft_to_between_one_and_two_min_sides():
-    image = decode_image(HARBOUR, min_side=224)
-    assert image.size == (512, 343)  # 2048x1369 at 1/4 DCT scale
+def test_real_photo_decodes_with_draft_to_between_one_and_two_min_sides():
+    image = decode_image(PHOTO, min_side=224)
+    assert image.size == (640, 400)  # 2560x1600 at 1/4 DCT scale; 1/8 (200) would be below 224
     assert_small_rgb(image)
 
 
@@ -529,13 +523,11 @@ def test_accepts_str_and_bytes_paths(tmp_path):
 # --- RAW ------------------------------------------------------------------------------------
 
 
-@needs_fixtures
 def test_raw_without_a_big_enough_preview_falls_back_to_libraw_demosaic():
     image = decode_image(KODAK_RAW)  # preview and thumbnail are 96x64; sensor 768x512
     assert image.mode == "RGB" and image.size == (384, 256)
 
 
-@needs_fixtures
 def test_raw_preview_is_used_when_it_is_big_enough():
     image = decode_image(KODAK_RAW, min_side=50)
     assert image.size == (96, 64)  # exiv2's embedded preview, no demosaic
@@ -555,7 +547,6 @@ def rotated_raw(tmp_path) -> Path:
     return path
 
 
-@needs_fixtures
 @pytest.mark.parametrize(("min_side", "expected"), [(50, (64, 96)), (224, (256, 384))])
 def test_raw_orientation_applies_to_preview_and_demosaic(rotated_raw, min_side, expected):
     # min_side 50: the preview (no orientation tag of its own) gets the RAW's orientation;
@@ -563,7 +554,6 @@ def test_raw_orientation_applies_to_preview_and_demosaic(rotated_raw, min_side, 
     assert decode_image(rotated_raw, min_side=min_side).size == expected
 
 
-@needs_fixtures
 def test_non_utf8_file_names_still_reach_exiv2_and_libraw(tmp_path):
     name = os.fsdecode(b"raw_\xff.KDC")  # no valid UTF-8: Python holds it surrogate-escaped
     path = tmp_path / name
@@ -575,7 +565,6 @@ def test_non_utf8_file_names_still_reach_exiv2_and_libraw(tmp_path):
     assert decode_image(path).size == (384, 256)
 
 
-@needs_fixtures
 def test_raw_with_only_a_broken_preview_names_each_failure():
     sample = METADATA_SAMPLES / "CanonRaw.cr2"  # stripped: its preview's data is cut off
     with pytest.raises(NoPreview) as caught:
@@ -586,7 +575,6 @@ def test_raw_with_only_a_broken_preview_names_each_failure():
     assert "preview 384x256" in message and "libraw" in message
 
 
-@needs_fixtures
 def test_a_raw_stripped_of_its_sensor_data_is_not_demosaiced_into_noise():
     """DNG.dng (13 KB) describes a 3516x2328 sensor whose data is gone: LibRaw's demosaic
     is uninitialised memory, another picture at every decode. It is refused, and the
@@ -605,13 +593,12 @@ def test_a_raw_stripped_of_its_sensor_data_is_not_demosaiced_into_noise():
     assert len(digests) == 1 and len(digests.pop().strip()) == 64
 
 
-@needs_fixtures
 def test_raw_too_large_for_demosaic_is_not_demosaiced():
     with pytest.raises(NoPreview, match="megapixel limit"):
         decode_image(KODAK_RAW, max_pixels=1000)  # preview 96x64 = 6144 px: also refused
 
 
-# --- every shared fixture, each in a subprocess so that a hang or a crash fails the test ----
+# --- every fixture, each in a subprocess so that a hang or a crash fails the test ----
 
 _DECODE_ONE = """
 import json, sys
@@ -627,13 +614,10 @@ else:
 
 
 def _fixture_files() -> list[Path]:
-    if not METADATA_SAMPLES.is_dir():
-        return []
     files = sorted(path for path in METADATA_SAMPLES.iterdir() if path.is_file())
-    return files + [HARBOUR]
+    return files + [PHOTO]
 
 
-@needs_fixtures
 @pytest.mark.parametrize("path", _fixture_files(), ids=lambda path: path.name)
 def test_every_fixture_decodes_or_fails_cleanly(path):
     result = subprocess.run(

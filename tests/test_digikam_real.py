@@ -239,7 +239,7 @@ def read_by_digikam(tmp_path_factory) -> dict:
     make_photo(photos / "rejected.jpg", seed=2)
 
     tagged = photos / "tagged.jpg.xmp"
-    shutil.copyfile(DARKTABLE_SIDECAR, tagged)  # shared/ is read-only; copyfile drops its mode
+    shutil.copyfile(DARKTABLE_SIDECAR, tagged)  # copyfile: a writable copy, whatever the checkout's modes
     write_sidecar(tagged, rating=3, aes=AesFields(score=5.0, percentile=50.0, head_id="h", stars=3), tags=["3 stars"])
 
     original = DARKTABLE_SIDECAR.read_text()

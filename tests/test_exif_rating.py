@@ -23,10 +23,11 @@ from aes_index.exif_rating import (
     write_exif_rating,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from conftest import FIXTURES, PHOTO
+
 JPEGS = [
     *sorted((FIXTURES / "metadata-samples").glob("*.jpg")),
-    FIXTURES / "photos" / "harbour.jpg",
+    PHOTO,
 ]
 NOT_JPEGS = sorted(
     p for p in (FIXTURES / "metadata-samples").iterdir() if p.suffix.lower() not in (".jpg", ".xmp")

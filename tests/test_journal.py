@@ -21,7 +21,8 @@ from aes_index.targets.exif import ExifTarget
 from aes_index.targets.sidecar import SidecarTarget, journal_entry
 from aes_index.xmp import AesFields, read_sidecar, write_sidecar
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from conftest import FIXTURES
+
 DARKTABLE_SIDECAR = FIXTURES / "darktable-xmp" / "lensfun.xmp"
 AES = AesFields(score=5.5, percentile=50.0, head_id="zero-shot", stars=3)
 

@@ -18,15 +18,15 @@ from aes_index.backbone import PreprocessSpec, load_backbone
 from aes_index.pipeline import Decoded, Failed, GpuJpeg
 from aes_index.store import Index
 
-from conftest import HARBOUR, METADATA_SAMPLES, REPO_ROOT
+from conftest import METADATA_SAMPLES, PHOTO, REPO_ROOT
 
 SPEC = PreprocessSpec(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 CPU = torch.device("cpu")
 
 
 def camera_jpeg(path: Path, size=(640, 480), orientation: int = 1, **save) -> Path:
-    """The harbour photo at `size`, with an EXIF orientation, saved like a camera would."""
-    with Image.open(HARBOUR) as source:
+    """The real photo at `size`, with an EXIF orientation, saved like a camera would."""
+    with Image.open(PHOTO) as source:
         image = source.convert("RGB").resize(size, Image.Resampling.BICUBIC)
     exif = Image.Exif()
     exif[0x0112] = orientation

@@ -20,9 +20,10 @@ from PIL import Image
 
 from aes_index.xmp import AesFields, read_sidecar, write_sidecar
 
+from conftest import FIXTURES
+
 pytestmark = pytest.mark.external
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 DARKTABLE_SIDECARS = sorted((FIXTURES / "darktable-xmp").glob("*.xmp"))
 AES = AesFields(score=6.5, percentile=88.0, head_id="emd-vitb32-ava@1", stars=4)
 DARKTABLE_TIMEOUT_S = 120

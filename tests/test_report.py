@@ -25,7 +25,7 @@ from aes_index import journal
 from aes_index.cli import main
 from aes_index.config import DB_FILENAME
 from aes_index.ratings import cut_points, RatingPolicy, stars_for
-from aes_index.report import build_report, embeddable_json, render_page
+from aes_index.report import build_report, embeddable_json, readable_path, render_page
 from aes_index.store import ERROR, Index
 
 from conftest import METADATA_SAMPLES, make_photo, synthetic_scored_index
@@ -223,7 +223,7 @@ def indexed_library(tmp_path_factory, tiny_model) -> Path:
     """A library indexed with the tiny model: real photos, hostile names, the metadata
     samples (some fail to decode), and a journal saying we wrote stars to two photos."""
     root = tmp_path_factory.mktemp("gallery") / "Photos"
-    shutil.copytree(METADATA_SAMPLES, root / "samples", copy_function=shutil.copyfile)  # shared/ is read-only
+    shutil.copytree(METADATA_SAMPLES, root / "samples", copy_function=shutil.copyfile)  # writable copies, whatever the checkout's modes
     for i in range(8):
         make_photo(root / "2024" / f"IMG_{i:04d}.jpg", seed=i)
     for i, name in enumerate((Path("2024", XSS_NAME), SCRIPT_BREAKOUT, Path("2024", COMMENT_NAME))):
@@ -346,6 +346,33 @@ def test_embedded_json_means_the_same_data():
     assert not set("<>&\u2028\u2029") & set(text)
 
 
+@pytest.mark.parametrize(
+    "home, path, shown",
+    [
+        ("/home/al", "/home/al/Pictures/2024 June", "~/Pictures/2024 June"),
+        ("/home/al/", "/home/al/Pictures", "~/Pictures"),  # $HOME with a trailing slash
+        ("/home/al", "/home/al", "~"),
+        ("/home/al", "/home/alice/Pictures", "/home/alice/Pictures"),  # a sibling that only starts alike
+        ("/home/al", "/srv/photos/2024", "/srv/photos/2024"),
+        ("/", "/home/al/Pictures", "/home/al/Pictures"),  # a home of "/" would make every path "~/..."
+    ],
+)
+def test_paths_under_the_home_folder_are_shown_from_tilde(monkeypatch, home, path, shown):
+    monkeypatch.setenv("HOME", home)
+    assert readable_path(path) == shown
+
+
+def test_the_page_names_its_library_by_its_root_from_tilde(indexed_library, tmp_path, monkeypatch):
+    """The header names the library as its owner reads it, not by the index's full path."""
+    monkeypatch.setenv("HOME", str(indexed_library.parent))  # the library is ~/Photos
+    out = tmp_path / "gallery.html"
+    with Index(indexed_library / DB_FILENAME) as index:
+        build_report(index, out, thumb_size=64)
+    data = page_json(out)
+    assert data["library"] == ["~/Photos"]
+    assert data["db"] == f"~/Photos/{DB_FILENAME}"
+
+
 def page_json(html_path: Path) -> dict:
     """The data embedded in a page, rows as dicts."""
     html = html_path.read_text(encoding="utf-8")
@@ -465,7 +492,11 @@ def test_details_show_score_percentile_stars_written_head_and_path(fresh_page, i
     assert float(details["Percentile"]) > 50 and details["Stars (policy)"].startswith("★")
     # what the numbers mean: the head's scale, in the details and in the header
     assert details["Scale"] == "cosine difference (zero-shot), -2 to 2"
-    assert f"head {head}, scores -2 to 2 ·" in fresh_page.evaluate("document.querySelector('#meta').textContent")
+    meta = fresh_page.evaluate("document.querySelector('#meta').textContent")
+    assert f"head {head}, scores -2 to 2 ·" in meta
+    # the library by its root (not under this test's home folder: the full path), the index on hover
+    assert meta.endswith(f" · library {indexed_library}")
+    assert fresh_page.evaluate("document.querySelector('#meta').title") == f"index {indexed_library / DB_FILENAME}"
 
 
 # --------------------------------------------------------------------------- 50k photos

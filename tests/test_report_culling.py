@@ -259,6 +259,7 @@ def test_a_library_never_culled_says_to_run_cull_and_filters_still_work(library,
 
 # Small frames and blur a photographer rejects at a glance, as test_culling_real.py; enough
 # groups and singles to fill the screenshot's first screen.
+SHOOT = "Garden"  # the real library's folder in ~/Pictures (short: the header wraps a long one)
 REAL_SPEC = LibrarySpec(
     long_side=1200, bursts=4, duplicate_sets=2, singles=5, frames=(3, 5), defocus=(8.0, 16.0), motion=(32.0, 64.0),
     clipped_singles=("over", "under"), blurred_singles=(16.0,), seed=11,
@@ -269,14 +270,18 @@ UPDATE_SCREENSHOT = "UPDATE_SCREENSHOTS"  # not AES_INDEX_*: conftest clears tho
 @pytest.fixture(scope="module")
 def real_pages(mate_photos, tiny_model, tmp_path_factory) -> dict:
     """The real library's gallery before and after `aes-index cull` (all through the CLI),
-    and `groups --json` after it."""
+    and `groups --json` after it. The library is a shoot in ~/Pictures of a home folder of
+    its own (HOME, for the commands), where a person keeps theirs: the README's screenshot
+    shows its header naming the library ~/Pictures/<shoot>, not a temporary folder."""
     folder = tmp_path_factory.mktemp("culled-real")
-    truth = build_library(folder, REAL_SPEC, mate_photos, workers=1)
+    home = folder / "home"
+    truth = build_library(home / "Pictures", REAL_SPEC, mate_photos, workers=1, name=SHOOT)
     db, pages = folder / "index.db", folder / "pages"
     model = ["--model", tiny_model["config"], "--pretrained", tiny_model["checkpoint"], "--device", "cpu", "--dtype", "fp32"]
     with pytest.MonkeyPatch.context() as env:  # as conftest's isolated_environment, for a module fixture
         for name in [n for n in os.environ if n.startswith("AES_INDEX_")]:
             env.delenv(name)
+        env.setenv("HOME", str(home))
         env.setenv("HF_HUB_OFFLINE", "1")
         env.setenv("XDG_CONFIG_HOME", str(folder / "config"))
         env.setenv("AES_INDEX_CACHE_DIR", str(folder / "cache"))
@@ -286,7 +291,7 @@ def real_pages(mate_photos, tiny_model, tmp_path_factory) -> dict:
         cli_stdout("cull", truth.root, "--db", db, *model)
         cli_stdout("report", "--db", db, "--out", pages / "after.html", "--thumb-size", "256")
         listed = json.loads(cli_stdout("groups", "--db", db, *model, "--json"))
-    return {"before": pages / "before.html", "after": pages / "after.html", **listed}
+    return {"before": pages / "before.html", "after": pages / "after.html", **listed, "home": home}
 
 
 @pytest.fixture
@@ -364,6 +369,9 @@ def test_screenshot_of_the_groups_view(after_cull, real_pages, tmp_path):
     burst = max(bursts, key=lambda g: (not g["members"][0]["flags"], sum(BLURRY in m["flags"] for m in g["members"]), g["size"]))
     open_stack(after_cull, burst["id"])
     after_cull.evaluate(ALL_IMAGES_SETTLED)
+    # the header names the library as its owner reads it: the shoot in ~/Pictures
+    meta = after_cull.evaluate("document.querySelector('#meta').textContent")
+    assert meta.endswith(f" · library ~/Pictures/{SHOOT}") and str(real_pages["home"]) not in meta
     target = SCREENSHOT if os.environ.get(UPDATE_SCREENSHOT) == "1" or not SCREENSHOT.exists() else tmp_path / SCREENSHOT.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shot = after_cull.screenshot(target)

@@ -17,12 +17,10 @@ from aes_index import heads
 from aes_index.errors import HeadError
 from aes_index.heads import load_head, resolve_head, shipped_head_named
 
-from conftest import REPO_ROOT, SHARED
+from conftest import REPO_ROOT, UPSTREAM_HEADS
 
-UPSTREAM = SHARED / "upstream-heads"
-V2_FILE = UPSTREAM / "laion-v2-sac+logos+ava1-l14-linearMSE.pth"
-V1_FILE = UPSTREAM / "laion-v1-sa_0_4_vit_b_32_linear.pth"
-needs_upstream = pytest.mark.skipif(not V2_FILE.is_file(), reason="../shared/upstream-heads is not here")
+V2_FILE = UPSTREAM_HEADS / "laion-v2-sac+logos+ava1-l14-linearMSE.pth"
+V1_FILE = UPSTREAM_HEADS / "laion-v1-sa_0_4_vit_b_32_linear.pth"
 
 
 def _converter():
@@ -55,7 +53,6 @@ def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-@needs_upstream
 def test_folded_v2_head_equals_the_published_layer_stack_on_unit_vectors():
     head = shipped_head_named("laion-v2-vit-l-14")
     x = unit_vectors(2000, 768, seed=7)
@@ -68,7 +65,6 @@ def test_folded_v2_head_equals_the_published_layer_stack_on_unit_vectors():
     assert np.std(expected) > 0.05  # the comparison is between varying scores, not constants
 
 
-@needs_upstream
 def test_v1_head_equals_the_published_linear_layer():
     head = shipped_head_named("laion-v1-vit-b-32")
     layer = torch.nn.Linear(512, 1)
@@ -79,14 +75,13 @@ def test_v1_head_equals_the_published_linear_layer():
     assert np.abs(head.predict(x, None).score - expected).max() <= 1e-5
 
 
-@needs_upstream
 def test_the_conversion_reproduces_the_shipped_files_byte_for_byte(tmp_path):
     converter = _converter()
-    assert converter.main(["--upstream", str(UPSTREAM), "--out", str(REPO_ROOT / "plugin" / "aes_index" / "heads"), "--check"]) == 0
+    assert converter.main(["--upstream", str(UPSTREAM_HEADS), "--out", str(REPO_ROOT / "plugin" / "aes_index" / "heads"), "--check"]) == 0
     # and a changed upstream file is refused rather than converted
     bad = tmp_path / "upstream"
     bad.mkdir()
-    for path in UPSTREAM.iterdir():
+    for path in UPSTREAM_HEADS.iterdir():
         (bad / path.name).write_bytes(path.read_bytes())
     tampered = bytearray((bad / V1_FILE.name).read_bytes())
     tampered[-30] ^= 1
@@ -221,7 +216,6 @@ def _cli(capsys, *argv):
     return run_cli(capsys, *argv)
 
 
-@needs_upstream
 def test_rescore_of_a_vit_l_14_index_equals_the_published_stack(l14_library, capsys):
     db, expected = l14_library["db"], l14_library["expected"]
     code, out, err = _cli(capsys, "rescore", "--db", db, "--json")  # --head auto, the index's backbone
@@ -236,7 +230,6 @@ def test_rescore_of_a_vit_l_14_index_equals_the_published_stack(l14_library, cap
     assert np.std(list(expected.values())) > 0.01
 
 
-@needs_upstream
 def test_scores_on_the_1_to_10_scale_flow_through_ratings_report_and_darktable(l14_library, capsys, caplog, tmp_path):
     from aes_index import xmp
     from aes_index.ratings import RatingPolicy, stars_for
@@ -300,7 +293,6 @@ def row_folder(data: dict, row: dict) -> str:
 # --- aes-train evaluate --------------------------------------------------------------------
 
 
-@needs_upstream
 def test_aes_train_evaluate_puts_the_shipped_laion_head_beside_table_1(tmp_path, capsys):
     """One command: `aes-train evaluate --head shipped` on an AVA cache of ViT-L-14/openai.
     The cache is AVA-shaped (random vectors of the backbone's sizes, labelled so the mean

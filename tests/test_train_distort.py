@@ -1,6 +1,6 @@
 """`aes-train distort`: filter distortions of good photos, a ranking head, its evaluation.
 
-The generator is checked on a crop of the real harbour photo (determinism; each filter
+The generator is checked on a crop of a real photograph (determinism; each filter
 moves its own measure of the image, monotone in strength). The trainer is checked on
 planted embeddings where every distortion is a direction in feature space, and the
 whole path (decode -> distort -> tiny CLIP -> head -> aes-index rescore) once for real.
@@ -29,14 +29,14 @@ from aes_train.ranking import (
 )
 from aes_train.warmstart import fit_with_prior, predict_with_prior, raw_linear, warm_head, warm_personal
 
-from conftest import HARBOUR, make_photo
+from conftest import PHOTO, make_photo
 
 LEVELS = 5
 
 
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
-    with Image.open(HARBOUR) as source:
+    with Image.open(PHOTO) as source:
         return source.convert("RGB").crop((300, 300, 1260, 940)).resize((240, 160))
 
 

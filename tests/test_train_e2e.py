@@ -23,15 +23,28 @@ from aes_train.data import load_examples
 from test_train_fixtures import make_ava
 
 
-@pytest.fixture
-def embedded(tmp_path, model_args):
-    """80 synthetic AVA photos (brightness = quality) embedded by the tiny model."""
-    data = make_ava(tmp_path / "ava", n=80, missing=1, corrupt=1)
-    cache = tmp_path / "cache"
+def _embed(folder, model_args, n: int) -> dict:
+    """n synthetic AVA photos (brightness = quality) embedded by the tiny model."""
+    data = make_ava(folder / "ava", n=n, missing=1, corrupt=1)
+    cache = folder / "cache"
     code = main(["embed", "--ava", str(data.ava_txt), "--images", str(data.images), "--cache", str(cache),
                  "--workers", "0", "--batch-size", "16", "-q", *model_args])
     assert code == 3  # the corrupt file
     return {"data": data, "ava": str(data.ava_txt), "cache": str(cache)}
+
+
+@pytest.fixture
+def embedded(tmp_path, model_args):
+    return _embed(tmp_path, model_args, n=80)
+
+
+@pytest.fixture
+def embedded_many(tmp_path, model_args):
+    """Enough photos that the held-out rank correlation measures the pipeline, not the draw:
+    with 80 (20 held out) it ranged from 0.77 to 0.96 over make_ava's seeds 0-4, with either
+    of two source photos, so a bound of 0.9 passed or failed by luck. With 240 (about 60 held
+    out) it was 0.92-0.97 over seeds 0-7 with the photo in tests/fixtures."""
+    return _embed(tmp_path, model_args, n=240)
 
 
 def _fit(embedded, out, *options):
@@ -40,14 +53,14 @@ def _fit(embedded, out, *options):
     return load_head(out)
 
 
-def test_planted_signal_is_recovered_through_images(embedded, tmp_path):
+def test_planted_signal_is_recovered_through_images(embedded_many, tmp_path):
     """The ranking hidden in the pixels survives decode + tiny CLIP + head, on held-out photos."""
-    head = _fit(embedded, tmp_path / "head.safetensors", "--kind", "linear", "--solver", "ridge")
-    cache = EmbeddingCache(embedded["cache"])
-    examples = load_examples(read_ava(embedded["ava"]), cache)
+    head = _fit(embedded_many, tmp_path / "head.safetensors", "--kind", "linear", "--solver", "ridge")
+    cache = EmbeddingCache(embedded_many["cache"])
+    examples = load_examples(read_ava(embedded_many["ava"]), cache)
     test = examples.subset(make_split(examples.ids, test_fraction=0.25).test)
     score = head.predict(test.pooled, cache.projection).score
-    assert len(test) >= 12
+    assert len(test) >= 40
     assert spearmanr(score, test.means).statistic > 0.9
 
 

@@ -2,7 +2,7 @@
 
 An image's latent quality q in [0, 1] sets both its vote histogram (centred on 2.5 + 5q)
 and its brightness, so a head that learns from the images can recover the ranking.
-The pixels are cut from the real harbour photo, so the images are not flat colours.
+The pixels are cut from a real photograph (tests/fixtures/photos), so the images are not flat colours.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import HARBOUR
+from conftest import PHOTO
 
 SCORES = np.arange(1, 11)
 
@@ -51,15 +51,15 @@ def write_ava_txt(path: Path, ids, counts, rng: np.random.Generator) -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def _harbour_small() -> np.ndarray:
-    with Image.open(HARBOUR) as photo:
-        return np.asarray(photo.convert("RGB").resize((512, 342)))
+def _photo_small() -> np.ndarray:
+    with Image.open(PHOTO) as photo:
+        return np.asarray(photo.convert("RGB").resize((512, 320)))  # 2560x1600 at 1/5
 
 
 def synthetic_photo(quality: float, rng: np.random.Generator, size=(96, 72)) -> Image.Image:
-    """A crop of the harbour photo whose mean brightness is set by `quality` alone
-    (the crop's own brightness, sky or water, is normalised away first)."""
-    source = _harbour_small()
+    """A crop of the real photo whose mean brightness is set by `quality` alone
+    (the crop's own brightness, sky, water or shore, is normalised away first)."""
+    source = _photo_small()
     width, height = size
     top = int(rng.integers(0, source.shape[0] - height))
     left = int(rng.integers(0, source.shape[1] - width))

@@ -20,7 +20,7 @@ from aes_index import xmp
 from aes_index.rate import plan
 from aes_index.ratings import RatingPolicy
 from aes_index.store import Index
-from conftest import FIXTURES, REPO_ROOT, make_photo, scored_folder
+from conftest import FIXTURES, PHOTO, REPO_ROOT, make_photo, scored_folder
 from conftest import run_cli as run
 
 
@@ -197,7 +197,7 @@ with file_lock(db, "ratings"):
 SIDECAR_FIXTURES = sorted((FIXTURES / "darktable-xmp").glob("*.xmp")) + [
     p for p in sorted((FIXTURES / "metadata-samples").glob("*.xmp")) if p.name != "XMP2.xmp"  # not XML
 ]
-JPEG_FIXTURES = sorted((FIXTURES / "metadata-samples").glob("*.jpg")) + [FIXTURES / "photos" / "harbour.jpg"]
+JPEG_FIXTURES = sorted((FIXTURES / "metadata-samples").glob("*.jpg")) + [PHOTO]
 
 
 @pytest.mark.parametrize("kind", ["xmp", "exif"])

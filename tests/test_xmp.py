@@ -17,7 +17,8 @@ from aes_index import atomic, xmp
 from aes_index.errors import SidecarError
 from aes_index.xmp import KEEP, AesFields, read_sidecar, write_sidecar
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from conftest import FIXTURES
+
 DARKTABLE_SIDECARS = sorted((FIXTURES / "darktable-xmp").glob("*.xmp"))
 SAMPLE_SIDECARS = sorted((FIXTURES / "metadata-samples").glob("*.xmp"))
 AES = AesFields(score=6.25, percentile=91.3, head_id="emd-vitb32-ava@1", stars=4)

@@ -403,7 +403,8 @@ def page_data(
     reference = scores[np.isfinite(scores)]  # the library's scores for this head
     stars = stars_for(scores, policy, reference=reference)
     percentiles = percentile_ranks(scores, reference=reference)
-    folders = FolderTable(index.roots())
+    roots = index.roots()
+    folders = FolderTable(roots)
     written = written_stars(index)
     on_page = {photo.image_id for photo in photos}
     groups = [group for group in culling.groups if _members_on_page(group, on_page)]
@@ -414,7 +415,8 @@ def page_data(
     ]
     return {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "db": _text(str(index.path)),
+        "library": [_text(readable_path(root)) for root in roots],  # the header names the library by these
+        "db": _text(readable_path(str(index.path))),
         "head": head_id,
         "scale": scale_in_index(index, head_id).as_dict(),  # what the scores mean: the page says it beside them
         "separator": os.sep,
@@ -429,6 +431,22 @@ def page_data(
         "culled": culling.culled,
         "groups": [_group_entry(group, on_page) for group in groups],
     }
+
+
+def readable_path(path: str) -> str:
+    """`path` as a person reads it: "~/Pictures/2024" for a path under the user's home (as
+    os.path.expanduser finds it: $HOME, else the password database), else the path itself.
+    The page may be shared or shown (the README's screenshot): the home folder says less
+    about the machine, and is shorter, than /home/<name>."""
+    home = os.path.normpath(os.path.expanduser("~"))
+    path = os.path.normpath(path)
+    if not os.path.isabs(home) or home == os.path.dirname(home):  # no home, or "/": nothing to shorten
+        return path
+    if path == home:
+        return "~"
+    if path.startswith(home + os.sep):  # not a sibling that merely starts alike (/home/al, /home/alice)
+        return "~" + path[len(home):]
+    return path
 
 
 def _members_on_page(group: Group, on_page: set[int]) -> list[Member]:

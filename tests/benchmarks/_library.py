@@ -2,11 +2,12 @@
 
 * `photo_library(n)`: n distinct photo files like a camera card's: 24 MP JPEGs (6000x4000,
   quality 92, 4:2:2, EXIF with orientation: some are portrait shots stored sideways),
-  made from the real harbour photo by cropping, rotating, re-lighting, upscaling and adding
-  sensor-like noise (brighter pixels noisier, luma and chroma parts) to about 8 MB, the size
-  of a 24 MP camera JPEG at fine quality. Every 20th file is an iPhone-like HEIC (12 MP,
-  with the 320x240 thumbnail iPhones embed), every 20th a RAW file with a 1620x1080 JPEG
-  preview (a DNG-shaped TIFF, as cameras write them; decoded through that preview).
+  made from the real photo in tests/fixtures/photos by cropping, rotating, re-lighting,
+  upscaling and adding sensor-like noise (brighter pixels noisier, luma and chroma parts) to
+  about 8 MB, the size of a 24 MP camera JPEG at fine quality. Every 20th file is an
+  iPhone-like HEIC (12 MP, with the 320x240 thumbnail iPhones embed), every 20th a RAW file
+  with a 1620x1080 JPEG preview (a DNG-shaped TIFF, as cameras write them; decoded through
+  that preview).
 
   Encoding a 24 MP photo takes about a second, so the files are copies of a few dozen
   distinct bases. Each copy gets its own bytes at the end of its image data (a JPEG COM
@@ -36,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HARBOUR = REPO_ROOT.parent / "shared" / "fixtures" / "photos" / "harbour.jpg"
+PHOTO = REPO_ROOT / "tests" / "fixtures" / "photos" / "evening-glow.jpg"  # see tests/fixtures/PROVENANCE.md
 BENCH_DIR = Path(os.environ.get("AES_BENCH_DIR", "/tmp/aes-bench"))
 
 JPEG_SIZE = (6000, 4000)  # 24 MP, 3:2
@@ -106,9 +107,9 @@ def _write_base(job) -> None:
 
 
 def _scene(seed: int, size: tuple[int, int]) -> Image.Image:
-    """A varied view of the harbour photo: crop, tilt, mirror, exposure, at `size`."""
+    """A varied view of the real photo: crop, tilt, mirror, exposure, at `size`."""
     rng = np.random.default_rng(seed)
-    with Image.open(HARBOUR) as opened:
+    with Image.open(PHOTO) as opened:
         source = opened.convert("RGB")
     aspect = size[0] / size[1]
     width = int(min(source.width, source.height * aspect) * rng.uniform(0.6, 0.95))

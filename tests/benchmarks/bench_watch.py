@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-HARBOUR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "photos" / "harbour.jpg"
+PHOTO = Path(__file__).resolve().parents[1] / "fixtures" / "photos" / "evening-glow.jpg"  # see tests/fixtures/PROVENANCE.md
 
 
 def camera_jpeg(path: Path, seed: int, size=(6000, 4000)) -> None:
-    """A 24 MP JPEG from the harbour photo with sensor-like noise, as a camera writes it."""
+    """A 24 MP JPEG from the real photo with sensor-like noise, as a camera writes it."""
     rng = np.random.default_rng(seed)
-    with Image.open(HARBOUR) as source:
+    with Image.open(PHOTO) as source:
         image = source.convert("RGB").resize(size, Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.int16) + rng.normal(0, 4, size=(size[1], size[0], 3)).astype(np.int16)
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=92)

@@ -3,7 +3,7 @@
 Pairs come from one photo at a time (distort.py makes the versions): for each
 distortion, the chain original > level 1 > level 2 > ... gives every ordered pair of
 it, so (original, distorted) and (milder, stronger). Versions of different photos, or
-of different distortions, are never compared: whether a blurred harbour is worse than
+of different distortions, are never compared: whether a blurred landscape is worse than
 a noisy portrait is not something the distortions tell.
 
 The head is x -> w.((x - mean) * scale) + b over the pooled features, trained with
