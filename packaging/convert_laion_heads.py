@@ -150,7 +150,7 @@ def linear_v1(state: dict[str, np.ndarray], dim: int) -> tuple[np.ndarray, float
 def convert(source: Source, upstream: Path):
     """The aes-index Head for one published file."""
     sys.path.insert(0, str(REPO / "plugin"))
-    from aes_index.heads import Head
+    from aes_index.model.heads import Head
 
     state = load_state(upstream / source.file, source.sha256)
     weight, bias = fold_v2(state) if source.name.startswith("laion-v2") else linear_v1(state, source.input_dim)
@@ -221,7 +221,7 @@ def model_card(head, source: Source, head_path: Path) -> str:
 
 def write_all(upstream: Path, out: Path) -> list[Path]:
     sys.path.insert(0, str(REPO / "plugin"))
-    from aes_index.heads import save_head
+    from aes_index.model.heads import save_head
 
     out.mkdir(parents=True, exist_ok=True)
     written = []

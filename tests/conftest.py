@@ -148,7 +148,7 @@ def scored_folder(root: Path, count: int, seed: int, model_args, capsys) -> Path
 def synthetic_scored_index(path: Path, photos: int, folders: int, seed: int) -> Path:
     """An index of `photos` scored rows in `folders` folders under /nowhere/Photos, whose
     files don't exist: for what reads the index only (pages, thumbnails that fail)."""
-    from aes_index.store import Index
+    from aes_index.index.store import Index
 
     width = len(str(folders))
     rng = np.random.default_rng(seed)
@@ -195,6 +195,6 @@ def library(tmp_path) -> Path:
 
 
 def photo_paths(root: Path) -> list[Path]:
-    from aes_index.library import discover
+    from aes_index.index.library import discover
 
     return [Path(e.path) for e in discover([root])]

@@ -4,7 +4,7 @@ decoder would. Lives in its own module so spawned worker processes can import it
 import ctypes
 import os
 
-from aes_index.pipeline import _prepare_chunk
+from aes_index.index.pipeline import _prepare_chunk
 
 CRASH_ENV = "AES_INDEX_TEST_CRASH_ON"
 

@@ -24,15 +24,15 @@ import sys
 # point -> (module, attribute path, "before" | "after" the call)
 POINTS = {
     # inside the journal's transaction that records a write ahead: nothing of it is committed
-    "before-journal-record": [("aes_index.journal", "Journal.record", "before")],
+    "before-journal-record": [("aes_index.index.store.journal", "Journal.record", "before")],
     # a file write: the journal's pending row is in, the file not yet (xmp and EXIF write through it)
-    "before-file-write": [("aes_index.xmp", "atomic_write_bytes", "before"), ("aes_index.exif_rating", "atomic_write_bytes", "before")],
+    "before-file-write": [("aes_index.formats.xmp", "atomic_write_bytes", "before"), ("aes_index.formats.exif_rating", "atomic_write_bytes", "before")],
     # the file is written, the journal does not know it landed yet
-    "after-file-write": [("aes_index.xmp", "atomic_write_bytes", "after"), ("aes_index.exif_rating", "atomic_write_bytes", "after")],
+    "after-file-write": [("aes_index.formats.xmp", "atomic_write_bytes", "after"), ("aes_index.formats.exif_rating", "atomic_write_bytes", "after")],
     # digiKam: our pending rows are committed to the index, digiKam's transaction is not
-    "before-digikam-commit": [("aes_index.targets.apply", "Staged.record_pending", "after")],
+    "before-digikam-commit": [("aes_index.writing.apply", "Staged.record_pending", "after")],
     # digiKam committed (or a file landed): the journal is told next
-    "before-journal-done": [("aes_index.journal", "Journal.mark_done", "before")],
+    "before-journal-done": [("aes_index.index.store.journal", "Journal.mark_done", "before")],
 }
 
 

@@ -10,11 +10,13 @@ import open_clip
 import pytest
 import torch
 
-from aes_index import attributes, pipeline, xmp
-from aes_index.backbone import load_backbone
+from aes_index.features import attributes
+from aes_index.index import pipeline
+from aes_index.formats import xmp
+from aes_index.model.backbone import load_backbone
 from aes_index.cli import main
-from aes_index.heads import Head, save_head
-from aes_index.store import Index
+from aes_index.model.heads import Head, save_head
+from aes_index.index.store import Index
 from aes_index.targets.sidecar import is_star_tag
 
 from conftest import make_photo

@@ -10,12 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from aes_index.backbone import (
-    BackboneInfo, backbone_key, cpu_supports_bf16, find_cached_weights, load_backbone, resolve_device, resolve_dtype,
-)
+from aes_index.model.backbone import BackboneInfo, backbone_key, cpu_supports_bf16, find_cached_weights, load_backbone, resolve_device, resolve_dtype
 from aes_index.config import load_settings
 from aes_index.errors import ConfigError, WeightsUnavailable
-from aes_index.pipeline import to_model_pixels
+from aes_index.index.pipeline import to_model_pixels
 
 from conftest import PHOTO
 
@@ -127,7 +125,7 @@ def test_device_and_dtype_resolution(monkeypatch):
     assert resolve_dtype("fp32", cpu) == torch.float32
     assert resolve_dtype("bf16", cpu) == torch.bfloat16
     assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
-    monkeypatch.setattr("aes_index.backbone.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("aes_index.model.backbone.cpu_supports_bf16", lambda: False)
     assert resolve_dtype("auto", cpu) == torch.float32
     with pytest.raises(ConfigError):
         resolve_dtype("int4", cpu)

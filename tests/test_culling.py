@@ -16,11 +16,11 @@ import piexif
 import pytest
 from PIL import Image, ImageFilter
 
-from aes_index.culling import facts as capture
-from aes_index.culling import grouping, keeper
-from aes_index.culling.keeper import UNDEREXPOSED_ABOVE as UNDEREXPOSED_SHARE
-from aes_index.culling.model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, Member
-from aes_index.store import Index
+from aes_index.index import facts as capture
+from aes_index.features.culling import grouping, keeper
+from aes_index.features.culling.keeper import UNDEREXPOSED_ABOVE as UNDEREXPOSED_SHARE
+from aes_index.features.culling.model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, Member
+from aes_index.index.store import Index
 from aes_index.targets.sidecar import is_star_tag
 from conftest import PHOTO, run_cli
 
@@ -95,7 +95,7 @@ def names(group: dict) -> list[str]:
 def photos_with_facts(index: Index, picture: Image.Image, shots: list[tuple[float | None, str, float]]) -> list[int]:
     """Indexed photos (no files) that all look like `picture`, one per (capture time,
     camera, sharpness): for grouping cases no decode needs to make."""
-    from aes_index.culling.facts import CaptureFacts
+    from aes_index.index.facts import CaptureFacts
 
     whole, inner, core = capture.signatures(picture)
     with index.transaction():
@@ -115,7 +115,7 @@ def photos_with_facts(index: Index, picture: Image.Image, shots: list[tuple[floa
 def test_capture_time_with_fraction_and_offset_camera_and_serial_come_from_exif(tmp_path):
     path = save(scene(1), tmp_path / "a.jpg", exif_bytes("2024:05:01 10:00:07", "25", "+02:00"))
     probe = capture.FactsProbe()
-    from aes_index.decode import decode_image
+    from aes_index.index.decode import decode_image
 
     decode_image(path, probe=probe)
     facts = probe.facts()
@@ -324,7 +324,7 @@ def test_a_persons_rating_in_a_sidecar_wins_the_keeper(tmp_path, capsys, model_a
     root = tmp_path / "Photos"
     frames = burst(root, seed=15, frames=4, second=10, sharp=2)
     rebuild(capsys, root, model_args)
-    from aes_index import xmp
+    from aes_index.formats import xmp
 
     xmp.write_sidecar(xmp.sidecar_for(frames[0]), rating=4)  # as darktable or digiKam would
     cull(capsys, root)
@@ -363,7 +363,7 @@ def test_bad_capture_metadata_is_clear_and_crashes_nothing(tmp_path, capsys, mod
 
 
 def test_ten_thousand_frames_of_a_time_lapse_become_groups_of_at_most_max_group(tmp_path):
-    from aes_index.culling.cull import load_groups, run_cull
+    from aes_index.features.culling.cull import load_groups, run_cull
 
     with Index(tmp_path / "index.sqlite") as index:
         photos_with_facts(index, scene(21), [(1e9 + k, "Nikon Z6", 0.7) for k in range(10_000)])
@@ -409,7 +409,7 @@ def test_a_persons_choice_wins_and_a_reject_never_keeps():
 def test_two_timed_photos_are_copies_only_when_their_times_agree(tmp_path, second_time, grouped):
     """An export keeps its capture time or loses it: the same view shot days later by
     another camera is another photograph, however alike."""
-    from aes_index.culling.cull import load_groups, run_cull
+    from aes_index.features.culling.cull import load_groups, run_cull
 
     with Index(tmp_path / "index.sqlite") as index:
         photos_with_facts(index, scene(7), [(1e9, "Nikon Z6", 0.7), (second_time, "Fujifilm X-T4", 0.7)])
@@ -420,7 +420,7 @@ def test_two_timed_photos_are_copies_only_when_their_times_agree(tmp_path, secon
 
 
 def test_a_group_whose_keeper_left_decides_again(tmp_path):
-    from aes_index.culling.cull import load_groups, run_cull
+    from aes_index.features.culling.cull import load_groups, run_cull
 
     with Index(tmp_path / "index.sqlite") as index:
         ids = photos_with_facts(index, scene(8), [(1e9 + k * 0.3, "Nikon Z6", s) for k, s in enumerate((0.5, 0.9, 0.6))])
@@ -434,7 +434,7 @@ def test_a_group_whose_keeper_left_decides_again(tmp_path):
 
 
 def test_undoing_a_star_run_keeps_a_later_culls_keeper_tag(tmp_path, capsys, model_args):
-    from aes_index import xmp
+    from aes_index.formats import xmp
 
     root = tmp_path / "Photos"
     frames = burst(root, seed=2, frames=3, second=10, sharp=1)
@@ -450,8 +450,8 @@ def test_undoing_a_star_run_keeps_a_later_culls_keeper_tag(tmp_path, capsys, mod
 
 
 def test_stars_we_set_in_darktable_that_it_copied_into_a_sidecar_are_no_persons_pick(tmp_path, capsys, model_args):
-    from aes_index import xmp
-    from aes_index.journal import Write
+    from aes_index.formats import xmp
+    from aes_index.index.store.journal import Write
 
     root = tmp_path / "Photos"
     frames = burst(root, seed=6, frames=3, second=10, sharp=1)

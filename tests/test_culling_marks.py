@@ -21,10 +21,10 @@ import piexif
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from aes_index.culling.cull import load_groups
+from aes_index.features.culling.cull import load_groups
 from aes_index.errors import ExitCode
-from aes_index.store import Index
-from aes_index.xmp import CullMarks, read_sidecar, write_sidecar
+from aes_index.index.store import Index
+from aes_index.formats.xmp import CullMarks, read_sidecar, write_sidecar
 from aes_index.targets.sidecar import is_star_tag
 from conftest import FIXTURES, PHOTO, run_cli
 from test_digikam import create_digikam_db, dbconfig_xml, digikam_statements  # noqa: F401 - fixtures
@@ -453,7 +453,7 @@ def test_taking_back_our_reject_gives_back_the_rating_it_replaced():
     """A photo no longer flagged loses our reject, and gets back the star it had
     (darktable's import 1, or a person's), not an empty rating."""
     from aes_index import ownership
-    from aes_index.culling.marks import decide_marks
+    from aes_index.features.culling.marks import decide_marks
     from aes_index.targets.protocol import Marks
     from aes_index.targets.sidecar import SidecarTarget
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aes_index import darktable
+from aes_index.features import darktable
 from aes_index.cli import main
 from aes_index.errors import ExitCode
-from aes_index.rate import plan
-from aes_index.ratings import RatingPolicy, stars_for
-from aes_index.store import Index
-from aes_index.xmp import write_sidecar
+from aes_index.features.rating import plan
+from aes_index.features.stars import RatingPolicy, stars_for
+from aes_index.index.store import Index
+from aes_index.formats.xmp import write_sidecar
 from conftest import REPO_ROOT, make_photo
 from test_readers import require_tool
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from aes_index.cli import main
-from aes_index.culling.model import BLURRY, BURST, BY_US, OVEREXPOSED, Group, Member
+from aes_index.features.culling.model import BLURRY, BURST, BY_US, OVEREXPOSED, Group, Member
 from aes_index.errors import ExitCode
-from aes_index.journal import UndoAction
+from aes_index.index.store.journal import UndoAction
 from aes_index import ownership
 from aes_index.targets.darktable import KEEPER_TAG, DtImage, plan_cull, plan_uncull
-from aes_index.xmp import write_sidecar
+from aes_index.formats.xmp import write_sidecar
 from conftest import make_photo
 from test_darktable import PLUGIN, hex_lines, run_darktable
 
@@ -432,8 +432,8 @@ KEEPERS = {"A1.jpg", "B2.jpg", "C0.jpg"}  # the sharp frames, but in B the perso
 def index_tags(db: Path) -> dict[str, set[str]]:
     """file name -> the tags darktable should show: aesthetic|keeper on KEEPERS (C0 too: C is
     left ungrouped, its keeper still tagged), and a tag for each flag the index holds."""
-    from aes_index.culling.cull import load_flagged
-    from aes_index.store import Index
+    from aes_index.features.culling.cull import load_flagged
+    from aes_index.index.store import Index
 
     with Index(db) as index:
         flagged = load_flagged(index, index.active_head_id())

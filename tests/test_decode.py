@@ -1,4 +1,4 @@
-"""Tests for aes_index.decode: every image is generated here, except the fixtures in tests/fixtures."""
+"""Tests for aes_index.index.decode: every image is generated here, except the fixtures in tests/fixtures."""
 
 from __future__ import annotations
 
@@ -21,13 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from aes_index import decode
-from aes_index.decode import (
-    MAX_PIXELS,
-    RAW_EXTENSIONS,
-    SUPPORTED_EXTENSIONS,
-    decode_image,
-)
+from aes_index.index import decode
+from aes_index.index.decode import MAX_PIXELS, RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, decode_image
 from aes_index.errors import (
     CorruptImage,
     DecodeError,
@@ -141,7 +136,7 @@ def test_extensions_are_lower_case_with_dot_and_include_raw():
 
 def test_importing_decode_pulls_in_no_heavy_or_optional_module():
     heavy = ("torch", "exiv2", "rawpy", "pillow_heif", "numpy")
-    code = f"import sys, aes_index.decode; print([m for m in {heavy!r} if m in sys.modules])"
+    code = f"import sys, aes_index.index.decode; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_LIMIT_S
     )
@@ -483,7 +478,7 @@ def test_permission_denied_for_real(tmp_path):
     path.chmod(0)
     code = (
         "import sys\n"
-        "from aes_index.decode import decode_image\n"
+        "from aes_index.index.decode import decode_image\n"
         "from aes_index.errors import Unreadable\n"
         "try:\n    decode_image(sys.argv[1])\nexcept Unreadable as exc:\n    print(exc)\n"
     )
@@ -581,12 +576,12 @@ def test_a_raw_stripped_of_its_sensor_data_is_not_demosaiced_into_noise():
     file's own (tiny) preview is used, the same in every process."""
     import rawpy
 
-    from aes_index.decode import _libraw_demosaic
+    from aes_index.index.decode import _libraw_demosaic
 
     sample = METADATA_SAMPLES / "DNG.dng"
     with rawpy.imread(str(sample)) as raw, pytest.raises(NoPreview, match="holds no sensor data"):
         _libraw_demosaic(raw, sample.stat().st_size, 224, 10**8)
-    code = "import hashlib, numpy, sys; from aes_index.decode import decode_image; " \
+    code = "import hashlib, numpy, sys; from aes_index.index.decode import decode_image; " \
            "print(hashlib.sha256(numpy.asarray(decode_image(sys.argv[1])).tobytes()).hexdigest())"
     digests = {subprocess.run([sys.executable, "-c", code, str(sample)], capture_output=True, text=True,
                               env=dict(os.environ, PYTHONPATH=str(REPO_ROOT / "plugin"))).stdout for _ in range(3)}
@@ -602,7 +597,7 @@ def test_raw_too_large_for_demosaic_is_not_demosaiced():
 
 _DECODE_ONE = """
 import json, sys
-from aes_index.decode import decode_image
+from aes_index.index.decode import decode_image
 from aes_index.errors import DecodeError
 try:
     image = decode_image(sys.argv[1])

@@ -26,9 +26,9 @@ from aes_index.targets import digikam
 from aes_index.targets.sidecar import star_tag
 from aes_index.cli import main
 from aes_index.errors import ExitCode
-from aes_index.rate import plan
-from aes_index.ratings import RatingPolicy
-from aes_index.store import Index
+from aes_index.features.rating import plan
+from aes_index.features.stars import RatingPolicy
+from aes_index.index.store import Index
 from conftest import make_photo
 from test_readers import require_tool as _tool
 
@@ -209,7 +209,7 @@ def test_stars_digikam_read_from_our_sidecars_are_ours_not_manual(library, capsy
     new policy for all of them instead of keeping them as "manual"."""
     code, _, err = run(capsys, "apply-ratings", "--db", library["index"])
     assert code == ExitCode.OK, err
-    from aes_index import xmp
+    from aes_index.formats import xmp
 
     with sqlite3.connect(library["db"]) as conn:  # what digiKam's metadata reader does
         for path in library["stars"]:
@@ -225,7 +225,7 @@ def test_stars_digikam_read_from_our_sidecars_are_ours_not_manual(library, capsy
 def test_a_photo_rejected_in_darktable_gets_no_stars_in_digikam(library, capsys):
     """Issue 15 item 15: the sidecar says -1 (darktable's reject); digiKam stores that as
     "no rating", which must not read as unrated: the person's reject is kept."""
-    from aes_index import xmp
+    from aes_index.formats import xmp
 
     rejected = library["root"] / "2024" / "IMG_0003.jpg"
     xmp.write_sidecar(xmp.sidecar_for(rejected), rating=-1)

@@ -14,14 +14,7 @@ import pytest
 from PIL import Image
 
 from aes_index import atomic
-from aes_index.exif_rating import (
-    PERCENT_FOR_STARS,
-    ExifRatingError,
-    NotAJpeg,
-    read_exif_rating,
-    stars_from_percent,
-    write_exif_rating,
-)
+from aes_index.formats.exif_rating import PERCENT_FOR_STARS, ExifRatingError, NotAJpeg, read_exif_rating, stars_from_percent, write_exif_rating
 
 from conftest import FIXTURES, PHOTO
 

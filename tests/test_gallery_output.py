@@ -11,7 +11,7 @@ import pytest
 
 from aes_index.cli import main
 from aes_index.config import DB_FILENAME
-from aes_index.store import Index
+from aes_index.index.store import Index
 
 from conftest import make_photo
 
@@ -82,8 +82,8 @@ def test_a_gallery_written_in_the_library_is_never_indexed_or_rated(library_of_c
 
 
 def test_the_scanner_skips_a_marked_thumbnail_folder_however_it_is_reached(tmp_path):
-    from aes_index.library import discover
-    from aes_index.library import THUMBS_MARKER
+    from aes_index.index.library import discover
+    from aes_index.index.library import THUMBS_MARKER
 
     root = tmp_path / "Photos"
     photo = make_photo(root / "a.jpg", seed=1)

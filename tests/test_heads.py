@@ -9,10 +9,10 @@ import open_clip
 import pytest
 import torch
 
-from aes_index import heads, zeroshot
-from aes_index.backbone import load_backbone
+from aes_index.model import heads, zeroshot
+from aes_index.model.backbone import load_backbone
 from aes_index.errors import ConfigError, HeadError
-from aes_index.heads import Head, load_head, resolve_head, save_head
+from aes_index.model.heads import Head, load_head, resolve_head, save_head
 
 CLASSES = ["dog", "harbour", "mountain"]  # a small class list keeps context prompts cheap
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aes_index import store
+from aes_index.index import store
 from aes_index.errors import ExitCode, IndexUnavailable, run_reporting_errors
-from aes_index.store import Index
+from aes_index.index.store import Index
 from conftest import run_cli as run
 from conftest import synthetic_scored_index
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aes_index import indexer, pipeline
+from aes_index.index import runner as indexer, pipeline
 from aes_index.errors import IndexUnavailable
-from aes_index.store import ERROR, MISSING, OK, Index
+from aes_index.index.store import ERROR, MISSING, OK, Index
 
 from conftest import METADATA_SAMPLES, make_photo, photo_paths
 
@@ -199,7 +199,7 @@ def test_a_crashing_decoder_is_recorded_and_the_run_goes_on(tmp_path, library, s
 
 def test_decode_stream_keeps_a_bounded_number_of_items_in_flight(settings):
     """Memory stays bounded: the producer is never more than `ahead` chunks ahead."""
-    from aes_index.backbone import PreprocessSpec
+    from aes_index.model.backbone import PreprocessSpec
 
     spec = PreprocessSpec(size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
     consumed = 0
@@ -218,7 +218,7 @@ def test_decode_stream_keeps_a_bounded_number_of_items_in_flight(settings):
 
 
 def test_unreadable_folder_is_reported_and_the_scan_goes_on(index, library, settings, monkeypatch):
-    import aes_index.library as library_module
+    import aes_index.index.library as library_module
 
     real_scandir = os.scandir
 

@@ -10,16 +10,16 @@ import pytest
 import sqlite_utils
 from PIL import Image
 
-from aes_index import journal
-from aes_index.exif_rating import read_exif_rating, write_exif_rating
-from aes_index.journal import Write
+from aes_index.index.store import journal
+from aes_index.formats.exif_rating import read_exif_rating, write_exif_rating
+from aes_index.index.store.journal import Write
 from aes_index import ownership
 from aes_index.ownership import Action
-from aes_index.store import Index
-from aes_index.targets import apply as targets
+from aes_index.index.store import Index
+from aes_index.writing import apply as targets
 from aes_index.targets.exif import ExifTarget
 from aes_index.targets.sidecar import SidecarTarget, journal_entry
-from aes_index.xmp import AesFields, read_sidecar, write_sidecar
+from aes_index.formats.xmp import AesFields, read_sidecar, write_sidecar
 
 from conftest import FIXTURES
 

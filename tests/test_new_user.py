@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from aes_index import xmp
+from aes_index.formats import xmp
 from aes_index.errors import ExitCode
-from aes_index.store import Index
+from aes_index.index.store import Index
 from conftest import TINY_CONFIG, make_photo, run_cli
 
 

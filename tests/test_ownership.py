@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from aes_index import ownership
-from aes_index.journal import Journal, Write
+from aes_index.index.store.journal import Journal, Write
 from aes_index.ownership import Action, Owner
-from aes_index.store import Index
+from aes_index.index.store import Index
 from aes_index.targets.protocol import CullState, Place, Reading
 
 PICK_NONE, PICK_REJECTED, PICK_PENDING, PICK_ACCEPTED = 0, 1, 2, 3

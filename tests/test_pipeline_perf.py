@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from aes_index import heads, indexer, pipeline, store
-from aes_index.backbone import PreprocessSpec, load_backbone
-from aes_index.pipeline import Decoded, Failed, GpuJpeg
-from aes_index.store import Index
+from aes_index.model import heads
+from aes_index.index import runner as indexer, pipeline, store
+from aes_index.model.backbone import PreprocessSpec, load_backbone
+from aes_index.index.pipeline import Decoded, Failed, GpuJpeg
+from aes_index.index.store import Index
 
 from conftest import METADATA_SAMPLES, PHOTO, REPO_ROOT
 
@@ -63,7 +64,7 @@ def test_decode_workers_run_nicer_than_the_model():
 
 
 def test_torch_threads_wait_passively_unless_the_user_says_otherwise():
-    code = "import os, aes_index.backbone; print(os.environ.get('OMP_WAIT_POLICY'))"
+    code = "import os, aes_index.model.backbone; print(os.environ.get('OMP_WAIT_POLICY'))"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "plugin"), env.get("PYTHONPATH", "")])
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "PASSIVE"
@@ -73,7 +74,7 @@ def test_torch_threads_wait_passively_unless_the_user_says_otherwise():
 
 def test_a_shipped_model_name_resolves_without_importing_torch():
     code = (
-        "import sys; from aes_index.backbone import resolve_model_name; "
+        "import sys; from aes_index.model.backbone import resolve_model_name; "
         "print(resolve_model_name('ViT-B-32'), 'torch' in sys.modules, 'open_clip' in sys.modules)"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "plugin"), os.environ.get("PYTHONPATH", "")]))
@@ -140,7 +141,7 @@ def test_the_gpu_route_reads_the_orientation_the_cpu_route_applies(tmp_path):
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_upright_tensor_turns_like_pillow(orientation):
-    from aes_index.decode import _UPRIGHTING_TRANSPOSE
+    from aes_index.index.decode import _UPRIGHTING_TRANSPOSE
 
     pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
     expected = Image.fromarray(pixels)
@@ -230,7 +231,7 @@ def test_stack_pixels_joins_cpu_and_device_images():
 @pytest.fixture
 def filled_index(tmp_path):
     """60 images with 8-d embeddings, the last 10 missing."""
-    from aes_index.backbone import BackboneInfo
+    from aes_index.model.backbone import BackboneInfo
 
     info = BackboneInfo("tiny/x", "tiny", "x", 8, 4, SPEC)
     with Index(tmp_path / "index.db") as index:
@@ -387,7 +388,7 @@ def test_a_failed_score_write_leaves_nothing_staged_for_the_next(filled_index):
 def test_rescoring_with_a_fresh_head_reads_every_present_embedding_once(filled_index, monkeypatch):
     """No id list for a head that has scored nothing: one scan, missing images left out."""
     index, backbone_id, ids, vectors = filled_index
-    from aes_index.backbone import BackboneInfo
+    from aes_index.model.backbone import BackboneInfo
 
     monkeypatch.setattr(store, "STREAM_ABOVE", 5)
     asked = []

@@ -10,8 +10,8 @@ import torch
 from aes_index import config
 from aes_index.config import Settings, load_settings, resolve_preset
 from aes_index.errors import ConfigError, ExitCode
-from aes_index.indexer import choose_backbone
-from aes_index.store import Index
+from aes_index.index.runner import choose_backbone
+from aes_index.index.store import Index
 
 from conftest import make_photo, run_cli as run
 
@@ -24,7 +24,7 @@ def test_presets_name_the_backbones_the_issue_promises():
 
 
 def test_auto_is_best_with_a_gpu_and_fast_on_the_cpu(monkeypatch):
-    import aes_index.backbone as backbone
+    import aes_index.model.backbone as backbone
 
     assert resolve_preset("auto", "cpu").chosen == "fast"
     monkeypatch.setattr(backbone, "resolve_device", lambda requested="auto": torch.device("cuda"))
@@ -33,7 +33,7 @@ def test_auto_is_best_with_a_gpu_and_fast_on_the_cpu(monkeypatch):
 
 
 def test_a_new_index_gets_the_auto_preset(monkeypatch, tmp_path):
-    import aes_index.backbone as backbone
+    import aes_index.model.backbone as backbone
 
     with Index(tmp_path / "new.db") as index:
         assert choose_backbone(index, Settings(device="cpu"))[:2] == ("ViT-B-32", "openai")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aes_index import exif_rating, xmp
+from aes_index.formats import exif_rating, xmp
 from aes_index.cli import main
-from aes_index.ratings import RatingPolicy, stars_for
-from aes_index.store import Index
+from aes_index.features.stars import RatingPolicy, stars_for
+from aes_index.index.store import Index
 
 from conftest import FIXTURES, make_photo, scored_folder
 
@@ -173,7 +173,7 @@ def test_hostile_sidecar_is_reported_and_the_run_goes_on(photos, capsys):
 
 
 def test_ratings_undo_is_not_blocked_by_a_newer_darktable_run(photos, capsys):
-    from aes_index import journal
+    from aes_index.index.store import journal
 
     code, out, _ = run(capsys, "apply-ratings", "--db", db_of(photos), "--json")
     with Index(db_of(photos)) as index:  # darktable's plugin journals its own writes later

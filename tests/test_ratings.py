@@ -8,14 +8,7 @@ import numpy as np
 import pytest
 
 from aes_index.errors import ConfigError
-from aes_index.ratings import (
-    DEFAULT_PERCENTILE_CUTS,
-    RatingPolicy,
-    cut_points,
-    percentile_ranks,
-    reject_point,
-    stars_for,
-)
+from aes_index.features.stars import DEFAULT_PERCENTILE_CUTS, RatingPolicy, cut_points, percentile_ranks, reject_point, stars_for
 
 # --------------------------------------------------------------------------- policy
 

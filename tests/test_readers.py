@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from aes_index.xmp import AesFields, read_sidecar, write_sidecar
+from aes_index.formats.xmp import AesFields, read_sidecar, write_sidecar
 
 from conftest import FIXTURES
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aes_index import journal
+from aes_index.index.store import journal
 from aes_index.cli import main
 from aes_index.config import DB_FILENAME
-from aes_index.ratings import cut_points, RatingPolicy, stars_for
-from aes_index.report import build_report, embeddable_json, readable_path, render_page
-from aes_index.store import ERROR, Index
+from aes_index.features.stars import cut_points, RatingPolicy, stars_for
+from aes_index.features.report import build_report, embeddable_json, readable_path, render_page
+from aes_index.index.store import ERROR, Index
 
 from conftest import METADATA_SAMPLES, make_photo, synthetic_scored_index
 

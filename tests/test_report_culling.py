@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from aes_index import report
+from aes_index.features import report
 from aes_index.config import DB_FILENAME
-from aes_index.culling.model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, Group, Member
-from aes_index.report import COLUMNS, build_report
-from aes_index.store import Index
+from aes_index.features.culling.model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, Group, Member
+from aes_index.features.report import COLUMNS, build_report
+from aes_index.index.store import Index
 
 from conftest import cli_stdout, make_photo
 from culling_library import LibrarySpec, build_library

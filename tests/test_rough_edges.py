@@ -37,7 +37,7 @@ def small_library(tmp_path) -> Path:
 
 
 def test_nas_recycle_and_snapshot_folders_are_skipped(tmp_path):
-    from aes_index.library import discover
+    from aes_index.index.library import discover
 
     root = tmp_path / "share"
     make_photo(root / "keep.jpg", seed=1)
@@ -159,7 +159,7 @@ def test_watch_stopped_by_ctrl_c_exits_130(small_library, model_args, capsys, tm
     import signal
     import threading
 
-    from aes_index.watch import read_status
+    from aes_index.features.watch import read_status
 
     db = tmp_path / "index.db"
 
@@ -177,7 +177,7 @@ def test_watch_stopped_by_ctrl_c_exits_130(small_library, model_args, capsys, tm
 def test_status_of_a_stopped_watcher_and_last_scored_is_a_scored_file(tmp_path, settings, capsys):
     import threading
 
-    from aes_index.watch import WatchConfig, Watcher, read_status
+    from aes_index.features.watch import WatchConfig, Watcher, read_status
 
     root = tmp_path / "lib"
     make_photo(root / "a_good.jpg", seed=1)

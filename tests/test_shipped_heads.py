@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from aes_index import heads
+from aes_index.model import heads
 from aes_index.errors import HeadError
-from aes_index.heads import load_head, resolve_head, shipped_head_named
+from aes_index.model.heads import load_head, resolve_head, shipped_head_named
 
 from conftest import REPO_ROOT, UPSTREAM_HEADS
 
@@ -178,9 +178,9 @@ def l14_library(tmp_path):
     files, each one's pooled features (1024-d, float16) and the backbone's projection
     (1024 x 768). The values are random (the weights can't be fetched here); what is tested
     is what the commands do with them."""
-    from aes_index.backbone import BackboneInfo, PreprocessSpec
-    from aes_index.library import fingerprint
-    from aes_index.store import Index
+    from aes_index.model.backbone import BackboneInfo, PreprocessSpec
+    from aes_index.index.library import fingerprint
+    from aes_index.index.store import Index
 
     from conftest import make_photo
 
@@ -231,8 +231,8 @@ def test_rescore_of_a_vit_l_14_index_equals_the_published_stack(l14_library, cap
 
 
 def test_scores_on_the_1_to_10_scale_flow_through_ratings_report_and_darktable(l14_library, capsys, caplog, tmp_path):
-    from aes_index import xmp
-    from aes_index.ratings import RatingPolicy, stars_for
+    from aes_index.formats import xmp
+    from aes_index.features.stars import RatingPolicy, stars_for
 
     db, expected = l14_library["db"], l14_library["expected"]
     assert _cli(capsys, "rescore", "--db", db, "--json")[0] == 0
@@ -298,7 +298,7 @@ def test_aes_train_evaluate_puts_the_shipped_laion_head_beside_table_1(tmp_path,
     The cache is AVA-shaped (random vectors of the backbone's sizes, labelled so the mean
     rating rises with the published stack's score): SRCC 1 shows that what is evaluated is
     the published head, through the cache, the split and aes-index's Head.predict."""
-    from aes_index.backbone import BackboneInfo, PreprocessSpec
+    from aes_index.model.backbone import BackboneInfo, PreprocessSpec
     from aes_train.cache import EmbeddingCache
     from aes_train.cli import main as aes_train
 

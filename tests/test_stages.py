@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from aes_index import indexer, pipeline
-from aes_index.attributes import compute_attributes
+from aes_index.index import runner as indexer, pipeline
+from aes_index.features.attributes import compute_attributes
 from aes_index.cli import main
 from aes_index.errors import ExitCode
-from aes_index.locks import LockHeld, writer_lock
-from aes_index.store import NEW, OK, Index
+from aes_index.index.locks import LockHeld, writer_lock
+from aes_index.index.store import NEW, OK, Index
 
 from conftest import make_photo
 

@@ -1,7 +1,7 @@
 """The rating-target protocol: all four targets through the same cases.
 
 Each target (XMP sidecar, EXIF, darktable, digiKam) is driven by the one apply loop and
-the one undo loop (aes_index.targets.apply) under the same rule (ratings.decide), with a
+the one undo loop (aes_index.writing.apply) under the same rule (ratings.decide), with a
 small harness per target that plays the photo manager: it sets a rating the way a person
 would, and reads back what the photo shows. darktable's side is the plugin's: it sets
 our answer only if the image still holds the rating its request carried, then reports
@@ -17,10 +17,10 @@ from urllib.parse import quote
 import pytest
 from PIL import Image
 
-from aes_index import exif_rating, xmp
-from aes_index.rate import PhotoRating, RatingOptions
-from aes_index.store import Index
-from aes_index.targets import apply as targets
+from aes_index.formats import exif_rating, xmp
+from aes_index.features.rating import PhotoRating, RatingOptions
+from aes_index.index.store import Index
+from aes_index.writing import apply as targets
 from aes_index.targets import digikam
 from aes_index.targets.darktable import DarktableTarget, DtImage
 from aes_index.targets.exif import ExifTarget

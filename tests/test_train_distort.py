@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 import aes_index.cli
-from aes_index import xmp
+from aes_index.formats import xmp
 from aes_index.errors import ConfigError
-from aes_index.heads import load_head
-from aes_index.store import Index
+from aes_index.model.heads import load_head
+from aes_index.index.store import Index
 from aes_train.cli import main
 from aes_train.distort import (
     DISTORTIONS, ORIGINAL, DistortConfig, Photo, Variant, VersionEmbeddings, distort, embed_versions, variant_list, versions,
@@ -121,8 +121,8 @@ def test_amounts_run_from_mild_to_strong():
 
 def test_originals_are_the_pixels_aes_index_embeds(tiny_model, tmp_path):
     """The undistorted version goes through pipeline.prepare()'s steps exactly: same vectors."""
-    from aes_index.backbone import load_backbone
-    from aes_index.pipeline import embed_stream
+    from aes_index.model.backbone import load_backbone
+    from aes_index.index.pipeline import embed_stream
 
     backbone = load_backbone(tiny_model["config"], tiny_model["checkpoint"], "cpu", "fp32")
     photos = [Photo(i, str(make_photo(tmp_path / f"{i}.jpg", seed=i, size=(120, 90)))) for i in range(3)]
@@ -220,7 +220,7 @@ def test_warm_start_folds_into_one_linear_head_and_helps_with_few_ratings():
     pooled = rng.normal(size=(n, dim)).astype(np.float32)
     stars = np.clip(np.round(3 + (pooled @ taste) / np.sqrt(dim) * 1.5), 1, 5)
     # a prior head that knows the taste up to noise, on its own scale and offset
-    from aes_index.heads import Head
+    from aes_index.model.heads import Head
 
     prior_head = Head({"name": "prior", "kind": "linear", "backbone": "tiny/x", "input_space": "pooled", "input_dim": dim},
                       {"weight": (0.1 * taste + 0.03 * rng.normal(size=dim)).astype(np.float32), "bias": np.array([7.0], np.float32)})

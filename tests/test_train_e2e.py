@@ -11,10 +11,10 @@ import pytest
 from scipy.stats import spearmanr
 
 import aes_index.cli
-from aes_index import heads as aes_heads
-from aes_index import zeroshot
-from aes_index.heads import load_head
-from aes_index.store import Index
+from aes_index.model import heads as aes_heads
+from aes_index.model import zeroshot
+from aes_index.model.heads import load_head
+from aes_index.index.store import Index
 from aes_train.ava import make_split, read_ava
 from aes_train.cache import EmbeddingCache
 from aes_train.cli import main
@@ -160,7 +160,7 @@ def test_prompt_search_exports_the_pair_it_chose(embedded, tmp_path, model_args,
 
 
 def test_export_needs_a_measured_head(tmp_path, capsys):
-    from aes_index.heads import Head, save_head
+    from aes_index.model.heads import Head, save_head
 
     bare = Head({"name": "bare", "kind": "linear", "backbone": "x/y", "input_space": "pooled", "input_dim": 2},
                 {"weight": np.ones(2, np.float32), "bias": np.zeros(1, np.float32)})

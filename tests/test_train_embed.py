@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from aes_index.backbone import load_backbone
-from aes_index.pipeline import prepare
+from aes_index.model.backbone import load_backbone
+from aes_index.index.pipeline import prepare
 from aes_train.ava import find_images, read_ava
 from aes_train.cache import EmbeddingCache
 from aes_train.cli import main

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 import aes_index.cli
-from aes_index.backbone import load_backbone
-from aes_index.heads import Head, load_head
+from aes_index.model.backbone import load_backbone
+from aes_index.model.heads import Head, load_head
 from aes_train.cli import main
 from aes_train.finetune import _unfold_head, serving_model
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from aes_index.backbone import BackboneInfo, PreprocessSpec
-from aes_index.heads import EMD_BINS, load_head
+from aes_index.model.backbone import BackboneInfo, PreprocessSpec
+from aes_index.model.heads import EMD_BINS, load_head
 from aes_train.ava import make_split, read_ava
 from aes_train.cache import EmbeddingCache
 from aes_train.cli import main
-from aes_index.heads import emd_distribution
+from aes_index.model.heads import emd_distribution
 from aes_train.fit import FitConfig, fit_head
 
 from test_train_fixtures import planted_embeddings, write_ava_txt

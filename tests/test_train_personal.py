@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import aes_index.cli
-from aes_index import exif_rating, journal, xmp
-from aes_index.heads import load_head
-from aes_index.store import Index
+from aes_index.formats import exif_rating, xmp
+from aes_index.index.store import journal
+from aes_index.model.heads import load_head
+from aes_index.index.store import Index
 from aes_train.cli import main
 from aes_train.personal import collect_ratings, indexed_photos
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from aes_index import xmp
-from aes_index.rate import plan
-from aes_index.ratings import RatingPolicy
-from aes_index.store import Index
+from aes_index.formats import xmp
+from aes_index.features.rating import plan
+from aes_index.features.stars import RatingPolicy
+from aes_index.index.store import Index
 from conftest import FIXTURES, PHOTO, REPO_ROOT, make_photo, scored_folder
 from conftest import run_cli as run
 
@@ -185,7 +185,7 @@ def test_apply_ratings_waits_while_another_run_writes_ratings(shoot, capsys):
 HOLD_RATINGS_TURN = """
 import sys, time
 from pathlib import Path
-from aes_index.locks import file_lock
+from aes_index.index.locks import file_lock
 db, release = Path(sys.argv[1]), Path(sys.argv[2])
 with file_lock(db, "ratings"):
     print("holding", flush=True)
@@ -204,8 +204,8 @@ JPEG_FIXTURES = sorted((FIXTURES / "metadata-samples").glob("*.jpg")) + [PHOTO]
 def test_apply_then_undo_gives_back_every_byte(kind, tmp_path):
     """Rough edge: undo left the xmlns declarations our write had added, and EXIF APP1
     grew by 55-162 bytes per apply + undo. Two runs, then both undone, on every fixture."""
-    from aes_index.rate import PhotoRating, RatingOptions
-    from aes_index.targets import apply as targets
+    from aes_index.features.rating import PhotoRating, RatingOptions
+    from aes_index.writing import apply as targets
     from aes_index.targets.exif import ExifTarget
     from aes_index.targets.sidecar import SidecarTarget
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from aes_index import pipeline, xmp
-from aes_index.rate import RatingOptions, apply_ratings
+from aes_index.index import pipeline
+from aes_index.formats import xmp
+from aes_index.features.rating import RatingOptions, apply_ratings
 from aes_index.errors import IndexUnavailable
-from aes_index.store import MISSING, OK, Index
-from aes_index.watch import WatchConfig, Watcher, read_status
+from aes_index.index.store import MISSING, OK, Index
+from aes_index.features.watch import WatchConfig, Watcher, read_status
 
 from conftest import make_photo
 
@@ -189,7 +190,7 @@ def test_index_inside_the_library_does_not_keep_the_watcher_busy(tmp_path, setti
 
 def test_periodic_rescan_catches_missed_events(tmp_path, settings, monkeypatch):
     """Events get lost (NAS, overflow): the periodic rescan finds the files anyway."""
-    import aes_index.watch as watch_module
+    import aes_index.features.watch as watch_module
 
     monkeypatch.setattr(watch_module, "_make_handler", lambda pending, exclude: _DeafHandler())
     root = tmp_path / "lib"
@@ -252,7 +253,7 @@ def test_service_lock_sigterm_and_status(tmp_path, model_args):
 
 
 def test_a_culled_library_keeps_its_groups_current_as_frames_arrive(tmp_path, settings):
-    from aes_index.culling.cull import load_groups, run_cull
+    from aes_index.features.culling.cull import load_groups, run_cull
     from test_culling import burst
 
     root, db = tmp_path / "lib", tmp_path / "index.db"

@@ -13,9 +13,10 @@ from pathlib import Path
 import exiv2
 import pytest
 
-from aes_index import atomic, xmp
+from aes_index import atomic
+from aes_index.formats import xmp
 from aes_index.errors import SidecarError
-from aes_index.xmp import KEEP, AesFields, read_sidecar, write_sidecar
+from aes_index.formats.xmp import KEEP, AesFields, read_sidecar, write_sidecar
 
 from conftest import FIXTURES
 

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from . import __version__
 from .config import DB_FILENAME, PRESET_NAMES, Settings, load_settings, parse_workers
 from .errors import ConfigError, ExitCode, IndexUnavailable, run_reporting_errors
-from .library import printable
+from .index.library import printable
 
 log = logging.getLogger("aes_index")
 
@@ -163,14 +163,14 @@ def _add_cull_write_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cull_mark_options(args: argparse.Namespace, settings: Settings):
-    from .culling.marks import MarkOptions
+    from .features.culling.marks import MarkOptions
 
     return MarkOptions(reject=args.reject, treat_as_unrated=_star_values(settings.treat_as_unrated), dry_run=args.dry_run)
 
 
 def rating_options(args: argparse.Namespace, settings: Settings):
-    from .rate import RatingOptions
-    from .ratings import RatingPolicy
+    from .features.rating import RatingOptions
+    from .features.stars import RatingPolicy
 
     policy = RatingPolicy.parse(settings.policy, settings.cuts, settings.reject_below)
     unrated = _star_values(settings.treat_as_unrated)
@@ -216,7 +216,7 @@ MAX_ADJECTIVE_CHARS = 60
 def _check_zeroshot_spec(spec: str | None) -> None:
     if not spec or spec.split(":", 1)[0] != "zeroshot":
         return
-    from .zeroshot import parse_spec
+    from .model.zeroshot import parse_spec
 
     _, positive, negative = parse_spec(spec)
     for adjective in (*positive, *negative):
@@ -296,7 +296,7 @@ def _add_digikam_options(parser: argparse.ArgumentParser) -> None:
 
 
 def locate_db(settings: Settings, roots: Sequence[str] = (), must_exist: bool = True) -> Path:
-    from .library import find_db
+    from .index.library import find_db
 
     if settings.db:
         return Path(settings.db).expanduser()
@@ -314,7 +314,7 @@ def _db_for_roots(roots: Sequence[str]) -> Path:
     """The root's own index, else that of a library the root lies inside (`rebuild
     ~/Pictures/2024` when ~/Pictures is indexed): a second index there would decode and
     score those photos again, and its ratings would not be the library's."""
-    from .library import db_path_for, find_db
+    from .index.library import db_path_for, find_db
 
     own = db_path_for(list(roots))
     if own.exists():
@@ -340,7 +340,7 @@ def open_index(settings: Settings, roots: Sequence[str] = (), create: bool = Fal
     """The index a command works on, checked whole when that is cheap (a damaged one is
     refused before the command reads half of it). Commands that only read pass
     `read_only`: the file is then never changed, not even upgraded (see store.Index)."""
-    from .store import Index
+    from .index.store import Index
 
     path = locate_db(settings, roots, must_exist=not create)
     if create and not settings.db:
@@ -395,7 +395,7 @@ def progress_for(args) -> BarProgress:
 
 
 def cmd_rebuild(args) -> int:
-    from .indexer import rebuild
+    from .index.runner import rebuild
 
     settings = settings_from(args)
     missing = [root for root in args.roots if not os.path.exists(root)]
@@ -412,7 +412,7 @@ def cmd_rebuild(args) -> int:
             summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
     except BaseException:
         if first:  # e.g. offline without weights: leave no empty index (and lock files) in the user's folder
-            from .store import discard_unused
+            from .index.store import discard_unused
 
             discard_unused(path)
         raise
@@ -449,7 +449,7 @@ def summary_line(summary) -> str:
 def cmd_score(args) -> int:
     import tempfile
 
-    from .store import Index
+    from .index.store import Index
 
     settings = settings_from(args)
     _refuse_folders(args.files)
@@ -478,8 +478,8 @@ def _excluded_results(paths: Sequence[str], patterns: Sequence[str]) -> dict:
     """The library skips these names: say so, rather than "not a supported photo file"."""
     import fnmatch
 
-    from .indexer import FileScore
-    from .store import ERROR
+    from .index.runner import FileScore
+    from .index.store import ERROR
 
     results = {}
     for path in paths:
@@ -492,7 +492,7 @@ def _excluded_results(paths: Sequence[str], patterns: Sequence[str]) -> dict:
 
 def _split_by_roots(paths: Sequence[str], roots: Sequence[str]) -> tuple[list[str], list[str]]:
     """(inside, outside) the library's folders; an index without roots takes them all."""
-    from .library import inside_roots
+    from .index.library import inside_roots
 
     if not roots:
         return list(paths), []
@@ -501,7 +501,7 @@ def _split_by_roots(paths: Sequence[str], roots: Sequence[str]) -> tuple[list[st
 
 
 def _score_into(index, paths: Sequence[str], settings: Settings, args) -> dict:
-    from .indexer import score_files
+    from .index.runner import score_files
 
     if not paths:
         return {}
@@ -518,8 +518,8 @@ def _refuse_folders(paths: Sequence[str]) -> None:
 
 
 def _add_attribute_scores(index, settings: Settings, results) -> None:
-    from .attributes import ATTRIBUTES, attribute_scores, compute_attributes
-    from .indexer import BackboneSession
+    from .features.attributes import ATTRIBUTES, attribute_scores, compute_attributes
+    from .index.runner import BackboneSession
 
     compute_attributes(index, BackboneSession(index, settings), list(ATTRIBUTES))
     for result in results:
@@ -528,7 +528,7 @@ def _add_attribute_scores(index, settings: Settings, results) -> None:
 
 
 def _find_db_quietly() -> Path | None:
-    from .library import find_db
+    from .index.library import find_db
 
     return find_db()
 
@@ -544,14 +544,14 @@ def _score_text(result) -> str:
 
 
 def cmd_top(args) -> int:
-    from .heads import scale_in_index
+    from .model.heads import scale_in_index
 
     if args.n < 1:
         raise ConfigError(f"-n takes how many photos to list, 1 or more, not {args.n}")
     settings = settings_from(args)
     with open_index(settings, read_only=True) as index:
         if args.by:
-            from .attributes import head_id_for
+            from .features.attributes import head_id_for
 
             head_id = head_id_for(index, args.by)
         else:
@@ -567,7 +567,7 @@ def cmd_top(args) -> int:
 
 
 def cmd_cull(args) -> int:
-    from .culling.cull import run_cull
+    from .features.culling.cull import run_cull
 
     settings = settings_from(args)
     with open_index(settings, args.roots) as index:
@@ -607,7 +607,7 @@ def cull_lines(summary) -> str:
 
 
 def cmd_groups(args) -> int:
-    from .culling.cull import load_flagged, load_groups
+    from .features.culling.cull import load_flagged, load_groups
 
     settings = settings_from(args)
     under = [os.path.abspath(root) for root in args.roots]
@@ -637,7 +637,7 @@ def groups_text(groups, flagged) -> str:
 
 
 def _head_id_for_listing(index, settings: Settings) -> str:
-    from .heads import scored_head_id
+    from .model.heads import scored_head_id
 
     return scored_head_id(index, settings.head)
 
@@ -645,7 +645,7 @@ def _head_id_for_listing(index, settings: Settings) -> str:
 def cmd_stats(args) -> int:
     import numpy as np
 
-    from .heads import scale_in_index
+    from .model.heads import scale_in_index
 
     settings = settings_from(args)
     with open_index(settings, read_only=True) as index:
@@ -695,7 +695,7 @@ def stats_text(data: dict) -> str:
 
 
 def cmd_rescore(args) -> int:
-    from .indexer import rescore
+    from .index.runner import rescore
 
     settings = settings_from(args)
     with open_index(settings) as index:
@@ -705,9 +705,9 @@ def cmd_rescore(args) -> int:
 
 
 def cmd_attributes(args) -> int:
-    from .attributes import ATTRIBUTES, attribute_tags, compute_attributes, parse_names
-    from .indexer import BackboneSession
-    from .rate import apply_attribute_tags
+    from .features.attributes import ATTRIBUTES, attribute_tags, compute_attributes, parse_names
+    from .index.runner import BackboneSession
+    from .features.rating import apply_attribute_tags
 
     settings = settings_from(args)
     names = parse_names(args.only)
@@ -742,7 +742,7 @@ def attributes_text(data: dict) -> str:
 
 
 def cmd_apply_ratings(args) -> int:
-    from .rate import apply_ratings
+    from .features.rating import apply_ratings
 
     settings = settings_from(args)
     options = rating_options(args, settings)
@@ -753,8 +753,8 @@ def cmd_apply_ratings(args) -> int:
 
 
 def apply_text(report) -> str:
-    from .rate import stars_summary
-    from .targets.apply import UNSUPPORTED_TEXT
+    from .features.rating import stars_summary
+    from .writing.apply import UNSUPPORTED_TEXT
 
     verb = "would write" if report.dry_run else "wrote"
     lines = [
@@ -773,7 +773,7 @@ def apply_text(report) -> str:
 
 
 def cmd_ratings_undo(args) -> int:
-    from .rate import undo
+    from .features.rating import undo
 
     settings = settings_from(args)
     with open_index(settings) as index:
@@ -805,7 +805,7 @@ def cmd_watch(args) -> int:
     import signal
     import threading
 
-    from .watch import WatchConfig, Watcher, ensure_not_watched
+    from .features.watch import WatchConfig, Watcher, ensure_not_watched
 
     settings = settings_from(args)
     with open_index(settings, args.roots, create=True) as index:
@@ -820,7 +820,7 @@ def cmd_watch(args) -> int:
         raise ConfigError(f"not a folder: {missing[0]}")
     after_batch = None
     if not args.no_rate:
-        from .rate import apply_ratings
+        from .features.rating import apply_ratings
 
         options = rating_options(args, settings)
         after_batch = lambda index, ids: apply_ratings(index, options, image_ids=ids)  # noqa: E731
@@ -847,7 +847,7 @@ def cmd_watch(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .watch import read_status
+    from .features.watch import read_status
 
     settings = settings_from(args)
     db_path = locate_db(settings)
@@ -877,8 +877,8 @@ def _local_time(timestamp: float) -> str:
 
 
 def cmd_report(args) -> int:
-    from .ratings import RatingPolicy
-    from .report import build_report
+    from .features.stars import RatingPolicy
+    from .features.report import build_report
 
     settings = settings_from(args)
     _check_report_out(args.out)
@@ -917,7 +917,7 @@ def report_line(summary) -> str:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import diagnose, exit_code
+    from .features.doctor import diagnose, exit_code
 
     settings = settings_from(args)
     report = diagnose(settings, locate_db(settings, must_exist=False), list_models=args.models)
@@ -936,7 +936,7 @@ def doctor_text(report: dict) -> str:
 
 
 def cmd_darktable_protocol(args) -> int:
-    from . import darktable
+    from .features import darktable
 
     settings = settings_from(args)
     options = rating_options(args, settings) if args.darktable_command == "rate" else None
@@ -949,7 +949,7 @@ def cmd_darktable_protocol(args) -> int:
 
 
 def cmd_darktable_install(args) -> int:
-    from .darktable import install
+    from .features.darktable import install
 
     report = install(args.config_dir)
     emit(args, report.as_dict(), lambda: darktable_install_text(report, "installed"))
@@ -957,7 +957,7 @@ def cmd_darktable_install(args) -> int:
 
 
 def cmd_darktable_uninstall(args) -> int:
-    from .darktable import uninstall
+    from .features.darktable import uninstall
 
     report = uninstall(args.config_dir)
     emit(args, report.as_dict(), lambda: darktable_install_text(report, "uninstalled"))
@@ -988,7 +988,7 @@ def cmd_digikam_sync(args) -> int:
 
 
 def digikam_sync_text(report) -> str:
-    from .rate import stars_summary
+    from .features.rating import stars_summary
 
     data = report.as_dict()
     verb = "would write" if report.dry_run else "wrote"
@@ -1007,7 +1007,7 @@ def digikam_sync_text(report) -> str:
 
 
 def cmd_apply_culling(args) -> int:
-    from .culling.marks import marks_text, write_sidecars
+    from .features.culling.marks import marks_text, write_sidecars
 
     settings = settings_from(args)
     with open_index(settings, args.roots, read_only=args.dry_run) as index:  # ROOT's own index, as for `cull`
@@ -1017,7 +1017,7 @@ def cmd_apply_culling(args) -> int:
 
 
 def cmd_digikam_cull(args) -> int:
-    from .culling.marks import marks_text
+    from .features.culling.marks import marks_text
     from .targets.digikam import cull
 
     settings = settings_from(args)

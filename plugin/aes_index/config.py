@@ -55,7 +55,7 @@ def resolve_preset(name: str, device: str = "auto") -> Preset:
         raise ConfigError(f"unknown preset {name!r}: use {', '.join(PRESET_NAMES)}")
     if name != AUTO_PRESET:
         return Preset(name, name, *PRESETS[name], reason=f"--preset {name}")
-    from .backbone import resolve_device  # imports torch: only when auto must look at the hardware
+    from .model.backbone import resolve_device  # imports torch: only when auto must look at the hardware
 
     kind = resolve_device(device).type
     chosen = "best" if kind in ("cuda", "mps") else "fast"

@@ -25,7 +25,7 @@ def model_cost(batch: int, seconds: float, model: str = "ViT-B-32", warmup: int 
     import numpy as np
     import torch
 
-    from aes_index.backbone import dtype_name, load_backbone
+    from aes_index.model.backbone import dtype_name, load_backbone
 
     backbone = load_backbone(model, "random", "auto", "auto")
     batch = batch or (256 if backbone.device.type == "cuda" else 32)  # the pipeline's defaults
@@ -52,8 +52,8 @@ def _throughput(backbone, pixels, seconds: float) -> tuple[float, float]:
 
 
 def decode_cost(paths: list[str]) -> dict:
-    from aes_index.backbone import PreprocessSpec
-    from aes_index.pipeline import prepare
+    from aes_index.model.backbone import PreprocessSpec
+    from aes_index.index.pipeline import prepare
 
     spec = PreprocessSpec(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
     first_of_kind = {}
@@ -79,8 +79,8 @@ def decode_cost(paths: list[str]) -> dict:
 def gpu_decode_cost(paths: list[str]) -> dict:
     import torch
 
-    from aes_index.backbone import PreprocessSpec
-    from aes_index.pipeline import GPU_DECODE_GROUP, decode_jpegs, read_for_gpu
+    from aes_index.model.backbone import PreprocessSpec
+    from aes_index.index.pipeline import GPU_DECODE_GROUP, decode_jpegs, read_for_gpu
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}

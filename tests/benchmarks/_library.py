@@ -256,8 +256,8 @@ def _write_small_files(root: Path, n: int) -> None:
 
 
 def _populate_index(db_path: Path, root: Path, backbone_info, projection: np.ndarray, head) -> None:
-    from aes_index import store
-    from aes_index.library import discover, fingerprint
+    from aes_index.index import store
+    from aes_index.index.library import discover, fingerprint
 
     rng = np.random.default_rng(0)
     now = store.utcnow()
@@ -277,7 +277,7 @@ def _populate_index(db_path: Path, root: Path, backbone_info, projection: np.nda
 
 
 def _insert_embeddings_and_scores(index, backbone_id: int, head, preprocess: str, projection, ids: list[int], rng) -> None:
-    from aes_index.heads import projected_norms
+    from aes_index.model.heads import projected_norms
 
     for start in range(0, len(ids), 50_000):
         chunk = ids[start : start + 50_000]
@@ -310,7 +310,7 @@ def rescore_index(n: int, backbone_info, projection: np.ndarray, old_head) -> Pa
     done = folder / f".complete-{FORMAT}-{old_head.hash}"
     if built_before(folder, done):
         return db
-    from aes_index import store
+    from aes_index.index import store
 
     rng = np.random.default_rng(1)
     now = store.utcnow()

@@ -192,8 +192,8 @@ def accuracy(truth: Truth, model: str, env: dict) -> dict:
 
 
 def decode_cost(paths: list[str]) -> dict:
-    from aes_index.culling.facts import FactsProbe
-    from aes_index.decode import decode_image
+    from aes_index.index.facts import FactsProbe
+    from aes_index.index.decode import decode_image
 
     def plain(path):
         decode_image(path, 224)
@@ -248,7 +248,7 @@ def time_cull(photos: int, env: dict) -> dict:
 
 def big_index(photos: int) -> Path:
     """An index of `photos` scored photos with capture facts (built once, then copied)."""
-    from aes_index.culling.facts import FACTS_VERSION
+    from aes_index.index.facts import FACTS_VERSION
 
     from _library import built_before
 
@@ -258,7 +258,7 @@ def big_index(photos: int) -> Path:
     if built_before(folder, done):
         return db
     _fill_index(db, 0, photos, seed=0, new_head=True)
-    from aes_index.store import Index
+    from aes_index.index.store import Index
 
     with Index(db) as index:  # all in the main file: a copy of it is the whole index
         index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -267,7 +267,7 @@ def big_index(photos: int) -> Path:
 
 
 def add_photos(db: Path, count: int, seed: int) -> int:
-    from aes_index.store import Index
+    from aes_index.index.store import Index
 
     with Index(db) as index:
         start = index.db.execute("SELECT max(id) FROM images").fetchone()[0]
@@ -280,7 +280,7 @@ def _fill_index(db: Path, start: int, count: int, seed: int, new_head: bool) -> 
     conftest.synthetic_scored_index writes them), and capture facts through the store API."""
     import numpy as np
 
-    from aes_index import store
+    from aes_index.index import store
 
     rng = np.random.default_rng(seed)
     ids = list(range(start + 1, start + count + 1))
@@ -308,7 +308,7 @@ def synthetic_facts(rng, count: int, time_origin: float) -> list:
     0.1-1 s apart) from 3 cameras, minutes between frames of a shoot, days between shoots;
     3 % exports without EXIF that duplicate an earlier photo. Signatures: random per picture,
     a few bits apart within a burst and between a photo and its export."""
-    from aes_index.culling.facts import CaptureFacts
+    from aes_index.index.facts import CaptureFacts
 
     names = {f.name for f in fields(CaptureFacts)}
     cameras = [("NIKON Z 6_2", "3012345"), ("FUJIFILM X-T4", "1AB23456"), ("Canon EOS R6", "082021001234")]

@@ -244,8 +244,8 @@ def _backbone_and_heads():
     global _LOADED
     if _LOADED is None:
         os.environ["AES_INDEX_CACHE_DIR"] = str(BENCH_DIR / "cache")
-        from aes_index.backbone import load_backbone
-        from aes_index.heads import resolve_head
+        from aes_index.model.backbone import load_backbone
+        from aes_index.model.heads import resolve_head
 
         backbone = load_backbone("ViT-B-32", "random", "cpu", "auto")
         default = resolve_head(DEFAULT_HEAD, backbone.key, lambda: backbone)

@@ -79,7 +79,7 @@ def head_cost(backbone: str) -> dict:
     a rescore runs it (the projected norms come from the cache, not from projecting)."""
     import numpy as np
 
-    from aes_index.heads import DEFAULT_ZEROSHOT_NAME, Head, shipped_head_for
+    from aes_index.model.heads import DEFAULT_ZEROSHOT_NAME, Head, shipped_head_for
 
     dims = {"ViT-L-14/openai": (1024, 768), "ViT-B-32/openai": (768, 512)}[backbone]
     rng = np.random.default_rng(0)

@@ -99,7 +99,7 @@ def luma_at(path: str, scale: str) -> tuple[np.ndarray, float]:
     """(luma float32, CPU ms of the decode) for one file at one scale."""
     started = time.process_time()
     if scale == DECODE_224:
-        from aes_index.decode import decode_image
+        from aes_index.index.decode import decode_image
 
         image = decode_image(path, 224)
     else:
@@ -123,7 +123,7 @@ def halved(grey: np.ndarray) -> np.ndarray:
 
 
 def measures(grey: np.ndarray) -> dict[str, float]:
-    from aes_index.culling.facts import sharpness
+    from aes_index.index.facts import sharpness
 
     lv = laplacian_var(grey)
     return {
@@ -150,8 +150,8 @@ def _measure_one(job: dict) -> dict:
 
 def _probe_sharpness(path: str) -> dict:
     """What rebuild stores: the decode with a facts probe (sharpness of the 1/8 draft)."""
-    from aes_index.culling.facts import FactsProbe
-    from aes_index.decode import decode_image
+    from aes_index.index.facts import FactsProbe
+    from aes_index.index.decode import decode_image
 
     probe = FactsProbe()
     started = time.process_time()

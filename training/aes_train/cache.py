@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from aes_index.atomic import atomic_write_bytes
-from aes_index.backbone import BackboneInfo
+from aes_index.model.backbone import BackboneInfo
 
 from .errors import CacheError
 

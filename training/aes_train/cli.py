@@ -198,7 +198,7 @@ def settings_from(args, default_backbone: bool = True):
 
 
 def load_model(args, dtype: str | None = None):
-    from aes_index.backbone import load_backbone
+    from aes_index.model.backbone import load_backbone
 
     s = settings_from(args)
     return load_backbone(s.model, s.pretrained, s.device, dtype or s.dtype, s.cache_dir)
@@ -228,7 +228,7 @@ def provenance(argv: Sequence[str]) -> dict:
 
 def with_metadata(head, **extra):
     """The head with more metadata (a new Head: its hash covers the metadata)."""
-    from aes_index.heads import Head
+    from aes_index.model.heads import Head
 
     return Head({**head.metadata, **extra}, head.tensors)
 
@@ -240,7 +240,7 @@ def slug(text: str) -> str:
 
 
 def workers_from(value: int) -> int:
-    from aes_index.pipeline import default_workers
+    from aes_index.index.pipeline import default_workers
 
     return default_workers() if value < 0 else value
 
@@ -320,7 +320,7 @@ def cmd_fit(args, argv) -> int:
     head = with_metadata(head, metrics={"split": "test", **evaluate_head(head, test, projection, 5.0)},
                          val_metrics=evaluate_head(head, val, projection, 5.0))
 
-    from aes_index.heads import save_head
+    from aes_index.model.heads import save_head
 
     path = save_head(head, args.out or f"{slug(name)}.safetensors")
     text = f"{format_table([(f'{name} (test)', head.metadata['metrics'])])}\nhead written to {path}"
@@ -329,8 +329,8 @@ def cmd_fit(args, argv) -> int:
 
 
 def cmd_prompts(args, argv) -> int:
-    from aes_index import zeroshot
-    from aes_index.heads import save_head
+    from aes_index.model import zeroshot
+    from aes_index.model.heads import save_head
 
     from .data import describe_data, load_examples
     from .errors import CacheError
@@ -380,7 +380,7 @@ def _words(text: str | None) -> list[str]:
 
 
 def cmd_finetune(args, argv) -> int:
-    from aes_index.heads import save_head
+    from aes_index.model.heads import save_head
 
     from .finetune import (
         FinetuneConfig, export_checkpoint, finetune, finetuned_head, measure_test_split, serving_model,
@@ -438,7 +438,7 @@ def cmd_finetune(args, argv) -> int:
 
 
 def cmd_evaluate(args, argv) -> int:
-    from aes_index.heads import check_compatible
+    from aes_index.model.heads import check_compatible
 
     from .data import load_examples
     from .evaluate import evaluate_head, format_table, threshold_for
@@ -467,7 +467,7 @@ def cmd_evaluate(args, argv) -> int:
 def heads_to_evaluate(specs: list[str], backbone_key: str) -> list:
     """Heads named by file, by shipped name, or `shipped` (all shipped for this backbone)."""
     from aes_index.errors import HeadError
-    from aes_index.heads import head_named, shipped_heads
+    from aes_index.model.heads import head_named, shipped_heads
 
     chosen = []
     for spec in specs:
@@ -498,12 +498,12 @@ def cmd_export(args, argv) -> int:
 def cmd_personal(args, argv) -> int:
     import numpy as np
 
-    from aes_index.backbone import backbone_key, resolve_model_name
+    from aes_index.model.backbone import backbone_key, resolve_model_name
     from aes_index.errors import IndexUnavailable
-    from aes_index.heads import save_head
-    from aes_index.indexer import choose_backbone
-    from aes_index.library import find_db
-    from aes_index.store import Index
+    from aes_index.model.heads import save_head
+    from aes_index.index.runner import choose_backbone
+    from aes_index.index.library import find_db
+    from aes_index.index.store import Index
 
     from .personal import (
         PersonalConfig, collect_ratings, default_output, indexed_photos, personal_head, targets, train_personal,
@@ -549,7 +549,7 @@ def cmd_personal(args, argv) -> int:
 
 
 def cmd_distort(args, argv) -> int:
-    from aes_index.heads import save_head
+    from aes_index.model.heads import save_head
 
     from .distort import DistortConfig, embed_versions, parse_distortions
     from .ranking import RankConfig, ranking_head, split_photos, train_and_measure
@@ -626,10 +626,10 @@ def _good_photos(args, out):
 
 def _rated_library(args):
     """(RatedPhotos, PersonalConfig, db path) of the index --from-index names."""
-    from aes_index.backbone import backbone_key, resolve_model_name
+    from aes_index.model.backbone import backbone_key, resolve_model_name
     from aes_index.errors import IndexUnavailable
-    from aes_index.library import find_db
-    from aes_index.store import Index
+    from aes_index.index.library import find_db
+    from aes_index.index.store import Index
 
     from .distort import rated_photos
     from .personal import PersonalConfig
@@ -695,7 +695,7 @@ def _check_enough_ratings(rated, parts: dict, config) -> None:
 
 
 def _warm_personal(args, argv, prior_head, rated, parts: dict, config):
-    from aes_index.heads import save_head
+    from aes_index.model.heads import save_head
 
     from .warmstart import warm_head, warm_personal
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aes_index.heads import prepare_features
+from aes_index.model.heads import prepare_features
 
 from .ava import AvaTable, Split, histograms, mean_scores
 from .cache import EmbeddingCache
@@ -35,7 +35,7 @@ class Examples:
         return Examples(self.ids[mask], self.pooled[mask], self.proj_norms[mask], self.counts[mask])
 
     def features(self, projection: np.ndarray | None, space: str) -> np.ndarray:
-        """Dense float32 features in the space a head reads (see aes_index.heads)."""
+        """Dense float32 features in the space a head reads (see aes_index.model.heads)."""
         return prepare_features(self.pooled, projection, space)
 
 

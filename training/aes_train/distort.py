@@ -16,7 +16,7 @@ other distortions or photos a run includes. The levels of one photo share the dr
 (the same noise field, the same tilt direction), so they differ in strength alone.
 
 Distortions are applied to the image decode_image() returns (short side at least the
-model's input size), between the two steps of aes_index.pipeline.prepare(): decode,
+model's input size), between the two steps of aes_index.index.pipeline.prepare(): decode,
 [distort], to_model_pixels. The undistorted version is therefore exactly the pixels
 aes-index scores, and each distorted one differs from it by the filter alone.
 """
@@ -271,9 +271,9 @@ def embed_versions(
     pipeline.prepare() with the filter in between. Decoding and filtering cost a few
     per cent of the image encoder's time on a CPU, so no worker processes are needed.
     """
-    from aes_index.decode import decode_image
+    from aes_index.index.decode import decode_image
     from aes_index.errors import DecodeError
-    from aes_index.pipeline import _embed_batch, to_model_pixels
+    from aes_index.index.pipeline import _embed_batch, to_model_pixels
 
     spec = backbone.info.preprocess
     variants = variant_list(config)
@@ -328,7 +328,7 @@ def folder_photos(root) -> list[Photo]:
     import hashlib
     import os
 
-    from aes_index.library import discover
+    from aes_index.index.library import discover
 
     photos = []
     for entry in discover([root]):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
-from aes_index.pipeline import Failed, embed_stream
+from aes_index.index.pipeline import Failed, embed_stream
 
 from .cache import EmbeddingCache
 

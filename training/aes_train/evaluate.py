@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aes_index.heads import Head, emd_distribution
+from aes_index.model.heads import Head, emd_distribution
 
 from .metrics import PAPER_TABLE_1, THRESHOLD, best_threshold, summarize
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aes_index.errors import HeadError
-from aes_index.heads import Head, load_head, save_head, shipped_heads_dir
+from aes_index.model.heads import Head, load_head, save_head, shipped_heads_dir
 
 from .evaluate import format_table
 

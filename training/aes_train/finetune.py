@@ -5,8 +5,8 @@ The recipe: SGD with momentum 0.5, lr 1e-4 for the encoder and 1e-2 for the head
 split with patience 10. It needs a GPU for AVA; on a CPU it runs, slowly (the tests do two
 steps with a tiny model).
 
-Pixels come from aes_index.pipeline.prepare, the function that serves a library: decode,
-resize, centre crop. The encoder is the open_clip model of aes_index.backbone with its
+Pixels come from aes_index.index.pipeline.prepare, the function that serves a library: decode,
+resize, centre crop. The encoder is the open_clip model of aes_index.model.backbone with its
 image projection split off, so the head reads pooled features exactly as a shipped head
 does.
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aes_index.backbone import backbone_key, resolve_model_name
-from aes_index.heads import EMD_BINS, Head, load_head
-from aes_index.pipeline import Failed, decode_stream, prepare
+from aes_index.model.backbone import backbone_key, resolve_model_name
+from aes_index.model.heads import EMD_BINS, Head, load_head
+from aes_index.index.pipeline import Failed, decode_stream, prepare
 
 from .errors import NotEnoughData, TrainingDiverged
 from .export import readable_by_all
@@ -98,7 +98,7 @@ def make_loader(dataset: ImageDataset, config: FinetuneConfig):
     return DataLoader(
         dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collate_decoded,
         generator=torch.Generator().manual_seed(config.seed), num_workers=workers,
-        # spawn, like aes_index.pipeline: workers must not inherit torch's thread pools
+        # spawn, like aes_index.index.pipeline: workers must not inherit torch's thread pools
         multiprocessing_context="spawn" if workers > 0 else None, persistent_workers=workers > 0,
     )
 

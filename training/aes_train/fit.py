@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from aes_index.heads import Head
+from aes_index.model.heads import Head
 
 from .errors import TrainingDiverged
 from .losses import emd_loss

@@ -27,8 +27,8 @@ import numpy as np
 
 from aes_index import ownership
 from aes_index.errors import AesIndexError
-from aes_index.exif_rating import JPEG_SUFFIXES
-from aes_index.heads import Head
+from aes_index.formats.exif_rating import JPEG_SUFFIXES
+from aes_index.model.heads import Head
 
 from .ava import unit_hash
 from .errors import NotEnoughData

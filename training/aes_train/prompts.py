@@ -5,7 +5,7 @@ Every pair of one positive adjective (27 WordNet synonyms of "great", plus "beau
 
     score(I) = cos(I, T_pos) - cos(I, T_neg)                          (Eq. 1, w = +1 / -1)
 
-with the text side built three ways (see aes_index.zeroshot): a fixed prompt, the
+with the text side built three ways (see aes_index.model.zeroshot): a fixed prompt, the
 context-aware prompts with the image's own ImageNet class, or their ensemble. The pair
 is chosen on the training split only (by SRCC for ranking, or by accuracy for the binary
 task) and exported as an aes-index head; the test split is touched once, to report.
@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from aes_index import zeroshot
-from aes_index.heads import Head
+from aes_index.model import zeroshot
+from aes_index.model.heads import Head
 
 from .metrics import THRESHOLD, accuracy, best_threshold, pearson, rankdata
 
@@ -49,7 +49,7 @@ def encode_adjectives(backbone, modes, adjectives, classes) -> dict[str, np.ndar
             [backbone.encode_text([zeroshot.CONTEXT_TEMPLATE.format(adj=a, cls=c) for c in classes]) for a in adjectives]
         )  # (adjectives, classes, dim)
         text["per_class"] = per_class
-        # the same normalised mean aes_index.zeroshot builds, so search and head agree
+        # the same normalised mean aes_index.model.zeroshot builds, so search and head agree
         mean = per_class.mean(axis=1)
         text["ensemble"] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
     if "context" in modes:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from aes_index.errors import ConfigError
-from aes_index.heads import Head
+from aes_index.model.heads import Head
 
 from .ava import unit_hash
 from .distort import ORIGINAL, VersionEmbeddings

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from aes_index.heads import Head
+from aes_index.model.heads import Head
 
 from .errors import NotEnoughData
 from .fit import ridge_path, standardiser

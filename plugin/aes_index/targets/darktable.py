@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from collections.abc import Mapping, Sequence
 
-from ..culling.model import FLAGS, Group, Member
-from ..journal import RATING, UndoAction, Write
+from ..features.culling.model import FLAGS, Group, Member
+from ..index.store.journal import RATING, UndoAction, Write
 from ..values import REJECTED
 from .. import ownership
 from ..ownership import Owner, PlaceState

@@ -38,15 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .. import ownership, xmp
+from .. import ownership
+from ..formats import xmp
 from ..ownership import Owner
-from ..culling.marks import MARK_FIELDS, MarkOptions, decide_marks, load_culling, plan_marks
-from ..culling.model import Group
+from ..features.culling.marks import MARK_FIELDS, MarkOptions, decide_marks, load_culling, plan_marks
+from ..features.culling.model import Group
 from ..errors import AesIndexError, ConfigError, ExitCode
 from ..values import REJECTED
-from ..journal import UndoAction, Write
-from ..store import Index
-from . import apply as targets
+from ..index.store.journal import UndoAction, Write
+from ..index.store import Index
+from ..writing import apply as targets
 from .protocol import CullState, Marks, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
 from .sidecar import CULL_TAGS, other_tags, star_tag
 
@@ -272,7 +273,7 @@ def _photo_sidecar(photo_path: str) -> xmp.SidecarInfo:
 
 def sync(index: Index, db_path: Path, options, head_id: str, lock_timeout: float = LOCK_TIMEOUT_S) -> targets.ApplyReport:
     """Write the policy's stars (and tags) into digiKam's database for every matched photo."""
-    from ..rate import plan
+    from ..features.rating import plan
 
     target = DigikamTarget(db_path=db_path, lock_timeout=lock_timeout)
     return targets.apply(index, target, plan(index, head_id, options.policy), options, head_id, "digikam-sync")

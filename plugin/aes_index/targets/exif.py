@@ -1,6 +1,6 @@
 """EXIF Rating inside JPEG originals (opt-in, `--target exif`): the "exif" target.
 
-The byte-level editor is aes_index.exif_rating (only the EXIF block changes, pixels never).
+The byte-level editor is aes_index.formats.exif_rating (only the EXIF block changes, pixels never).
 EXIF has no "rejected", and RAW originals are never rewritten.
 """
 
@@ -10,10 +10,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import exif_rating, ownership
+from ..formats import exif_rating
+from .. import ownership
 from ..errors import AesIndexError
-from ..journal import UndoAction, Write
-from ..store import Index
+from ..index.store.journal import UndoAction, Write
+from ..index.store import Index
 from .protocol import ChangedSinceRead, check_inside, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
 
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..errors import AesIndexError, ExitCode
-from ..journal import UndoAction, Write
-from ..library import inside_roots
+from ..index.store.journal import UndoAction, Write
+from ..index.library import inside_roots
 
 
 class TargetError(AesIndexError):

@@ -1,6 +1,6 @@
 """XMP sidecars (what digiKam, and darktable on import, read): the "xmp" target.
 
-The sidecar editor itself is aes_index.xmp (only our fields change, every other byte
+The sidecar editor itself is aes_index.formats.xmp (only our fields change, every other byte
 survives); this adapter says which sidecars a photo has, and journals and undoes writes.
 
 Culling's marks (`mark`) go into the same sidecars in one write: digiKam:PickLabel with
@@ -16,15 +16,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import ownership, xmp
-from ..culling.model import FLAGS
+from .. import ownership
+from ..formats import xmp
+from ..features.culling.model import FLAGS
 from ..atomic import refuse_protected, sha256_hex
 from ..errors import AesIndexError
-from ..journal import UndoAction, Write
+from ..index.store.journal import UndoAction, Write
 from ..values import REJECTED
-from .protocol import (
-    ChangedSinceRead, CullState, Marks, Place, Reading, Target, UndoResult, Wanted, check_inside, kept_manual, restored,
-)
+from .protocol import ChangedSinceRead, CullState, Marks, Place, Reading, Target, UndoResult, Wanted, check_inside, kept_manual, restored
 
 CULL_TAGS = ("keeper", *FLAGS)  # our tags that culling owns (the rest are stars' and attributes')
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .heads import Head, load_head, save_head
 
 MODES = ("fixed", "ensemble", "context")

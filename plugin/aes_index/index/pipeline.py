@@ -43,10 +43,10 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .backbone import PreprocessSpec
-from .culling.facts import CaptureFacts, FactsProbe
+from ..model.backbone import PreprocessSpec
+from .facts import CaptureFacts, FactsProbe
 from .decode import DRAFT_MIN_SIDE, MAX_PIXELS, RAW_EXTENSIONS, _embedded_orientation, decode_image
-from .errors import DecodeError
+from ..errors import DecodeError
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
@@ -322,7 +322,7 @@ def _embed_decoded(backbone, decoded: list[Decoded]) -> Batch:
 
 
 def _embed_batch(backbone, ids: list[int], pixels: list, facts: list | None = None) -> Batch:
-    from .heads import projected_norms
+    from ..model.heads import projected_norms
 
     # Round through float16 here, as the cache stores it, so that scores computed now and
     # scores recomputed later from the cache are identical.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import Settings
-from .errors import AesIndexError, ExitCode, IndexUnavailable
+from ..config import Settings
+from ..errors import AesIndexError, ExitCode, IndexUnavailable
 
 SCORING_CHECKS = ("device", "weights", "head")
 
@@ -39,8 +39,8 @@ def _backbone_named(settings: Settings, db_path: Path) -> Settings:
     """Settings naming the backbone the commands would use: the index's if not named."""
     if settings.model and settings.pretrained or not db_path.is_file():
         return settings.with_default_backbone("auto")  # what a first rebuild would use
-    from .indexer import choose_backbone
-    from .store import Index
+    from ..index.runner import choose_backbone
+    from ..index.store import Index
 
     try:
         with Index(db_path, read_only=True) as index:
@@ -55,7 +55,7 @@ def _check(name: str, ok: bool, detail: str, required: bool = True, **facts) -> 
 
 
 def _check_environment(settings: Settings) -> dict:
-    from .backbone import describe_environment, dtype_name, resolve_device, resolve_dtype
+    from ..model.backbone import describe_environment, dtype_name, resolve_device, resolve_dtype
 
     try:
         device = resolve_device(settings.device)
@@ -68,7 +68,7 @@ def _check_environment(settings: Settings) -> dict:
 
 
 def _check_weights(settings: Settings) -> dict:
-    from .backbone import RANDOM_WEIGHTS, backbone_key, resolve_model_name, weights_path
+    from ..model.backbone import RANDOM_WEIGHTS, backbone_key, resolve_model_name, weights_path
 
     try:
         model = resolve_model_name(settings.model)
@@ -82,9 +82,9 @@ def _check_weights(settings: Settings) -> dict:
 
 
 def _check_head(settings: Settings) -> dict:
-    from .backbone import backbone_key, resolve_model_name
-    from .heads import DEFAULT_ZEROSHOT, default_reason, head_named, shipped_head_for
-    from .zeroshot import cached_head_path, head_name, parse_spec
+    from ..model.backbone import backbone_key, resolve_model_name
+    from ..model.heads import DEFAULT_ZEROSHOT, default_reason, head_named, shipped_head_for
+    from ..model.zeroshot import cached_head_path, head_name, parse_spec
 
     try:
         key = backbone_key(resolve_model_name(settings.model), settings.pretrained)
@@ -112,7 +112,7 @@ def _check_head(settings: Settings) -> dict:
 
 
 def _check_index(db_path: Path) -> dict:
-    from .store import INDEX_PROBLEMS, Index
+    from ..index.store import INDEX_PROBLEMS, Index
 
     if not db_path.is_file():
         return _check("index", True, f"none yet at {db_path} (created by `aes-index rebuild`)", required=False)

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import AesIndexError
-from ..locks import file_lock
-from ..journal import NOT_WRITTEN, UndoAction, Write
+from ..index.locks import file_lock
+from ..index.store.journal import NOT_WRITTEN, UndoAction, Write
 from .. import ownership
 from ..ownership import Action
-from ..store import Index
-from .protocol import ChangedSinceRead, Marks, Place, Target, UndoResult, Wanted
+from ..index.store import Index
+from ..targets.protocol import ChangedSinceRead, Marks, Place, Target, UndoResult, Wanted
 
 RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "darktable-cull", "attribute-tags", "apply-culling", "digikam-cull")  # runs that hold the ratings turn
 UNSUPPORTED_TEXT = {

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sqlite_utils
 
-from .culling.facts import FACTS_VERSION, CaptureFacts
+from ..facts import FACTS_VERSION, CaptureFacts
 
 FACT_COLUMNS = tuple(f.name for f in fields(CaptureFacts))
 GROUPING_FACTS = ("taken_at", "camera", "serial", "signature", "signature_inner", "signature_core")  # what links photos

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .atomic import TEMP_PREFIX, remove_if_stale_temp
+from ..atomic import TEMP_PREFIX, remove_if_stale_temp
 from .decode import SUPPORTED_EXTENSIONS
 
 SKIPPED_DIRS = frozenset({

@@ -63,7 +63,7 @@ from aes_index.errors import (
 )
 
 if TYPE_CHECKING:  # culling's probe imports numpy; decode stays cheap to import
-    from aes_index.culling.facts import FactsProbe
+    from aes_index.index.facts import FactsProbe
 
 RAW_EXTENSIONS: frozenset[str] = frozenset(
     {

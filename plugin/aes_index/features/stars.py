@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
-from .values import REJECTED
+from ..errors import ConfigError
+from ..values import REJECTED
 
 PERCENTILE = "percentile"
 THRESHOLD = "threshold"

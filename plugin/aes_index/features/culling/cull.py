@@ -18,10 +18,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from ..library import inside_roots
-from ..locks import writer_lock
-from ..targets.sidecar import SidecarTarget
-from ..store import Index, utcnow
+from ...index.library import inside_roots
+from ...index.locks import writer_lock
+from ...targets.sidecar import SidecarTarget
+from ...index.store import Index, utcnow
 from . import grouping, keeper
 from .model import BURST, BY_YOU, DUPLICATE, Group, Member
 
@@ -110,9 +110,9 @@ def _person_choice(index: Index, group: Group, target, listings: dict) -> Group:
     (whose a value is: ownership.py). Only each photo's own sidecar is read (not its
     darktable duplicates'), found in its folder's listing (read once per folder): a cull
     of a whole library reads one small file per grouped photo, and only where one exists."""
-    from .. import ownership
-    from ..errors import AesIndexError
-    from ..targets.protocol import Place
+    from ... import ownership
+    from ...errors import AesIndexError
+    from ...targets.protocol import Place
 
     person: dict[int, int] = {}
     for member in group.members:

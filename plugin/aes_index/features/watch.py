@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import indexer
-from .atomic import atomic_write_bytes
-from .config import Settings
-from .errors import AesIndexError
-from .library import is_candidate_name, stat_signature
-from .locks import LockHeld, file_lock
-from .store import Index
+from ..index import runner as indexer
+from ..atomic import atomic_write_bytes
+from ..config import Settings
+from ..errors import AesIndexError
+from ..index.library import is_candidate_name, stat_signature
+from ..index.locks import LockHeld, file_lock
+from ..index.store import Index
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ ALREADY_WATCHED = "another watcher is already running for this library"
 
 
 def ensure_not_watched(db_path: Path) -> None:
-    from .locks import is_locked
+    from ..index.locks import is_locked
 
     if is_locked(Path(db_path), "watch"):
         raise LockHeld(f"{ALREADY_WATCHED} (`aes-index status` shows it)")
@@ -290,7 +290,7 @@ class Watcher:
 
 
 def read_status(db_path: Path) -> dict | None:
-    from .locks import is_locked
+    from ..index.locks import is_locked
 
     try:
         data = json.loads(status_path(db_path).read_text())

@@ -33,8 +33,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import sqlite_utils
 
-from . import journal, store_culling
-from .errors import IndexUnavailable
+from . import journal, culling as store_culling
+from ...errors import IndexUnavailable
 
 SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 30_000

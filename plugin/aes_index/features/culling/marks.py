@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .. import ownership
-from ..errors import AesIndexError
-from ..library import inside_roots, printable
-from ..ownership import Owner, PlaceState
-from ..targets.protocol import Marks, Target
-from ..values import NO_PICK, PICK_ACCEPTED, PICK_REJECTED, REJECTED
+from ... import ownership
+from ...errors import AesIndexError
+from ...index.library import inside_roots, printable
+from ...ownership import Owner, PlaceState
+from ...targets.protocol import Marks, Target
+from ...values import NO_PICK, PICK_ACCEPTED, PICK_REJECTED, REJECTED
 from .model import Group, Member
 
 MARK_FIELDS = ("pick", "tags", "group")  # journal fields only culling writes (a reject is a "rating")
@@ -196,8 +196,8 @@ def write_sidecars(index, options: MarkOptions, under: Sequence[str] = ()):
     """Culling's marks into every photo's XMP sidecar (the "xmp" target): what digiKam
     and darktable's import read. Journaled (command "apply-culling"); `aes-index ratings
     undo` puts the bytes back."""
-    from ..targets.apply import apply_marks
-    from ..targets.sidecar import SidecarTarget
+    from ...writing.apply import apply_marks
+    from ...targets.sidecar import SidecarTarget
 
     target = SidecarTarget(roots=tuple(index.roots()))
     groups, flagged = load_culling(index, under)

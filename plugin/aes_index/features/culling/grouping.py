@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..store_culling import FactsTable
+from ...index.store.culling import FactsTable
 from .model import BURST, DUPLICATE
 
 BURST_GAP_SECONDS = 2.0  # cameras shoot bursts at 3-30 frames a second; a photographer's next try comes later

@@ -17,17 +17,18 @@ from typing import Iterable
 
 import numpy as np
 
-from . import journal, xmp
-from .errors import AesIndexError, ConfigError
-from .ratings import RatingPolicy, check_scale, percentile_ranks, stars_for
-from .values import REJECTED
-from .heads import scale_in_index, scored_head_id
-from .store import Index
-from .targets import apply as targets
-from .targets.apply import ApplyReport  # noqa: F401 - the report apply_ratings returns
-from .targets.exif import ExifTarget
-from .targets.protocol import Target, UndoResult
-from .targets.sidecar import SidecarTarget, journal_entry
+from ..index.store import journal
+from ..formats import xmp
+from ..errors import AesIndexError, ConfigError
+from .stars import RatingPolicy, check_scale, percentile_ranks, stars_for
+from ..values import REJECTED
+from ..model.heads import scale_in_index, scored_head_id
+from ..index.store import Index
+from ..writing import apply as targets
+from ..writing.apply import ApplyReport  # noqa: F401 - the report apply_ratings returns
+from ..targets.exif import ExifTarget
+from ..targets.protocol import Target, UndoResult
+from ..targets.sidecar import SidecarTarget, journal_entry
 
 TARGETS = ("xmp", "exif")
 RAW_SAFE_TARGETS = ("xmp",)  # never rewrite a RAW original

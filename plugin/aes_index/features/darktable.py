@@ -54,14 +54,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .atomic import atomic_write_bytes
-from .config import DB_FILENAME, Settings
-from .errors import ConfigError
-from .store import Index
-from .targets import apply as targets
-from .journal import RATING
-from .targets import darktable as dt_target
-from .targets.darktable import DarktableTarget, DtImage, applied_write, our_tags  # noqa: F401 - our_tags: the plugin's tag names
+from ..atomic import atomic_write_bytes
+from ..config import DB_FILENAME, Settings
+from ..errors import ConfigError
+from ..index.store import Index
+from ..writing import apply as targets
+from ..index.store.journal import RATING
+from ..targets import darktable as dt_target
+from ..targets.darktable import DarktableTarget, DtImage, applied_write, our_tags  # noqa: F401 - our_tags: the plugin's tag names
 
 PROTOCOL_VERSION = 1
 TARGET = "darktable"  # the journal target of ratings set through the plugin
@@ -269,7 +269,7 @@ def cull_intents(answer: dict, images: Sequence[DtImage]) -> list:
 
 
 def _plan_cull(index: Index, head_id: str, images: Sequence[DtImage], options: CullOptions) -> dict:
-    from . import ownership
+    from .. import ownership
     from .culling.cull import load_flagged, load_groups
 
     target = DarktableTarget(images=list(images))
@@ -425,7 +425,7 @@ def index_path(settings: Settings, images: Sequence[DtImage | str]) -> Path:
     means nothing."""
     if settings.db:
         return Path(settings.db).expanduser()
-    from .library import find_db
+    from ..index.library import find_db
 
     paths = [image if isinstance(image, str) else image.path for image in images]
     folder = Path(os.path.commonpath([os.path.dirname(path) for path in paths]))
@@ -434,7 +434,7 @@ def index_path(settings: Settings, images: Sequence[DtImage | str]) -> Path:
 
 def _score(index: Index, images: Sequence[DtImage], settings: Settings) -> tuple[str, list[dict]]:
     """Score the images not scored yet (cached otherwise); -> (head id, per-image errors)."""
-    from .indexer import BackboneSession, score_files
+    from ..index.runner import BackboneSession, score_files
 
     paths = sorted({image.path for image in images if _storable(image.path)})
     # score_files takes the writer lock: a running watcher finishes its batch first
@@ -457,8 +457,8 @@ def _storable(path: str) -> bool:
 def _photos(index: Index, head_id: str, policy, images: Iterable[DtImage]) -> list:
     """PhotoRating of each requested path; stars and percentiles come from the whole index,
     so a photo rated in darktable gets what `apply-ratings` would give it."""
-    from .rate import plan
-    from .ratings import RatingPolicy
+    from .rating import plan
+    from .stars import RatingPolicy
 
     wanted = {image.path for image in images}
     return [p for p in plan(index, head_id, policy or RatingPolicy()) if p.path in wanted]

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .errors import ConfigError
-from .heads import Head, check_compatible, load_head, save_head
-from .zeroshot import cached_head_path
+from ..errors import ConfigError
+from ..model.heads import Head, check_compatible, load_head, save_head
+from ..model.zeroshot import cached_head_path
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,8 @@ def compute_attributes(
     """Score every cached embedding with each attribute head: {attribute: photos scored}.
 
     Holds the writer lock: a rebuild or the watcher must not store embeddings under us."""
-    from .indexer import score_stale
-    from .locks import writer_lock
+    from ..index.runner import score_stale
+    from ..index.locks import writer_lock
 
     overrides = overrides or {}
     counts = {}
@@ -163,7 +163,7 @@ def head_id_for(index, name: str) -> str:
 
 def attribute_tags(index, names: list[str], top_percent: float = TAG_TOP_PERCENT) -> dict[int, list[str]]:
     """{image_id: [tags]} for photos in the library's top `top_percent` of each attribute."""
-    from .ratings import percentile_ranks
+    from .stars import percentile_ranks
 
     tags: dict[int, list[str]] = {}
     for name in names:

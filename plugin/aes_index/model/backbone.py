@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError, WeightsUnavailable
+from ..errors import ConfigError, WeightsUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from . import store
-from .backbone import BackboneInfo, backbone_key, load_backbone, resolve_model_name
-from .config import AUTO_PRESET, DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings, resolve_preset
-from .errors import ConfigError
-from .heads import Head, check_compatible, resolve_head
+from ..model.backbone import BackboneInfo, backbone_key, load_backbone, resolve_model_name
+from ..config import AUTO_PRESET, DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings, resolve_preset
+from ..errors import ConfigError
+from ..model.heads import Head, check_compatible, resolve_head
 from .library import FileEntry, discover, fingerprint, printable, stat_signature
 from .locks import writer_lock
 from .pipeline import Batch, Failed, chunks, decode_stream, default_workers, embed_stream
@@ -605,7 +605,7 @@ def rescore(index: Index, settings: Settings, progress: Progress = Progress(), l
 
 
 def _no_embeddings(index: Index, key: str):
-    from .errors import IndexUnavailable
+    from ..errors import IndexUnavailable
 
     known = ", ".join(row["key"] for row in index.backbones()) or "none"
     return IndexUnavailable(f"the index has no embeddings from {key} (it has: {known}); run `aes-index rebuild` first")

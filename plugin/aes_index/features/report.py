@@ -12,7 +12,7 @@ and survives renames, moves and metadata edits of the photo; only missing ones a
 Identical photos share one. The folder holds a marker file (`library.THUMBS_MARKER`) that
 keeps the scanner out when the gallery is written inside the library.
 
-Thumbnails go through `aes_index.decode.decode_image`, the indexer's own decode path, so
+Thumbnails go through `aes_index.index.decode.decode_image`, the indexer's own decode path, so
 RAW previews, HEIC and EXIF orientation work as they do for scoring. A photo that cannot be
 decoded gets a placeholder in the page with its message; it never stops the build.
 
@@ -49,12 +49,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .culling.model import Group, Member
-from .decode import decode_image
-from .errors import AesIndexError, ConfigError, ExitCode
-from .library import THUMBS_MARKER
-from .heads import scale_in_index
-from .ratings import RatingPolicy, check_scale, cut_points, percentile_ranks, reject_point, stars_for
-from .store import ERROR, Index
+from ..index.decode import decode_image
+from ..errors import AesIndexError, ConfigError, ExitCode
+from ..index.library import THUMBS_MARKER
+from ..model.heads import scale_in_index
+from .stars import RatingPolicy, check_scale, cut_points, percentile_ranks, reject_point, stars_for
+from ..index.store import ERROR, Index
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def default_thumbs_dir(out_path: Path) -> Path:
 
 
 def _active_head(index: Index) -> str:
-    from .heads import scored_head_id
+    from ..model.heads import scored_head_id
 
     return scored_head_id(index)
 

@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import HeadError, NothingScored
+from ..errors import HeadError, NothingScored
 
 FORMAT_VERSION = 1
 METADATA_KEY = "aes_index"

@@ -1,0 +1,2 @@
+"""The model: the open_clip backbone (`backbone`), heads over its embeddings (`heads`) and
+the paper's zero-shot prompt heads (`zeroshot`)."""
