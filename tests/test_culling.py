@@ -451,7 +451,7 @@ def test_undoing_a_star_run_keeps_a_later_culls_keeper_tag(tmp_path, capsys, mod
 
 def test_stars_we_set_in_darktable_that_it_copied_into_a_sidecar_are_no_persons_pick(tmp_path, capsys, model_args):
     from aes_index.formats import xmp
-    from aes_index.index.store.journal import Write
+    from aes_index.targets.protocol import Write
 
     root = tmp_path / "Photos"
     frames = burst(root, seed=6, frames=3, second=10, sharp=1)

@@ -18,9 +18,10 @@ import pytest
 from aes_index.cli import main
 from aes_index.features.culling.model import BLURRY, BURST, BY_US, OVEREXPOSED, Group, Member
 from aes_index.errors import ExitCode
-from aes_index.index.store.journal import UndoAction
+from aes_index.targets.protocol import UndoAction
 from aes_index import ownership
-from aes_index.targets.darktable import KEEPER_TAG, DtImage, plan_cull, plan_uncull
+from aes_index.features.darktable_plan import plan_cull, plan_uncull
+from aes_index.targets.darktable import KEEPER_TAG, DtImage
 from aes_index.formats.xmp import write_sidecar
 from conftest import make_photo
 from test_darktable import PLUGIN, hex_lines, run_darktable

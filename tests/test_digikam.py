@@ -22,7 +22,7 @@ from urllib.parse import quote
 import defusedxml.ElementTree as ET
 import pytest
 
-from aes_index.targets import digikam
+from aes_index.targets import digikam_db as digikam
 from aes_index.targets.sidecar import star_tag
 from aes_index.cli import main
 from aes_index.errors import ExitCode

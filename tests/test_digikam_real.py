@@ -31,7 +31,7 @@ from urllib.parse import quote
 import defusedxml.ElementTree as ET
 import pytest
 
-from aes_index.targets import digikam
+from aes_index.targets import digikam_db as digikam
 from aes_index.formats.xmp import DIGIKAM_NS, AesFields, write_sidecar
 from conftest import FIXTURES, make_photo
 from test_readers import require_tool as _tool

@@ -12,7 +12,8 @@ import torch
 from aes_index.model import heads, zeroshot
 from aes_index.model.backbone import load_backbone
 from aes_index.errors import ConfigError, HeadError
-from aes_index.model.heads import Head, load_head, resolve_head, save_head
+from aes_index.model.head_choice import resolve_head
+from aes_index.model.heads import Head, load_head, save_head
 
 CLASSES = ["dog", "harbour", "mountain"]  # a small class list keeps context prompts cheap
 

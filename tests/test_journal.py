@@ -12,7 +12,7 @@ from PIL import Image
 
 from aes_index.index.store import journal
 from aes_index.formats.exif_rating import read_exif_rating, write_exif_rating
-from aes_index.index.store.journal import Write
+from aes_index.targets.protocol import Write
 from aes_index import ownership
 from aes_index.ownership import Action
 from aes_index.index.store import Index

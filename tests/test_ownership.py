@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from aes_index import ownership
-from aes_index.index.store.journal import Journal, Write
+from aes_index.index.store.journal import Journal
+from aes_index.targets.protocol import Write
 from aes_index.ownership import Action, Owner
 from aes_index.index.store import Index
 from aes_index.targets.protocol import CullState, Place, Reading

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from aes_index import config
-from aes_index.config import Settings, load_settings, resolve_preset
+from aes_index.config import Settings, load_settings
+from aes_index.model.presets import resolve_preset
 from aes_index.errors import ConfigError, ExitCode
 from aes_index.index.runner import choose_backbone
 from aes_index.index.store import Index

@@ -15,7 +15,8 @@ import torch
 
 from aes_index.model import heads
 from aes_index.errors import HeadError
-from aes_index.model.heads import load_head, resolve_head, shipped_head_named
+from aes_index.model.head_choice import resolve_head
+from aes_index.model.heads import load_head, shipped_head_named
 
 from conftest import REPO_ROOT, UPSTREAM_HEADS
 

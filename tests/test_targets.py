@@ -21,7 +21,8 @@ from aes_index.formats import exif_rating, xmp
 from aes_index.features.rating import PhotoRating, RatingOptions
 from aes_index.index.store import Index
 from aes_index.writing import apply as targets
-from aes_index.targets import digikam
+from aes_index.targets import digikam_db
+from aes_index.targets.digikam import DigikamTarget, image_key
 from aes_index.targets.darktable import DarktableTarget, DtImage
 from aes_index.targets.exif import ExifTarget
 from aes_index.targets.sidecar import SidecarTarget
@@ -122,15 +123,15 @@ class DigikamPhotos:
             conn.execute("INSERT INTO ImageInformation (imageid, rating) VALUES (?, -1)", [self.image_id])
 
     def target(self):
-        return digikam.DigikamTarget(db_path=self.db)
+        return DigikamTarget(db_path=self.db)
 
     def set_by_person(self, rating):
         with sqlite3.connect(self.db) as conn:
-            digikam.set_rating(conn, self.image_id, rating)
+            digikam_db.set_rating(conn, self.image_id, rating)
 
     def shown(self):
         with sqlite3.connect(self.db) as conn:
-            return digikam.rating_of(conn, self.image_id)
+            return digikam_db.rating_of(conn, self.image_id)
 
 
 @pytest.fixture(params=["xmp", "exif", "darktable", "digikam"])
@@ -268,5 +269,5 @@ def _place(photos) -> str:
         "xmp": lambda: str(xmp.sidecar_for(photos.photo)),
         "exif": lambda: str(photos.photo),
         "darktable": lambda: f"{photos.photo}#0",
-        "digikam": lambda: digikam.image_key(Path(photos.db).resolve(), photos.image_id),
+        "digikam": lambda: image_key(Path(photos.db).resolve(), photos.image_id),
     }[photos.name]()

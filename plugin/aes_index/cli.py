@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from . import __version__
 from .config import DB_FILENAME, PRESET_NAMES, Settings, load_settings, parse_workers
 from .errors import ConfigError, ExitCode, IndexUnavailable, run_reporting_errors
-from .index.library import printable
+from .paths import printable
 
 log = logging.getLogger("aes_index")
 
@@ -492,7 +492,7 @@ def _excluded_results(paths: Sequence[str], patterns: Sequence[str]) -> dict:
 
 def _split_by_roots(paths: Sequence[str], roots: Sequence[str]) -> tuple[list[str], list[str]]:
     """(inside, outside) the library's folders; an index without roots takes them all."""
-    from .index.library import inside_roots
+    from .paths import inside_roots
 
     if not roots:
         return list(paths), []
@@ -637,7 +637,7 @@ def groups_text(groups, flagged) -> str:
 
 
 def _head_id_for_listing(index, settings: Settings) -> str:
-    from .model.heads import scored_head_id
+    from .model.head_choice import scored_head_id
 
     return scored_head_id(index, settings.head)
 
@@ -977,7 +977,7 @@ def darktable_install_text(report, done: str) -> str:
 
 
 def cmd_digikam_sync(args) -> int:
-    from .targets.digikam import sync
+    from .features.digikam import sync
 
     settings = settings_from(args)
     options = rating_options(args, settings)
@@ -1018,7 +1018,7 @@ def cmd_apply_culling(args) -> int:
 
 def cmd_digikam_cull(args) -> int:
     from .features.culling.marks import marks_text
-    from .targets.digikam import cull
+    from .features.digikam import cull
 
     settings = settings_from(args)
     with open_index(settings, read_only=args.dry_run) as index:
@@ -1029,7 +1029,7 @@ def cmd_digikam_cull(args) -> int:
 
 
 def cmd_digikam_undo(args) -> int:
-    from .targets.digikam import undo
+    from .features.digikam import undo
 
     settings = settings_from(args)
     with open_index(settings) as index:

@@ -49,20 +49,6 @@ class Preset:
         return f"{self.model}/{self.pretrained}"
 
 
-def resolve_preset(name: str, device: str = "auto") -> Preset:
-    """The backbone a preset names; `auto` asks which device `device` resolves to."""
-    if name not in PRESET_NAMES:
-        raise ConfigError(f"unknown preset {name!r}: use {', '.join(PRESET_NAMES)}")
-    if name != AUTO_PRESET:
-        return Preset(name, name, *PRESETS[name], reason=f"--preset {name}")
-    from .model.backbone import resolve_device  # imports torch: only when auto must look at the hardware
-
-    kind = resolve_device(device).type
-    chosen = "best" if kind in ("cuda", "mps") else "fast"
-    reason = f"a {kind.upper()} GPU runs the model" if chosen == "best" else f"no GPU (device {kind})"
-    return Preset(name, chosen, *PRESETS[chosen], reason=reason)
-
-
 @dataclass(frozen=True)
 class Settings:
     # The backbone: None = not named, so commands use the one the index was built with
@@ -91,15 +77,6 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def with_default_backbone(self, default_preset: str = "fast") -> "Settings":
-        """The named backbone (by model and pretrained, or by preset), `default_preset`
-        filling in when none is named (no index to ask): `auto` for what a new index gets,
-        `fast` (ViT-B-32/openai, the paper's) for training."""
-        if not (self.model or self.pretrained):
-            preset = resolve_preset(self.preset or default_preset, self.device)
-            return self.replace(model=preset.model, pretrained=preset.pretrained)
-        return self.replace(model=self.model or DEFAULT_MODEL, pretrained=self.pretrained or DEFAULT_PRETRAINED)
 
 
 def config_file_path(env: Mapping[str, str] = os.environ) -> Path:

@@ -4,8 +4,15 @@ Ratings (xmp:Rating, darktable, digiKam): 1..5 stars, 0 or absent for none, -1 f
 darktable's "rejected" (digiKam has no rejected rating: it uses the pick label).
 Pick labels (digiKam:PickLabel, digiKam's "Pick Label" tags): 0 none, 1 rejected,
 2 pending, 3 accepted.
+Our culling tags, below our tag root in every photo manager ("Aesthetic|keeper" in a
+sidecar, "Aesthetic/blurry" in digiKam, "aesthetic|overexposed" in darktable).
 """
 
 NO_RATING = 0
 REJECTED = -1
 NO_PICK, PICK_REJECTED, PICK_PENDING, PICK_ACCEPTED = 0, 1, 2, 3
+
+BLURRY, OVEREXPOSED, UNDEREXPOSED = "blurry", "overexposed", "underexposed"
+FLAGS = (BLURRY, OVEREXPOSED, UNDEREXPOSED)  # technical failures, in the order we name them
+KEEPER = "keeper"
+CULL_TAGS = (KEEPER, *FLAGS)  # our tags that culling owns (the rest are stars' and attributes')

@@ -245,7 +245,7 @@ def _backbone_and_heads():
     if _LOADED is None:
         os.environ["AES_INDEX_CACHE_DIR"] = str(BENCH_DIR / "cache")
         from aes_index.model.backbone import load_backbone
-        from aes_index.model.heads import resolve_head
+        from aes_index.model.head_choice import resolve_head
 
         backbone = load_backbone("ViT-B-32", "random", "cpu", "auto")
         default = resolve_head(DEFAULT_HEAD, backbone.key, lambda: backbone)

@@ -188,13 +188,14 @@ class Reporter:
 
 def settings_from(args, default_backbone: bool = True):
     from aes_index.config import load_settings
+    from aes_index.model.presets import with_default_backbone
 
     overrides = {name: getattr(args, name, None) for name in ("model", "pretrained", "device", "dtype", "db")}
     overrides["cache_dir"] = getattr(args, "weights_cache", None)
     settings = load_settings(overrides, config_path=getattr(args, "config", None))
     # Training names its backbone or takes the default; only `personal`, which learns from
     # an index's embeddings, takes the index's own (default_backbone=False).
-    return settings.with_default_backbone() if default_backbone else settings
+    return with_default_backbone(settings) if default_backbone else settings
 
 
 def load_model(args, dtype: str | None = None):

@@ -1,7 +1,7 @@
 """`aes-train export`: a head and its model card into aes-index's shipped heads folder.
 
 aes-index picks a shipped head by itself when the head's backbone is the one in use
-(heads.resolve_head "auto"; the best test SRCC wins if several match) and `aes-index
+(head_choice.resolve_head "auto"; the best test SRCC wins if several match) and `aes-index
 doctor` names it. The model card beside it says what the head was trained on, how it
 was split and measured, and how to make it again.
 """

@@ -59,8 +59,9 @@ from ..config import DB_FILENAME, Settings
 from ..errors import ConfigError
 from ..index.store import Index
 from ..writing import apply as targets
-from ..index.store.journal import RATING
+from ..targets.protocol import RATING
 from ..targets import darktable as dt_target
+from . import darktable_plan
 from ..targets.darktable import DarktableTarget, DtImage, applied_write, our_tags  # noqa: F401 - our_tags: the plugin's tag names
 
 PROTOCOL_VERSION = 1
@@ -285,7 +286,7 @@ def _plan_cull(index: Index, head_id: str, images: Sequence[DtImage], options: C
     groups = [g for g in load_groups(index, head_id, facts=facts, choices=False) if any(m.path in paths for m in g.members)]
     groups = [_darktable_choice(group, facts, person) for group in groups]
     flagged = [m for m in load_flagged(index, head_id) if m.path in paths]
-    return dt_target.plan_cull(images, groups, flagged, states, _attached(index, images), options.reject)
+    return darktable_plan.plan_cull(images, groups, flagged, states, _attached(index, images), options.reject)
 
 
 def _darktable_choice(group, facts: dict, person: dict[str, int]):
@@ -325,7 +326,7 @@ def uncull(settings: Settings, images: Sequence[DtImage]) -> dict:
     with Index(path) as index, index.transaction():
         plan = [index.journal.plan_undo_places(TARGET, keys, field, commands=(CULL_COMMAND,))
                 for field in (dt_target.GROUP, dt_target.TAG, RATING)]
-        answer, closed = dt_target.plan_uncull(images, *plan)
+        answer, closed = darktable_plan.plan_uncull(images, *plan)
         for action, note in closed:
             index.journal.mark_undone(action.row_ids, note)
     return answer | {"kept": sum(note == "kept-manual" for _, note in closed)}

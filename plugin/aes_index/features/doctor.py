@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import AesIndexError, ExitCode, IndexUnavailable
+from ..model.presets import with_default_backbone
 
 SCORING_CHECKS = ("device", "weights", "head")
 
@@ -38,7 +39,7 @@ def exit_code(report: dict) -> int:
 def _backbone_named(settings: Settings, db_path: Path) -> Settings:
     """Settings naming the backbone the commands would use: the index's if not named."""
     if settings.model and settings.pretrained or not db_path.is_file():
-        return settings.with_default_backbone("auto")  # what a first rebuild would use
+        return with_default_backbone(settings, "auto")  # what a first rebuild would use
     from ..index.runner import choose_backbone
     from ..index.store import Index
 
@@ -46,7 +47,7 @@ def _backbone_named(settings: Settings, db_path: Path) -> Settings:
         with Index(db_path, read_only=True) as index:
             model, pretrained, _ = choose_backbone(index, settings)
     except IndexUnavailable:  # the index check reports it; weights are checked for the default
-        return settings.with_default_backbone("auto")
+        return with_default_backbone(settings, "auto")
     return settings.replace(model=model, pretrained=pretrained)
 
 

@@ -22,7 +22,8 @@ from ..formats import xmp
 from ..errors import AesIndexError, ConfigError
 from .stars import RatingPolicy, check_scale, percentile_ranks, stars_for
 from ..values import REJECTED
-from ..model.heads import scale_in_index, scored_head_id
+from ..model.head_choice import scored_head_id
+from ..model.heads import scale_in_index
 from ..index.store import Index
 from ..writing import apply as targets
 from ..writing.apply import ApplyReport  # noqa: F401 - the report apply_ratings returns

@@ -186,7 +186,7 @@ def default_thumbs_dir(out_path: Path) -> Path:
 
 
 def _active_head(index: Index) -> str:
-    from ..model.heads import scored_head_id
+    from ..model.head_choice import scored_head_id
 
     return scored_head_id(index)
 

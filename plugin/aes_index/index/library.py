@@ -140,14 +140,6 @@ def _is_utf8(path: str) -> bool:
     return True
 
 
-def printable(path: str) -> str:
-    """A path as a user can read it, whatever its bytes: on one line, with no terminal
-    escapes (a name may hold a newline or ESC; printed raw they break `top | while read`
-    or recolour the terminal), so control characters are shown escaped, e.g. \\n."""
-    text = os.fsencode(path).decode("utf-8", "replace")
-    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
-
-
 def fingerprint(path: str | os.PathLike, size: int | None = None) -> str:
     """Identity of a photo's image data, cheap to compute: a hash of the file's last 256 KiB.
 
@@ -186,13 +178,3 @@ def stat_signature(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_size, info.st_mtime_ns
-
-
-def inside_roots(path: str, roots: Iterable[str]) -> bool:
-    """Whether `path`, followed through every symlink, lies in one of the library's roots."""
-    real = os.path.realpath(path)
-    for root in roots:
-        top = os.path.realpath(root)
-        if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
-            return True
-    return False

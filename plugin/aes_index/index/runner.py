@@ -32,10 +32,13 @@ import numpy as np
 
 from . import store
 from ..model.backbone import BackboneInfo, backbone_key, load_backbone, resolve_model_name
-from ..config import AUTO_PRESET, DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings, resolve_preset
+from ..config import AUTO_PRESET, DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings
+from ..model.presets import resolve_preset
 from ..errors import ConfigError
-from ..model.heads import Head, check_compatible, resolve_head
-from .library import FileEntry, discover, fingerprint, printable, stat_signature
+from ..model.head_choice import resolve_head
+from ..model.heads import Head, check_compatible
+from ..paths import printable
+from .library import FileEntry, discover, fingerprint, stat_signature
 from .locks import writer_lock
 from .pipeline import Batch, Failed, chunks, decode_stream, default_workers, embed_stream
 from .store import ERROR, MISSING, NEW, OK, Index

@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..errors import HeadError, NothingScored
+from ..errors import HeadError
 
 FORMAT_VERSION = 1
 METADATA_KEY = "aes_index"
@@ -429,21 +429,6 @@ def check_compatible(head: Head, backbone_key: str, pooled_dim: int, embed_dim: 
         raise HeadError(f"head {head.name!r} expects {dim}-d features, the backbone gives {expected}")
 
 
-def resolve_head(spec: str, backbone_key: str, load_backbone) -> Head:
-    """Pick the head named by `spec` ("auto", "zeroshot[...]" or a file) for a backbone.
-
-    "auto" is the head shipped for this backbone, else the paper's default zero-shot
-    ensemble. `load_backbone` is called only if a zero-shot head must be built.
-    """
-    from . import zeroshot
-
-    if spec in ("auto", "", None):
-        return shipped_head_for(backbone_key) or zeroshot.zeroshot_head(DEFAULT_ZEROSHOT, backbone_key, load_backbone)
-    if spec.split(":", 1)[0] == "zeroshot":
-        return zeroshot.zeroshot_head(spec, backbone_key, load_backbone)
-    return head_named(spec)
-
-
 def head_named(spec: str) -> Head:
     """A head file, else a shipped head by its name ("laion-v1-vit-b-32"); a file of that
     name wins, so a user's own head is never shadowed by a shipped one."""
@@ -461,21 +446,3 @@ def scale_in_index(index, head_id: str) -> Scale:
     """The scale of a head whose scores the index holds, from the metadata it recorded."""
     metadata = index.head_metadata(head_id)
     return scale_of(metadata) if metadata else Scale("unknown (the index holds no description of this head)")
-
-
-def scored_head_id(index, spec: str | None = None) -> str:
-    """Whose scores a command lists or rates: the head `spec` names (a head id the index
-    lists, a zero-shot spec, a head file), else the head of the latest run that scored.
-    The one place every command (top, report, apply-ratings, digikam sync) asks."""
-    if spec in (None, "", "auto"):
-        head_id = index.active_head_id()
-        if head_id is None:
-            raise NothingScored()
-        return head_id
-    if spec in {head["id"] for head in index.scored_heads()}:
-        return spec
-    if spec.startswith("zeroshot"):
-        from .zeroshot import head_name, parse_spec
-
-        return head_name(*parse_spec(spec))
-    return head_named(spec).name

@@ -13,9 +13,8 @@ from pathlib import Path
 from ..formats import exif_rating
 from .. import ownership
 from ..errors import AesIndexError
-from ..index.store.journal import UndoAction, Write
 from ..index.store import Index
-from .protocol import ChangedSinceRead, check_inside, Place, Reading, Target, UndoResult, Wanted, kept_manual, restored
+from .protocol import ChangedSinceRead, Place, Reading, Target, UndoAction, UndoResult, Wanted, Write, check_inside, kept_manual, restored
 
 
 @dataclass

@@ -31,12 +31,57 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..errors import AesIndexError, ExitCode
-from ..index.store.journal import UndoAction, Write
-from ..index.library import inside_roots
+from ..paths import inside_roots
+
+
+RATING = "rating"  # the field of a star rating; culling writes "pick", "tags", "group" too
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write, as a target reports it and the journal keeps it."""
+
+    target: str
+    place: str
+    image_path: str
+    old: int | None
+    new: int | None
+    created_file: bool = False
+    content_hash_after: str | None = None
+    prior: dict | None = None
+    field: str = RATING
+    hash_before: str | None = None  # the file's sha256 before the write (None: no file, or not a file)
+
+
+@dataclass(frozen=True)
+class UndoAction:
+    """What undoing one place's write (or writes) means."""
+
+    row_ids: tuple[int, ...]
+    run_id: int
+    target: str
+    place: str
+    image_path: str
+    restore: int | None  # the value before our write (None: remove it)
+    expected: int | None  # what we wrote; anything else now means a person changed it
+    created_file: bool = False  # our first write created the file: it may go if still as we left it
+    hash_after: str | None = None  # the file's hash right after our (last) write
+    prior: dict = field(default_factory=dict)  # the target's own fields before the write
+    superseded_by_run: int | None = None  # a later run wrote this field of this place again
+    field: str = RATING  # which value (Write.field): a target undoes each field on its own
+    hash_before: str | None = None  # the file's hash before our first write (write-ahead)
+    new: int | None = None  # what the last write set (for a pending row: what it meant to set)
+    pending: bool = False  # recorded ahead of its write, not yet known to have landed
+    file_is_ours: bool = False  # a write of ours created the file, and no undo has removed it since
+
+    @property
+    def target_path(self) -> Path:
+        return Path(self.place)
 
 
 class TargetError(AesIndexError):

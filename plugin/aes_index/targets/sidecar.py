@@ -18,14 +18,13 @@ from pathlib import Path
 
 from .. import ownership
 from ..formats import xmp
-from ..features.culling.model import FLAGS
 from ..atomic import refuse_protected, sha256_hex
 from ..errors import AesIndexError
-from ..index.store.journal import UndoAction, Write
-from ..values import REJECTED
-from .protocol import ChangedSinceRead, CullState, Marks, Place, Reading, Target, UndoResult, Wanted, check_inside, kept_manual, restored
+from ..values import CULL_TAGS, REJECTED
+from .protocol import (
+    ChangedSinceRead, CullState, Marks, Place, Reading, Target, UndoAction, UndoResult, Wanted, Write, check_inside, kept_manual, restored,
+)
 
-CULL_TAGS = ("keeper", *FLAGS)  # our tags that culling owns (the rest are stars' and attributes')
 
 
 @dataclass

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 from ..errors import AesIndexError
 from ..index.locks import file_lock
-from ..index.store.journal import NOT_WRITTEN, UndoAction, Write
+from ..index.store.journal import NOT_WRITTEN
 from .. import ownership
 from ..ownership import Action
 from ..index.store import Index
-from ..targets.protocol import ChangedSinceRead, Marks, Place, Target, UndoResult, Wanted
+from ..targets.protocol import ChangedSinceRead, Marks, Place, Target, UndoAction, UndoResult, Wanted, Write
 
 RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "darktable-cull", "attribute-tags", "apply-culling", "digikam-cull")  # runs that hold the ratings turn
 UNSUPPORTED_TEXT = {

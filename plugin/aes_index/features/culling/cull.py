@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from ...index.library import inside_roots
+from ...paths import inside_roots
 from ...index.locks import writer_lock
 from ...targets.sidecar import SidecarTarget
 from ...index.store import Index, utcnow

@@ -27,7 +27,7 @@ from typing import Any
 
 from ... import ownership
 from ...errors import AesIndexError
-from ...index.library import inside_roots, printable
+from ...paths import inside_roots, printable
 from ...ownership import Owner, PlaceState
 from ...targets.protocol import Marks, Target
 from ...values import NO_PICK, PICK_ACCEPTED, PICK_REJECTED, REJECTED

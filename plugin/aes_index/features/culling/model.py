@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-BLURRY, OVEREXPOSED, UNDEREXPOSED = "blurry", "overexposed", "underexposed"
-FLAGS = (BLURRY, OVEREXPOSED, UNDEREXPOSED)  # technical failures, in the order we name them
+from ...values import BLURRY, FLAGS, OVEREXPOSED, UNDEREXPOSED  # noqa: F401 - culling's vocabulary, named here too
 
 BURST, DUPLICATE = "burst", "duplicate"
 BY_US, BY_YOU = "aes-index", "you"  # who chose a group's keeper

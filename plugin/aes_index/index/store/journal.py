@@ -23,16 +23,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlite_utils
 
+from ...targets.protocol import RATING, UndoAction, Write
+
 TABLE = "rating_writes"
 TARGETS = ("xmp", "exif", "darktable", "digikam")
 FILE_TARGETS = ("xmp", "exif")
-RATING = "rating"
 
 COLUMNS = {
     "id": int,
@@ -74,49 +74,7 @@ def create_table(db: sqlite_utils.Database) -> None:
     table.create_index(["image_path"], if_not_exists=True)  # last_rating_for_image, once per grouped photo
 
 
-@dataclass(frozen=True)
-class Write:
-    """One write, as a target reports it and the journal keeps it."""
-
-    target: str
-    place: str
-    image_path: str
-    old: int | None
-    new: int | None
-    created_file: bool = False
-    content_hash_after: str | None = None
-    prior: dict | None = None
-    field: str = RATING
-    hash_before: str | None = None  # the file's sha256 before the write (None: no file, or not a file)
-
-
 # --------------------------------------------------------------------------- undo plans
-
-
-@dataclass(frozen=True)
-class UndoAction:
-    """What undoing one place's write (or writes) means."""
-
-    row_ids: tuple[int, ...]
-    run_id: int
-    target: str
-    place: str
-    image_path: str
-    restore: int | None  # the value before our write (None: remove it)
-    expected: int | None  # what we wrote; anything else now means a person changed it
-    created_file: bool = False  # our first write created the file: it may go if still as we left it
-    hash_after: str | None = None  # the file's hash right after our (last) write
-    prior: dict = field(default_factory=dict)  # the target's own fields before the write
-    superseded_by_run: int | None = None  # a later run wrote this field of this place again
-    field: str = RATING  # which value (Write.field): a target undoes each field on its own
-    hash_before: str | None = None  # the file's hash before our first write (write-ahead)
-    new: int | None = None  # what the last write set (for a pending row: what it meant to set)
-    pending: bool = False  # recorded ahead of its write, not yet known to have landed
-    file_is_ours: bool = False  # a write of ours created the file, and no undo has removed it since
-
-    @property
-    def target_path(self) -> Path:
-        return Path(self.place)
 
 
 def _rows(db: sqlite_utils.Database, where: str, params: list) -> list[dict]:
