@@ -342,7 +342,7 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
     db.conn.commit()
     db.conn.close()
     with Index(path) as index:
-        assert index.schema_version() == store.SCHEMA_VERSION == 4
+        assert index.schema_version() == store.SCHEMA_VERSION == 5
         migrated = index.db.execute(
             "SELECT s.image_id, s.head_id, s.score, s.std, b.head_hash, b.backbone_id, b.preprocess, b.scored_at "
             "FROM scores s JOIN score_batches b ON b.id = s.batch"
