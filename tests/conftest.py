@@ -195,6 +195,6 @@ def library(tmp_path) -> Path:
 
 
 def photo_paths(root: Path) -> list[Path]:
-    from aes_index.index.library import discover
+    from aes_index.index.discover import discover
 
     return [Path(e.path) for e in discover([root])]

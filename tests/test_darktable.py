@@ -490,3 +490,18 @@ def test_the_plugin_rates_tags_selects_and_restores_in_real_darktable(hostile_li
     # `touch` would run in darktable's cwd (inside tmp_path), or wherever a path's folder is
     pwned = list(tmp_path.rglob("PWNED*")) + list(set(Path(tempfile.gettempdir()).glob("PWNED*")) - pwned_before)
     assert pwned == [], "a file name reached a shell"
+
+
+def test_the_plugin_honours_the_librarys_kept_excludes(tmp_path, model_args, capsys):
+    """`rebuild --exclude` patterns belong to the library: the plugin's requests, which go
+    through the same Library.open, skip those names too (never indexed, never scored)."""
+    library = tmp_path / "Pictures"
+    keep = make_photo(library / "IMG_1.jpg", seed=1)
+    draft = make_photo(library / "drafts" / "IMG_2.jpg", seed=2)
+    options = [*model_args, "--workers", "0"]
+    code, _, err = run(capsys, "rebuild", library, "--exclude", "drafts", *options)
+    assert code == ExitCode.OK, err
+    answer = ask(capsys, tmp_path, "score", {"images": images([str(keep), str(draft)], [0, 0])}, *options)
+    assert [item["ref"] for item in answer["images"]] == [1]  # the draft has no score
+    with Index(library / ".aes-index.db") as index:
+        assert index.image_by_path(str(draft)) is None and index.image_by_path(str(keep)) is not None

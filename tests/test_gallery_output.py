@@ -82,8 +82,8 @@ def test_a_gallery_written_in_the_library_is_never_indexed_or_rated(library_of_c
 
 
 def test_the_scanner_skips_a_marked_thumbnail_folder_however_it_is_reached(tmp_path):
-    from aes_index.index.library import discover
-    from aes_index.index.library import THUMBS_MARKER
+    from aes_index.index.discover import discover
+    from aes_index.index.discover import THUMBS_MARKER
 
     root = tmp_path / "Photos"
     photo = make_photo(root / "a.jpg", seed=1)

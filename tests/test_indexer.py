@@ -218,7 +218,7 @@ def test_decode_stream_keeps_a_bounded_number_of_items_in_flight(settings):
 
 
 def test_unreadable_folder_is_reported_and_the_scan_goes_on(index, library, settings, monkeypatch):
-    import aes_index.index.library as library_module
+    import aes_index.index.discover as library_module
 
     real_scandir = os.scandir
 

@@ -23,7 +23,7 @@ LAYERS = (
     ("index", ("aes_index.index", "aes_index.model")),
     ("places", ("aes_index.targets",)),
     ("writing", ("aes_index.writing",)),
-    ("features", ("aes_index.features",)),
+    ("features", ("aes_index.features", "aes_index.api")),
     ("cli", ("aes_index.cli",)),
 )
 

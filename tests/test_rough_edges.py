@@ -37,7 +37,7 @@ def small_library(tmp_path) -> Path:
 
 
 def test_nas_recycle_and_snapshot_folders_are_skipped(tmp_path):
-    from aes_index.index.library import discover
+    from aes_index.index.discover import discover
 
     root = tmp_path / "share"
     make_photo(root / "keep.jpg", seed=1)

@@ -180,7 +180,7 @@ def l14_library(tmp_path):
     (1024 x 768). The values are random (the weights can't be fetched here); what is tested
     is what the commands do with them."""
     from aes_index.model.backbone import BackboneInfo, PreprocessSpec
-    from aes_index.index.library import fingerprint
+    from aes_index.index.discover import fingerprint
     from aes_index.index.store import Index
 
     from conftest import make_photo

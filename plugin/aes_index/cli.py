@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
 from .config import DB_FILENAME, PRESET_NAMES, Settings, load_settings, parse_workers
-from .errors import ConfigError, ExitCode, IndexUnavailable, run_reporting_errors
+from . import api
+from .errors import ConfigError, ExitCode, run_reporting_errors
 from .paths import printable
 
 log = logging.getLogger("aes_index")
@@ -163,33 +163,11 @@ def _add_cull_write_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cull_mark_options(args: argparse.Namespace, settings: Settings):
-    from .features.culling.marks import MarkOptions
-
-    return MarkOptions(reject=args.reject, treat_as_unrated=_star_values(settings.treat_as_unrated), dry_run=args.dry_run)
+    return api.mark_options(settings, reject=args.reject, dry_run=args.dry_run)
 
 
 def rating_options(args: argparse.Namespace, settings: Settings):
-    from .features.rating import RatingOptions
-    from .features.stars import RatingPolicy
-
-    policy = RatingPolicy.parse(settings.policy, settings.cuts, settings.reject_below)
-    unrated = _star_values(settings.treat_as_unrated)
-    return RatingOptions(
-        policy=policy, target=settings.target, tags=not args.no_tags, overwrite_manual=args.overwrite_manual,
-        treat_as_unrated=unrated, dry_run=getattr(args, "dry_run", False),
-    )
-
-
-def _star_values(text: str) -> tuple[int, ...]:
-    """--treat-as-unrated: ratings from -1 (rejected) to 5; anything else is a typo."""
-    wrong = ConfigError(f"--treat-as-unrated takes ratings from -1 to 5 like 1 or 0,1, not {text!r}")
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise wrong from None
-    if any(not -1 <= value <= 5 for value in values):
-        raise wrong
-    return values
+    return api.rating_options(settings, tags=not args.no_tags, overwrite_manual=args.overwrite_manual, dry_run=getattr(args, "dry_run", False))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -295,65 +273,6 @@ def _add_digikam_options(parser: argparse.ArgumentParser) -> None:
 # --- helpers -----------------------------------------------------------------------------
 
 
-def locate_db(settings: Settings, roots: Sequence[str] = (), must_exist: bool = True) -> Path:
-    from .index.library import find_db
-
-    if settings.db:
-        return Path(settings.db).expanduser()
-    if roots:
-        return _db_for_roots(roots)
-    found = find_db()
-    if found is None:
-        if must_exist:
-            raise IndexUnavailable(f"no {DB_FILENAME} here or in any parent folder; pass --db or run `aes-index rebuild PATH`")
-        return Path.cwd() / DB_FILENAME
-    return found
-
-
-def _db_for_roots(roots: Sequence[str]) -> Path:
-    """The root's own index, else that of a library the root lies inside (`rebuild
-    ~/Pictures/2024` when ~/Pictures is indexed): a second index there would decode and
-    score those photos again, and its ratings would not be the library's."""
-    from .index.library import db_path_for, find_db
-
-    own = db_path_for(list(roots))
-    if own.exists():
-        return own
-    enclosing = find_db(own.parent.parent)
-    if enclosing is None:
-        return own
-    logging.getLogger("aes_index.notice").info(
-        "using the library's index %s: %s lies inside that library (--db PATH for another index)", enclosing, own.parent
-    )
-    return enclosing
-
-
-def _check_can_create(path: Path) -> None:
-    """A new index goes beside the photos by default; a folder we may not write (a
-    read-only share, a mounted card) needs --db, which this says in one line."""
-    folder = path.absolute().parent
-    if not path.exists() and folder.is_dir() and not os.access(folder, os.W_OK):
-        raise IndexUnavailable(f"cannot create the index in {folder} (read-only): pass --db PATH to keep it elsewhere")
-
-
-def open_index(settings: Settings, roots: Sequence[str] = (), create: bool = False, read_only: bool = False):
-    """The index a command works on, checked whole when that is cheap (a damaged one is
-    refused before the command reads half of it). Commands that only read pass
-    `read_only`: the file is then never changed, not even upgraded (see store.Index)."""
-    from .index.store import Index
-
-    path = locate_db(settings, roots, must_exist=not create)
-    if create and not settings.db:
-        _check_can_create(path)
-    index = Index(path, create=create, read_only=read_only)
-    try:
-        index.check_on_open()
-    except BaseException:
-        index.close()
-        raise
-    return index
-
-
 def emit(args, data, text: str | Callable[[], str]) -> None:
     """JSON on stdout with --json, else the human text."""
     if args.json:
@@ -395,40 +314,9 @@ def progress_for(args) -> BarProgress:
 
 
 def cmd_rebuild(args) -> int:
-    from .index.runner import rebuild
-
-    settings = settings_from(args)
-    missing = [root for root in args.roots if not os.path.exists(root)]
-    if missing:
-        raise ConfigError(f"no such file or folder: {missing[0]}")
-    path = locate_db(settings, args.roots, must_exist=False)
-    first = not path.exists()
-    try:
-        with open_index(settings, args.roots, create=True) as index:
-            if not args.roots and not index.roots():
-                raise IndexUnavailable("no library roots known yet: run `aes-index rebuild PATH`")
-            settings = with_library_exclude(index, settings, args.exclude)
-            # rebuild takes the writer lock: a running watcher finishes its batch, then waits for us.
-            summary = rebuild(index, args.roots, settings, force=args.force, progress=progress_for(args))
-    except BaseException:
-        if first:  # e.g. offline without weights: leave no empty index (and lock files) in the user's folder
-            from .index.store import discard_unused
-
-            discard_unused(path)
-        raise
+    summary = api.rebuild(settings_from(args), args.roots, force=args.force, exclude=args.exclude, progress=progress_for(args))
     emit(args, summary.as_dict(), lambda: summary_line(summary))
     return ExitCode.FILE_ERRORS if summary.errors else ExitCode.OK
-
-
-def with_library_exclude(index, settings: Settings, given: Sequence[str] | None = None) -> Settings:
-    """--exclude patterns belong to the library: kept in its index, so a later rebuild, the
-    watcher and score skip the same names. Given again, they replace the kept ones
-    (`--exclude ''` forgets them); patterns from the config file always apply."""
-    if given is not None:
-        index.set_meta("exclude", [pattern for pattern in given if pattern])
-        return settings
-    kept = index.get_meta("exclude", [])
-    return settings.replace(exclude=tuple(dict.fromkeys((*settings.exclude, *kept))))
 
 
 def summary_line(summary) -> str:
@@ -447,90 +335,9 @@ def summary_line(summary) -> str:
 
 
 def cmd_score(args) -> int:
-    import tempfile
-
-    from .index.store import Index
-
-    settings = settings_from(args)
-    _refuse_folders(args.files)
-    db = Path(settings.db) if settings.db else _find_db_quietly()
-    scored = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        # No library index around, or files outside the library's folders: score those in
-        # a throwaway index rather than leave files behind or add strangers to the library
-        # (whose next apply-ratings would then write beside them).
-        inside, outside = list(args.files), []
-        if db is not None:
-            with Index(db) as index:
-                inside, outside = _split_by_roots(args.files, index.roots())
-                library_settings = with_library_exclude(index, settings)
-                scored |= _excluded_results(inside, library_settings.exclude)
-                scored |= _score_into(index, [p for p in inside if os.path.abspath(p) not in scored], library_settings, args)
-        if outside or db is None:
-            with Index(Path(scratch) / DB_FILENAME) as index:
-                scored |= _score_into(index, outside if db is not None else inside, settings, args)
-    results = [scored[os.path.abspath(path)] for path in args.files]
+    results = api.score(settings_from(args), args.files, attributes=args.attributes, progress=progress_for(args))
     emit(args, [vars(r) for r in results], lambda: "\n".join(_score_text(r) for r in results))
     return ExitCode.FILE_ERRORS if any(r.score is None for r in results) else ExitCode.OK
-
-
-def _excluded_results(paths: Sequence[str], patterns: Sequence[str]) -> dict:
-    """The library skips these names: say so, rather than "not a supported photo file"."""
-    import fnmatch
-
-    from .index.runner import FileScore
-    from .index.store import ERROR
-
-    results = {}
-    for path in paths:
-        hit = next((p for p in patterns if fnmatch.fnmatch(os.path.basename(path), p)), None)
-        if hit is not None:
-            error = f"{os.path.basename(path)}: excluded by the library's --exclude {hit!r}"
-            results[os.path.abspath(path)] = FileScore(os.path.abspath(path), None, status=ERROR, error=error)
-    return results
-
-
-def _split_by_roots(paths: Sequence[str], roots: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(inside, outside) the library's folders; an index without roots takes them all."""
-    from .paths import inside_roots
-
-    if not roots:
-        return list(paths), []
-    inside = [p for p in paths if inside_roots(p, roots)]
-    return inside, [p for p in paths if p not in inside]
-
-
-def _score_into(index, paths: Sequence[str], settings: Settings, args) -> dict:
-    from .index.runner import score_files
-
-    if not paths:
-        return {}
-    results = score_files(index, paths, settings, progress_for(args))
-    if args.attributes:
-        _add_attribute_scores(index, settings, results)
-    return {result.path: result for result in results}
-
-
-def _refuse_folders(paths: Sequence[str]) -> None:
-    folders = [path for path in paths if os.path.isdir(path)]
-    if folders:
-        raise ConfigError(f"{folders[0]} is a folder: `aes-index rebuild {folders[0]}` indexes a folder; score takes files")
-
-
-def _add_attribute_scores(index, settings: Settings, results) -> None:
-    from .features.attributes import ATTRIBUTES, attribute_scores, compute_attributes
-    from .index.runner import BackboneSession
-
-    compute_attributes(index, BackboneSession(index, settings), list(ATTRIBUTES))
-    for result in results:
-        row = index.image_by_path(result.path)
-        result.attributes = attribute_scores(index, row["id"]) if row else {}
-
-
-def _find_db_quietly() -> Path | None:
-    from .index.library import find_db
-
-    return find_db()
 
 
 def _score_text(result) -> str:
@@ -544,47 +351,19 @@ def _score_text(result) -> str:
 
 
 def cmd_top(args) -> int:
-    from .model.heads import scale_in_index
-
-    if args.n < 1:
-        raise ConfigError(f"-n takes how many photos to list, 1 or more, not {args.n}")
-    settings = settings_from(args)
-    with open_index(settings, read_only=True) as index:
-        if args.by:
-            from .features.attributes import head_id_for
-
-            head_id = head_id_for(index, args.by)
-        else:
-            head_id = _head_id_for_listing(index, settings)
-        rows = index.scores(head_id, limit=args.n, worst=args.worst)
-        scale = scale_in_index(index, head_id)
+    data = api.top(settings_from(args), args.n, args.worst, args.by)
+    head_id, scale, rows = data["head"], data["scale"], data["photos"]
     # stdout stays one photo a line (scripts read it); what the numbers mean goes to stderr
     # with the other notices (hidden by -q; --json has it as "scale")
     logging.getLogger("aes_index.notice").info("%s, %s first; scores: %s", head_id, "worst" if args.worst else "best", scale.text)
-    data = {"head": head_id, "scale": scale.as_dict(), "photos": rows}
-    emit(args, data, lambda: "\n".join(f"{r['score']:8.4f}  {printable(r['path'])}" for r in rows) or "no scored photos")
+    emit(args, {**data, "scale": scale.as_dict()}, lambda: "\n".join(f"{r['score']:8.4f}  {printable(r['path'])}" for r in rows) or "no scored photos")
     return ExitCode.OK
 
 
 def cmd_cull(args) -> int:
-    from .features.culling.cull import run_cull
-
-    settings = settings_from(args)
-    with open_index(settings, args.roots) as index:
-        head_id = _head_or_none(index, settings)
-        summary = run_cull(index, head_id)
+    summary = api.cull(settings_from(args), args.roots)
     emit(args, summary.as_dict(), lambda: cull_lines(summary))
     return ExitCode.OK
-
-
-def _head_or_none(index, settings: Settings) -> str | None:
-    """The head whose scores the keeper rule weighs; none yet: sharpness alone decides."""
-    from .errors import NothingScored
-
-    try:
-        return _head_id_for_listing(index, settings)
-    except NothingScored:
-        return None
 
 
 def cull_lines(summary) -> str:
@@ -607,16 +386,10 @@ def cull_lines(summary) -> str:
 
 
 def cmd_groups(args) -> int:
-    from .features.culling.cull import load_flagged, load_groups
-
-    settings = settings_from(args)
-    under = [os.path.abspath(root) for root in args.roots]
-    with open_index(settings, args.roots, read_only=True) as index:
-        head_id = _head_or_none(index, settings)
-        groups = load_groups(index, head_id, under)
-        flagged = load_flagged(index, head_id, under) if args.flagged or args.json else []
-    data = {"head": head_id, "groups": [g.as_dict() for g in groups], "flagged": [m.as_dict() for m in flagged]}
-    emit(args, data, lambda: groups_text(groups, flagged))
+    data = api.groups(settings_from(args), args.roots, flagged=args.flagged or args.json)
+    groups, flagged = data["groups"], data["flagged"]
+    emit(args, {"head": data["head"], "groups": [g.as_dict() for g in groups], "flagged": [m.as_dict() for m in flagged]},
+         lambda: groups_text(groups, flagged))
     return ExitCode.OK
 
 
@@ -636,46 +409,10 @@ def groups_text(groups, flagged) -> str:
     return "\n".join(lines)
 
 
-def _head_id_for_listing(index, settings: Settings) -> str:
-    from .model.head_choice import scored_head_id
-
-    return scored_head_id(index, settings.head)
-
-
 def cmd_stats(args) -> int:
-    import numpy as np
-
-    from .model.heads import scale_in_index
-
-    settings = settings_from(args)
-    with open_index(settings, read_only=True) as index:
-        head_id = index.active_head_id()
-        values = index.score_values(head_id) if head_id else np.zeros(0)
-        data = {
-            "db": str(index.path),
-            "roots": index.roots(),
-            "images": index.status_counts(),
-            "errors": index.error_counts(),
-            "recent_errors": index.errors(limit=10),
-            "backbones": [row["key"] for row in index.backbones()],
-            "active_backbone": index.active_backbone(),
-            "heads": index.scored_heads(),
-            "active_head": head_id,
-            "scale": scale_in_index(index, head_id).as_dict() if head_id else None,
-            "scores": _distribution(values),
-            "last_run": index.last_run(),
-        }
+    data = api.stats(settings_from(args))
     emit(args, data, lambda: stats_text(data))
     return ExitCode.OK
-
-
-def _distribution(values) -> dict:
-    import numpy as np
-
-    if len(values) == 0:
-        return {"count": 0}
-    quantiles = np.percentile(values, [0, 10, 50, 90, 100])
-    return {"count": int(len(values)), **dict(zip(("min", "p10", "median", "p90", "max"), map(float, quantiles)))}
 
 
 def stats_text(data: dict) -> str:
@@ -695,41 +432,15 @@ def stats_text(data: dict) -> str:
 
 
 def cmd_rescore(args) -> int:
-    from .index.runner import rescore
-
-    settings = settings_from(args)
-    with open_index(settings) as index:
-        summary = rescore(index, settings, progress_for(args))
+    summary = api.rescore(settings_from(args), progress_for(args))
     emit(args, summary.as_dict(), lambda: f"rescore: {summary.scored} photos scored with {summary.head} in {summary.seconds:.1f} s (no decoding)")
     return ExitCode.OK
 
 
 def cmd_attributes(args) -> int:
-    from .features.attributes import ATTRIBUTES, attribute_tags, compute_attributes, parse_names
-    from .index.runner import BackboneSession
-    from .features.rating import apply_attribute_tags
-
-    settings = settings_from(args)
-    names = parse_names(args.only)
-    overrides = dict(_name_equals_file(item) for item in args.attribute_head)
-    with open_index(settings) as index:
-        session = BackboneSession(index, settings)
-        if session.id is None:
-            raise IndexUnavailable(f"no embeddings from {session.key} yet: run `aes-index rebuild` first")
-        scored = compute_attributes(index, session, names, overrides)
-        data = {"scored": scored}
-        if args.tags:
-            tags = attribute_tags(index, names)
-            data["tags"] = apply_attribute_tags(index, tags, {ATTRIBUTES[n].tag for n in names}, dry_run=args.dry_run)
+    data = api.attributes(settings_from(args), args.only, args.attribute_head, tags=args.tags, dry_run=args.dry_run)
     emit(args, data, lambda: attributes_text(data))
     return ExitCode.FILE_ERRORS if data.get("tags", {}).get("errors") else ExitCode.OK
-
-
-def _name_equals_file(item: str) -> tuple[str, str]:
-    name, sep, path = item.partition("=")
-    if not sep or not path:
-        raise ConfigError(f"--attribute-head takes NAME=FILE, not {item!r}")
-    return name, path
 
 
 def attributes_text(data: dict) -> str:
@@ -742,12 +453,8 @@ def attributes_text(data: dict) -> str:
 
 
 def cmd_apply_ratings(args) -> int:
-    from .features.rating import apply_ratings
-
     settings = settings_from(args)
-    options = rating_options(args, settings)
-    with open_index(settings, read_only=args.dry_run) as index:
-        report = apply_ratings(index, options, head_id=_head_id_for_listing(index, settings))
+    report = api.apply_ratings(settings, rating_options(args, settings))
     emit(args, report.as_dict(), lambda: apply_text(report))
     return ExitCode.FILE_ERRORS if report.errors else ExitCode.OK
 
@@ -773,11 +480,7 @@ def apply_text(report) -> str:
 
 
 def cmd_ratings_undo(args) -> int:
-    from .features.rating import undo
-
-    settings = settings_from(args)
-    with open_index(settings) as index:
-        results = undo(index, args.run, dry_run=args.dry_run)
+    results = api.ratings_undo(settings_from(args), args.run, dry_run=args.dry_run)
     data = [{"target": str(r.action.target_path), "status": r.status, "detail": r.detail} for r in results]
     emit(args, data, lambda: undo_text(results, args.dry_run))
     return ExitCode.FILE_ERRORS if any(r.status == "failed" for r in results) else ExitCode.OK
@@ -805,26 +508,8 @@ def cmd_watch(args) -> int:
     import signal
     import threading
 
-    from .features.watch import WatchConfig, Watcher, ensure_not_watched
-
     settings = settings_from(args)
-    with open_index(settings, args.roots, create=True) as index:
-        roots = [os.path.abspath(r) for r in args.roots] or index.roots()
-        index.add_roots(roots)
-        settings = with_library_exclude(index, settings)  # the watcher skips what rebuild skips
-        db_path = index.path
-    if not roots:
-        raise IndexUnavailable("no library roots known yet: `aes-index watch PATH`")
-    missing = [r for r in roots if not os.path.isdir(r)]
-    if missing:
-        raise ConfigError(f"not a folder: {missing[0]}")
-    after_batch = None
-    if not args.no_rate:
-        from .features.rating import apply_ratings
-
-        options = rating_options(args, settings)
-        after_batch = lambda index, ids: apply_ratings(index, options, image_ids=ids)  # noqa: E731
-    ensure_not_watched(db_path)
+    rate = None if args.no_rate else rating_options(args, settings)
     stop = threading.Event()
     received: list[int] = []
 
@@ -832,11 +517,12 @@ def cmd_watch(args) -> int:
         received.append(signum)
         stop.set()
 
+    def started(roots, db_path) -> None:
+        print(f"aes-index: watching {', '.join(roots)} (index {db_path})", file=sys.stderr)
+
     previous = {signum: signal.signal(signum, finish_then_exit) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        config = WatchConfig(stable_seconds=settings.stable_seconds, rescan_seconds=args.rescan, poll=args.poll)
-        print(f"aes-index: watching {', '.join(roots)} (index {db_path})", file=sys.stderr)
-        status = Watcher(db_path, roots, settings, config, after_batch).run(stop)
+        status = api.watch(settings, args.roots, args.rescan, args.poll, rate, stop, started)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -847,11 +533,7 @@ def cmd_watch(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .features.watch import read_status
-
-    settings = settings_from(args)
-    db_path = locate_db(settings)
-    status = read_status(db_path) or {"running": False}
+    status = api.watch_status(settings_from(args))
     emit(args, status, lambda: status_text(status))
     return ExitCode.OK
 
@@ -877,30 +559,9 @@ def _local_time(timestamp: float) -> str:
 
 
 def cmd_report(args) -> int:
-    from .features.stars import RatingPolicy
-    from .features.report import build_report
-
-    settings = settings_from(args)
-    _check_report_out(args.out)
-    policy = RatingPolicy.parse(settings.policy, settings.cuts, settings.reject_below)
-    with open_index(settings, read_only=True) as index:
-        summary = build_report(
-            index, args.out, head_id=_head_id_for_listing(index, settings), thumb_size=args.thumb_size,
-            progress=progress_for(args), policy=policy,
-        )
+    summary = api.report(settings_from(args), args.out, args.thumb_size, progress_for(args))
     emit(args, summary.as_dict(), lambda: report_line(summary))
     return ExitCode.OK
-
-
-def _check_report_out(out: Path) -> None:
-    """The page is a file whose folder exists or can be made (report makes it): refused
-    here in one line rather than failing halfway through the thumbnails."""
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder: name the page to write, e.g. --out {out / 'gallery.html'}")
-    folder = out.expanduser().absolute().parent
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"--out {out}: {existing} is a file, not a folder")
 
 
 def report_line(summary) -> str:
@@ -917,10 +578,9 @@ def report_line(summary) -> str:
 
 
 def cmd_doctor(args) -> int:
-    from .features.doctor import diagnose, exit_code
+    from .features.doctor import exit_code
 
-    settings = settings_from(args)
-    report = diagnose(settings, locate_db(settings, must_exist=False), list_models=args.models)
+    report = api.doctor(settings_from(args), models=args.models)
     emit(args, report, lambda: doctor_text(report))
     return exit_code(report)
 
@@ -936,15 +596,13 @@ def doctor_text(report: dict) -> str:
 
 
 def cmd_darktable_protocol(args) -> int:
-    from .features import darktable
-
     settings = settings_from(args)
-    options = rating_options(args, settings) if args.darktable_command == "rate" else None
-    if args.darktable_command == "cull":
-        options = darktable.CullOptions(_star_values(settings.treat_as_unrated), args.reject)
-    request = darktable.read_request(args.request)
-    response = darktable.handle(args.darktable_command, request, settings, options, getattr(args, "percent", None))
-    darktable.write_response(args.response, response)
+    options = None
+    if args.darktable_command == "rate":
+        options = rating_options(args, settings)
+    elif args.darktable_command == "cull":
+        options = api.darktable_cull_options(settings, args.reject)
+    api.darktable_protocol(args.darktable_command, args.request, args.response, settings, options, getattr(args, "percent", None))
     return ExitCode.OK
 
 
@@ -977,12 +635,8 @@ def darktable_install_text(report, done: str) -> str:
 
 
 def cmd_digikam_sync(args) -> int:
-    from .features.digikam import sync
-
     settings = settings_from(args)
-    options = rating_options(args, settings)
-    with open_index(settings, read_only=args.dry_run) as index:
-        report = sync(index, args.digikam_db, options, _head_id_for_listing(index, settings))
+    report = api.digikam_sync(settings, args.digikam_db, rating_options(args, settings))
     emit(args, report.as_dict(), lambda: digikam_sync_text(report))
     return ExitCode.OK
 
@@ -1007,33 +661,26 @@ def digikam_sync_text(report) -> str:
 
 
 def cmd_apply_culling(args) -> int:
-    from .features.culling.marks import marks_text, write_sidecars
+    from .features.culling.marks import marks_text
 
     settings = settings_from(args)
-    with open_index(settings, args.roots, read_only=args.dry_run) as index:  # ROOT's own index, as for `cull`
-        report = write_sidecars(index, cull_mark_options(args, settings), [os.path.abspath(r) for r in args.roots])
+    report = api.apply_culling(settings, args.roots, cull_mark_options(args, settings))
     emit(args, report.as_dict(), lambda: marks_text(report, f"aes-index ratings undo --run {report.run_id}"))
     return ExitCode.FILE_ERRORS if report.errors else ExitCode.OK
 
 
 def cmd_digikam_cull(args) -> int:
     from .features.culling.marks import marks_text
-    from .features.digikam import cull
 
     settings = settings_from(args)
-    with open_index(settings, read_only=args.dry_run) as index:
-        report = cull(index, args.digikam_db, cull_mark_options(args, settings))
+    report = api.digikam_cull(settings, args.digikam_db, cull_mark_options(args, settings))
     undo_hint = f"aes-index digikam undo --db {report.extra.get('database')} --run {report.run_id}"
     emit(args, report.as_dict(), lambda: marks_text(report, undo_hint))
     return ExitCode.FILE_ERRORS if report.errors else ExitCode.OK
 
 
 def cmd_digikam_undo(args) -> int:
-    from .features.digikam import undo
-
-    settings = settings_from(args)
-    with open_index(settings) as index:
-        backup, results = undo(index, args.digikam_db, args.run, dry_run=args.dry_run)
+    backup, results = api.digikam_undo(settings_from(args), args.digikam_db, args.run, dry_run=args.dry_run)
     data = {"backup": backup, "results": [result.as_dict() for result in results]}
     emit(args, data, lambda: undo_text(results, args.dry_run, backup))
     return ExitCode.OK

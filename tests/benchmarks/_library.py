@@ -257,7 +257,7 @@ def _write_small_files(root: Path, n: int) -> None:
 
 def _populate_index(db_path: Path, root: Path, backbone_info, projection: np.ndarray, head) -> None:
     from aes_index.index import store
-    from aes_index.index.library import discover, fingerprint
+    from aes_index.index.discover import discover, fingerprint
 
     rng = np.random.default_rng(0)
     now = store.utcnow()

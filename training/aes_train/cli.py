@@ -502,9 +502,8 @@ def cmd_personal(args, argv) -> int:
     from aes_index.model.backbone import backbone_key, resolve_model_name
     from aes_index.errors import IndexUnavailable
     from aes_index.model.heads import save_head
+    from aes_index.index.library import Library
     from aes_index.index.runner import choose_backbone
-    from aes_index.index.library import find_db
-    from aes_index.index.store import Index
 
     from .personal import (
         PersonalConfig, collect_ratings, default_output, indexed_photos, personal_head, targets, train_personal,
@@ -512,16 +511,14 @@ def cmd_personal(args, argv) -> int:
 
     out = Reporter(args)
     settings = settings_from(args, default_backbone=False)
-    db = Path(settings.db).expanduser() if settings.db else find_db()
-    if db is None:
-        raise IndexUnavailable("no .aes-index.db here or in any parent folder; pass --db or run `aes-index rebuild PATH`")
     try:
         unrated = tuple(int(w) for w in _words(args.treat_as_unrated))
     except ValueError:
         raise ConfigError(f"--treat-as-unrated takes star values like 1 or 0,1; got {args.treat_as_unrated!r}") from None
     config = PersonalConfig(test_fraction=args.test_fraction, seed=args.seed, min_ratings=args.min_ratings,
                             include_rejects=not args.skip_rejects, treat_as_unrated=unrated)
-    with Index(db, create=False) as index:
+    with Library.open(settings) as library:
+        index, settings, db = library.index, library.settings, library.index.path
         model, pretrained, _ = choose_backbone(index, settings)  # the index's own, unless named
         key = backbone_key(resolve_model_name(model), pretrained)
         row = index.backbone(key)
@@ -627,17 +624,12 @@ def _good_photos(args, out):
 
 def _rated_library(args):
     """(RatedPhotos, PersonalConfig, db path) of the index --from-index names."""
+    from aes_index.index.library import Library
     from aes_index.model.backbone import backbone_key, resolve_model_name
-    from aes_index.errors import IndexUnavailable
-    from aes_index.index.library import find_db
-    from aes_index.index.store import Index
 
     from .distort import rated_photos
     from .personal import PersonalConfig
 
-    db = Path(args.from_index).expanduser() if args.from_index else find_db()
-    if db is None:
-        raise IndexUnavailable("no .aes-index.db here or in any parent folder; pass --from-index DB or run `aes-index rebuild PATH`")
     try:
         unrated = tuple(int(w) for w in _words(args.treat_as_unrated))
     except ValueError:
@@ -645,8 +637,8 @@ def _rated_library(args):
     config = PersonalConfig(seed=args.seed, treat_as_unrated=unrated)
     settings = settings_from(args)
     key = backbone_key(resolve_model_name(settings.model), settings.pretrained)
-    with Index(db, create=False) as index:
-        return rated_photos(index, key, config), config, db
+    with Library.open(settings.replace(db=args.from_index)) as library:
+        return rated_photos(library.index, key, config), config, library.index.path
 
 
 def _parts_of(rated, good_parts: dict, config) -> dict:

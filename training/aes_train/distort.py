@@ -328,7 +328,7 @@ def folder_photos(root) -> list[Photo]:
     import hashlib
     import os
 
-    from aes_index.index.library import discover
+    from aes_index.index.discover import discover
 
     photos = []
     for entry in discover([root]):

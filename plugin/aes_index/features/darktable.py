@@ -55,8 +55,9 @@ from importlib import resources
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
-from ..config import DB_FILENAME, Settings
+from ..config import Settings
 from ..errors import ConfigError
+from ..index.library import Library, locate_index
 from ..index.store import Index
 from ..writing import apply as targets
 from ..targets.protocol import RATING
@@ -167,8 +168,9 @@ def rate(settings: Settings, options, images: Sequence[DtImage]) -> dict:
     plugin's request as the read and our answer as the write."""
     if not images:
         return {"run": None, "images": [], "errors": []}
-    with Index(index_path(settings, images)) as index:
-        head_id, errors = _score(index, images, settings)
+    with open_library(settings, images) as library:
+        index = library.index
+        head_id, errors = _score(index, images, library.settings)
         target = DarktableTarget(images=list(images))
         report = targets.apply(index, target, _photos(index, head_id, options.policy, images), options, head_id, RATE_COMMAND)
     return {"run": report.run_id, "head": head_id, "images": target.answer_list(), "errors": errors}
@@ -180,8 +182,9 @@ def top(settings: Settings, images: Sequence[DtImage], percent: float | None) ->
         raise ConfigError(f"--percent must be above 0 and at most 100, not {percent}")
     if not images:
         return {"images": [], "errors": []}
-    with Index(index_path(settings, images)) as index:
-        head_id, errors = _score(index, images, settings)
+    with open_library(settings, images) as library:
+        index = library.index
+        head_id, errors = _score(index, images, library.settings)
         photos = _photos(index, head_id, None, images)
         scores = {photo.path: photo.score for photo in photos if math.isfinite(photo.score)}
     scored = sorted((image for image in images if image.path in scores), key=lambda i: (-scores[i.path], i.ref))
@@ -197,11 +200,11 @@ def undo(settings: Settings, images: Sequence[DtImage]) -> dict:
     our first one, if it still holds our last one. Otherwise a person rated it since; its
     journal rows are closed as "kept-manual" right away (nothing for the plugin to do).
     """
-    path = index_path(settings, images) if images else None
-    if path is None or not path.is_file():
+    if not images or not index_path(settings, images).is_file():
         return {"images": [], "kept": 0}
     target = DarktableTarget(images=list(images))
-    with Index(path) as index:
+    with open_library(settings, images, create=False) as library:
+        index = library.index
         targets.reconcile(index, target)
         actions = index.journal.plan_undo_places(TARGET, [image.key for image in images])
         results = targets.undo(index, {TARGET: target}, actions)
@@ -213,8 +216,9 @@ def score(settings: Settings, images: Sequence[DtImage]) -> dict:
     """Score (and measure the capture facts of) what isn't scored yet; each image's score."""
     if not images:
         return {"images": [], "errors": []}
-    with Index(index_path(settings, images)) as index:
-        head_id, errors = _score(index, images, settings)
+    with open_library(settings, images) as library:
+        index = library.index
+        head_id, errors = _score(index, images, library.settings)
         scores = {photo.path: photo.score for photo in _photos(index, head_id, None, images) if math.isfinite(photo.score)}
     return {"head": head_id, "images": [{"ref": i.ref, "score": scores[i.path]} for i in images if i.path in scores], "errors": errors}
 
@@ -232,8 +236,9 @@ def cull(settings: Settings, options: CullOptions, images: Sequence[DtImage]) ->
 
     if not images:
         return {"run": None, "groups": [], "images": [], "left_alone": [], "errors": []}
-    with Index(index_path(settings, images)) as index:
-        head_id, errors = _score(index, images, settings)
+    with open_library(settings, images) as library:
+        index = library.index
+        head_id, errors = _score(index, images, library.settings)
         run_cull(index, head_id)  # under the writer lock, released before the ratings turn
         record = {"treat_as_unrated": list(options.treat_as_unrated), "reject": options.reject}
         answer: dict = {"groups": [], "left_alone": []}
@@ -317,18 +322,18 @@ def _attached(index: Index, images: Sequence[DtImage]) -> dict[str, frozenset[st
 def uncull(settings: Settings, images: Sequence[DtImage]) -> dict:
     """Undo what the culls wrote to these images (groups, tags, rejects), where it still
     stands; a rating our "rate" set stays for "remove our stars"."""
-    path = index_path(settings, images) if images else None
-    if path is None or not path.is_file():
+    if not images or not index_path(settings, images).is_file():
         return {"images": [], "kept": 0}
     keys = [image.key for image in images]
-    with Index(path) as index:
+    with open_library(settings, images, create=False) as library:
+        index = library.index
         targets.reconcile(index, DarktableTarget(images=list(images)))
-    with Index(path) as index, index.transaction():
-        plan = [index.journal.plan_undo_places(TARGET, keys, field, commands=(CULL_COMMAND,))
-                for field in (dt_target.GROUP, dt_target.TAG, RATING)]
-        answer, closed = darktable_plan.plan_uncull(images, *plan)
-        for action, note in closed:
-            index.journal.mark_undone(action.row_ids, note)
+        with index.transaction():
+            plan = [index.journal.plan_undo_places(TARGET, keys, field, commands=(CULL_COMMAND,))
+                    for field in (dt_target.GROUP, dt_target.TAG, RATING)]
+            answer, closed = darktable_plan.plan_uncull(images, *plan)
+            for action, note in closed:
+                index.journal.mark_undone(action.row_ids, note)
     return answer | {"kept": sum(note == "kept-manual" for _, note in closed)}
 
 
@@ -344,7 +349,8 @@ def applied(settings: Settings, request: dict) -> dict:
     if writes and (not isinstance(run_id, int) or isinstance(run_id, bool)):
         raise ProtocolError("'run' must be the run id the rate or cull answer gave")
     paths = [write.image_path for write in writes] + [i.path for i in restored] + [i.path for i, _, _ in unculled]
-    with Index(index_path(settings, paths)) as index, index.transaction():
+    with open_library(settings, paths) as library, library.index.transaction():
+        index = library.index
         if writes:
             _check_run(index, run_id, writes)
         foretold = _pending_by_write(index, run_id, writes)
@@ -420,17 +426,22 @@ def _rated(entry: dict) -> tuple[DtImage, int]:
 # --------------------------------------------------------------------------- helpers
 
 
-def index_path(settings: Settings, images: Sequence[DtImage | str]) -> Path:
-    """The configured index, else one found upwards from the images' common folder, else
-    a new one there: darktable starts the plugin from anywhere, so the current folder
-    means nothing."""
-    if settings.db:
-        return Path(settings.db).expanduser()
-    from ..index.library import find_db
+def open_library(settings: Settings, images: Sequence[DtImage | str], create: bool = True) -> Library:
+    """The library of the plugin's images (Library.open: the configured index, else one
+    found upwards from the images' common folder, else a new one there; darktable starts
+    the plugin from anywhere, so the current folder means nothing), with the settings that
+    hold for it: its kept --exclude patterns included."""
+    return Library.open(settings, start=_common_folder(images), create=create)
 
+
+def index_path(settings: Settings, images: Sequence[DtImage | str]) -> Path:
+    """Where the images' library keeps its index (it may not exist yet)."""
+    return locate_index(settings, must_exist=False, start=_common_folder(images))
+
+
+def _common_folder(images: Sequence[DtImage | str]) -> Path:
     paths = [image if isinstance(image, str) else image.path for image in images]
-    folder = Path(os.path.commonpath([os.path.dirname(path) for path in paths]))
-    return find_db(folder) or folder / DB_FILENAME
+    return Path(os.path.commonpath([os.path.dirname(path) for path in paths]))
 
 
 def _score(index: Index, images: Sequence[DtImage], settings: Settings) -> tuple[str, list[dict]]:

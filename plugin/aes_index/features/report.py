@@ -51,7 +51,7 @@ import numpy as np
 from .culling.model import Group, Member
 from ..index.decode import decode_image
 from ..errors import AesIndexError, ConfigError, ExitCode
-from ..index.library import THUMBS_MARKER
+from ..index.discover import THUMBS_MARKER
 from ..model.heads import scale_in_index
 from .stars import RatingPolicy, check_scale, cut_points, percentile_ranks, reject_point, stars_for
 from ..index.store import ERROR, Index

@@ -32,7 +32,7 @@ from ..index import runner as indexer
 from ..atomic import atomic_write_bytes
 from ..config import Settings
 from ..errors import AesIndexError
-from ..index.library import is_candidate_name, stat_signature
+from ..index.discover import is_candidate_name, stat_signature
 from ..index.locks import LockHeld, file_lock
 from ..index.store import Index
 

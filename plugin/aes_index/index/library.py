@@ -1,180 +1,121 @@
-"""Discover: walk library roots and yield candidate photos with their size and mtime.
+"""A library: its index, found and opened, with the settings that hold for it.
 
-Skips what photo libraries are full of but isn't a photo: hidden files and folders,
-NAS clutter (Synology's @eaDir and #recycle, QNAP's @Recycle and @Recently-Snapshot),
-darktable's .dtrash, macOS resource forks, thumbnail caches, files still being written
-by a copy tool (partial/temp names), and our own gallery's thumbnails (a folder holding
-`THUMBS_MARKER`). Unreadable folders are reported through `on_error` and skipped; the
-walk goes on.
+`Library.open` is the one way in for every caller (the CLI's commands, the watcher, the
+darktable plugin's requests, aes-train): it finds the index (`--db`, else the one of the
+roots given or of a library they lie in, else one up from here), opens it (checked whole
+when that is cheap), and merges into the settings what the library keeps for itself: its
+`--exclude` patterns. The runner then gets its inputs from it: the index, the roots (given,
+else the library's own) and those settings.
 """
 
 from __future__ import annotations
 
-import errno
-import fnmatch
-import hashlib
+import logging
 import os
-import stat
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
-from ..atomic import TEMP_PREFIX, remove_if_stale_temp
-from .decode import SUPPORTED_EXTENSIONS
+from ..config import DB_FILENAME, Settings
+from ..errors import IndexUnavailable
+from .discover import db_path_for, find_db
+from .store import Index, discard_unused
 
-SKIPPED_DIRS = frozenset({
-    "@eaDir", "#recycle", "#snapshot",  # Synology: thumbnails, recycle bin, snapshots
-    "@Recycle", "@Recently-Snapshot",  # QNAP: recycle bin, snapshots (.@__thumb is hidden anyway)
-    ".dtrash", "$RECYCLE.BIN", "System Volume Information",
-    ".thumbnails", ".Trash", "lost+found", "__MACOSX", ".git",
-})
-SKIPPED_NAME_PATTERNS = (
-    ".*",  # hidden, AppleDouble "._IMG.jpg", .DS_Store, rsync's ".IMG.jpg.XXXXXX"
-    "*.part", "*.partial", "*.crdownload", "*.tmp", "*~", "*.!sync", "*.syncthing.*",
-    "Thumbs.db",
-)
-# `report` writes this file into its thumbnail folder. The folder lands in the library
-# when the report runs from the library root, and its JPEGs must never be indexed or rated.
-THUMBS_MARKER = ".aes-index-thumbs"
-FINGERPRINT_TAIL = 256 * 1024
+log = logging.getLogger("aes_index.notice")
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    path: str  # absolute
-    size: int
-    mtime_ns: int
+@dataclass
+class Library:
+    index: Index
+    settings: Settings  # the command's settings with the library's kept --exclude patterns
+    given_roots: list[str] = field(default_factory=list)  # absolute; what the command named
+    created: bool = False  # this open made the index file
 
+    @property
+    def roots(self) -> list[str]:
+        """The folders a command works on: those it named, else the library's own."""
+        return self.given_roots or self.index.roots()
 
-def is_candidate_name(name: str, extra_patterns: Iterable[str] = ()) -> bool:
-    if any(fnmatch.fnmatch(name, pattern) for pattern in (*SKIPPED_NAME_PATTERNS, *extra_patterns)):
-        return False
-    return os.path.splitext(name)[1].lower() in SUPPORTED_EXTENSIONS
+    @classmethod
+    def open(
+        cls, settings: Settings, roots: Sequence[str] = (), *, create: bool = False, read_only: bool = False,
+        exclude: Sequence[str] | None = None, start: Path | None = None,
+    ) -> "Library":
+        """Open the library `settings` and `roots` name (see the module's docstring).
 
-
-def discover(
-    roots: Iterable[str | os.PathLike],
-    exclude: Iterable[str] = (),
-    on_error: Callable[[str, OSError], None] = lambda path, exc: None,
-) -> Iterator[FileEntry]:
-    """Yield every photo under `roots` (files or folders), depth first, sorted per folder."""
-    exclude = tuple(exclude)
-    marked: dict[str, bool] = {}
-    for root in roots:
-        root = os.path.abspath(os.fspath(root))
+        create: make the index where it belongs when there is none (rebuild, watch, the
+        darktable plugin); read_only: never change the file (stats, top, groups, a dry run).
+        exclude: --exclude as given this time: kept in the index for the next runs (an empty
+        pattern forgets them); None: the kept patterns apply. start: where to look upwards
+        from when nothing names the index (default: the current folder)."""
+        path = locate_index(settings, roots, must_exist=not create, start=start)
+        if create and not settings.db:
+            _check_can_create(path)
+        created = create and not path.exists()
+        index = Index(path, create=create, read_only=read_only)
         try:
-            info = os.stat(root)
-        except FileNotFoundError:
-            continue  # gone (deleted or moved away): its rows become missing, not errors
-        except OSError as exc:
-            on_error(root, exc)
-            continue
-        if _in_thumbnail_folder(root, marked):
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            yield from _walk(root, exclude, on_error)
-        elif stat.S_ISREG(info.st_mode) and is_candidate_name(os.path.basename(root), exclude):
-            yield FileEntry(root, info.st_size, info.st_mtime_ns)
+            index.check_on_open()
+            settings = _with_library_exclude(index, settings, exclude, read_only)
+        except BaseException:
+            index.close()
+            raise
+        return cls(index, settings, [os.path.abspath(root) for root in roots], created)
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> "Library":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.index.__exit__(exc_type, exc, traceback)  # a damaged, full or locked index: one line, exit 5
+        if exc is not None and self.created:
+            discard_unused(self.index.path)  # e.g. offline without weights: no empty index left in the user's folder
 
 
-def _walk(folder: str, exclude: tuple[str, ...], on_error) -> Iterator[FileEntry]:
-    # os.scandir gives type and (on Linux) stat without extra syscalls per entry: a no-op
-    # scan of 100k files is dominated by one lstat each.
-    try:
-        with os.scandir(folder) as listing:
-            entries = sorted(listing, key=lambda e: e.name)
-    except OSError as exc:
-        on_error(folder, exc)
-        return
-    if any(entry.name == THUMBS_MARKER for entry in entries):
-        return  # our gallery's thumbnails, not photos
-    subfolders = []
-    for entry in entries:
-        try:
-            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
-                remove_if_stale_temp(entry.path, entry.stat(follow_symlinks=False).st_mtime)
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                if entry.name not in SKIPPED_DIRS and not entry.name.startswith(".") and not _matches(entry.name, exclude):
-                    subfolders.append(entry.path)
-            elif entry.is_file(follow_symlinks=True) and is_candidate_name(entry.name, exclude):
-                if not _is_utf8(entry.path):
-                    on_error(entry.path, OSError(errno.EILSEQ, "file name is not valid UTF-8; rename it to index it"))
-                    continue
-                info = entry.stat(follow_symlinks=True)
-                yield FileEntry(entry.path, info.st_size, info.st_mtime_ns)
-        except OSError as exc:  # vanished or unreadable between listing and stat
-            on_error(entry.path, exc)
-    for subfolder in subfolders:
-        yield from _walk(subfolder, exclude, on_error)
+def locate_index(settings: Settings, roots: Sequence[str] = (), must_exist: bool = True, start: Path | None = None) -> Path:
+    """Where the library's index is: --db, else the roots' own (or that of a library they
+    lie in), else the first found upwards from `start` (the current folder)."""
+    if settings.db:
+        return Path(settings.db).expanduser()
+    if roots:
+        return _index_for_roots(roots)
+    found = find_db(start)
+    if found is None:
+        if must_exist:
+            raise IndexUnavailable(f"no {DB_FILENAME} here or in any parent folder; pass --db or run `aes-index rebuild PATH`")
+        return (start or Path.cwd()) / DB_FILENAME
+    return found
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    """--exclude globs apply to folder names as to file names."""
-    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+def _index_for_roots(roots: Sequence[str]) -> Path:
+    """The root's own index, else that of a library the root lies inside (`rebuild
+    ~/Pictures/2024` when ~/Pictures is indexed): a second index there would decode and
+    score those photos again, and its ratings would not be the library's."""
+    own = db_path_for(list(roots))
+    if own.exists():
+        return own
+    enclosing = find_db(own.parent.parent)
+    if enclosing is None:
+        return own
+    log.info("using the library's index %s: %s lies inside that library (--db PATH for another index)", enclosing, own.parent)
+    return enclosing
 
 
-def _in_thumbnail_folder(path: str, marked: dict[str, bool]) -> bool:
-    """Whether `path` lies in a thumbnail folder (or is one). The walk sees the marker on
-    its way down; this is for the files and subfolders the watcher hands over one by one.
-    `marked` remembers the folders already looked at."""
-    folder = path
-    while True:
-        if folder not in marked:
-            marked[folder] = os.path.isfile(os.path.join(folder, THUMBS_MARKER))
-        if marked[folder]:
-            return True
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return False
-        folder = parent
+def _check_can_create(path: Path) -> None:
+    """A new index goes beside the photos by default; a folder we may not write (a
+    read-only share, a mounted card) needs --db, which this says in one line."""
+    folder = path.absolute().parent
+    if not path.exists() and folder.is_dir() and not os.access(folder, os.W_OK):
+        raise IndexUnavailable(f"cannot create the index in {folder} (read-only): pass --db PATH to keep it elsewhere")
 
 
-def _is_utf8(path: str) -> bool:
-    """Names from a legacy-encoded disk arrive with surrogate escapes, which the index
-    (SQLite text) cannot hold: such a file is reported instead of breaking the run."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def fingerprint(path: str | os.PathLike, size: int | None = None) -> str:
-    """Identity of a photo's image data, cheap to compute: a hash of the file's last 256 KiB.
-
-    The tail holds compressed pixels in JPEG and most RAW files, while editors rewrite the
-    head (EXIF, embedded XMP, ratings). So a moved or renamed file, or one whose metadata
-    alone changed, keeps its fingerprint and its cached embedding; new pixels change it.
-    """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size if size is None else size
-        handle.seek(max(0, size - FINGERPRINT_TAIL))
-        tail = handle.read(FINGERPRINT_TAIL)
-    return hashlib.blake2b(tail, digest_size=16).hexdigest()
-
-
-def db_path_for(roots: list[str]) -> Path:
-    """Default index location: .aes-index.db in the (first) library root."""
-    first = Path(roots[0]).expanduser().absolute()
-    return (first if first.is_dir() else first.parent) / ".aes-index.db"
-
-
-def find_db(start: Path | None = None) -> Path | None:
-    """Look for .aes-index.db in `start` and its parents, as git looks for .git."""
-    here = (start or Path.cwd()).absolute()
-    for folder in (here, *here.parents):
-        candidate = folder / ".aes-index.db"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def stat_signature(path: str) -> tuple[int, int] | None:
-    """(size, mtime_ns) of a file, None when it is gone: what tells that a file has
-    stopped changing (the watcher) or changed under us (the runner, before it stores)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns
+def _with_library_exclude(index: Index, settings: Settings, given: Sequence[str] | None, read_only: bool) -> Settings:
+    """--exclude patterns belong to the library: kept in its index, so a later rebuild, the
+    watcher, score and the darktable plugin skip the same names. Given again, they replace
+    the kept ones (`--exclude ''` forgets them); patterns from the config file always apply."""
+    if given is not None and not read_only:
+        index.set_meta("exclude", [pattern for pattern in given if pattern])
+        return settings
+    kept = index.get_meta("exclude", [])
+    return settings.replace(exclude=tuple(dict.fromkeys((*settings.exclude, *kept))))

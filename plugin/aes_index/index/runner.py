@@ -38,7 +38,7 @@ from ..errors import ConfigError
 from ..model.head_choice import resolve_head
 from ..model.heads import Head, check_compatible
 from ..paths import printable
-from .library import FileEntry, discover, fingerprint, stat_signature
+from .discover import FileEntry, discover, fingerprint, skipped_in_library, stat_signature
 from .locks import writer_lock
 from .pipeline import Batch, Failed, chunks, decode_stream, default_workers, embed_stream
 from .store import ERROR, MISSING, NEW, OK, Index
@@ -228,7 +228,9 @@ def scan(
     progress.start("scan")
     with index.transaction():
         known = index.known_files()  # read under the write lock: no other writer can race us
-        for entry in discover(roots, exclude, on_error=lambda path, exc: _scan_error(path, exc, result)):
+        library_roots = index.roots()
+        walked = [root for root in roots if not skipped_in_library(root, library_roots, exclude)]
+        for entry in discover(walked, exclude, on_error=lambda path, exc: _scan_error(path, exc, result)):
             if entry.path in seen:
                 continue  # overlapping roots (a folder and a file in it) yield a file twice
             seen.add(entry.path)
