@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 from . import __version__
 from .config import DB_FILENAME, PRESET_NAMES, Settings, load_settings, parse_workers
 from . import api
-from .errors import ConfigError, ExitCode, run_reporting_errors
+from .model.zeroshot import check_spec
+from .errors import ExitCode, run_reporting_errors
 from .paths import printable
 
 log = logging.getLogger("aes_index")
@@ -182,28 +183,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides[name] = getattr(args, name, None)
     overrides["stable_seconds"] = getattr(args, "stable", None)
     settings = load_settings(overrides, config_path=args.config)
-    _check_zeroshot_spec(settings.head)
+    check_spec(settings.head)
     return settings
-
-
-# CLIP reads 77 tokens of text: a prompt made of longer adjectives is cut off, and the
-# head's name (its cache file's name) would exceed what a file system allows.
-MAX_ADJECTIVE_CHARS = 60
-
-
-def _check_zeroshot_spec(spec: str | None) -> None:
-    if not spec or spec.split(":", 1)[0] != "zeroshot":
-        return
-    from .model.zeroshot import parse_spec
-
-    _, positive, negative = parse_spec(spec)
-    for adjective in (*positive, *negative):
-        if len(adjective) > MAX_ADJECTIVE_CHARS or not adjective.isprintable():
-            shown = printable(adjective[:20]) + ("..." if len(adjective) > 20 else "")
-            raise ConfigError(
-                f"--head: zero-shot adjectives are short words (at most {MAX_ADJECTIVE_CHARS} printable characters each), "
-                f"not {shown!r} ({len(adjective)} characters)"
-            )
 
 
 def _add_darktable_commands(commands, common: argparse.ArgumentParser) -> None:

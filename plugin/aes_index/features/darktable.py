@@ -353,18 +353,31 @@ def applied(settings: Settings, request: dict) -> dict:
         index = library.index
         if writes:
             _check_run(index, run_id, writes)
-        foretold = _pending_by_write(index, run_id, writes)
-        index.journal.mark_done([foretold[_write_key(w)] for w in writes if _write_key(w) in foretold])
-        for write in writes:
-            if _write_key(write) not in foretold:
-                index.journal.record(run_id, write)
-        actions = index.journal.plan_undo_places(TARGET, [image.key for image in restored])
-        for image, field, tag in unculled:
-            actions += [a for a in index.journal.plan_undo_places(TARGET, [image.key], field, commands=(CULL_COMMAND,))
-                        if field != dt_target.TAG or a.prior.get("tag") == tag]
+        _journal_applied(index, run_id, writes)
+        actions = _undone_by_plugin(index, restored, unculled)
         for action in actions:
             index.journal.mark_undone(action.row_ids, "restored")
     return {"recorded": len(writes), "restored": len(actions)}
+
+
+def _journal_applied(index: Index, run_id, writes: list) -> None:
+    """What the plugin set: the rows its answer was journaled ahead with are done now; a
+    write no row foretold (an older plugin's report) is recorded as it is."""
+    foretold = _pending_by_write(index, run_id, writes)
+    index.journal.mark_done([foretold[_write_key(w)] for w in writes if _write_key(w) in foretold])
+    for write in writes:
+        if _write_key(write) not in foretold:
+            index.journal.record(run_id, write)
+
+
+def _undone_by_plugin(index: Index, restored: list, unculled: list) -> list:
+    """The journal's open writes the plugin reports it put back: ratings ("restored") and a
+    cull's group, tag or reject ("unculled")."""
+    actions = index.journal.plan_undo_places(TARGET, [image.key for image in restored])
+    for image, field, tag in unculled:
+        actions += [a for a in index.journal.plan_undo_places(TARGET, [image.key], field, commands=(CULL_COMMAND,))
+                    if field != dt_target.TAG or a.prior.get("tag") == tag]
+    return actions
 
 
 def _write_key(write) -> tuple:

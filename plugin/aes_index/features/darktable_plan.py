@@ -53,36 +53,50 @@ def plan_cull(
     cull tags we attached to each place and haven't removed. `groups` come with the
     person's choice already applied (keeper.with_person_choice)."""
     chosen = representatives(images)
-    ours_ids = _groups_we_made(images, states)
-    wanted: dict[str, set[str]] = {}
+    answer_groups, left_alone = _groups(groups, chosen, _groups_we_made(images, states))
+    keepers = {chosen[group.keeper.path].path for group in groups if group.keeper.path in chosen}
+    flags = {member.path: member.flags for member in flagged}
+    wanted = _wanted_tags(keepers, flags)
+    answers = []
+    for image in images:
+        answer = _image_answer(image, wanted.get(image.path, set()), image is chosen.get(image.path), attached)
+        if reject and _rejects(image, flags, keepers, states):
+            answer["rating"] = REJECTED
+        if len(answer) > 1:
+            answers.append(answer)
+    return {"groups": answer_groups, "images": answers, "left_alone": left_alone}
+
+
+def _groups(groups: Sequence[Group], chosen: Mapping[str, DtImage], ours_ids: set[int]) -> tuple[list[dict], list[dict]]:
+    """(the groups darktable should make, led by the keeper; those left alone because a
+    person grouped a frame of theirs). A group darktable holds one frame of is neither."""
     answer_groups, left_alone = [], []
-    keepers = set()
     for group in groups:
         present = [chosen[m.path] for m in group.members if m.path in chosen]
-        keeper = chosen.get(group.keeper.path)
-        if keeper is not None:
-            keepers.add(keeper.path)
-            wanted.setdefault(keeper.path, set()).add(KEEPER_TAG)
         if len(present) < 2:
-            continue  # darktable holds at most one frame of it: nothing to group
+            continue
+        keeper = chosen.get(group.keeper.path)
         description = {"group": group.id, "kind": group.kind, "reason": group.reason, "chosen_by": group.chosen_by,
                        "members": [image.ref for image in present], "keeper": keeper.ref if keeper else None}
         theirs = [image.ref for image in present if _grouped_by_a_person(image, ours_ids)]
         if theirs:
             left_alone.append(description | {"grouped_by_you": theirs})
-            continue
-        answer_groups.append(description | {"leader": (keeper or present[0]).ref})
-    flags = {member.path: member.flags for member in flagged}
-    for member_path, member_flags in flags.items():
-        wanted.setdefault(member_path, set()).update(FLAG_TAGS[f] for f in member_flags if f in FLAG_TAGS)
-    answers = []
-    for image in images:
-        answer = _image_answer(image, wanted.get(image.path, set()), image is chosen.get(image.path), attached)
-        if reject and flags.get(image.path) and image.path not in keepers and ownership.may_set(states[image.key], "rating", REJECTED).write:
-            answer["rating"] = REJECTED
-        if len(answer) > 1:
-            answers.append(answer)
-    return {"groups": answer_groups, "images": answers, "left_alone": left_alone}
+        else:
+            answer_groups.append(description | {"leader": (keeper or present[0]).ref})
+    return answer_groups, left_alone
+
+
+def _wanted_tags(keepers: set[str], flags: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
+    """path -> our cull tags it should carry: "keeper" on keepers, its flags' tags."""
+    wanted: dict[str, set[str]] = {path: {KEEPER_TAG} for path in keepers}
+    for path, names in flags.items():
+        wanted.setdefault(path, set()).update(FLAG_TAGS[f] for f in names if f in FLAG_TAGS)
+    return wanted
+
+
+def _rejects(image: DtImage, flags: Mapping[str, Sequence[str]], keepers: set[str], states: Mapping[str, PlaceState]) -> bool:
+    """A flagged photo that is no keeper, where its rating may take our reject (ownership)."""
+    return bool(flags.get(image.path)) and image.path not in keepers and ownership.may_set(states[image.key], "rating", REJECTED).write
 
 
 def _image_answer(image: DtImage, wanted: set[str], representative: bool, attached: Mapping[str, frozenset[str]]) -> dict:

@@ -116,9 +116,25 @@ def choose_backbone(index: Index | None, settings: Settings) -> tuple[str, str, 
     if model and pretrained:
         return model, pretrained, None
     if settings.preset and not (model or pretrained):
-        preset = resolve_preset(settings.preset, settings.device)
-        _announce(preset.key, "preset %s: %s (%s)", preset.name, preset.key, preset.reason)
-        return preset.model, preset.pretrained, None  # the session finds its row by key
+        return _named_preset(settings)
+    row = _index_backbone(index, model, pretrained)
+    if row is not None:
+        _announce(row["key"], "using the index's backbone %s", row["key"])
+        return row["model"], row["pretrained"], row
+    if not (model or pretrained):
+        return _new_index_backbone(settings)
+    return model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED, None
+
+
+def _named_preset(settings: Settings) -> tuple[str, str, None]:
+    preset = resolve_preset(settings.preset, settings.device)
+    _announce(preset.key, "preset %s: %s (%s)", preset.name, preset.key, preset.reason)
+    return preset.model, preset.pretrained, None  # the session finds its row by key
+
+
+def _index_backbone(index: Index | None, model: str | None, pretrained: str | None) -> dict | None:
+    """The index's backbone that fits what was named (of several, the active one); None
+    when it holds none that fits. Several that still fit: the command must name one."""
     rows = [row for row in (index.backbones() if index is not None else []) if _matches(row, model, pretrained)]
     if len(rows) > 1:
         active = index.active_backbone()
@@ -126,16 +142,15 @@ def choose_backbone(index: Index | None, settings: Settings) -> tuple[str, str, 
     if len(rows) > 1:
         keys = ", ".join(row["key"] for row in rows)
         raise ConfigError(f"the index holds embeddings from {keys}: pass --model and --pretrained (or --preset)")
-    if rows:
-        row = rows[0]
-        _announce(row["key"], "using the index's backbone %s", row["key"])
-        return row["model"], row["pretrained"], row
-    if not (model or pretrained):  # a new index: the best backbone this hardware affords
-        preset = resolve_preset(AUTO_PRESET, settings.device)
-        if preset.chosen != "fast":  # fast is what a new index always got: said only when it differs
-            _announce(preset.key, "new index: preset auto: %s (%s; --preset fast for ViT-B-32)", preset.key, preset.reason)
-        return preset.model, preset.pretrained, None
-    return model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED, None
+    return rows[0] if rows else None
+
+
+def _new_index_backbone(settings: Settings) -> tuple[str, str, None]:
+    """A new index: the best backbone this hardware affords (the `auto` preset)."""
+    preset = resolve_preset(AUTO_PRESET, settings.device)
+    if preset.chosen != "fast":  # fast is what a new index always got: said only when it differs
+        _announce(preset.key, "new index: preset auto: %s (%s; --preset fast for ViT-B-32)", preset.key, preset.reason)
+    return preset.model, preset.pretrained, None
 
 
 def _announce(key: str, message: str, *args) -> None:

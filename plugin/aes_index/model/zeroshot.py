@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..paths import printable
 from .heads import Head, load_head, save_head
 
 MODES = ("fixed", "ensemble", "context")
@@ -141,3 +142,22 @@ def zeroshot_head(spec: str, backbone_key: str, load_backbone) -> Head:
     head = build_zeroshot_head(load_backbone(), mode, positive, negative)
     save_head(head, path)
     return head
+
+
+# CLIP reads 77 tokens of text: a prompt made of longer adjectives is cut off, and the
+# head's name (its cache file's name) would exceed what a file system allows.
+MAX_ADJECTIVE_CHARS = 60
+
+
+def check_spec(spec: str | None) -> None:
+    """Refuse a --head zero-shot spec whose adjectives CLIP could not read whole, in one line."""
+    if not spec or spec.split(":", 1)[0] != "zeroshot":
+        return
+    _, positive, negative = parse_spec(spec)
+    for adjective in (*positive, *negative):
+        if len(adjective) > MAX_ADJECTIVE_CHARS or not adjective.isprintable():
+            shown = printable(adjective[:20]) + ("..." if len(adjective) > 20 else "")
+            raise ConfigError(
+                f"--head: zero-shot adjectives are short words (at most {MAX_ADJECTIVE_CHARS} printable characters each), "
+                f"not {shown!r} ({len(adjective)} characters)"
+            )

@@ -131,31 +131,39 @@ def _our_pick(kind: str, members: list[Member], pixels: Mapping[int, int]) -> tu
 
 
 def _reason(kind, members, pool, sharp, keeper, pixels, steps) -> str:
+    """The keeper's reason in words: its size (duplicates), its sharpness, its score, and
+    the steps that set frames aside (`steps`)."""
+    n, what = len(members), "copies" if kind == DUPLICATE else "frames"
+    size = [f"largest of {n} {what}"] if kind == DUPLICATE and pixels and len({pixels.get(m.image_id, 0) for m in members}) > 1 else []
+    parts = [*size, _sharpness_words(members, pool, sharp, keeper, what, first=not size), _score_words(members, sharp, keeper), *steps]
+    return ", ".join(part for part in parts if part)
+
+
+def _sharpness_words(members, pool, sharp, keeper, what: str, first: bool) -> str:
+    """How the keeper's sharpness compares: the sharpest of all, of the well-exposed ones,
+    one of several sharp ones, or all alike. `first`: the reason starts here (it counts)."""
     n = len(members)
-    what = "copies" if kind == DUPLICATE else "frames"
-    parts = []
-    if kind == DUPLICATE and pixels and len({pixels.get(m.image_id, 0) for m in members}) > 1:
-        parts.append(f"largest of {n} {what}")
     sharpest = max(members, key=lambda m: m.sharpness or 0.0)
     sharpest_kept = max(pool, key=lambda m: m.sharpness or 0.0)
     if keeper.sharpness is not None and keeper.image_id == sharpest.image_id:
-        parts.append(f"sharpest of {n}" if not parts else "sharpest")
-    elif keeper.sharpness is not None and keeper.image_id == sharpest_kept.image_id:
-        parts.append(f"sharpest well-exposed of {n}" if not parts else "sharpest well-exposed")
-    elif 1 < len(sharp) < len(pool):
-        parts.append(f"one of {len(sharp)} sharp {what} of {n}")
-    elif not parts:
-        parts.append(f"{n} {what}, equally sharp")
+        return f"sharpest of {n}" if first else "sharpest"
+    if keeper.sharpness is not None and keeper.image_id == sharpest_kept.image_id:
+        return f"sharpest well-exposed of {n}" if first else "sharpest well-exposed"
+    if 1 < len(sharp) < len(pool):
+        return f"one of {len(sharp)} sharp {what} of {n}"
+    return f"{n} {what}, equally sharp" if first else ""
+
+
+def _score_words(members, sharp, keeper) -> str:
+    """How the keeper's score compares, and why the better-scored frames lost."""
     better = [m for m in members if _finite(m.score) > _finite(keeper.score)]
     if keeper.score is None:
-        parts.append("no score yet")
-    elif not better:
-        parts.append("best score")
-    else:
-        blurred = sum(1 for m in better if BLURRY in m.flags or m not in sharp)
-        parts.append(f"{len(better)} scored higher but {'are' if len(better) > 1 else 'is'} "
-                     + ("blurred" if blurred == len(better) else "less sharp or badly exposed"))
-    return ", ".join(parts + steps)
+        return "no score yet"
+    if not better:
+        return "best score"
+    blurred = sum(1 for m in better if BLURRY in m.flags or m not in sharp)
+    verb = "are" if len(better) > 1 else "is"
+    return f"{len(better)} scored higher but {verb} " + ("blurred" if blurred == len(better) else "less sharp or badly exposed")
 
 
 def _with_keeper(group_id, kind, members, keeper, reason, chosen_by) -> Group:
