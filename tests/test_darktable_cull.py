@@ -20,8 +20,8 @@ from aes_index.features.culling.model import BLURRY, BURST, BY_US, OVEREXPOSED, 
 from aes_index.errors import ExitCode
 from aes_index.targets.protocol import UndoAction
 from aes_index import ownership
-from aes_index.features.darktable_plan import plan_cull, plan_uncull
-from aes_index.targets.darktable import KEEPER_TAG, DtImage
+from aes_index.features.darktable_plan import plan_cull
+from aes_index.targets.darktable import KEEPER_TAG, DarktableTarget, DtImage
 from aes_index.formats.xmp import write_sidecar
 from conftest import make_photo
 from test_darktable import PLUGIN, hex_lines, run_darktable
@@ -120,10 +120,12 @@ def test_undo_puts_back_only_what_still_holds_what_the_cull_wrote():
     groups = [undo_action("/p/b.jpg#0", "group", 102, 101), undo_action("/p/c.jpg#0", "group", 103, 101)]
     tags = [undo_action("/p/a.jpg#0", "tag", 0, 1, KEEPER_TAG), undo_action("/p/c.jpg#0", "tag", 0, 1, "aesthetic|blurry")]
     ratings = [undo_action("/p/b.jpg#0", "rating", 1, -1), undo_action("/p/c.jpg#0", "rating", 1, -1)]
-    answer, closed = plan_uncull(images, groups, tags, ratings)
-    assert answer["images"] == [{"ref": 1, "detach": [KEEPER_TAG]}, {"ref": 2, "ungroup": True, "rating": 1}]
+    target = DarktableTarget(images=images)  # undo's loop asks the target, action by action
+    results = [target.undo(action, dry_run=False) for action in [*groups, *tags, *ratings]]
+    assert target.undo_list() == [{"ref": 1, "detach": [KEEPER_TAG]}, {"ref": 2, "ungroup": True, "rating": 1}]
     # c.jpg: ungrouped, its tag removed and re-rated by a person since: all three stay as they are
-    assert sorted((a.place, a.field, note) for a, note in closed) == [
+    closed = sorted((r.action.place, r.action.field, r.status) for r in results if r.status != "pending")
+    assert closed == [
         ("/p/c.jpg#0", "group", "kept-manual"), ("/p/c.jpg#0", "rating", "kept-manual"), ("/p/c.jpg#0", "tag", "kept-manual"),
     ]
 

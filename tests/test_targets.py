@@ -101,7 +101,7 @@ class DarktablePhotos:
             self.rating = answer["rating"]
 
     def after_undo(self, results):
-        for ref, rating in self.last_target.restores.items():
+        for ref, rating in ((item["ref"], item["rating"]) for item in self.last_target.undo_list()):
             if self.rating == self.sent:
                 self.rating = rating
                 for result in results:

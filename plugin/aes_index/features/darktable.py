@@ -208,8 +208,7 @@ def undo(settings: Settings, images: Sequence[DtImage]) -> dict:
         targets.reconcile(index, target)
         actions = index.journal.plan_undo_places(TARGET, [image.key for image in images])
         results = targets.undo(index, {TARGET: target}, actions)
-    answers = [{"ref": ref, "rating": rating} for ref, rating in sorted(target.restores.items())]
-    return {"images": answers, "kept": sum(result.status == "kept-manual" for result in results)}
+    return {"images": target.undo_list(), "kept": sum(result.status == "kept-manual" for result in results)}
 
 
 def score(settings: Settings, images: Sequence[DtImage]) -> dict:
@@ -321,20 +320,18 @@ def _attached(index: Index, images: Sequence[DtImage]) -> dict[str, frozenset[st
 
 def uncull(settings: Settings, images: Sequence[DtImage]) -> dict:
     """Undo what the culls wrote to these images (groups, tags, rejects), where it still
-    stands; a rating our "rate" set stays for "remove our stars"."""
+    stands, through the one undo loop; a rating our "rate" set stays for "remove our stars"."""
     if not images or not index_path(settings, images).is_file():
         return {"images": [], "kept": 0}
     keys = [image.key for image in images]
+    target = DarktableTarget(images=list(images))
     with open_library(settings, images, create=False) as library:
         index = library.index
-        targets.reconcile(index, DarktableTarget(images=list(images)))
-        with index.transaction():
-            plan = [index.journal.plan_undo_places(TARGET, keys, field, commands=(CULL_COMMAND,))
-                    for field in (dt_target.GROUP, dt_target.TAG, RATING)]
-            answer, closed = darktable_plan.plan_uncull(images, *plan)
-            for action, note in closed:
-                index.journal.mark_undone(action.row_ids, note)
-    return answer | {"kept": sum(note == "kept-manual" for _, note in closed)}
+        targets.reconcile(index, target)
+        actions = [action for field in (dt_target.GROUP, dt_target.TAG, RATING)
+                   for action in index.journal.plan_undo_places(TARGET, keys, field, commands=(CULL_COMMAND,))]
+        results = targets.undo(index, {TARGET: target}, actions)
+    return {"images": target.undo_list(), "kept": sum(result.status == "kept-manual" for result in results)}
 
 
 def applied(settings: Settings, request: dict) -> dict:

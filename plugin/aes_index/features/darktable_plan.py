@@ -1,5 +1,6 @@
 """darktable's cull, planned: what the plugin should do for the groups and flags among a
-request's images (`plan_cull`), and to take a cull back (`plan_uncull`).
+request's images (`plan_cull`). Taking a cull back goes through the one undo loop
+(targets/darktable.py's `undo`).
 
 darktable groups a photo under a leader (its group id is the leader's image id), tags it,
 and rates it; the plugin applies our answer where an image still holds what its request
@@ -14,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from .. import ownership
 from ..ownership import Owner, PlaceState
 from ..targets.darktable import CULL_TAGS, FLAG_TAGS, KEEPER_TAG, DtImage
-from ..targets.protocol import UndoAction
 from ..values import REJECTED
 from .culling.model import Group, Member
 
@@ -112,43 +112,3 @@ def _image_answer(image: DtImage, wanted: set[str], representative: bool, attach
     if detach:
         answer["detach"] = detach
     return answer
-
-
-def plan_uncull(images: Sequence[DtImage], groups: Sequence[UndoAction], tags: Sequence[UndoAction],
-                ratings: Sequence[UndoAction]) -> tuple[dict, list[tuple[UndoAction, str]]]:
-    """What undoing the culls' writes to these images means: ungroup the images still in
-    the group we put them in, detach (or re-attach) the tags still as we left them, put
-    back ratings still as we set them. -> (the answer for the plugin, the actions closed
-    now: "kept-manual" where a person changed the value since, "restored" where nothing is
-    left to do). The rest close when the plugin reports what it put back."""
-    by_key = {image.key: image for image in images}
-    answers: dict[int, dict] = {}
-    closed: list[tuple[UndoAction, str]] = []
-
-    def answer(image: DtImage) -> dict:
-        return answers.setdefault(image.ref, {"ref": image.ref})
-
-    for action in groups:
-        image = by_key[action.place]
-        if not ownership.still_ours(image.group, action.expected):
-            closed.append((action, "kept-manual"))
-        elif image.group == image.id:
-            closed.append((action, "restored"))  # a leader: alone once its members leave
-        else:
-            answer(image)["ungroup"] = True
-    for action in tags:
-        image, name = by_key[action.place], action.prior.get("tag")
-        attached = int(name in image.tags)
-        if name not in CULL_TAGS or not ownership.still_ours(attached, action.expected):
-            closed.append((action, "kept-manual"))
-        elif attached == (action.restore or 0):
-            closed.append((action, "restored"))
-        else:
-            answer(image).setdefault("attach" if action.restore else "detach", []).append(name)
-    for action in ratings:
-        image = by_key[action.place]
-        if not ownership.still_ours(image.rating, action.expected):
-            closed.append((action, "kept-manual"))
-        else:
-            answer(image)["rating"] = action.restore or 0
-    return {"images": [answers[ref] for ref in sorted(answers)]}, closed

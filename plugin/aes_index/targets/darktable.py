@@ -60,7 +60,7 @@ class DarktableTarget(Target):
     name: str = "darktable"
     deferred: bool = True
     answers: dict[int, dict] = field(default_factory=dict)  # ref -> the plugin's answer for it
-    restores: dict[int, int] = field(default_factory=dict)  # ref -> the rating to put back
+    undoing: dict[int, dict] = field(default_factory=dict)  # ref -> what the plugin should put back
 
     def __post_init__(self) -> None:
         self._by_ref = {image.ref: image for image in self.images}
@@ -109,11 +109,35 @@ class DarktableTarget(Target):
         return now == action.new
 
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
+        """What the plugin should put back for one of our writes (the answer: `undo_list`):
+        a group it still holds as we made it is left, a tag still as we left it detached (or
+        attached again), a rating still ours restored. A value a person changed since stays;
+        a leader, alone once its members leave, and a tag already as it was need nothing."""
         image = self._by_key[action.place]
-        if not ownership.still_ours(image.rating, action.expected):
-            return kept_manual(action, image.rating)
-        self.restores[image.ref] = action.restore or 0
+        if action.field == GROUP:
+            if not ownership.still_ours(image.group, action.expected):
+                return UndoResult(action, "kept-manual", f"grouped under {image.group} now, not our {action.expected}")
+            if image.group == image.id:
+                return UndoResult(action, "restored", "a leader: alone once its members leave")
+            self._undoing(image)["ungroup"] = True
+        elif action.field == TAG:
+            name, attached = action.prior.get("tag"), int(action.prior.get("tag") in image.tags)
+            if name not in CULL_TAGS or not ownership.still_ours(attached, action.expected):
+                return UndoResult(action, "kept-manual", f"tag {name} changed since")
+            if attached == (action.restore or 0):
+                return UndoResult(action, "restored", f"tag {name} is as it was")
+            self._undoing(image).setdefault("attach" if action.restore else "detach", []).append(name)
+        else:
+            if not ownership.still_ours(image.rating, action.expected):
+                return kept_manual(action, image.rating)
+            self._undoing(image)["rating"] = action.restore or 0
         return UndoResult(action, "pending", "the plugin puts it back, then reports")
+
+    def _undoing(self, image: DtImage) -> dict:
+        return self.undoing.setdefault(image.ref, {"ref": image.ref})
+
+    def undo_list(self) -> list[dict]:
+        return [self.undoing[ref] for ref in sorted(self.undoing)]
 
     def answer_list(self) -> list[dict]:
         return [self.answers[image.ref] for image in self.images if image.ref in self.answers]
