@@ -16,95 +16,109 @@ from pathlib import Path
 import pytest
 
 from aes_index.cli import main
-from aes_index.features.culling.model import BLURRY, BURST, BY_US, OVEREXPOSED, Group, Member
 from aes_index.errors import ExitCode
 from aes_index.targets.protocol import UndoAction
-from aes_index import ownership
-from aes_index.features.darktable_plan import plan_cull
 from aes_index.targets.darktable import KEEPER_TAG, DarktableTarget, DtImage
 from aes_index.formats.xmp import write_sidecar
 from conftest import make_photo
 from test_darktable import PLUGIN, hex_lines, run_darktable
-
-NONE_ATTACHED: dict = {}
-
-
-def states(images, ratings=None, groups=None, unrated=()) -> dict:
-    """Each image's PlaceState, as ownership.read_state makes it from the request and the
-    journal: `ratings` / `groups`: place -> the value the journal says we set there."""
-    ratings, groups = ratings or {}, groups or {}
-    return {
-        image.key: ownership.state(
-            {"rating": image.rating, "group": image.group if image.group_size > 1 else None},
-            journal={"rating": ratings.get(image.key), "group": groups.get(image.key)}, unrated=unrated,
-        )
-        for image in images
-    }
-
 
 def dt_image(ref: int, path: str, rating: int = 1, group: int | None = None, group_size: int = 1, tags=(), duplicate: int = 0) -> DtImage:
     """A darktable image as a cull request describes it; its darktable id is 100 + ref."""
     return DtImage(ref, path, duplicate, rating, id=100 + ref, group=group or 100 + ref, group_size=group_size, tags=tuple(tags))
 
 
-def member(image_id: int, path: str, flags=()) -> Member:
-    return Member(image_id, path, 0.5, 10.0, 0.0, 0.0, None, tuple(flags))
+# --------------------------------------------------------------------------- the rules, through the protocol
 
 
-def burst(*paths: str, flags: dict | None = None) -> Group:
-    """A burst whose keeper is its first path."""
-    members = tuple(member(i, p, (flags or {}).get(p, ())) for i, p in enumerate(paths, start=1))
-    return Group(7, BURST, members, members[0].image_id, f"sharpest of {len(paths)}", BY_US)
+@pytest.fixture
+def dt_culled(tmp_path, model_args) -> dict:
+    """test_culling_marks' library (a burst burst_0..3 of which burst_1 is sharp, an
+    overexposed bright.jpg, a single), with the options that reach its index; `request`
+    describes its photos as the plugin does: rating 0, each alone, no tags, id 100 + ref."""
+    from test_culling_marks import make_library
+
+    root = tmp_path / "Photos"
+    make_library(root)
+    paths = sorted(str(p) for p in root.glob("*.jpg"))
+
+    def request(**changes) -> list[dict]:
+        entries = [{"ref": ref, "path": path, "duplicate": 0, "rating": 0, "id": 100 + ref, "group": 100 + ref,
+                    "group_size": 1, "tags": []} for ref, path in enumerate(paths, start=1)]
+        for name, change in changes.items():
+            next(e for e in entries if Path(e["path"]).stem == name).update(change)
+        return entries
+
+    refs = {Path(path).name: ref for ref, path in enumerate(paths, start=1)}
+    return {"options": [*model_args, "--workers", "0", "--db", tmp_path / "index.db"], "request": request, "refs": refs,
+            "paths": paths, "tmp": tmp_path}
 
 
-# --------------------------------------------------------------------------- the rules
+def cull_answer(capsys, dt_culled, images, *extra) -> dict:
+    from test_darktable import ask
+
+    return ask(capsys, dt_culled["tmp"], "cull", {"images": images}, *dt_culled["options"], *extra)
 
 
-def test_a_burst_becomes_one_group_led_by_the_keeper_which_is_tagged():
-    images = [dt_image(1, "/p/b.jpg"), dt_image(2, "/p/a.jpg"), dt_image(3, "/p/c.jpg"), dt_image(4, "/p/single.jpg")]
-    answer = plan_cull(images, [burst("/p/a.jpg", "/p/b.jpg", "/p/c.jpg")], [], states(images, unrated=(1,)), NONE_ATTACHED, reject=False)
+def by_name(dt_culled, answer: dict, key: str) -> dict:
+    names = {ref: name for name, ref in dt_culled["refs"].items()}
+    return {names[item["ref"]]: item[key] for item in answer["images"] if key in item}
+
+
+def test_a_burst_becomes_one_group_led_by_the_keeper_which_is_tagged(dt_culled, capsys):
+    refs = dt_culled["refs"]
+    answer = cull_answer(capsys, dt_culled, dt_culled["request"]())
     (group,) = answer["groups"]
-    assert group["leader"] == group["keeper"] == 2 and sorted(group["members"]) == [1, 2, 3]
-    assert answer["images"] == [{"ref": 2, "attach": [KEEPER_TAG]}] and answer["left_alone"] == []
+    assert group["leader"] == group["keeper"] == refs["burst_1.jpg"]
+    assert sorted(group["members"]) == sorted(refs[f"burst_{i}.jpg"] for i in range(4)) and answer["left_alone"] == []
+    attached = by_name(dt_culled, answer, "attach")
+    assert attached["burst_1.jpg"] == [KEEPER_TAG] and "single.jpg" not in attached
 
 
-def test_flags_become_tags_and_rejects_come_only_with_the_option():
-    images = [dt_image(1, "/p/a.jpg"), dt_image(2, "/p/b.jpg", rating=3), dt_image(3, "/p/c.jpg", rating=1), dt_image(4, "/p/d.jpg", rating=0)]
-    group = burst("/p/a.jpg", "/p/b.jpg", "/p/c.jpg", flags={"/p/a.jpg": (BLURRY,), "/p/b.jpg": (BLURRY,), "/p/c.jpg": (BLURRY,)})
-    flagged = [*group.members, member(9, "/p/d.jpg", (OVEREXPOSED,))]
-    without = plan_cull(images, [group], flagged, states(images, unrated=(1,)), NONE_ATTACHED, reject=False)
-    assert not any("rating" in item for item in without["images"])
-    assert {item["ref"]: item["attach"] for item in without["images"]} == {
-        1: ["aesthetic|blurry", KEEPER_TAG], 2: ["aesthetic|blurry"], 3: ["aesthetic|blurry"], 4: ["aesthetic|overexposed"],
+def test_flags_become_tags_and_rejects_come_only_with_the_option(dt_culled, capsys):
+    # burst_2: 3 stars a person gave (their pick: the keeper); burst_3: darktable's import star, counted as none
+    images = dt_culled["request"](burst_2={"rating": 3}, burst_3={"rating": 1})
+    without = cull_answer(capsys, dt_culled, images, "--treat-as-unrated", "1")
+    assert by_name(dt_culled, without, "rating") == {}
+    assert by_name(dt_culled, without, "attach") == {
+        "burst_0.jpg": ["aesthetic|blurry"], "burst_2.jpg": ["aesthetic|blurry", KEEPER_TAG],
+        "burst_3.jpg": ["aesthetic|blurry"], "bright.jpg": ["aesthetic|overexposed"],
     }
-    rejected = {item["ref"] for item in plan_cull(images, [group], flagged, states(images, unrated=(1,)), NONE_ATTACHED, reject=True)["images"] if item.get("rating") == -1}
-    # 1: the keeper; 2: 3 stars a person gave; 3: darktable's import star, counted as none; 4: no rating
-    assert rejected == {3, 4}
-    # the 3 stars were ours (the journal says so): no person's, so they may go
-    ours = states(images, ratings={"/p/b.jpg#0": 3}, unrated=(1,))
-    assert {i["ref"] for i in plan_cull(images, [group], flagged, ours, NONE_ATTACHED, reject=True)["images"] if i.get("rating") == -1} == {2, 3, 4}
+    rejected = by_name(dt_culled, cull_answer(capsys, dt_culled, images, "--treat-as-unrated", "1", "--reject"), "rating")
+    # the keeper (the person's 3 stars) never; none and the import star: rejected; burst_1 is sharp
+    assert rejected == {"burst_0.jpg": -1, "burst_3.jpg": -1, "bright.jpg": -1}
 
 
-def test_a_group_a_person_made_in_darktable_is_left_alone_but_ours_may_be_redone():
-    mine = [dt_image(1, "/p/a.jpg", group=150, group_size=2), dt_image(2, "/p/b.jpg")]  # a person grouped a.jpg with image 150
-    answer = plan_cull(mine, [burst("/p/a.jpg", "/p/b.jpg")], [], states(mine), NONE_ATTACHED, reject=False)
-    assert answer["groups"] == [] and answer["left_alone"][0]["grouped_by_you"] == [1]
-    ours = states(mine, groups={"/p/a.jpg#0": 150})  # ... or we did, in an earlier cull
-    assert len(plan_cull(mine, [burst("/p/a.jpg", "/p/b.jpg")], [], ours, NONE_ATTACHED, reject=False)["groups"]) == 1
+def test_a_group_a_person_made_in_darktable_is_left_alone(dt_culled, capsys):
+    images = dt_culled["request"](burst_0={"group": 999, "group_size": 2})  # a person grouped burst_0 with image 999
+    answer = cull_answer(capsys, dt_culled, images)
+    assert answer["groups"] == [] and answer["left_alone"][0]["grouped_by_you"] == [dt_culled["refs"]["burst_0.jpg"]]
 
 
-def test_a_duplicate_of_darktables_follows_its_photo_but_joins_no_group():
-    images = [dt_image(1, "/p/a.jpg"), dt_image(2, "/p/a.jpg", duplicate=1), dt_image(3, "/p/b.jpg")]
-    answer = plan_cull(images, [burst("/p/a.jpg", "/p/b.jpg")], [member(1, "/p/a.jpg", (BLURRY,))], states(images), NONE_ATTACHED, False)
-    assert answer["groups"][0]["members"] == [1, 3]
-    assert {i["ref"]: i["attach"] for i in answer["images"]} == {1: ["aesthetic|blurry", KEEPER_TAG], 2: ["aesthetic|blurry"]}
+def test_a_duplicate_of_darktables_follows_its_photo_but_joins_no_group(dt_culled, capsys):
+    images = dt_culled["request"]()
+    keeper, blurred = (next(dict(e) for e in images if e["path"].endswith(name)) for name in ("burst_1.jpg", "burst_0.jpg"))
+    images += [keeper | {"ref": 50, "duplicate": 1, "id": 150, "group": 150}, blurred | {"ref": 51, "duplicate": 1, "id": 151, "group": 151}]
+    answer = cull_answer(capsys, dt_culled, images)
+    (group,) = answer["groups"]
+    assert 50 not in group["members"] and 51 not in group["members"]
+    attached = {item["ref"]: item.get("attach") for item in answer["images"]}
+    assert attached[51] == ["aesthetic|blurry"] and 50 not in attached  # a duplicate is no keeper; its file's flags hold
 
 
-def test_only_tags_we_attached_are_detached():
-    images = [dt_image(1, "/p/a.jpg", tags=[KEEPER_TAG]), dt_image(2, "/p/b.jpg", tags=[KEEPER_TAG, "aesthetic|blurry"])]
-    attached = {"/p/b.jpg#0": frozenset({KEEPER_TAG})}
-    answer = plan_cull(images, [], [], states(images), attached, False)  # no longer a keeper, no longer blurry
-    assert answer["images"] == [{"ref": 2, "detach": [KEEPER_TAG]}]  # the rest a person attached
+def test_only_tags_we_attached_are_detached(dt_culled, capsys):
+    from test_darktable import ask
+
+    refs = dt_culled["refs"]
+    first = cull_answer(capsys, dt_culled, dt_culled["request"](single={"tags": [KEEPER_TAG]}))  # a person's own keeper tag
+    keeper = dt_culled["paths"][refs["burst_1.jpg"] - 1]
+    tagged = [{"path": keeper, "duplicate": 0, "tag": KEEPER_TAG, "old": 0, "new": 1}]
+    ask(capsys, dt_culled["tmp"], "applied", {"images": [], "run": first["run"], "tagged": tagged}, *dt_culled["options"])
+    # a person gives burst_2 five stars: their keeper; ours loses its keeper tag, theirs on single.jpg stays
+    images = dt_culled["request"](single={"tags": [KEEPER_TAG]}, burst_1={"tags": [KEEPER_TAG]}, burst_2={"rating": 5})
+    answer = cull_answer(capsys, dt_culled, images)
+    assert by_name(dt_culled, answer, "detach") == {"burst_1.jpg": [KEEPER_TAG]}
+    assert by_name(dt_culled, answer, "attach")["burst_2.jpg"] == ["aesthetic|blurry", KEEPER_TAG]
 
 
 def undo_action(place: str, field: str, restore, expected, tag: str | None = None) -> UndoAction:

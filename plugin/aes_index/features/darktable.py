@@ -61,6 +61,7 @@ from ..index.library import Library, locate_index
 from ..index.store import Index
 from ..writing import apply as targets
 from ..targets.protocol import RATING
+from .. import ownership
 from ..targets import darktable as dt_target
 from . import darktable_plan
 from ..targets.darktable import DarktableTarget, DtImage, applied_write, our_tags  # noqa: F401 - our_tags: the plugin's tag names
@@ -230,83 +231,43 @@ class CullOptions:
 
 def cull(settings: Settings, options: CullOptions, images: Sequence[DtImage]) -> dict:
     """Score the images, cull the index (incremental), and say how darktable should show
-    the groups and flags among these images (targets.darktable.plan_cull)."""
-    from .culling.cull import run_cull
+    the groups and flags among these images: culling's marks through the one apply loop,
+    with the darktable target (the request is the read, the answer the write); the groups
+    themselves answered whole (darktable_plan.group_answer)."""
+    from .culling.cull import load_flagged, load_groups, ours_again, run_cull
+    from .culling.marks import MarkOptions, decide_marks, plan_marks, with_choices
+    from .culling.model import BY_YOU
 
     if not images:
         return {"run": None, "groups": [], "images": [], "left_alone": [], "errors": []}
+    paths = {image.path for image in images}
     with open_library(settings, images) as library:
         index = library.index
         head_id, errors = _score(index, images, library.settings)
         run_cull(index, head_id)  # under the writer lock, released before the ratings turn
-        record = {"treat_as_unrated": list(options.treat_as_unrated), "reject": options.reject}
+        target = DarktableTarget(images=list(images), attached=_attached(index, images))
+        mark_options = MarkOptions(reject=options.reject, treat_as_unrated=options.treat_as_unrated)
+        facts = index.culling.member_facts(None, head_id)
+        # In darktable a person's choice is its ratings, which the request carries, not its
+        # sidecars (darktable writes them from its library, import default of 1 star
+        # included): a group stored as chosen by a person gets our own pick back first.
+        stored = [g for g in load_groups(index, head_id, facts=facts, choices=False) if any(m.path in paths for m in g.members)]
+        stored = [ours_again(g, facts) if g.chosen_by == BY_YOU else g for g in stored]
+        flagged = [m for m in load_flagged(index, head_id) if m.path in paths]
         answer: dict = {"groups": [], "left_alone": []}
-        summary = lambda: {"groups": len(answer["groups"]), "left_alone": len(answer["left_alone"])}  # noqa: E731
-        # the run the plugin's report is journaled under; the plan is made holding the
-        # ratings turn, on the journal as it stands
-        with targets.recorded_run(index, CULL_COMMAND, record, False, summary, head_id) as run_id:
-            targets.reconcile(index, DarktableTarget(images=list(images)))
-            answer = _plan_cull(index, head_id, images, options)
-            with index.transaction():  # write-ahead: pending until the plugin reports them (`applied`)
-                for write in cull_intents(answer, images):
-                    index.journal.record(run_id, write, pending=True)
-    return {"run": run_id, "head": head_id, **answer, "errors": errors}
 
+        def plan(target: DarktableTarget) -> list:
+            states = {image.key: ownership.read_state(index.journal, TARGET, target.read(target.place_of(image)), options.treat_as_unrated)
+                      for image in images}
+            groups = with_choices(index, target, stored, mark_options)
+            answer["groups"], answer["left_alone"] = darktable_plan.group_answer(images, groups, states)
+            left = {g["group"] for g in answer["left_alone"]}
+            stale = [path for path, _ in index.journal.open_fields(TARGET, (dt_target.GROUP, dt_target.TAG)) if path in paths]
+            return plan_marks(index, target, groups, flagged, mark_options, stale, lambda group: group.id in left)
 
-def cull_intents(answer: dict, images: Sequence[DtImage]) -> list:
-    """The journal's rows for what a cull answer asks the plugin to do: each member's new
-    group (its leader's image id), each tag attached or detached, each reject."""
-    by_ref = {image.ref: image for image in images}
-    writes = []
-    for group in answer["groups"]:
-        leader = by_ref[group["leader"]].id
-        for ref in group["members"]:
-            image = by_ref[ref]
-            if image.group != leader:
-                writes.append(applied_write(image, image.group, dt_target.GROUP, new=leader))
-    for item in answer["images"]:
-        image = by_ref[item["ref"]]
-        for name, old, new in [*((n, 0, 1) for n in item.get("attach", ())), *((n, 1, 0) for n in item.get("detach", ()))]:
-            writes.append(applied_write(image, old, dt_target.TAG, new=new, prior={"tag": name}))
-        if "rating" in item:
-            writes.append(applied_write(image, image.rating, new=item["rating"]))
-    return writes
-
-
-def _plan_cull(index: Index, head_id: str, images: Sequence[DtImage], options: CullOptions) -> dict:
-    from .. import ownership
-    from .culling.cull import load_flagged, load_groups
-
-    target = DarktableTarget(images=list(images))
-    states = {image.key: ownership.read_state(index.journal, TARGET, target.read(target.place_of(image)), options.treat_as_unrated)
-              for image in images}
-    person: dict[str, int] = {}  # path -> a person's strongest choice among its darktable duplicates
-    for image in images:
-        choice = ownership.best_choice([person.get(image.path), ownership.persons_choice(states[image.key])])
-        if choice is not None:
-            person[image.path] = choice
-    paths = {image.path for image in images}
-    facts = index.culling.member_facts(None, head_id)
-    groups = [g for g in load_groups(index, head_id, facts=facts, choices=False) if any(m.path in paths for m in g.members)]
-    groups = [_darktable_choice(group, facts, person) for group in groups]
-    flagged = [m for m in load_flagged(index, head_id) if m.path in paths]
-    return darktable_plan.plan_cull(images, groups, flagged, states, _attached(index, images), options.reject)
-
-
-def _darktable_choice(group, facts: dict, person: dict[str, int]):
-    """The group with the keeper a person chose in darktable (`person`: path -> choice).
-
-    In darktable a person's choice is its ratings, which the request carries, not its
-    sidecars: darktable writes them from its library, import default of 1 star included
-    (so `run_cull`, which reads a person's choice from sidecars, may have taken those 1s
-    for picks). A group stored as chosen by a person gets our own pick back first."""
-    from .culling.cull import ours_again
-    from .culling.keeper import with_person_choice
-    from .culling.model import BY_YOU
-
-    if group.chosen_by == BY_YOU:
-        group = ours_again(group, facts)
-    return with_person_choice(group, {m.image_id: person[m.path] for m in group.members if m.path in person})
+        report = targets.apply_marks(index, target, plan, decide_marks, mark_options, CULL_COMMAND,
+                                     {"treat_as_unrated": list(options.treat_as_unrated), "reject": options.reject})
+    return {"run": report.run_id, "head": head_id, **answer, "images": target.cull_list(), "errors": errors}
 
 
 def _attached(index: Index, images: Sequence[DtImage]) -> dict[str, frozenset[str]]:

@@ -1,11 +1,11 @@
-"""darktable's cull, planned: what the plugin should do for the groups and flags among a
-request's images (`plan_cull`). Taking a cull back goes through the one undo loop
-(targets/darktable.py's `undo`).
+"""darktable's groups for a cull: which of culling's groups darktable should show among a
+request's images, led by their keeper, and which it leaves alone because a person grouped
+a frame of theirs (`group_answer`). Each image's tags, group row and reject go through the
+one apply loop (features/darktable.py `cull`); taking a cull back through the one undo
+loop (targets/darktable.py's `undo`).
 
-darktable groups a photo under a leader (its group id is the leader's image id), tags it,
-and rates it; the plugin applies our answer where an image still holds what its request
-carried, then reports. Whose a group, a rating or a tag is, ownership.py says (each
-image's PlaceState, read by the caller); culling's model says what should be shown.
+darktable groups a photo under a leader: its group id is the leader's image id. A photo's
+darktable duplicates follow it; its lowest duplicate stands for it in a group.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 
 from .. import ownership
 from ..ownership import Owner, PlaceState
-from ..targets.darktable import CULL_TAGS, FLAG_TAGS, KEEPER_TAG, DtImage
-from ..values import REJECTED
-from .culling.model import Group, Member
+from ..targets.darktable import DtImage
+from .culling.model import Group
 
 
 def representatives(images: Sequence[DtImage]) -> dict[str, DtImage]:
@@ -41,30 +40,11 @@ def _grouped_by_a_person(image: DtImage, ours_ids: set[int]) -> bool:
     return ownership.owner(group, ours_ids, "group") is Owner.PERSON
 
 
-def plan_cull(
-    images: Sequence[DtImage], groups: Sequence[Group], flagged: Sequence[Member], states: Mapping[str, PlaceState],
-    attached: Mapping[str, frozenset[str]], reject: bool,
-) -> dict:
-    """What the plugin should do for a cull: darktable groups (the keeper leads), our tags,
-    rejects (only with `reject`, never over a person's rating nor on a keeper), and groups
-    left alone because a person grouped some of their frames already.
-
-    `states`: each image's PlaceState (ownership.read_state, by place key); `attached`: the
-    cull tags we attached to each place and haven't removed. `groups` come with the
-    person's choice already applied (keeper.with_person_choice)."""
-    chosen = representatives(images)
-    answer_groups, left_alone = _groups(groups, chosen, _groups_we_made(images, states))
-    keepers = {chosen[group.keeper.path].path for group in groups if group.keeper.path in chosen}
-    flags = {member.path: member.flags for member in flagged}
-    wanted = _wanted_tags(keepers, flags)
-    answers = []
-    for image in images:
-        answer = _image_answer(image, wanted.get(image.path, set()), image is chosen.get(image.path), attached)
-        if reject and _rejects(image, flags, keepers, states):
-            answer["rating"] = REJECTED
-        if len(answer) > 1:
-            answers.append(answer)
-    return {"groups": answer_groups, "images": answers, "left_alone": left_alone}
+def group_answer(images: Sequence[DtImage], groups: Sequence[Group], states: Mapping[str, PlaceState]) -> tuple[list[dict], list[dict]]:
+    """The groups darktable should show among the request's images, and those left alone.
+    `groups` come with the person's choice applied (their keeper leads); `states`: each
+    image's PlaceState (ownership.read_state), which says which groups are ours."""
+    return _groups(groups, representatives(images), _groups_we_made(images, states))
 
 
 def _groups(groups: Sequence[Group], chosen: Mapping[str, DtImage], ours_ids: set[int]) -> tuple[list[dict], list[dict]]:
@@ -84,31 +64,3 @@ def _groups(groups: Sequence[Group], chosen: Mapping[str, DtImage], ours_ids: se
         else:
             answer_groups.append(description | {"leader": (keeper or present[0]).ref})
     return answer_groups, left_alone
-
-
-def _wanted_tags(keepers: set[str], flags: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
-    """path -> our cull tags it should carry: "keeper" on keepers, its flags' tags."""
-    wanted: dict[str, set[str]] = {path: {KEEPER_TAG} for path in keepers}
-    for path, names in flags.items():
-        wanted.setdefault(path, set()).update(FLAG_TAGS[f] for f in names if f in FLAG_TAGS)
-    return wanted
-
-
-def _rejects(image: DtImage, flags: Mapping[str, Sequence[str]], keepers: set[str], states: Mapping[str, PlaceState]) -> bool:
-    """A flagged photo that is no keeper, where its rating may take our reject (ownership)."""
-    return bool(flags.get(image.path)) and image.path not in keepers and ownership.may_set(states[image.key], "rating", REJECTED).write
-
-
-def _image_answer(image: DtImage, wanted: set[str], representative: bool, attached: Mapping[str, frozenset[str]]) -> dict:
-    """Our tags become `wanted`: attach what is missing, detach only tags we attached."""
-    if not representative:
-        wanted = wanted - {KEEPER_TAG}  # a duplicate is not the keeper; its file's flags hold for it too
-    present = set(image.tags) & set(CULL_TAGS)
-    answer: dict = {"ref": image.ref}
-    attach = sorted(wanted - present)
-    detach = sorted((present - wanted) & attached.get(image.key, frozenset()))
-    if attach:
-        answer["attach"] = attach
-    if detach:
-        answer["detach"] = detach
-    return answer

@@ -14,7 +14,7 @@ from ..targets.digikam import TARGET, DigikamTarget, image_key
 from ..targets.digikam_db import LOCK_TIMEOUT_S, followers_of, leader_of
 from ..targets.protocol import Marks, UndoResult
 from ..writing import apply as targets
-from .culling.marks import MARK_FIELDS, MarkOptions, decide_marks, load_culling, plan_marks
+from .culling.marks import MARK_FIELDS, MarkOptions, decide_marks, load_culling, plan_marks, with_choices
 from .culling.model import Group
 
 
@@ -57,7 +57,7 @@ def cull(index: Index, db_path: Path, options: MarkOptions, under=(), lock_timeo
     def plan(target: DigikamTarget) -> list[Marks]:
         stale = [path for path, _ in index.journal.open_fields(TARGET, MARK_FIELDS, target.place_prefix)]
         person_grouped = lambda group: _grouped_by_a_person(index, target, group)  # noqa: E731
-        marks = plan_marks(index, target, groups, flagged, options, stale, person_grouped)
+        marks = plan_marks(index, target, with_choices(index, target, groups, options), flagged, options, stale, person_grouped)
         target.extra["matched"] = sum(1 for item in marks if item.path in target._by_path)
         return marks
 

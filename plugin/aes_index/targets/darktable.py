@@ -59,21 +59,66 @@ class DarktableTarget(Target):
     images: list[DtImage] = field(default_factory=list)
     name: str = "darktable"
     deferred: bool = True
+    holds_groups: bool = True  # darktable's groups: a photo under its group leader
+    holds_picks: bool = False  # darktable has no pick labels: a keeper is shown by its tag and as the leader
+    attached: dict[str, frozenset[str]] = field(default_factory=dict)  # place -> our cull tags that we attached (the journal's)
     answers: dict[int, dict] = field(default_factory=dict)  # ref -> the plugin's answer for it
     undoing: dict[int, dict] = field(default_factory=dict)  # ref -> what the plugin should put back
 
     def __post_init__(self) -> None:
         self._by_ref = {image.ref: image for image in self.images}
         self._by_key = {image.key: image for image in self.images}
+        self._representative: dict[str, DtImage] = {}  # a photo's lowest duplicate: it joins groups, it keeps
+        for image in sorted(self.images, key=lambda i: (i.duplicate, i.ref)):
+            self._representative.setdefault(image.path, image)
 
     def places(self, photo_path: str) -> list[Place]:
         return [Place(image.key, image.path, ref=image.ref) for image in self.images if image.path == photo_path]
 
     def read(self, place: Place) -> Reading:
         image = self._by_ref[place.ref]
-        # A group: darktable's group id (its leader's image id), when it holds more than the image
-        cull = CullState(leader=image.group if image.group_size > 1 else None)
+        # Grouped: under another image (darktable's group id is its leader's image id; a
+        # leader, or an image alone, is under none). Our culling tags: those we attached.
+        ours = self.attached.get(image.key, frozenset())
+        cull = CullState(
+            leader=image.group if image.group is not None and image.group != image.id else None,
+            tags=tuple(tag.split("|", 1)[1] for tag in CULL_TAGS if tag in image.tags and tag in ours),
+        )
         return Reading(place, image.rating, token=image.rating, cull=cull)
+
+    def ref_of(self, photo_path: str) -> int | None:
+        """The darktable image a group hangs under: the photo's lowest duplicate."""
+        image = self._representative.get(photo_path)
+        return None if image is None else image.id
+
+    def mark(self, reading: Reading, changes: dict, marks, dry_run: bool) -> list[Write]:
+        """Culling's `changes` as the plugin's answer for one image (tags to attach and
+        detach, a rating), journaled ahead one row per tag, group or rating; the plugin sets
+        them where the image still holds what the request carried, then reports. A photo's
+        other duplicates carry its flags, not the keeper's tag nor its place in a group;
+        our tags are detached only where we attached them. A group itself is answered for
+        the whole group (`group_answer`): each member's row here says where it goes."""
+        image = self._by_ref[reading.place.ref]
+        answer = self.answers.setdefault(image.ref, {"ref": image.ref})
+        representative = self._representative[image.path] is image
+        writes = []
+        if "tags" in changes:
+            wanted = {f"{TAG_ROOT}|{tag}" for tag in changes["tags"]} - (set() if representative else {KEEPER_TAG})
+            present = set(image.tags) & set(CULL_TAGS)
+            for name, old, new in [*((n, 0, 1) for n in sorted(wanted - present)),
+                                   *((n, 1, 0) for n in sorted((present - wanted) & self.attached.get(image.key, frozenset())))]:
+                answer.setdefault("attach" if new else "detach", []).append(name)
+                writes.append(applied_write(image, old, TAG, new=new, prior={"tag": name}))
+        if changes.get("group") is not None and representative:  # a photo leaving our group: `undo cull` ungroups
+            writes.append(applied_write(image, image.group, GROUP, new=changes["group"]))
+        if "rating" in changes:  # a reject, or the rating our reject replaced (none: darktable's 0)
+            answer["rating"] = changes["rating"] or 0
+            writes.append(applied_write(image, image.rating, new=answer["rating"]))
+        return writes
+
+    def cull_list(self) -> list[dict]:
+        """The images' answers that ask for something (a tag, a rating)."""
+        return [answer for ref, answer in sorted(self.answers.items()) if len(answer) > 1]
 
     def place_of(self, image: DtImage) -> Place:
         return Place(image.key, image.path, ref=image.ref)

@@ -213,7 +213,8 @@ class Target:
     # True: the photo manager applies our answer itself and reports back (darktable),
     # so writes are journaled and undo rows closed when it does.
     deferred: bool = False
-    holds_groups: bool = False  # True: the target has its own grouping (digiKam's), culling writes it
+    holds_groups: bool = False  # True: the target has its own grouping (digiKam's, darktable's), culling writes it
+    holds_picks: bool = True  # False: no pick labels (darktable): culling's keepers show by tag and group only
     extra: dict = field(default_factory=dict)  # target facts for the run's report
 
     @contextlib.contextmanager

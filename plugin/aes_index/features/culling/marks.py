@@ -68,7 +68,7 @@ def decide_marks(place: PlaceState, tags: Sequence[str], marks: Marks, target: T
         marks = replace(marks, reject=False)
     if set(tags) != set(marks.tags):
         changes["tags"] = marks.tags
-    pick, why = _decide_pick(place, marks)
+    pick, why = _decide_pick(place, marks) if target.holds_picks else (_SAME, "")
     if pick is not _SAME:
         changes["pick"] = pick
     elif why:
@@ -129,12 +129,12 @@ def plan_marks(
     stale_paths: Iterable[str] = (),
     person_grouped: Callable[[Group], bool] = lambda group: False,
 ) -> list[Marks]:
-    """The marks every photo should show in `target`: each group's keeper (a person's
-    choice first), its members under it, flagged photos, and photos that still hold
-    marks of ours from an earlier run (`stale_paths`) so they lose what no longer applies."""
+    """The marks every photo should show in `target`: each group's keeper (`groups` come
+    with the person's choice made in that target already: `with_choices`), its members
+    under it, flagged photos, and photos that still hold marks of ours from an earlier run
+    (`stale_paths`) so they lose what no longer applies."""
     plan: dict[str, Marks] = {}
     for group in groups:
-        group = _with_person_choice(index, target, group, options)
         own = not person_grouped(group)
         keeper_path = group.keeper.path
         for member in group.members:
@@ -158,14 +158,17 @@ def _reject(options: MarkOptions, keeper: bool, flags) -> bool | None:
     return bool(flags) and not keeper
 
 
-def _with_person_choice(index, target: Target, group: Group, options: MarkOptions) -> Group:
-    choices = {member.image_id: persons_choice_in(index, target, member.path, options.treat_as_unrated) for member in group.members}
-    person = {image_id: choice for image_id, choice in choices.items() if choice is not None}
-    if not person:
-        return group
+def with_choices(index, target: Target, groups: Sequence[Group], options: MarkOptions) -> list[Group]:
+    """Each group with the keeper a person's choice in `target` makes it (a rating or pick
+    label of theirs in a member's places, as ownership.persons_choice reads it)."""
     from .keeper import with_person_choice
 
-    return with_person_choice(group, person)
+    chosen = []
+    for group in groups:
+        choices = {m.image_id: persons_choice_in(index, target, m.path, options.treat_as_unrated) for m in group.members}
+        person = {image_id: choice for image_id, choice in choices.items() if choice is not None}
+        chosen.append(with_person_choice(group, person) if person else group)
+    return chosen
 
 
 def persons_choice_in(index, target: Target, photo: str, unrated=()) -> int | None:
@@ -204,7 +207,7 @@ def write_sidecars(index, options: MarkOptions, under: Sequence[str] = ()):
 
     def plan(target: Target) -> list[Marks]:
         stale = [path for path, _ in index.journal.open_fields(target.name, MARK_FIELDS) if not under or inside_roots(path, under)]
-        return plan_marks(index, target, groups, flagged, options, stale)
+        return plan_marks(index, target, with_choices(index, target, groups, options), flagged, options, stale)
 
     return apply_marks(index, target, plan, decide_marks, options, "apply-culling", options.record())
 
