@@ -21,13 +21,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from aes_index.errors import ExitCode
-from conftest import make_photo, run_cli
-from test_culling_marks import cull, make_library, snapshot_files
+from conftest import cli_stdout, make_photo, run_cli
+from test_culling_marks import make_library, snapshot_files
 from test_digikam import create_digikam_db, dbconfig_xml, digikam_statements  # noqa: F401 - fixtures
 from test_darktable import ask, images
 
@@ -69,19 +70,25 @@ def undo_everything(capsys, *args) -> None:
 @pytest.fixture(scope="module")
 def culled_library(tmp_path_factory, tiny_model) -> Path:
     """A culled library (a burst, an overexposed photo with a darktable sidecar, a single),
-    built once; each kill gets its own copy."""
-    import contextlib
-    import io
-
-    from aes_index.cli import main
-
+    built once; each kill starts from it as it was built (`fresh`)."""
     root = tmp_path_factory.mktemp("culled") / "lib"
     make_library(root / "Photos")
-    args = ["--model", tiny_model["config"], "--pretrained", tiny_model["checkpoint"], "--device", "cpu", "--dtype", "fp32"]
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert main(["rebuild", str(root / "Photos"), *args, "--workers", "0", "--db", str(root / "index.db")]) == 0
-        assert main(["cull", "--db", str(root / "index.db")]) == 0
+    cli_stdout("rebuild", root / "Photos", *model_options(tiny_model), "--db", root / "index.db")
+    cli_stdout("cull", "--db", root / "index.db")
     return root
+
+
+@pytest.fixture(scope="module")
+def jpeg_library(tmp_path_factory, tiny_model) -> Path:
+    root = tmp_path_factory.mktemp("jpegs") / "lib"
+    for i in range(4):
+        make_photo(root / "Photos" / f"IMG_{i}.jpg", seed=30 + i)
+    cli_stdout("rebuild", root / "Photos", *model_options(tiny_model), "--db", root / "index.db")
+    return root
+
+
+def model_options(tiny_model) -> list:
+    return ["--model", tiny_model["config"], "--pretrained", tiny_model["checkpoint"], "--device", "cpu", "--dtype", "fp32", "--workers", "0"]
 
 
 def fresh(library: Path) -> Path:
@@ -95,62 +102,38 @@ def fresh(library: Path) -> Path:
     return library
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("point", FILE_POINTS)
-def test_apply_culling_killed_at_every_point_stays_ours_and_undoes(culled_library, tmp_path, capsys, point):
-    command = ["apply-culling", "--reject", "--treat-as-unrated", "1"]
-    library = fresh(culled_library)
-    count = points_of(point, [*command, "--db", library / "index.db"], tmp_path)
-    assert count >= 5, f"{point}: reached {count} times"
+def kill_everywhere(capsys, built: Path, tmp_path: Path, point: str, command: list, theirs: Callable[[dict], list], least: int):
+    """Kill `command` at every time it reaches `point`, one fresh library each; then run it
+    again (`theirs(report)`: what it counted as a person's must be nothing) and undo until
+    nothing is left: the photos' files are as they were, byte for byte."""
+    args = [*command, "--db", built / "index.db"]
+    fresh(built)
+    count = points_of(point, args, tmp_path)
+    assert count >= least, f"{point}: reached {count} times"
     for n in range(1, count + 1):
-        library = fresh(culled_library)
+        library = fresh(built)
         before = snapshot_files(library / "Photos")
-        run = killed_run(point, n, [*command, "--db", library / "index.db"], tmp_path)
+        run = killed_run(point, n, args, tmp_path)
         assert run.returncode == -9, (point, n, run.returncode, run.stderr[-1000:])
-
-        code, out, err = run_cli(capsys, *command, "--db", library / "index.db", "--json")
+        code, out, err = run_cli(capsys, *args, "--json")
         assert code == ExitCode.OK, err
-        again = json.loads(out)
-        assert again["kept_yours"] == [] and again["changed_since_read"] == 0, (point, n, again)  # ours stayed ours
+        assert theirs(json.loads(out)) == [], (point, n, out)  # ours stayed ours
         undo_everything(capsys, "ratings", "undo", "--db", library / "index.db")
         assert snapshot_files(library / "Photos") == before, (point, n)
 
 
-@pytest.fixture(scope="module")
-def jpeg_library(tmp_path_factory, tiny_model) -> Path:
-    import contextlib
-    import io
-
-    from aes_index.cli import main
-
-    root = tmp_path_factory.mktemp("jpegs") / "lib"
-    for i in range(4):
-        make_photo(root / "Photos" / f"IMG_{i}.jpg", seed=30 + i)
-    args = ["--model", tiny_model["config"], "--pretrained", tiny_model["checkpoint"], "--device", "cpu", "--dtype", "fp32"]
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert main(["rebuild", str(root / "Photos"), *args, "--workers", "0", "--db", str(root / "index.db")]) == 0
-    return root
+@pytest.mark.slow
+@pytest.mark.parametrize("point", FILE_POINTS)
+def test_apply_culling_killed_at_every_point_stays_ours_and_undoes(culled_library, tmp_path, capsys, point):
+    kill_everywhere(capsys, culled_library, tmp_path, point, ["apply-culling", "--reject", "--treat-as-unrated", "1"],
+                    lambda report: [*report["kept_yours"], *report["manual"]], least=5)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", FILE_POINTS)
 def test_exif_ratings_killed_at_every_point_stay_ours_and_undo(jpeg_library, tmp_path, capsys, point):
-    command = ["apply-ratings", "--target", "exif"]
-    library = fresh(jpeg_library)
-    count = points_of(point, [*command, "--db", library / "index.db"], tmp_path)
-    assert count >= 4, f"{point}: reached {count} times"
-    for n in range(1, count + 1):
-        library = fresh(jpeg_library)
-        before = snapshot_files(library / "Photos")
-        run = killed_run(point, n, [*command, "--db", library / "index.db"], tmp_path)
-        assert run.returncode == -9, (point, n, run.returncode, run.stderr[-1000:])
-
-        code, out, err = run_cli(capsys, *command, "--db", library / "index.db", "--json")
-        assert code == ExitCode.OK, err
-        again = json.loads(out)
-        assert again["skipped_manual"] == 0 and again["manual"] == [], (point, n, again)
-        undo_everything(capsys, "ratings", "undo", "--db", library / "index.db")
-        assert snapshot_files(library / "Photos") == before, (point, n)
+    kill_everywhere(capsys, jpeg_library, tmp_path, point, ["apply-ratings", "--target", "exif"],
+                    lambda report: report["manual"], least=4)
 
 
 # --------------------------------------------------------------------------- digiKam
