@@ -30,7 +30,7 @@ from conftest import FIXTURES, PHOTO, run_cli
 from test_digikam import create_digikam_db, dbconfig_xml, digikam_statements  # noqa: F401 - fixtures
 from test_xmp import exiv2_properties
 
-DARKTABLE_SIDECAR = FIXTURES / "darktable-xmp" / "lensfun.xmp"  # a real darktable 4.x sidecar: tags Folk, toto
+DARKTABLE_SIDECAR = FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp"  # a real darktable 4.x sidecar: tags Folk, toto
 BURST = ("burst_0.jpg", "burst_1.jpg", "burst_2.jpg", "burst_3.jpg")
 SHARP = "burst_1.jpg"  # the keeper by our rule: the one frame in focus
 BLURRED = ("burst_0.jpg", "burst_2.jpg", "burst_3.jpg")

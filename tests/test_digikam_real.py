@@ -38,7 +38,7 @@ from test_readers import require_tool as _tool
 
 pytestmark = [pytest.mark.external, pytest.mark.slow]
 
-DARKTABLE_SIDECAR = FIXTURES / "darktable-xmp" / "lensfun.xmp"  # the user's tags: Folk, toto
+DARKTABLE_SIDECAR = FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp"  # the user's tags: Folk, toto
 DBCONFIG = Path("/usr/share/digikam/database/dbconfig.xml")  # from digikam-data
 SCHEMA_ACTIONS = ("CreateDB", "CreateIndices", "CreateTriggers")
 CORE_SCHEMA_VERSION = "15"  # dbconfig.xml of digiKam 7.9 updates the core schema up to V15

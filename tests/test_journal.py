@@ -23,7 +23,7 @@ from aes_index.formats.xmp import AesFields, read_sidecar, write_sidecar
 
 from conftest import FIXTURES
 
-DARKTABLE_SIDECAR = FIXTURES / "darktable-xmp" / "lensfun.xmp"
+DARKTABLE_SIDECAR = FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp"
 AES = AesFields(score=5.5, percentile=50.0, head_id="zero-shot", stars=3)
 
 

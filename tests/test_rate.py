@@ -102,7 +102,7 @@ def test_darktables_import_default_can_count_as_unrated(photos, capsys):
     wanted = expected_stars(photos)
     name = next(n for n, stars in sorted(wanted.items()) if stars != 1)
     photo = photos / name
-    shutil.copyfile(FIXTURES / "darktable-xmp" / "lensfun.xmp", xmp.sidecar_for(photo))
+    shutil.copyfile(FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp", xmp.sidecar_for(photo))
     assert sidecar_rating(photo) == 1
     run(capsys, "apply-ratings", "--db", db_of(photos))
     assert sidecar_rating(photo) == 1  # by default a 1 is respected as a judgement
@@ -112,7 +112,7 @@ def test_darktables_import_default_can_count_as_unrated(photos, capsys):
 
 def test_undo_puts_every_rating_back(photos, capsys):
     edited = photos / "DSC_0002.jpg"
-    shutil.copyfile(FIXTURES / "darktable-xmp" / "mask-combine.xmp", xmp.sidecar_for(edited))
+    shutil.copyfile(FIXTURES / "darktable-xmp" / "darktable-bench-3.8.xmp", xmp.sidecar_for(edited))
     xmp.write_sidecar(xmp.sidecar_for(edited), rating=0)
     original = xmp.sidecar_for(edited).read_bytes()
     code, out, _ = run(capsys, "apply-ratings", "--db", db_of(photos), "--json")

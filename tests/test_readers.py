@@ -201,7 +201,7 @@ def rated_darktable_photo(tmp_path: Path) -> tuple[Path, Path]:
     image = tmp_path / "photo.jpg"
     Image.new("RGB", (64, 48), (20, 130, 90)).save(image, quality=90)
     sidecar = image.with_name(image.name + ".xmp")
-    shutil.copyfile(FIXTURES / "darktable-xmp" / "lensfun.xmp", sidecar)
+    shutil.copyfile(FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp", sidecar)
     write_sidecar(sidecar, rating=3, aes=AES, tags=["3 stars"])
     (tmp_path / "dt").mkdir()
     return image, sidecar

@@ -47,7 +47,7 @@ def rating(sidecar: Path):
 def test_a_write_protected_sidecar_is_left_untouched_and_reported(shoot, capsys):
     """Item 7: a rename ignores the file's own permission bits; we must not."""
     sidecar = xmp.sidecar_for(shoot / "DSC_0001.jpg")
-    shutil.copyfile(FIXTURES / "darktable-xmp" / "lensfun.xmp", sidecar)
+    shutil.copyfile(FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp", sidecar)
     xmp.write_sidecar(sidecar, rating=0)  # unrated: we would rate it
     before = sidecar.read_bytes()
     sidecar.chmod(0o444)
@@ -61,7 +61,7 @@ def test_a_write_protected_sidecar_is_left_untouched_and_reported(shoot, capsys)
 def test_a_sidecar_linking_outside_the_library_is_not_written_through(shoot, tmp_path, capsys):
     """Item 8: a sidecar that is a symlink to a file elsewhere."""
     elsewhere = tmp_path / "elsewhere.xmp"
-    shutil.copyfile(FIXTURES / "darktable-xmp" / "lensfun.xmp", elsewhere)
+    shutil.copyfile(FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp", elsewhere)
     xmp.write_sidecar(elsewhere, rating=0)
     before = elsewhere.read_bytes()
     link = xmp.sidecar_for(shoot / "DSC_0002.jpg")

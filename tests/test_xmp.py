@@ -168,7 +168,7 @@ def test_reading_a_darktable_sidecar(source):
 
 
 def test_undoing_our_fields_restores_the_exact_bytes(tmp_path):
-    source = FIXTURES / "darktable-xmp" / "agx-default.xmp"  # has lr: and dc:, no digiKam:
+    source = FIXTURES / "darktable-xmp" / "evening-glow-places.jpg.xmp"  # has lr: and dc:, no digiKam:
     path = copy_fixture(source, tmp_path)
     fields = ("lr", "dc")
     first = write_sidecar(path, rating=5, aes=AES, tags=["5 stars"], tag_fields=fields)
@@ -188,7 +188,7 @@ def test_writing_the_same_values_again_changes_nothing(tmp_path):
 
 
 def test_stale_tags_of_ours_are_replaced_and_others_kept(tmp_path):
-    path = copy_fixture(FIXTURES / "darktable-xmp" / "lensfun.xmp", tmp_path)
+    path = copy_fixture(FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp", tmp_path)
     write_sidecar(path, tags=["3 stars", "keep|me"])
     outcome = write_sidecar(path, tags=["4 stars", "keep|me"])
     assert outcome.changes == ["tags +4 stars -3 stars"]
@@ -204,7 +204,7 @@ def test_stale_tags_of_ours_are_replaced_and_others_kept(tmp_path):
 
 
 def test_removing_our_tags_removes_lists_we_created(tmp_path):
-    path = copy_fixture(FIXTURES / "darktable-xmp" / "lensfun.xmp", tmp_path)
+    path = copy_fixture(FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp", tmp_path)
     write_sidecar(path, tags=["4 stars"])
     write_sidecar(path, tags=[])
     props = exiv2_properties(path)
@@ -214,7 +214,7 @@ def test_removing_our_tags_removes_lists_we_created(tmp_path):
 
 
 def test_only_chosen_tag_fields_are_written(tmp_path):
-    path = copy_fixture(FIXTURES / "darktable-xmp" / "lensfun.xmp", tmp_path)
+    path = copy_fixture(FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp", tmp_path)
     write_sidecar(path, tags=["4 stars"], tag_fields=["dc"])
     props = exiv2_properties(path)
     assert props["Xmp.lr.hierarchicalSubject"][1] == ("Folk", "toto")
@@ -238,7 +238,7 @@ def test_a_digikam_tagslist_is_kept_in_step_and_never_created(tmp_path):
     """digiKam reads digiKam:TagsList first and nothing else. A darktable sidecar has none
     (its tags are in lr:hierarchicalSubject and dc:subject): a TagsList holding only our
     tag would hide the user's tags from digiKam. One digiKam wrote gets our entry too."""
-    darktable = copy_fixture(FIXTURES / "darktable-xmp" / "lensfun.xmp", tmp_path)
+    darktable = copy_fixture(FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp", tmp_path)
     write_sidecar(darktable, tags=["3 stars"])
     assert "Xmp.digiKam.TagsList" not in exiv2_properties(darktable)
     assert exiv2_properties(darktable)["Xmp.lr.hierarchicalSubject"][1] == ("Folk", "toto", "Aesthetic|3 stars")
@@ -250,7 +250,7 @@ def test_a_digikam_tagslist_is_kept_in_step_and_never_created(tmp_path):
 
 
 def test_keep_leaves_fields_alone(tmp_path):
-    path = copy_fixture(FIXTURES / "darktable-xmp" / "lensfun.xmp", tmp_path)
+    path = copy_fixture(FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp", tmp_path)
     write_sidecar(path, rating=2, aes=AES, tags=["2 stars"])
     write_sidecar(path, rating=KEEP, aes=KEEP, tags=None)
     info = read_sidecar(path)

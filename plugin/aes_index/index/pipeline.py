@@ -438,6 +438,12 @@ def jpeg_to_model_pixels(chw, orientation: int | None, spec: PreprocessSpec, pro
     at 1/8, close at 1/4 and 1/2), decode.py's integer box reduction, the EXIF orientation,
     then open_clip's resize (Pillow-style antialiased bicubic) and centre crop. A probe
     measures the draft-scale and the reduced image as decode.py's route does.
+
+    One difference is left on purpose: libjpeg scales a subsampled chroma channel's DCT by
+    the same 1/s, so the CPU route's chroma ends up at 1/s of its stored resolution (half the
+    luma's across with 4:2:2), while this route averages the chroma decoded at its stored
+    resolution, closer to a full decode. Luma agrees within a level or two; chroma as far as
+    the photo's colour edges make it (tests/test_pipeline_perf.py, the measured bounds).
     """
     import torch
     import torch.nn.functional as F
