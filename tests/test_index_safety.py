@@ -247,7 +247,7 @@ def schema_1_index(path: Path) -> Path:
     import sqlite_utils
 
     db = sqlite_utils.Database(path)
-    store._migrate_to_1(db)
+    store.schema._migrate_to_1(db)
     db.execute("INSERT INTO images (id, path, status) VALUES (1, '/p/1.jpg', 'ok')")
     db.execute("PRAGMA user_version = 1")
     db.conn.commit()

@@ -359,7 +359,7 @@ def test_new_indexes_use_big_pages_and_old_ones_keep_theirs(tmp_path):
     with Index(tmp_path / "new.db") as index:
         assert index.db.execute("PRAGMA page_size").fetchone()[0] == store.PAGE_SIZE
     old = sqlite3.connect(tmp_path / "old.db")  # an index made with SQLite's default 4 KB pages
-    store._migrate_to_1(sqlite_utils.Database(old))
+    store.schema._migrate_to_1(sqlite_utils.Database(old))
     old.execute("PRAGMA user_version = 1")
     old.commit()
     old.close()
@@ -383,7 +383,7 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
 
     path = tmp_path / "v1.db"
     db = sqlite_utils.Database(path)
-    store._migrate_to_1(db)
+    store.schema._migrate_to_1(db)
     db.execute("INSERT INTO images (id, path, status) VALUES (1, '/p/1.jpg', 'ok'), (2, '/p/2.jpg', 'ok')")
     db.execute("INSERT INTO heads (id, hash) VALUES ('h', 'x'), ('g', 'y')")
     rows = [(1, "h", 0.5, None, "x", 1, "p", "t1"), (2, "h", 0.25, 0.1, "x", 1, "p", "t2"),

@@ -26,17 +26,16 @@ import sqlite3
 import threading
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import sqlite_utils
 
-from . import journal, culling as store_culling
+from . import culling as store_culling, journal, schema
+from .schema import ERROR, MIGRATIONS, MISSING, NEW, OK, SCHEMA_VERSION, utcnow  # noqa: F401 - importable from the store
 from ...errors import IndexUnavailable
 
-SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 65_536  # page cache per connection
 PAGE_SIZE = 16_384  # bytes, for new databases
@@ -44,18 +43,11 @@ WAL_CHECKPOINT_BYTES = 64 << 20
 STREAM_ABOVE = 20_000  # iter_embeddings: above this many ids, one scan beats id lookups
 SCORING_COMMANDS = ("rebuild", "rescore", "watch", "score")  # the runs that score: the latest one names the active head and backbone
 
-# Image statuses
-NEW, OK, ERROR, MISSING = "new", "ok", "error", "missing"
-
 
 def readable_path(path: str) -> str:
     """A path SQLite text can hold, whatever its bytes: a name from a legacy-encoded disk
     keeps its undecodable bytes as escapes (\\xff), so a person can still find the file."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -65,115 +57,6 @@ class KnownFile:
     mtime_ns: int
     fingerprint: str | None
     status: str
-
-
-def _migrate_to_1(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["images"].create(
-        {
-            "id": int, "path": str, "size": int, "mtime_ns": int, "fingerprint": str,
-            "status": str, "error_code": str, "error": str, "width": int, "height": int,
-            "first_seen": str, "updated": str,
-        },
-        pk="id", not_null={"path", "status"},
-    )
-    db["images"].create_index(["path"], unique=True)
-    db["images"].create_index(["fingerprint"])
-    db["images"].create_index(["status"])
-    db["backbones"].create(
-        {"id": int, "key": str, "model": str, "pretrained": str, "pooled_dim": int, "embed_dim": int,
-         "preprocess": str, "projection": bytes, "first_used": str},
-        pk="id", not_null={"key"},
-    )
-    db["backbones"].create_index(["key"], unique=True)
-    db["embeddings"].create(
-        {"image_id": int, "backbone_id": int, "vector": bytes, "proj_norm": float, "created": str},
-        pk=("image_id", "backbone_id"),
-        foreign_keys=[("image_id", "images", "id"), ("backbone_id", "backbones", "id")],
-    )
-    db["embeddings"].create_index(["backbone_id"])
-    db["heads"].create(
-        {"id": str, "hash": str, "kind": str, "backbone": str, "metadata": str, "first_used": str}, pk="id"
-    )
-    db["scores"].create(
-        {"image_id": int, "head_id": str, "score": float, "std": float, "head_hash": str,
-         "backbone_id": int, "preprocess": str, "scored_at": str},
-        pk=("image_id", "head_id"),
-        foreign_keys=[("image_id", "images", "id"), ("head_id", "heads", "id")],
-    )
-    db["scores"].create_index(["head_id", "score"])
-    db["runs"].create(
-        {"id": int, "command": str, "started": str, "finished": str, "status": str, "roots": str,
-         "settings": str, "head_id": str, "backbone": str, "summary": str},
-        pk="id",
-    )
-    journal.create_table(db)  # the undo journal lives in the same database
-
-
-def _migrate_to_2(db: sqlite_utils.Database) -> None:
-    """scores becomes one B-tree keyed by (head_id, image_id), without a rowid, and its
-    provenance moves to score_batches: one row per write, which every score row of that
-    write points to.
-
-    Version 1 kept a rowid table, its (image_id, head_id) key and an index on
-    (head_id, score), with the provenance strings repeated in every row: a rescore inserted
-    a million 150-byte rows at random places of that score index, and writing them took
-    16 s of a 28 s rescore. Keyed by head first, one head's scores are contiguous: a new
-    head's rows are appended, `top` reads one range (and sorts it: 0.3 s for a million),
-    and a lookup by (head, image) is one probe.
-    """
-    db.execute(
-        "CREATE TABLE score_batches (id INTEGER PRIMARY KEY, head_id TEXT NOT NULL REFERENCES heads(id), "
-        "head_hash TEXT, backbone_id INTEGER, preprocess TEXT, scored_at TEXT)"
-    )
-    # No foreign keys on scores: their checks (three lookups a row) took 1.3 s of a 9 s
-    # rescore, and guard nothing that can happen. Scores are written only by put_scores,
-    # for images and a batch read from this index in the same transaction; images and
-    # heads are never deleted (a vanished photo is marked missing). score_batches keeps its
-    # key to heads: one check per write, not per row.
-    db.execute(
-        "CREATE TABLE scores_v2 (image_id INTEGER NOT NULL, head_id TEXT NOT NULL, score FLOAT, std FLOAT, "
-        "batch INTEGER NOT NULL, PRIMARY KEY (head_id, image_id)) WITHOUT ROWID"
-    )
-    provenance = "head_id, head_hash, backbone_id, preprocess, scored_at"
-    db.execute(f"INSERT INTO score_batches ({provenance}) SELECT DISTINCT {provenance} FROM scores")
-    db.execute(f"CREATE INDEX batch_by_provenance ON score_batches ({provenance})")  # for the join below
-    db.execute(
-        "INSERT INTO scores_v2 SELECT s.image_id, s.head_id, s.score, s.std, b.id FROM scores s "
-        "JOIN score_batches b ON b.head_id = s.head_id AND b.head_hash IS s.head_hash AND "
-        "b.backbone_id IS s.backbone_id AND b.preprocess IS s.preprocess AND b.scored_at IS s.scored_at "
-        "ORDER BY s.head_id, s.image_id"  # in key order: appended, not inserted at random
-    )
-    db.execute("DROP INDEX batch_by_provenance")
-    db.execute("DROP TABLE scores")
-    db.execute("ALTER TABLE scores_v2 RENAME TO scores")
-
-
-def _migrate_to_3(db: sqlite_utils.Database) -> None:
-    """The journal names the field each write set ("rating"; culling adds "pick", "group")."""
-    journal.create_table(db)  # adds the columns a version-2 journal lacks
-    db.execute(f"UPDATE {journal.TABLE} SET field = ? WHERE field IS NULL", [journal.RATING])
-
-
-def _migrate_to_4(db: sqlite_utils.Database) -> None:
-    """Culling: capture facts, groups and their members (store_culling.py). Photos indexed
-    before have no facts: the next rebuild measures them (one decode each, no embedding)."""
-    store_culling.create_tables(db)
-    journal.create_table(db)  # adds the journal's index by photo, which culling asks
-
-
-def _migrate_to_5(db: sqlite_utils.Database) -> None:
-    """Files a scan found but could not index (a name that is not UTF-8, an unreadable
-    folder): kept by the name a person can read, so `stats` and the gallery list them
-    beside the decode errors. Each scan replaces those under the roots it walked. And the
-    journal records each write before it is made (its columns state and hash_before)."""
-    db["scan_errors"].create({"path": str, "code": str, "error": str, "seen": str}, pk="path", not_null={"code"})
-    # The journal becomes write-ahead: a row is "pending" before its write (state, hash_before).
-    journal.create_table(db)
-    db.execute(f"CREATE INDEX IF NOT EXISTS rating_writes_pending ON {journal.TABLE} (state) WHERE state IS NOT NULL")
-
-
-MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4), (5, _migrate_to_5)]
 
 
 # --- what a database is, and what went wrong with it ----------------------------------
@@ -248,16 +131,21 @@ def _concerns_index(exc: BaseException, path: Path) -> bool:
 
 
 def _raised_by_index_code(exc: BaseException) -> bool:
-    """Whether `exc` comes from SQL run on the index: it was raised in this module, the
-    journal or sqlite-utils (all SQL on the index runs there), not, say, in digiKam's
-    database, which a command opens while it holds the index."""
+    """Whether `exc` comes from SQL run on the index: it was raised in this package (the
+    Index, schema.py's migrations and the accessors) or in sqlite-utils (all SQL on the
+    index runs there), not, say, in digiKam's database, which a command opens while it
+    holds the index."""
     frame = exc.__traceback__
     if frame is None:
         return False
     while frame.tb_next is not None:
         frame = frame.tb_next
     source = os.path.abspath(frame.tb_frame.f_code.co_filename)
-    return source in (__file__, journal.__file__, store_culling.__file__) or source.startswith(os.path.dirname(sqlite_utils.__file__) + os.sep)
+    return source in _INDEX_CODE or source.startswith(os.path.dirname(sqlite_utils.__file__) + os.sep)
+
+
+# The store's modules: every line of SQL on the index is in one of them.
+_INDEX_CODE = frozenset(os.path.abspath(source) for source in (__file__, *(m.__file__ for m in (schema, journal, store_culling))))
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
