@@ -70,7 +70,7 @@ def test_attributes_for_an_indexed_library_decode_nothing(shoot, model_args, cap
             "WHERE s.head_id LIKE 'attribute-%'"
         ).fetchall()
         assert len(rows) == 60 and all(r[1] and r[2] and r[3] for r in rows)  # provenance on every row
-        assert index.active_head_id().startswith("zeroshot-ensemble")  # attributes never become the active head
+        assert index.runs.active_head_id().startswith("zeroshot-ensemble")  # attributes never become the active head
     code, out, _ = run(capsys, "attributes", "--db", shoot / ".aes-index.db", *model_args, "--json")
     assert json.loads(out)["scored"] == {name: 0 for name in attributes.ATTRIBUTES}  # nothing stale
 

@@ -457,7 +457,7 @@ def test_stars_we_set_in_darktable_that_it_copied_into_a_sidecar_are_no_persons_
     frames = burst(root, seed=6, frames=3, second=10, sharp=1)
     rebuild(capsys, root, model_args)
     with Index(root / ".aes-index.db", create=False) as index:  # our darktable-rate run gave frame 0 four stars...
-        run_id = index.start_run("darktable-rate")
+        run_id = index.runs.start("darktable-rate")
         with index.transaction():
             index.journal.record(run_id, Write("darktable", f"{frames[0]}#0", str(frames[0]), 1, 4))
     xmp.write_sidecar(xmp.sidecar_for(frames[0]), rating=4)  # ...which darktable wrote into its sidecar

@@ -449,7 +449,7 @@ def test_the_plugin_rates_tags_selects_and_restores_in_real_darktable(hostile_li
 
     paths = [str(p) for p in hostile_library]
     with Index(db) as index:
-        head = index.active_head_id()
+        head = index.runs.active_head_id()
         final = {p.path: p for p in plan(index, head, RatingPolicy())}
         runs = index.db.execute("SELECT count(*) FROM runs WHERE command = 'darktable-rate'").fetchone()[0]
     assert sorted(final) == sorted(paths + [str(p) for p in second])

@@ -453,7 +453,7 @@ def index_tags(db: Path) -> dict[str, set[str]]:
     from aes_index.index.store import Index
 
     with Index(db) as index:
-        flagged = load_flagged(index, index.active_head_id())
+        flagged = load_flagged(index, index.runs.active_head_id())
     tags = {name: {"aesthetic|keeper"} if name in KEEPERS else set() for name in SHOOT}
     for member in flagged:
         tags[Path(member.path).name] |= {f"aesthetic|{flag}" for flag in member.flags}

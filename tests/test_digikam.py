@@ -106,7 +106,7 @@ def indexed(tmp_path, model_args, capsys) -> dict:
     code, _, err = run(capsys, "rebuild", root, *model_args, "--workers", "0", "--db", index_db)
     assert code == ExitCode.OK, err
     with Index(index_db) as index:
-        stars = {p.path: p.stars for p in plan(index, index.active_head_id(), RatingPolicy())}
+        stars = {p.path: p.stars for p in plan(index, index.runs.active_head_id(), RatingPolicy())}
     return {"root": root, "names": names, "index": index_db, "stars": stars}
 
 

@@ -167,7 +167,7 @@ def test_a_photo_with_several_places_counts_its_strongest_choice():
 def test_read_state_joins_the_journal_and_the_places_markers(tmp_path):
     with Index(tmp_path / "index.db") as index:
         log: Journal = index.journal
-        run = index.start_run("apply-ratings")
+        run = index.runs.start("apply-ratings")
         log.record(run, Write("xmp", "/p/a.jpg.xmp", "/p/a.jpg", old=1, new=4))
         log.record(run, Write("darktable", "/p/b.jpg#0", "/p/b.jpg", old=None, new=3))
         log.record(run, Write("xmp", "/p/a.jpg.xmp", "/p/a.jpg", old=None, new=3, field="pick"))

@@ -220,7 +220,7 @@ def test_several_backbones_and_none_named_use_the_active_one(built, tiny_model, 
     assert code == ExitCode.OK, err
     latest = json.loads(out)["backbone"]
     with Index(db, read_only=True) as index:
-        assert len(index.backbones()) == 2 and index.active_backbone() == latest
+        assert len(index.backbones()) == 2 and index.runs.active_backbone() == latest
     for command in (["attributes", "--only", "sharpness"], ["score", root / "p0.jpg"]):
         code, out, err = run(capsys, *command, "--db", db, "--device", "cpu", "--dtype", "fp32")
         assert code == ExitCode.OK, (command, err)

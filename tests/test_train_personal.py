@@ -82,7 +82,7 @@ def test_personal_head_ranks_held_out_photos_and_rescores_the_library(rated_libr
     common = ["--db", rated_library["db"], "--workers", "0", "-q", *model_args]
     assert aes_index.cli.main(["rescore", "--head", str(out), *common]) == 0
     with Index(rated_library["db"]) as index:
-        assert index.active_head_id() == "personal"
+        assert index.runs.active_head_id() == "personal"
         assert len(index.scores("personal")) == 40
 
 

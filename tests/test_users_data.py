@@ -37,7 +37,7 @@ def apply_json(capsys, db, *extra) -> tuple[int, dict]:
 
 def policy_stars(db: Path, policy: RatingPolicy) -> dict[str, int]:
     with Index(db) as index:
-        return {Path(p.path).name: p.stars for p in plan(index, index.active_head_id(), policy)}
+        return {Path(p.path).name: p.stars for p in plan(index, index.runs.active_head_id(), policy)}
 
 
 def rating(sidecar: Path):
@@ -290,8 +290,8 @@ def test_runs_killed_midway_do_not_stay_running(shoot, model_args, capsys):
     holds the same lock knows nobody runs it any more: it becomes "interrupted"."""
     db = shoot / ".aes-index.db"
     with Index(db) as index:
-        killed_apply = index.start_run("apply-ratings", index.roots(), {})
-        killed_rebuild = index.start_run("rebuild", index.roots(), {})
+        killed_apply = index.runs.start("apply-ratings", index.roots(), {})
+        killed_rebuild = index.runs.start("rebuild", index.roots(), {})
     apply_json(capsys, db)
     run(capsys, "rebuild", shoot, *model_args, "--workers", "0")
     with Index(db) as index:

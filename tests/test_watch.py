@@ -84,7 +84,7 @@ def scored_paths(db: Path) -> set[str]:
     lock (nothing yet while the watcher has not created the index)."""
     try:
         with Index(db, read_only=True) as index:
-            head = index.active_head_id()
+            head = index.runs.active_head_id()
             return {r["path"] for r in index.scores(head)} if head else set()
     except IndexUnavailable as exc:
         if db.exists() and "empty" not in str(exc):

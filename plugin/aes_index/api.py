@@ -209,7 +209,7 @@ def stats(settings: Settings) -> dict:
 
     with Library.open(settings, read_only=True) as library:
         index = library.index
-        head_id = index.active_head_id()
+        head_id = index.runs.active_head_id()
         values = index.score_values(head_id) if head_id else np.zeros(0)
         return {
             "db": str(index.path),
@@ -218,12 +218,12 @@ def stats(settings: Settings) -> dict:
             "errors": index.error_counts(),
             "recent_errors": index.errors(limit=10),
             "backbones": [row["key"] for row in index.backbones()],
-            "active_backbone": index.active_backbone(),
+            "active_backbone": index.runs.active_backbone(),
             "heads": index.scored_heads(),
             "active_head": head_id,
             "scale": scale_in_index(index, head_id).as_dict() if head_id else None,
             "scores": _distribution(values),
-            "last_run": index.last_run(),
+            "last_run": index.runs.last(),
         }
 
 

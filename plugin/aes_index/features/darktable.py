@@ -368,7 +368,7 @@ def _reported_writes(request: dict) -> list:
 def _check_run(index: Index, run_id: int, writes: list) -> None:
     """Undo plans by run: writes journaled under another command's run would be undone
     (or kept) with that run's files. A rate run holds ratings; a cull run all its fields."""
-    command = index.run_command(run_id)
+    command = index.runs.command(run_id)
     allowed = {RATE_COMMAND: {RATING}, CULL_COMMAND: {RATING, dt_target.GROUP, dt_target.TAG}}.get(command, set())
     if any(write.field not in allowed for write in writes):
         raise ProtocolError(f"'run' {run_id} is not a darktable rate run (nor, for groups and tags, a cull run) of this index: run the action again")

@@ -164,7 +164,7 @@ class Watcher:
                 self.index = index
                 index.add_roots(self.roots)  # what it watches is the library: ratings go there
                 self.session = indexer.BackboneSession(index, self.settings)
-                self.run_id = index.start_run("watch", self.roots, {"watch": self.config.__dict__})
+                self.run_id = index.runs.start("watch", self.roots, {"watch": self.config.__dict__})
                 observer = self._start_observer()
                 try:
                     self._loop(stop)
@@ -174,7 +174,7 @@ class Watcher:
                     self.status.state = "stopped"
                     self.status.stopped = time.time()
                     self._write_status()
-                    index.finish_run(self.run_id, "stopped", self.status.as_dict(), self._head_id, self.session.key)
+                    index.runs.finish(self.run_id, "stopped", self.status.as_dict(), self._head_id, self.session.key)
         return self.status
 
     def _start_observer(self):
@@ -265,7 +265,7 @@ class Watcher:
         self.status.scored += result.scored
         self.status.errors += result.errors
         if self._head_id != result.head.name:
-            self.index.note_run_head(self.run_id, result.head.name, result.backbone)
+            self.index.runs.note_head(self.run_id, result.head.name, result.backbone)
             self._head_id = result.head.name
         last = self._last_scored(result)
         if last is not None:

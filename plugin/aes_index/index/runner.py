@@ -137,7 +137,7 @@ def _index_backbone(index: Index | None, model: str | None, pretrained: str | No
     when it holds none that fits. Several that still fit: the command must name one."""
     rows = [row for row in (index.backbones() if index is not None else []) if _matches(row, model, pretrained)]
     if len(rows) > 1:
-        active = index.active_backbone()
+        active = index.runs.active_backbone()
         rows = [row for row in rows if row["key"] == active] or rows
     if len(rows) > 1:
         keys = ", ".join(row["key"] for row in rows)
@@ -586,8 +586,8 @@ def _scoring_run(index: Index, command: str, roots: Sequence[str], settings: Set
     run names the library's active ones). The caller holds the writer lock, so runs of
     these commands still "running" were killed: they become interrupted. (The watcher's
     run lives as long as the watcher, under its own lock: not one of them.)"""
-    index.close_abandoned_runs(("rebuild", "rescore", "score"))
-    summary = RunSummary(index.start_run(command, roots, _settings_record(settings)), command)
+    index.runs.close_abandoned(("rebuild", "rescore", "score"))
+    summary = RunSummary(index.runs.start(command, roots, _settings_record(settings)), command)
     started = time.monotonic()
     try:
         yield summary
@@ -603,7 +603,7 @@ def rescore(index: Index, settings: Settings, progress: Progress = Progress(), l
     session = BackboneSession(index, settings)
     if session.id is None:
         raise _no_embeddings(index, session.key)
-    run_id = index.start_run("rescore", index.roots(), _settings_record(settings))
+    run_id = index.runs.start("rescore", index.roots(), _settings_record(settings))
     summary = RunSummary(run_id, "rescore")
     started = time.monotonic()
     try:
@@ -650,7 +650,7 @@ def _finish(index: Index, summary: RunSummary, started: float) -> None:
     summary.images_per_second = round(summary.decoded / summary.seconds, 2) if summary.seconds > 0 and summary.decoded else 0.0
     if summary.status == "done" and summary.head is None and summary.command in ("rebuild", "score"):
         summary.status = "failed"
-    index.finish_run(summary.run_id, summary.status, summary.as_dict(), summary.head, summary.backbone)
+    index.runs.finish(summary.run_id, summary.status, summary.as_dict(), summary.head, summary.backbone)
 
 
 def _settings_record(settings: Settings) -> dict:

@@ -27,7 +27,7 @@ def scored_head_id(index, spec: str | None = None) -> str:
     lists, a zero-shot spec, a head file), else the head of the latest run that scored.
     The one place every command (top, report, apply-ratings, digikam sync) asks."""
     if spec in (None, "", "auto"):
-        head_id = index.active_head_id()
+        head_id = index.runs.active_head_id()
         if head_id is None:
             raise NothingScored()
         return head_id

@@ -169,7 +169,7 @@ def recorded_run(index: Index, command: str, settings: dict, dry_run: bool, summ
     ratings or tags: yields its id (None for a dry run, which records nothing); the row
     ends done, failed or interrupted, with `summary()` as it stands then."""
     with ratings_turn(index, dry_run):
-        run_id = None if dry_run else index.start_run(command, index.roots(), settings)
+        run_id = None if dry_run else index.runs.start(command, index.roots(), settings)
         status = "failed"
         try:
             yield run_id
@@ -179,7 +179,7 @@ def recorded_run(index: Index, command: str, settings: dict, dry_run: bool, summ
             raise
         finally:
             if run_id is not None:
-                index.finish_run(run_id, status, summary(), head_id)
+                index.runs.finish(run_id, status, summary(), head_id)
 
 
 @contextlib.contextmanager
@@ -191,7 +191,7 @@ def ratings_turn(index: Index, dry_run: bool):
         yield
         return
     with file_lock(index.path, "ratings", what="another run that writes ratings"):
-        index.close_abandoned_runs(RATING_COMMANDS)
+        index.runs.close_abandoned(RATING_COMMANDS)
         yield
 
 

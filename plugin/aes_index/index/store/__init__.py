@@ -32,8 +32,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import sqlite_utils
 
-from . import culling as store_culling, journal, schema
+from . import culling as store_culling, journal, runs, schema
 from .schema import ERROR, MIGRATIONS, MISSING, NEW, OK, SCHEMA_VERSION, utcnow  # noqa: F401 - importable from the store
+from .runs import Runs
 from ...errors import IndexUnavailable
 
 BUSY_TIMEOUT_MS = 30_000
@@ -41,7 +42,6 @@ CACHE_KIB = 65_536  # page cache per connection
 PAGE_SIZE = 16_384  # bytes, for new databases
 WAL_CHECKPOINT_BYTES = 64 << 20
 STREAM_ABOVE = 20_000  # iter_embeddings: above this many ids, one scan beats id lookups
-SCORING_COMMANDS = ("rebuild", "rescore", "watch", "score")  # the runs that score: the latest one names the active head and backbone
 
 
 def readable_path(path: str) -> str:
@@ -145,7 +145,7 @@ def _raised_by_index_code(exc: BaseException) -> bool:
 
 
 # The store's modules: every line of SQL on the index is in one of them.
-_INDEX_CODE = frozenset(os.path.abspath(source) for source in (__file__, *(m.__file__ for m in (schema, journal, store_culling))))
+_INDEX_CODE = frozenset(os.path.abspath(source) for source in (__file__, *(m.__file__ for m in (schema, runs, journal, store_culling))))
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
@@ -258,6 +258,7 @@ class Index:
             self._stamp()
         self.journal = journal.Journal(self.db)
         self.culling = store_culling.CullingTables(self.db)
+        self.runs = Runs(self.db)
 
     def _configure_writer(self) -> None:
         # Applies to a new database only (an existing one keeps its page size). Rows of
@@ -702,69 +703,6 @@ class Index:
             [head_id, MISSING],
         )
         return np.fromiter((r[0] for r in rows), dtype=np.float64)
-
-    # --- runs ------------------------------------------------------------------------
-
-    def start_run(self, command: str, roots: Sequence[str] = (), settings: dict | None = None) -> int:
-        return self.db["runs"].insert(
-            {"command": command, "started": utcnow(), "status": "running", "roots": json.dumps(list(roots)),
-             "settings": json.dumps(settings or {}, default=str)}
-        ).last_pk
-
-    def finish_run(self, run_id: int, status: str, summary: dict, head_id: str | None = None, backbone: str | None = None) -> None:
-        self.db["runs"].update(
-            run_id,
-            {"finished": utcnow(), "status": status, "summary": json.dumps(summary, default=str),
-             "head_id": head_id, "backbone": backbone},
-        )
-
-    def close_abandoned_runs(self, commands: Sequence[str]) -> int:
-        """Runs of `commands` still "running" though their lock is free (the caller holds it
-        now): their process was killed (kill -9, power cut). They become "interrupted"."""
-        marks = ",".join("?" * len(commands))
-        cursor = self.db.execute(
-            f"UPDATE runs SET status = 'interrupted', finished = ? WHERE status = 'running' "
-            f"AND command IN ({marks})",
-            [utcnow(), *commands],
-        )
-        return cursor.rowcount
-
-    def note_run_head(self, run_id: int, head_id: str, backbone: str) -> None:
-        """A long-running run (the watcher) says early which head it scores with."""
-        self.db["runs"].update(run_id, {"head_id": head_id, "backbone": backbone})
-
-    def run_command(self, run_id: int) -> str | None:
-        """The command of run `run_id` (None: there is no such run)."""
-        row = self.db.execute("SELECT command FROM runs WHERE id = ?", [run_id]).fetchone()
-        return None if row is None else row[0]
-
-    def last_run(self, command: str | None = None, status: str = "done") -> dict | None:
-        where, params = "status = ?", [status]
-        if command:
-            where += " AND command = ?"
-            params.append(command)
-        rows = list(self.db["runs"].rows_where(where, params, order_by="id DESC", limit=1))
-        return rows[0] if rows else None
-
-    def active_head_id(self) -> str | None:
-        """The head of the latest finished run that scored: what `top` shows by default."""
-        return self._latest_scoring_run("head_id")
-
-    def active_backbone(self) -> str | None:
-        """The backbone of the same run as active_head_id: which of a library's backbones
-        (one per preset it was indexed with) commands use when none is named."""
-        return self._latest_scoring_run("backbone")
-
-    def _latest_scoring_run(self, column: str) -> str | None:
-        # Runs that only read scores (apply-ratings, culling's writes) record the head they
-        # read, but they neither score nor pick a backbone: they never change what is active.
-        marks = ",".join("?" * len(SCORING_COMMANDS))
-        row = self.db.execute(
-            f"SELECT {column} FROM runs WHERE status IN ('done', 'running', 'stopped') AND head_id IS NOT NULL "
-            f"AND command IN ({marks}) ORDER BY id DESC LIMIT 1",
-            list(SCORING_COMMANDS),
-        ).fetchone()
-        return row[0] if row else None
 
     def integrity(self, most: int = 5) -> str:
         """"ok", or the first `most` problems SQLite's quick_check finds (it reads every page
