@@ -112,7 +112,7 @@ def test_attribute_tags_live_beside_star_tags_and_respect_manual_ratings(shoot, 
 
 def test_a_trained_head_can_replace_an_attribute(shoot, model_args, capsys, tmp_path):
     with Index(shoot / ".aes-index.db") as index:
-        backbone = index.backbones()[0]
+        backbone = index.embeddings.backbones()[0]
     rng = np.random.default_rng(0)
     trained = Head(
         {"name": "my-sharpness", "kind": "linear", "backbone": backbone["key"], "input_space": "pooled",

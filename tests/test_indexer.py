@@ -252,8 +252,8 @@ def test_index_newer_than_the_program_is_refused(tmp_path):
 def test_index_uses_wal_and_stores_float16_embeddings(index, library, settings):
     indexer.rebuild(index, [str(library)], settings)
     assert index.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    backbone_id = index.backbones()[0]["id"]
-    ids, matrix, norms = next(index.iter_embeddings(backbone_id))
+    backbone_id = index.embeddings.backbones()[0]["id"]
+    ids, matrix, norms = next(index.embeddings.iter(backbone_id))
     assert matrix.dtype == np.float16 and matrix.shape[1] == 64
     assert len(_embedding(index, int(ids[0]))) == 64 * 2
     assert np.all(norms > 0)

@@ -286,10 +286,10 @@ def filled_index(tmp_path):
 
     info = BackboneInfo("tiny/x", "tiny", "x", 8, 4, SPEC)
     with Index(tmp_path / "index.db") as index:
-        backbone_id = index.ensure_backbone(info, np.eye(8, 4, dtype=np.float32))
+        backbone_id = index.embeddings.ensure_backbone(info, np.eye(8, 4, dtype=np.float32))
         ids = [index.add_image(f"/p/{i}.jpg", 1, 1, f"{i:032x}") for i in range(60)]
         vectors = np.arange(60 * 8, dtype=np.float32).reshape(60, 8)
-        index.put_embeddings(backbone_id, ids, vectors, np.ones(60, np.float32))
+        index.embeddings.put(backbone_id, ids, vectors, np.ones(60, np.float32))
         index.mark_missing(ids[50:])
         yield index, backbone_id, ids, vectors
 
@@ -297,29 +297,29 @@ def filled_index(tmp_path):
 @pytest.mark.parametrize("stream_above", [1_000, 5])  # looked up by id, or picked out of a scan
 def test_iter_embeddings_returns_the_wanted_rows_of_present_images(filled_index, monkeypatch, stream_above):
     index, backbone_id, ids, vectors = filled_index
-    monkeypatch.setattr(store, "STREAM_ABOVE", stream_above)
+    monkeypatch.setattr(store.embeddings, "STREAM_ABOVE", stream_above)
     wanted = ids[3:40:3]
-    got = {int(i): m for chunk_ids, matrix, _ in index.iter_embeddings(backbone_id, wanted, chunk=4)
+    got = {int(i): m for chunk_ids, matrix, _ in index.embeddings.iter(backbone_id, wanted, chunk=4)
            for i, m in zip(chunk_ids, matrix)}
     assert sorted(got) == sorted(wanted)
     assert all(np.array_equal(got[i], vectors[ids.index(i)].astype(np.float16)) for i in got)
-    everything = [int(i) for chunk_ids, _, _ in index.iter_embeddings(backbone_id, chunk=7) for i in chunk_ids]
+    everything = [int(i) for chunk_ids, _, _ in index.embeddings.iter(backbone_id, chunk=7) for i in chunk_ids]
     assert sorted(everything) == ids[:50]  # missing images are left out
 
 
 def test_the_scan_inside_a_transaction_sees_its_own_writes(filled_index, monkeypatch):
     index, backbone_id, ids, _ = filled_index
-    monkeypatch.setattr(store, "STREAM_ABOVE", 5)
+    monkeypatch.setattr(store.embeddings, "STREAM_ABOVE", 5)
     with index.transaction():
         new = index.add_image("/p/new.jpg", 1, 1, "f" * 32)
-        index.put_embeddings(backbone_id, [new], np.ones((1, 8), np.float32), np.ones(1, np.float32))
-        seen = [int(i) for chunk_ids, _, _ in index.iter_embeddings(backbone_id, [*ids, new], chunk=16) for i in chunk_ids]
+        index.embeddings.put(backbone_id, [new], np.ones((1, 8), np.float32), np.ones(1, np.float32))
+        seen = [int(i) for chunk_ids, _, _ in index.embeddings.iter(backbone_id, [*ids, new], chunk=16) for i in chunk_ids]
     assert new in seen
 
 
 def test_a_scan_abandoned_halfway_stops_its_reader(filled_index):
     index, backbone_id, _, _ = filled_index
-    chunks = index.iter_embeddings(backbone_id, chunk=2)
+    chunks = index.embeddings.iter(backbone_id, chunk=2)
     next(chunks)
     chunks.close()  # returns: the read-ahead thread has been told to stop and has ended
     import threading
@@ -329,7 +329,7 @@ def test_a_scan_abandoned_halfway_stops_its_reader(filled_index):
 
 def test_id_set_with_dense_and_sparse_ids():
     for wanted in ([1, 5, 9, 10], [3, 2**40, 7]):
-        id_set = store._IdSet(wanted)
+        id_set = store.embeddings._IdSet(wanted)
         probe = np.array([0, 1, 2, 3, 5, 7, 9, 10, 11, 2**40, -4], dtype=np.int64)
         assert list(probe[id_set.contains(probe)]) == sorted(set(wanted) & set(probe.tolist()))
 
@@ -441,10 +441,10 @@ def test_rescoring_with_a_fresh_head_reads_every_present_embedding_once(filled_i
     index, backbone_id, ids, vectors = filled_index
     from aes_index.model.backbone import BackboneInfo
 
-    monkeypatch.setattr(store, "STREAM_ABOVE", 5)
+    monkeypatch.setattr(store.embeddings, "STREAM_ABOVE", 5)
     asked = []
-    real = Index.iter_embeddings
-    monkeypatch.setattr(Index, "iter_embeddings", lambda self, b, image_ids=None, **k: asked.append(image_ids) or real(self, b, image_ids, **k))
+    real = store.embeddings.Embeddings.iter
+    monkeypatch.setattr(store.embeddings.Embeddings, "iter", lambda self, b, image_ids=None, **k: asked.append(image_ids) or real(self, b, image_ids, **k))
     monkeypatch.setattr(Index, "ids_needing_score", lambda *a: pytest.fail("listed the ids of a fresh head"))
     head = heads.Head({"kind": "linear", "name": "probe", "backbone": "tiny/x", "input_space": "pooled", "input_dim": 8},
                       {"weight": np.ones((1, 8), np.float32), "bias": np.zeros(1, np.float32)})

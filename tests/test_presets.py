@@ -92,7 +92,7 @@ def test_switching_presets_keeps_every_backbones_embeddings(tmp_path, tiny_prese
     assert fast["decoded"] == best["decoded"] == 4 and fast["backbone"] != best["backbone"]
     with Index(db, read_only=True) as index:
         assert index.runs.active_backbone() == best["backbone"]
-        assert all(index.embedding_count(row["id"]) == 4 for row in index.backbones())
+        assert all(index.embeddings.count(row["id"]) == 4 for row in index.embeddings.backbones())
     again = rebuild("--preset", "fast")  # back: nothing decoded, the cached embeddings are there
     assert again["decoded"] == 0 and again["backbone"] == fast["backbone"]
     plain = rebuild()  # none named: the active backbone, the one just used

@@ -196,12 +196,12 @@ def l14_library(tmp_path):
     db = root / ".aes-index.db"
     with Index(db) as index, index.transaction():
         index.add_roots([str(root)])
-        backbone_id = index.ensure_backbone(info, projection)
+        backbone_id = index.embeddings.ensure_backbone(info, projection)
         ids = []
         for path in paths:
             stat = path.stat()
             ids.append(index.add_image(str(path), stat.st_size, stat.st_mtime_ns, fingerprint(str(path))))
-        index.put_embeddings(backbone_id, ids, pooled, norms)
+        index.embeddings.put(backbone_id, ids, pooled, norms)
         index.mark_ok(ids)
     # what the published code computes: the projected embedding, divided by its norm, through the layer stack
     embeddings = pooled.astype(np.float32) @ projection

@@ -108,7 +108,7 @@ def test_a_file_that_changes_while_it_is_read_is_not_stored(index, tmp_path, set
     monkeypatch.setattr(pipeline, "decode_image", decode_then_append)
     summary = indexer.rebuild(index, [str(root)], settings)
     row = index.image_by_path(str(growing))
-    assert row["status"] == NEW and not index.has_embedding(row["id"])
+    assert row["status"] == NEW and not index.embeddings.has(row["id"])
     assert summary.settling == 1 and summary.scored == 3 and summary.errors == 0
 
     monkeypatch.setattr(pipeline, "decode_image", real)
@@ -194,7 +194,7 @@ def test_commands_without_model_flags_use_the_index_backbone(built, capsys, monk
     code, out, err = run(capsys, "score", root / "p0.jpg", root / "new.jpg", "--db", db, *device, "--json")
     assert code == ExitCode.OK and all(r["score"] is not None for r in json.loads(out)), err
     with Index(db) as index:
-        assert len(index.backbones()) == 1
+        assert len(index.embeddings.backbones()) == 1
     code, out, err = run(capsys, "doctor", "--db", db, "--device", "cpu", "--json")
     weights = {c["name"]: c for c in json.loads(out)["checks"]}["weights"]
     assert code == ExitCode.OK and weights["path"].endswith("tiny-clip.safetensors"), out
@@ -220,7 +220,7 @@ def test_several_backbones_and_none_named_use_the_active_one(built, tiny_model, 
     assert code == ExitCode.OK, err
     latest = json.loads(out)["backbone"]
     with Index(db, read_only=True) as index:
-        assert len(index.backbones()) == 2 and index.runs.active_backbone() == latest
+        assert len(index.embeddings.backbones()) == 2 and index.runs.active_backbone() == latest
     for command in (["attributes", "--only", "sharpness"], ["score", root / "p0.jpg"]):
         code, out, err = run(capsys, *command, "--db", db, "--device", "cpu", "--dtype", "fp32")
         assert code == ExitCode.OK, (command, err)

@@ -60,7 +60,7 @@ def rated_library(tmp_path, model_args):
 
 def test_ratings_come_from_the_user_only(rated_library):
     with Index(rated_library["db"]) as index:
-        backbone_id = index.backbones()[0]["id"]
+        backbone_id = index.embeddings.backbones()[0]["id"]
         photos = indexed_photos(index, backbone_id)
         found = collect_ratings(index, photos)
         names = {image_id: path.rsplit("/", 1)[1] for image_id, path in photos}
@@ -115,4 +115,4 @@ def test_without_model_flags_the_index_backbone_is_used(rated_library, tmp_path,
     out = tmp_path / "p.safetensors"
     assert main(["personal", "--db", rated_library["db"], "--out", str(out), "--min-ratings", "20", "--json"]) == 0
     with Index(rated_library["db"]) as index:
-        assert load_head(out).backbone == index.backbones()[0]["key"]
+        assert load_head(out).backbone == index.embeddings.backbones()[0]["key"]

@@ -79,7 +79,7 @@ def test_a_photo_the_index_holds_outside_its_folders_gets_no_sidecar(shoot, tmp_
     with Index(db) as index, index.transaction():
         twin = index.image_by_path(str(shoot / "DSC_0000.jpg"))
         image_id = index.add_image(str(outside), 1, 1, "outside")
-        index.copy_embeddings(twin["id"], image_id)
+        index.embeddings.copy(twin["id"], image_id)
         index.mark_ok([image_id])
     code, _, err = run(capsys, "rescore", "--db", db, *model_args)  # gives it a score too
     assert code == 0, err

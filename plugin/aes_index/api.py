@@ -217,7 +217,7 @@ def stats(settings: Settings) -> dict:
             "images": index.status_counts(),
             "errors": index.error_counts(),
             "recent_errors": index.errors(limit=10),
-            "backbones": [row["key"] for row in index.backbones()],
+            "backbones": [row["key"] for row in index.embeddings.backbones()],
             "active_backbone": index.runs.active_backbone(),
             "heads": index.scored_heads(),
             "active_head": head_id,

@@ -264,7 +264,7 @@ def _populate_index(db_path: Path, root: Path, backbone_info, projection: np.nda
     preprocess = backbone_info.preprocess.describe()
     with store.Index(db_path) as index:
         index.add_roots([str(root)])
-        backbone_id = index.ensure_backbone(backbone_info, projection)
+        backbone_id = index.embeddings.ensure_backbone(backbone_info, projection)
         index.record_head(head)
         entries = list(discover([root]))
         with index.transaction():
@@ -283,7 +283,7 @@ def _insert_embeddings_and_scores(index, backbone_id: int, head, preprocess: str
         chunk = ids[start : start + 50_000]
         pooled = rng.standard_normal((len(chunk), projection.shape[0]), dtype=np.float32).astype(np.float16)
         norms = projected_norms(pooled.astype(np.float32), projection)
-        index.put_embeddings(backbone_id, chunk, pooled, norms)
+        index.embeddings.put(backbone_id, chunk, pooled, norms)
         if head is not None:
             index.put_scores(head, backbone_id, preprocess, chunk, head.predict(pooled, projection, norms))
 
@@ -315,7 +315,7 @@ def rescore_index(n: int, backbone_info, projection: np.ndarray, old_head) -> Pa
     rng = np.random.default_rng(1)
     now = store.utcnow()
     with store.Index(db) as index:
-        backbone_id = index.ensure_backbone(backbone_info, projection)
+        backbone_id = index.embeddings.ensure_backbone(backbone_info, projection)
         index.record_head(old_head)
         with index.transaction():
             index.db.conn.executemany(

@@ -521,16 +521,16 @@ def cmd_personal(args, argv) -> int:
         index, settings, db = library.index, library.settings, library.index.path
         model, pretrained, _ = choose_backbone(index, settings)  # the index's own, unless named
         key = backbone_key(resolve_model_name(model), pretrained)
-        row = index.backbone(key)
+        row = index.embeddings.backbone(key)
         if row is None:
-            known = ", ".join(r["key"] for r in index.backbones()) or "none"
+            known = ", ".join(r["key"] for r in index.embeddings.backbones()) or "none"
             raise IndexUnavailable(f"the index has no embeddings from {key} (it has: {known}); pass its --model/--pretrained")
         photos = indexed_photos(index, row["id"])
         ratings, stars = targets(sorted(collect_ratings(index, photos, unrated=config.treat_as_unrated).values(), key=lambda r: r.image_id), config)
         out.log(f"{len(ratings)} of {len(photos)} embedded photos carry a rating of yours")
         wanted = [r.image_id for r in ratings]
         vectors = {}
-        for ids, matrix, _ in index.iter_embeddings(row["id"], wanted):
+        for ids, matrix, _ in index.embeddings.iter(row["id"], wanted):
             vectors.update(zip(ids.tolist(), matrix.astype(np.float32)))
         ids = np.array(wanted, dtype=np.int64)
         pooled = np.stack([vectors[i] for i in wanted]) if wanted else np.zeros((0, row["pooled_dim"]), np.float32)

@@ -364,16 +364,16 @@ def rated_photos(index, backbone_key: str, config) -> RatedPhotos:
 
     from .personal import collect_ratings, indexed_photos, targets
 
-    row = index.backbone(backbone_key)
+    row = index.embeddings.backbone(backbone_key)
     if row is None:
-        known = ", ".join(r["key"] for r in index.backbones()) or "none"
+        known = ", ".join(r["key"] for r in index.embeddings.backbones()) or "none"
         raise IndexUnavailable(f"the index has no embeddings from {backbone_key} (it has: {known}); pass its --model/--pretrained")
     photos = indexed_photos(index, row["id"])
     path_of = dict(photos)
     ratings, stars = targets(sorted(collect_ratings(index, photos, unrated=config.treat_as_unrated).values(), key=lambda r: r.image_id), config)
     ids = [r.image_id for r in ratings]
     vectors: dict[int, np.ndarray] = {}
-    for chunk_ids, matrix, _ in index.iter_embeddings(row["id"], ids):
+    for chunk_ids, matrix, _ in index.embeddings.iter(row["id"], ids):
         vectors.update(zip(chunk_ids.tolist(), matrix.astype(np.float32)))
     pooled = np.stack([vectors[i] for i in ids]) if ids else np.zeros((0, row["pooled_dim"]), np.float32)
     return RatedPhotos(np.array(ids, dtype=np.int64), [path_of[i] for i in ids],

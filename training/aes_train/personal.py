@@ -85,7 +85,7 @@ RATING_SOURCES: dict[str, RatingSource] = {"xmp": sidecar_ratings, "exif": exif_
 
 def indexed_photos(index, backbone_id: int) -> list[tuple[int, str]]:
     """(image id, path) of present photos that have an embedding from this backbone."""
-    return index.present_with_embedding(backbone_id)
+    return index.embeddings.present_with(backbone_id)
 
 
 def collect_ratings(

@@ -135,7 +135,7 @@ def _named_preset(settings: Settings) -> tuple[str, str, None]:
 def _index_backbone(index: Index | None, model: str | None, pretrained: str | None) -> dict | None:
     """The index's backbone that fits what was named (of several, the active one); None
     when it holds none that fits. Several that still fit: the command must name one."""
-    rows = [row for row in (index.backbones() if index is not None else []) if _matches(row, model, pretrained)]
+    rows = [row for row in (index.embeddings.backbones() if index is not None else []) if _matches(row, model, pretrained)]
     if len(rows) > 1:
         active = index.runs.active_backbone()
         rows = [row for row in rows if row["key"] == active] or rows
@@ -187,7 +187,7 @@ class BackboneSession:
         model, pretrained, row = choose_backbone(index, settings)
         self.settings = settings.replace(model=model, pretrained=pretrained)
         self.key = row["key"] if row else backbone_key(resolve_model_name(model), pretrained)
-        row = row or index.backbone(self.key)
+        row = row or index.embeddings.backbone(self.key)
         self.id: int | None = row["id"] if row else None
         self._info = BackboneInfo.from_json(row["preprocess"]) if row else None
 
@@ -201,7 +201,7 @@ class BackboneSession:
                 "pass --model and --pretrained"
             )
         if self.id is None:
-            self.id = self.index.ensure_backbone(backbone.info, backbone.projection, *loadable(settings.model, settings.pretrained))
+            self.id = self.index.embeddings.ensure_backbone(backbone.info, backbone.projection, *loadable(settings.model, settings.pretrained))
             self._info = backbone.info
         return backbone
 
@@ -218,7 +218,7 @@ class BackboneSession:
 
     @property
     def projection(self) -> np.ndarray | None:
-        return self.index.projection(self.ensure_row())
+        return self.index.embeddings.projection(self.ensure_row())
 
     def head(self) -> Head:
         head = resolve_head(self.settings.head, self.key, lambda: self.model)
@@ -313,7 +313,7 @@ def _refresh(index: Index, previous: store.KnownFile, entry: FileEntry, result: 
         return
     if print_ == previous.fingerprint:
         result.touched += 1
-        status = previous.status if previous.status != MISSING else (OK if index.has_embedding(previous.id) else NEW)
+        status = previous.status if previous.status != MISSING else (OK if index.embeddings.has(previous.id) else NEW)
         index.update_image(previous.id, size=entry.size, mtime_ns=entry.mtime_ns, status=status)
         return
     result.changed += 1
@@ -340,7 +340,7 @@ def _place_arrivals(index: Index, arrivals: list[FileEntry], gone: list[store.Kn
         candidates = vanished.get(print_) or _missing_with(index, print_)
         if candidates:
             image_id = candidates.pop(0)
-            status = OK if index.has_embedding(image_id) else NEW
+            status = OK if index.embeddings.has(image_id) else NEW
             old_path = index.image(image_id)["path"]
             index.update_image(image_id, path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, status=status)
             index.journal.follow_move(old_path, entry.path)  # undo finds what we wrote, where it went
@@ -349,7 +349,7 @@ def _place_arrivals(index: Index, arrivals: list[FileEntry], gone: list[store.Kn
             image_id = index.add_image(entry.path, entry.size, entry.mtime_ns, print_)
             result.new += 1
             twin = _indexed_twin(index, print_, image_id)
-            if twin is not None and index.copy_embeddings(twin, image_id):
+            if twin is not None and index.embeddings.copy(twin, image_id):
                 index.culling.copy_facts(twin, image_id)  # same bytes, same facts: not decoded again
                 index.update_image(image_id, status=OK)
                 result.duplicates += 1
@@ -376,7 +376,7 @@ def select_work(index: Index, backbone_id: int | None, image_ids: Iterable[int] 
 
     Images that failed to decode are not retried until the file changes (or --force).
     """
-    embedded = index.ids_with_embedding(backbone_id) if backbone_id is not None and not force else set()
+    embedded = index.embeddings.ids_with(backbone_id) if backbone_id is not None and not force else set()
     statuses = (NEW, OK, ERROR) if force else (NEW, OK)
     wanted = None if image_ids is None else set(image_ids)
     return [(i, p) for i, p in index.images_with_status(statuses) if i not in embedded and (wanted is None or i in wanted)]
@@ -462,7 +462,7 @@ def _log_unsettled(image_ids: set[int], paths: dict[int, str]) -> None:
 
 
 def _store_batch(index: Index, backbone_id: int, head: Head, preprocess: str, projection, batch: Batch) -> None:
-    index.put_embeddings(backbone_id, batch.image_ids, batch.pooled, batch.proj_norms)
+    index.embeddings.put(backbone_id, batch.image_ids, batch.pooled, batch.proj_norms)
     index.put_scores(head, backbone_id, preprocess, batch.image_ids, head.predict(batch.pooled, projection, batch.proj_norms))
     index.culling.put_facts(batch.image_ids, batch.facts)
     index.mark_ok(batch.image_ids)
@@ -505,7 +505,7 @@ def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: S
     projection = session.projection
     preprocess = session.info.preprocess.describe()
     count = 0
-    for ids, matrix, norms in index.iter_embeddings(backbone_id, stale):
+    for ids, matrix, norms in index.embeddings.iter(backbone_id, stale):
         prediction = head.predict(matrix, projection, None if np.isnan(norms).any() else norms)
         with index.transaction():
             index.put_scores(head, backbone_id, preprocess, ids, prediction)
@@ -614,7 +614,7 @@ def rescore(index: Index, settings: Settings, progress: Progress = Progress(), l
             summary.scored = score_stale(index, session, head)
             progress.finish()
         summary.head, summary.backbone = head.name, session.key
-        summary.files = index.embedding_count(session.id)
+        summary.files = index.embeddings.count(session.id)
         summary.skipped = summary.files - summary.scored
     except KeyboardInterrupt:
         summary.status = "interrupted"
@@ -627,7 +627,7 @@ def rescore(index: Index, settings: Settings, progress: Progress = Progress(), l
 def _no_embeddings(index: Index, key: str):
     from ..errors import IndexUnavailable
 
-    known = ", ".join(row["key"] for row in index.backbones()) or "none"
+    known = ", ".join(row["key"] for row in index.embeddings.backbones()) or "none"
     return IndexUnavailable(f"the index has no embeddings from {key} (it has: {known}); run `aes-index rebuild` first")
 
 
