@@ -83,7 +83,7 @@ def test_top_by_attribute_and_score_shows_them(shoot, model_args, capsys):
     scores = [p["score"] for p in listed["photos"]]
     assert scores == sorted(scores, reverse=True) and len(scores) == 10
     with Index(shoot / ".aes-index.db") as index:
-        assert [r["path"] for r in index.scores("attribute-sharpness-zeroshot")] == [p["path"] for p in listed["photos"]]
+        assert [r["path"] for r in index.scores.ranked("attribute-sharpness-zeroshot")] == [p["path"] for p in listed["photos"]]
 
     code, out, _ = run(capsys, "score", shoot / "IMG_3.jpg", "--attributes", "--db", shoot / ".aes-index.db", *model_args, "--json")
     assert set(json.loads(out)[0]["attributes"]) == set(attributes.ATTRIBUTES)

@@ -100,7 +100,7 @@ def test_deleted_file_is_marked_missing_and_comes_back_without_decoding(index, l
     shutil.move(photo, parked)
     summary = indexer.rebuild(index, [str(library)], settings)
     assert summary.missing == 1 and index.image_by_path(str(photo))["status"] == MISSING
-    assert str(photo) not in [r["path"] for r in index.scores(index.runs.active_head_id())]  # not listed
+    assert str(photo) not in [r["path"] for r in index.scores.ranked(index.runs.active_head_id())]  # not listed
 
     shutil.move(parked, photo)
     decoded_before = len(decode_calls)
@@ -128,11 +128,11 @@ def test_copies_share_an_embedding_and_new_pixels_are_decoded(index, library, se
 
 def test_rescore_changes_scores_without_decoding(index, library, settings, decode_calls, monkeypatch):
     indexer.rebuild(index, [str(library)], settings)
-    before = {r["path"]: r["score"] for r in index.scores("zeroshot-ensemble-outstanding-vs-horrible")}
+    before = {r["path"]: r["score"] for r in index.scores.ranked("zeroshot-ensemble-outstanding-vs-horrible")}
     decoded_before = len(decode_calls)
 
     summary = indexer.rescore(index, settings.replace(head="zeroshot:fixed:beautiful/ugly"))
-    after = {r["path"]: r["score"] for r in index.scores("zeroshot-fixed-beautiful-vs-ugly")}
+    after = {r["path"]: r["score"] for r in index.scores.ranked("zeroshot-fixed-beautiful-vs-ugly")}
     assert len(decode_calls) == decoded_before and summary.scored == len(before)
     assert set(after) == set(before) and after != before
     assert index.runs.active_head_id() == "zeroshot-fixed-beautiful-vs-ugly"
@@ -164,8 +164,8 @@ def test_worker_processes_give_the_same_embeddings_as_inline(tmp_path, library, 
     with Index(tmp_path / "inline.db") as inline, Index(tmp_path / "workers.db") as pooled:
         indexer.rebuild(inline, [str(library)], settings)
         indexer.rebuild(pooled, [str(library)], settings.replace(workers=2))
-        a = {r["path"]: r["score"] for r in inline.scores(inline.runs.active_head_id())}
-        b = {r["path"]: r["score"] for r in pooled.scores(pooled.runs.active_head_id())}
+        a = {r["path"]: r["score"] for r in inline.scores.ranked(inline.runs.active_head_id())}
+        b = {r["path"]: r["score"] for r in pooled.scores.ranked(pooled.runs.active_head_id())}
         assert a.keys() == b.keys() and len(a) > 5
         # equal up to float noise (batches of other sizes take other matmul kernels)
         assert all(abs(a[path] - b[path]) < 1e-4 for path in a)

@@ -341,9 +341,9 @@ def test_scores_written_again_replace_the_old_row(filled_index):
         name, hash = "h", "first"
 
     index.db.execute("INSERT INTO heads (id, hash) VALUES ('h', 'first')")
-    index.put_scores(Head, backbone_id, "p", ids[:3], heads.Prediction(np.array([1, 2, 3], np.float32)))
+    index.scores.put(Head, backbone_id, "p", ids[:3], heads.Prediction(np.array([1, 2, 3], np.float32)))
     Head.hash = "second"
-    index.put_scores(Head, backbone_id, "p", ids[1:4], heads.Prediction(np.array([5, 6, 7], np.float32), np.ones(3, np.float32)))
+    index.scores.put(Head, backbone_id, "p", ids[1:4], heads.Prediction(np.array([5, 6, 7], np.float32), np.ones(3, np.float32)))
     rows = index.db.execute(
         "SELECT s.image_id, s.score, s.std, b.head_hash FROM scores s JOIN score_batches b ON b.id = s.batch ORDER BY s.image_id"
     ).fetchall()
@@ -408,9 +408,9 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
         class Head:
             name, hash = "h", "z"
 
-        index.put_scores(Head, 1, "p", [2], heads.Prediction(np.array([9.0], np.float32)))
+        index.scores.put(Head, 1, "p", [2], heads.Prediction(np.array([9.0], np.float32)))
         assert index.db.execute("SELECT count(*), max(score) FROM scores WHERE head_id = 'h'").fetchone() == (2, 9.0)
-        assert [(r["image_id"], r["head_hash"]) for r in index.scores("h")] == [(2, "z"), (1, "x")]
+        assert [(r["image_id"], r["head_hash"]) for r in index.scores.ranked("h")] == [(2, "z"), (1, "x")]
         index.forget_derived(1)
         assert index.db.execute("SELECT image_id, head_id FROM scores").fetchall() == [(2, "h")]
 
@@ -429,10 +429,10 @@ def test_a_failed_score_write_leaves_nothing_staged_for_the_next(filled_index):
 
     index.db.conn.set_authorizer(refuse_the_copy_into_scores)
     with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
-        index.put_scores(Known, backbone_id, "p", ids[:2], heads.Prediction(np.ones(2, np.float32)))
+        index.scores.put(Known, backbone_id, "p", ids[:2], heads.Prediction(np.ones(2, np.float32)))
     index.db.conn.set_authorizer(None)
     assert index.db.execute("SELECT count(*) FROM staged_scores").fetchone()[0] == 0
-    index.put_scores(Known, backbone_id, "p", ids[3:5], heads.Prediction(np.ones(2, np.float32)))
+    index.scores.put(Known, backbone_id, "p", ids[3:5], heads.Prediction(np.ones(2, np.float32)))
     assert [r[0] for r in index.db.execute("SELECT image_id FROM scores ORDER BY image_id")] == ids[3:5]
 
 
@@ -445,10 +445,10 @@ def test_rescoring_with_a_fresh_head_reads_every_present_embedding_once(filled_i
     asked = []
     real = store.embeddings.Embeddings.iter
     monkeypatch.setattr(store.embeddings.Embeddings, "iter", lambda self, b, image_ids=None, **k: asked.append(image_ids) or real(self, b, image_ids, **k))
-    monkeypatch.setattr(Index, "ids_needing_score", lambda *a: pytest.fail("listed the ids of a fresh head"))
+    monkeypatch.setattr(store.scores.Scores, "ids_needing", lambda *a: pytest.fail("listed the ids of a fresh head"))
     head = heads.Head({"kind": "linear", "name": "probe", "backbone": "tiny/x", "input_space": "pooled", "input_dim": 8},
                       {"weight": np.ones((1, 8), np.float32), "bias": np.zeros(1, np.float32)})
-    index.record_head(head)
+    index.scores.record_head(head)
 
     class Session:
         def ensure_row(self):
@@ -471,6 +471,6 @@ def test_rows_inserted_in_multi_row_statements_all_arrive_in_order(tmp_path, var
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
     conn.execute("CREATE TABLE t (a INTEGER, b FLOAT, c TEXT)")
     rows = [(i, i / 3, None if i % 2 else f"r{i}") for i in range(11)]
-    store._insert_rows(conn, "t", [list(column) for column in zip(*rows)])
-    store._insert_rows(conn, "t", [[], [], []])
+    store.scores._insert_rows(conn, "t", [list(column) for column in zip(*rows)])
+    store.scores._insert_rows(conn, "t", [[], [], []])
     assert conn.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == rows

@@ -36,7 +36,7 @@ def db_of(root: Path) -> Path:
 
 def expected_stars(root: Path) -> dict[str, int]:
     with Index(db_of(root)) as index:
-        rows = index.scores(index.runs.active_head_id())
+        rows = index.scores.ranked(index.runs.active_head_id())
     stars = stars_for(np.array([r["score"] for r in rows]), RatingPolicy())
     return {Path(r["path"]).name: int(s) for r, s in zip(rows, stars)}
 
@@ -66,7 +66,7 @@ def test_ratings_follow_the_policy_in_new_sidecars(photos, capsys):
 
 def test_threshold_policy_and_reject(photos, capsys):
     with Index(db_of(photos)) as index:
-        scores = index.score_values(index.runs.active_head_id())
+        scores = index.scores.values(index.runs.active_head_id())
     cuts = ",".join(f"{q:.6f}" for q in np.quantile(scores, [0.2, 0.4, 0.6, 0.8]))
     reject = f"{np.quantile(scores, 0.1):.6f}"
     code, out, _ = run(capsys, "apply-ratings", "--db", db_of(photos), "--policy", "threshold", f"--cuts={cuts}", f"--reject-below={reject}", "--json")

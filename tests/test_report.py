@@ -235,7 +235,7 @@ def indexed_library(tmp_path_factory, tiny_model) -> Path:
         env.setenv("AES_INDEX_CACHE_DIR", str(root.parent / "cache"))
         main(["rebuild", str(root), *model_args, "--workers", "0", "-q"])
     with Index(root / DB_FILENAME) as index:
-        ranked = index.scores(index.runs.active_head_id())
+        ranked = index.scores.ranked(index.runs.active_head_id())
         assert len(ranked) >= 10 and index.status_counts().get(ERROR)
         for row, target, stars in ((ranked[0], "xmp", 5), (ranked[3], "darktable", 2)):
             index.journal.record(1, journal.Write(target=target, place=row["path"] + ".xmp", image_path=row["path"],
@@ -274,14 +274,14 @@ def fresh_page(page) -> Page:
 
 
 def database_order(index: Index) -> list[int]:
-    """What the page must show, in order: scored photos as Index.scores, then decode errors."""
-    scored = [row["image_id"] for row in index.scores(index.runs.active_head_id())]
+    """What the page must show, in order: scored photos as index.scores.ranked, then decode errors."""
+    scored = [row["image_id"] for row in index.scores.ranked(index.runs.active_head_id())]
     failed = index.db.execute("SELECT id FROM images WHERE status = ? ORDER BY path", [ERROR]).fetchall()
     return scored + [image_id for (image_id,) in failed]
 
 
 def library_stars(index: Index) -> dict[int, int]:
-    rows = index.scores(index.runs.active_head_id())
+    rows = index.scores.ranked(index.runs.active_head_id())
     stars = stars_for(np.array([row["score"] for row in rows]), RatingPolicy())
     return {row["image_id"]: int(s) for row, s in zip(rows, stars)}
 
@@ -400,7 +400,7 @@ def test_page_loads_from_file_and_shows_the_database_order(fresh_page, indexed_l
 @needs_chromium
 def test_histogram_marks_the_star_cut_points(fresh_page, indexed_library):
     with Index(indexed_library / DB_FILENAME) as index:
-        cuts = cut_points(index.score_values(index.runs.active_head_id()), RatingPolicy())
+        cuts = cut_points(index.scores.values(index.runs.active_head_id()), RatingPolicy())
     starts: dict[float, list[str]] = {}  # cuts that coincide (ties) share one line
     for stars, cut in enumerate(cuts, start=2):
         if np.isfinite(cut):
@@ -413,7 +413,7 @@ def test_histogram_marks_the_star_cut_points(fresh_page, indexed_library):
 @needs_chromium
 def test_a_policy_with_reject_marks_it_and_filters_by_it(indexed_library, tmp_path, browser):
     with Index(indexed_library / DB_FILENAME) as index:
-        scores = index.score_values(index.runs.active_head_id())
+        scores = index.scores.values(index.runs.active_head_id())
         # Cuts between distinct scores: the stripped sample files all score alike, and
         # quantiles of tied scores would repeat a cut.
         policy = RatingPolicy(kind="threshold", cuts=tuple(np.quantile(np.unique(scores), [0.2, 0.4, 0.6, 0.8])),
@@ -433,7 +433,7 @@ def test_a_policy_with_reject_marks_it_and_filters_by_it(indexed_library, tmp_pa
 def test_star_filters_show_what_the_policy_and_the_journal_say(fresh_page, indexed_library):
     with Index(indexed_library / DB_FILENAME) as index:
         order, stars = database_order(index), library_stars(index)
-        written_top = index.scores(index.runs.active_head_id())[0]["image_id"]
+        written_top = index.scores.ranked(index.runs.active_head_id())[0]["image_id"]
     best = max(stars.values())
     choose(fresh_page, "#filter-stars", str(best))
     assert fresh_page.evaluate(SHOWN_IDS) == [i for i in order if stars.get(i) == best]
@@ -480,7 +480,7 @@ def test_hostile_file_names_are_shown_as_text_and_run_nothing(fresh_page, indexe
 def test_details_show_score_percentile_stars_written_head_and_path(fresh_page, indexed_library):
     with Index(indexed_library / DB_FILENAME) as index:
         head = index.runs.active_head_id()
-        top = index.scores(head)[0]
+        top = index.scores.ranked(head)[0]
     fresh_page.evaluate("document.querySelector('.cell').click()")
     details = dict(fresh_page.evaluate(
         "[...document.querySelectorAll('#details dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent])"
@@ -513,7 +513,7 @@ def test_50k_photos_build_quickly_and_the_grid_stays_virtual(tmp_path, browser):
         started = time.monotonic()
         summary = build_report(index, tmp_path / "big.html")
         build_seconds = time.monotonic() - started
-        last = index.scores("synthetic")[-1]["image_id"]
+        last = index.scores.ranked("synthetic")[-1]["image_id"]
     assert summary.photos == 50_000 and summary.thumbs_failed == 50_000
     assert build_seconds < 30, build_seconds
     with Page(browser) as tab:

@@ -56,7 +56,7 @@ def library(tmp_path_factory, tiny_model) -> Path:
 
 def ranked_photos(root: Path) -> list[dict]:
     with Index(root / DB_FILENAME) as index:
-        return index.scores(index.runs.active_head_id())
+        return index.scores.ranked(index.runs.active_head_id())
 
 
 def member(row: dict, sharpness: float, flags=(), clipped=(0.0, 0.0)) -> Member:

@@ -283,11 +283,11 @@ def test_distort_from_index_trains_a_head_that_rescores_the_library(rated_librar
     assert set(result["personal"]["metrics"]) >= {"srcc", "srcc_prior_only", "srcc_ratings_only", "n"}
 
     with Index(rated_library["db"]) as index:
-        before = {r["path"]: r["score"] for r in index.scores(index.runs.active_head_id())}
+        before = {r["path"]: r["score"] for r in index.scores.ranked(index.runs.active_head_id())}
     assert aes_index.cli.main(["rescore", "--head", str(out), *rated_library["common"]]) == 0
     with Index(rated_library["db"]) as index:
         assert index.runs.active_head_id() == head.name
-        after = {r["path"]: r["score"] for r in index.scores(head.name)}
+        after = {r["path"]: r["score"] for r in index.scores.ranked(head.name)}
     assert set(after) == set(before) and len(after) == 24 and after != before
 
 

@@ -87,13 +87,13 @@ def test_embed_fit_export_rescore(embedded, tmp_path, model_args, monkeypatch, c
     common = ["--db", db, *model_args, "--workers", "0", "-q"]
     assert aes_index.cli.main(["rebuild", str(library), "--head", "zeroshot:fixed", *common]) == 0
     with Index(db) as index:
-        before = {r["path"]: r["score"] for r in index.scores(index.runs.active_head_id())}
+        before = {r["path"]: r["score"] for r in index.scores.ranked(index.runs.active_head_id())}
 
     # rescore with the exported head: new scores, from the cached embeddings
     assert aes_index.cli.main(["rescore", "--head", str(exported), *common]) == 0
     with Index(db) as index:
         assert index.runs.active_head_id() == head.name
-        after = {r["path"]: r["score"] for r in index.scores(head.name)}
+        after = {r["path"]: r["score"] for r in index.scores.ranked(head.name)}
     assert set(after) == set(before) and len(after) == 12
     assert all(1.0 <= s <= 10.0 for s in after.values()) and after != before
 

@@ -83,7 +83,7 @@ def test_personal_head_ranks_held_out_photos_and_rescores_the_library(rated_libr
     assert aes_index.cli.main(["rescore", "--head", str(out), *common]) == 0
     with Index(rated_library["db"]) as index:
         assert index.runs.active_head_id() == "personal"
-        assert len(index.scores("personal")) == 40
+        assert len(index.scores.ranked("personal")) == 40
 
 
 def test_import_default_ratings_can_be_ignored(rated_library, tmp_path, model_args, capsys):

@@ -85,7 +85,7 @@ def scored_paths(db: Path) -> set[str]:
     try:
         with Index(db, read_only=True) as index:
             head = index.runs.active_head_id()
-            return {r["path"] for r in index.scores(head)} if head else set()
+            return {r["path"] for r in index.scores.ranked(head)} if head else set()
     except IndexUnavailable as exc:
         if db.exists() and "empty" not in str(exc):
             raise

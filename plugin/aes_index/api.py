@@ -196,7 +196,7 @@ def top(settings: Settings, n: int = 20, worst: bool = False, by: str | None = N
         raise ConfigError(f"-n takes how many photos to list, 1 or more, not {n}")
     with Library.open(settings, read_only=True) as library:
         head_id = head_id_for(library.index, by) if by else listed_head(library)
-        rows = library.index.scores(head_id, limit=n, worst=worst)
+        rows = library.index.scores.ranked(head_id, limit=n, worst=worst)
         scale = scale_in_index(library.index, head_id)
     return {"head": head_id, "scale": scale, "photos": rows}
 
@@ -210,7 +210,7 @@ def stats(settings: Settings) -> dict:
     with Library.open(settings, read_only=True) as library:
         index = library.index
         head_id = index.runs.active_head_id()
-        values = index.score_values(head_id) if head_id else np.zeros(0)
+        values = index.scores.values(head_id) if head_id else np.zeros(0)
         return {
             "db": str(index.path),
             "roots": index.roots(),
@@ -219,7 +219,7 @@ def stats(settings: Settings) -> dict:
             "recent_errors": index.errors(limit=10),
             "backbones": [row["key"] for row in index.embeddings.backbones()],
             "active_backbone": index.runs.active_backbone(),
-            "heads": index.scored_heads(),
+            "heads": index.scores.scored_heads(),
             "active_head": head_id,
             "scale": scale_in_index(index, head_id).as_dict() if head_id else None,
             "scores": _distribution(values),

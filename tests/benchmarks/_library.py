@@ -265,7 +265,7 @@ def _populate_index(db_path: Path, root: Path, backbone_info, projection: np.nda
     with store.Index(db_path) as index:
         index.add_roots([str(root)])
         backbone_id = index.embeddings.ensure_backbone(backbone_info, projection)
-        index.record_head(head)
+        index.scores.record_head(head)
         entries = list(discover([root]))
         with index.transaction():
             index.db.conn.executemany(
@@ -285,7 +285,7 @@ def _insert_embeddings_and_scores(index, backbone_id: int, head, preprocess: str
         norms = projected_norms(pooled.astype(np.float32), projection)
         index.embeddings.put(backbone_id, chunk, pooled, norms)
         if head is not None:
-            index.put_scores(head, backbone_id, preprocess, chunk, head.predict(pooled, projection, norms))
+            index.scores.put(head, backbone_id, preprocess, chunk, head.predict(pooled, projection, norms))
 
 
 def built_before(folder: Path, done: Path) -> bool:
@@ -316,7 +316,7 @@ def rescore_index(n: int, backbone_info, projection: np.ndarray, old_head) -> Pa
     now = store.utcnow()
     with store.Index(db) as index:
         backbone_id = index.embeddings.ensure_backbone(backbone_info, projection)
-        index.record_head(old_head)
+        index.scores.record_head(old_head)
         with index.transaction():
             index.db.conn.executemany(
                 "INSERT INTO images (id, path, size, mtime_ns, fingerprint, status, first_seen, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -142,20 +142,20 @@ def compute_attributes(
         for name in names:
             head = attribute_head(name, session.key, lambda: session.model, overrides.get(name))
             check_compatible(head, session.key, session.info.pooled_dim, session.info.embed_dim)
-            index.record_head(head)
+            index.scores.record_head(head)
             counts[name] = score_stale(index, session, head)
     return counts
 
 
 def attribute_scores(index, image_id: int) -> dict[str, float]:
     """{attribute: score} stored for one photo."""
-    return {meta.get("attribute"): score for meta, score in index.scores_of_image(image_id, "attribute-")}
+    return {meta.get("attribute"): score for meta, score in index.scores.of_image(image_id, "attribute-")}
 
 
 def head_id_for(index, name: str) -> str:
     """The head whose scores `top --by NAME` lists: the attribute's most recently used head."""
     parse_names(name)
-    for head_id, meta in index.heads_latest_first():
+    for head_id, meta in index.scores.heads_latest_first():
         if meta.get("attribute") == name:
             return head_id
     raise ConfigError(f"no {name} scores yet: run `aes-index attributes`")
@@ -167,7 +167,7 @@ def attribute_tags(index, names: list[str], top_percent: float = TAG_TOP_PERCENT
 
     tags: dict[int, list[str]] = {}
     for name in names:
-        rows = index.scores(head_id_for(index, name))
+        rows = index.scores.ranked(head_id_for(index, name))
         if not rows:
             continue
         ranks = percentile_ranks(np.array([r["score"] for r in rows]))

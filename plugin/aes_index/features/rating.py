@@ -61,7 +61,7 @@ def plan(index: Index, head_id: str, policy: RatingPolicy, image_ids: Iterable[i
     threshold policy is checked against the rated head's scale here, once."""
     scale = scale_in_index(index, head_id)
     check_scale(policy, head_id, scale.text, scale.low, scale.high)
-    rows = index.scores(head_id)
+    rows = index.scores.ranked(head_id)
     if not rows:
         return []
     scores = np.array([r["score"] for r in rows], dtype=np.float64)
@@ -111,7 +111,7 @@ def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attr
     counts = {"photos": 0, "written": 0, "errors": []}
     summary = lambda: {k: v for k, v in counts.items() if k != "errors"}  # noqa: E731
     with targets.recorded_run(index, "attribute-tags", {"tags": sorted(attribute_tags)}, dry_run, summary) as run_id:
-        for image_id in sorted(set(tags_by_image) | index.ids_with_scores_like("attribute-%")):
+        for image_id in sorted(set(tags_by_image) | index.scores.ids_like("attribute-%")):
             counts["photos"] += 1
             for place in target.places(index.image(image_id)["path"]):
                 _tag_place(index, target, place, tags_by_image.get(image_id, []), attribute_tags, run_id, dry_run, counts)

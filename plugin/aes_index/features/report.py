@@ -16,7 +16,7 @@ Thumbnails go through `aes_index.index.decode.decode_image`, the indexer's own d
 RAW previews, HEIC and EXIF orientation work as they do for scoring. A photo that cannot be
 decoded gets a placeholder in the page with its message; it never stops the build.
 
-The page shows the photos in exactly the order `Index.scores(head)` returns (best first),
+The page shows the photos in exactly the order `index.scores.ranked(head)` returns (best first),
 then the photos whose decoding failed (no score, shown with their error). Stars and
 percentiles come from `ratings` over the library's scores for that head; the stars
 aes-index actually wrote come from the journal (`journal.TABLE`).
@@ -198,7 +198,7 @@ def load_photos(index: Index, head_id: str) -> list[Photo]:
     """Scored photos in the database's order for this head, then the decode failures and
     the files a scan found but could not index (a name that is not UTF-8, ...)."""
     facts = _image_facts(index)
-    scored = [_scored_photo(row, facts[row["image_id"]]) for row in index.scores(head_id)]
+    scored = [_scored_photo(row, facts[row["image_id"]]) for row in index.scores.ranked(head_id)]
     seen = {photo.image_id for photo in scored}
     failed = [_failed_photo(i, fact) for i, fact in facts.items() if fact["status"] == ERROR and i not in seen]
     return scored + sorted(failed + _unindexable_photos(index), key=lambda photo: photo.path)

@@ -276,7 +276,7 @@ class Watcher:
         """The last photo of the batch that got a score: the last one decoded may have failed."""
         read = result.work[:result.embedded.read]  # the work is read in order; a stop may leave the rest
         for image_id, path in reversed(read):
-            if self.index.score_of(image_id, result.head.name) is not None:
+            if self.index.scores.of(image_id, result.head.name) is not None:
                 return path
         return None
 

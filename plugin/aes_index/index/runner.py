@@ -463,7 +463,7 @@ def _log_unsettled(image_ids: set[int], paths: dict[int, str]) -> None:
 
 def _store_batch(index: Index, backbone_id: int, head: Head, preprocess: str, projection, batch: Batch) -> None:
     index.embeddings.put(backbone_id, batch.image_ids, batch.pooled, batch.proj_norms)
-    index.put_scores(head, backbone_id, preprocess, batch.image_ids, head.predict(batch.pooled, projection, batch.proj_norms))
+    index.scores.put(head, backbone_id, preprocess, batch.image_ids, head.predict(batch.pooled, projection, batch.proj_norms))
     index.culling.put_facts(batch.image_ids, batch.facts)
     index.mark_ok(batch.image_ids)
 
@@ -493,10 +493,10 @@ def measure_facts(
 def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: Sequence[int] | None = None) -> int:
     """Score cached embeddings lacking a current score for `head`: no decoding at all."""
     backbone_id = session.ensure_row()
-    if image_ids is None and not index.has_scores(head):
+    if image_ids is None and not index.scores.has(head):
         stale = None  # a head that has scored nothing (the usual rescore): every embedding, one scan
     else:
-        stale = index.ids_needing_score(head, backbone_id)
+        stale = index.scores.ids_needing(head, backbone_id)
         if image_ids is not None:
             wanted = set(image_ids)
             stale = [i for i in stale if i in wanted]
@@ -508,7 +508,7 @@ def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: S
     for ids, matrix, norms in index.embeddings.iter(backbone_id, stale):
         prediction = head.predict(matrix, projection, None if np.isnan(norms).any() else norms)
         with index.transaction():
-            index.put_scores(head, backbone_id, preprocess, ids, prediction)
+            index.scores.put(head, backbone_id, preprocess, ids, prediction)
         count += len(ids)
     return count
 
@@ -556,7 +556,7 @@ def run_stages(
     with writer_lock(index.path, lock_timeout):
         scanned = scan(index, paths, settings.exclude, progress, stable_seconds=window)
         head = session.head()
-        index.record_head(head)
+        index.scores.record_head(head)
         work = select_work(index, session.id, scanned.image_ids, force)
         embedded = embed_and_score(index, session, head, work, settings, progress, stop)
         result = StageResult(scanned, head, session.key, work, embedded)
@@ -609,7 +609,7 @@ def rescore(index: Index, settings: Settings, progress: Progress = Progress(), l
     try:
         head = session.head()
         with writer_lock(index.path, lock_timeout):  # a rebuild storing embeddings meanwhile would be missed
-            index.record_head(head)
+            index.scores.record_head(head)
             progress.start("rescore")
             summary.scored = score_stale(index, session, head)
             progress.finish()
@@ -690,7 +690,7 @@ def _file_score(index: Index, path: str, head: Head, decoded_ids: set[int], sett
         return FileScore(path, None, status=ERROR, error=f"{os.path.basename(path)}: {reason}")
     if row["status"] == ERROR:
         return FileScore(path, None, status=ERROR, error=row["error"])
-    score = index.score_of(row["id"], head.name)
+    score = index.scores.of(row["id"], head.name)
     if score is None:
         error = "changed while it was read; try again in a moment" if row["status"] == NEW else "not scored"
         return FileScore(path, None, status=row["status"], error=error)

@@ -31,7 +31,7 @@ def scored_head_id(index, spec: str | None = None) -> str:
         if head_id is None:
             raise NothingScored()
         return head_id
-    if spec in {head["id"] for head in index.scored_heads()}:
+    if spec in {head["id"] for head in index.scores.scored_heads()}:
         return spec
     if spec.startswith("zeroshot"):
         return zeroshot.head_name(*zeroshot.parse_spec(spec))

@@ -444,5 +444,5 @@ def head_named(spec: str) -> Head:
 
 def scale_in_index(index, head_id: str) -> Scale:
     """The scale of a head whose scores the index holds, from the metadata it recorded."""
-    metadata = index.head_metadata(head_id)
+    metadata = index.scores.head_metadata(head_id)
     return scale_of(metadata) if metadata else Scale("unknown (the index holds no description of this head)")

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
 import sqlite_utils
 
-from . import culling as store_culling, embeddings, journal, runs, schema
+from . import culling as store_culling, embeddings, journal, runs, schema, scores
 from .embeddings import Embeddings
 from .schema import ERROR, MIGRATIONS, MISSING, NEW, OK, SCHEMA_VERSION, utcnow  # noqa: F401 - importable from the store
 from .runs import Runs
+from .scores import Scores
 from ...errors import IndexUnavailable
 
 BUSY_TIMEOUT_MS = 30_000
@@ -143,7 +143,7 @@ def _raised_by_index_code(exc: BaseException) -> bool:
 
 
 # The store's modules: every line of SQL on the index is in one of them.
-_INDEX_CODE = frozenset(os.path.abspath(source) for source in (__file__, *(m.__file__ for m in (schema, embeddings, runs, journal, store_culling))))
+_INDEX_CODE = frozenset(os.path.abspath(source) for source in (__file__, *(m.__file__ for m in (schema, embeddings, scores, runs, journal, store_culling))))
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
@@ -247,7 +247,7 @@ class Index:
         # 64 MB of page cache (SQLite's default is 2 MB), for the scans and lookups over
         # a million rows. Allocated as used, so a small library pays nothing for it.
         self.db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        self.db.execute("PRAGMA temp_store = MEMORY")  # put_scores' staging table
+        self.db.execute("PRAGMA temp_store = MEMORY")  # Scores.put's staging table
         if self.read_only:
             self._refuse_other_schema()
         else:
@@ -257,6 +257,7 @@ class Index:
         self.journal = journal.Journal(self.db)
         self.culling = store_culling.CullingTables(self.db)
         self.embeddings = Embeddings(self.db, self.path, BUSY_TIMEOUT_MS / 1000)
+        self.scores = Scores(self.db)
         self.runs = Runs(self.db)
 
     def _configure_writer(self) -> None:
@@ -438,8 +439,7 @@ class Index:
 
     def forget_derived(self, image_id: int) -> None:
         """The file's pixels changed: its embeddings and scores no longer describe it."""
-        # Probe each head's range of the (head_id, image_id) key: no index on image_id alone.
-        self.db.execute("DELETE FROM scores WHERE head_id IN (SELECT id FROM heads) AND image_id = ?", [image_id])
+        self.scores.forget(image_id)
         self.embeddings.forget(image_id)
         self.culling.forget(image_id)
 
@@ -485,149 +485,9 @@ class Index:
             [(readable_path(path), code, error, now) for path, code, error in errors],
         )
 
-    # --- heads and scores ------------------------------------------------------------
-
-    def record_head(self, head) -> None:
-        self.db["heads"].upsert(
-            {"id": head.name, "hash": head.hash, "kind": head.kind, "backbone": head.backbone,
-             "metadata": json.dumps(head.metadata, sort_keys=True, default=str), "first_used": utcnow()},
-            pk="id",
-        )
-
-    def put_scores(self, head, backbone_id: int, preprocess: str, image_ids, prediction) -> None:
-        """Insert or update one head's scores for `image_ids`, as one batch of provenance.
-
-        The per-image values are staged in a temporary table and copied over in one
-        statement: binding values row by row took longer than SQLite's own work.
-        """
-        count = len(prediction.score)
-        std = [None] * count if prediction.std is None else np.asarray(prediction.std, np.float64).tolist()
-        ids = np.asarray(image_ids, dtype=np.int64).tolist()
-        scores = np.asarray(prediction.score, np.float64).tolist()
-        conn = self.db.conn
-        batch = conn.execute(
-            "INSERT INTO score_batches (head_id, head_hash, backbone_id, preprocess, scored_at) VALUES (?, ?, ?, ?, ?)",
-            [head.name, head.hash, backbone_id, preprocess, utcnow()],
-        ).lastrowid
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS staged_scores (image_id INTEGER, score FLOAT, std FLOAT)")
-        try:
-            _insert_rows(conn, "staged_scores", [ids, scores, std])
-            # An upsert, not INSERT OR REPLACE: a retrained head rescoring a library updates
-            # rows in place instead of deleting and re-inserting each. In image order, a new
-            # head's rows are appended to the key. (`WHERE true` is how SQLite's grammar
-            # tells an upsert's ON from a join's.)
-            conn.execute(
-                "INSERT INTO scores (image_id, head_id, score, std, batch) "
-                "SELECT image_id, ?, score, std, ? FROM staged_scores WHERE true ORDER BY image_id "
-                "ON CONFLICT (head_id, image_id) DO UPDATE SET score = excluded.score, std = excluded.std, "
-                "batch = excluded.batch",
-                [head.name, batch],
-            )
-        finally:  # outside a transaction a failed call must not leave rows for the next one
-            conn.execute("DELETE FROM staged_scores")
-
-    def score_of(self, image_id: int, head_id: str) -> tuple[float, float | None] | None:
-        """(score, std) of one image by one head, or None."""
-        return self.db.execute("SELECT score, std FROM scores WHERE head_id = ? AND image_id = ?", [head_id, image_id]).fetchone()
-
-    def scores_of_image(self, image_id: int, head_prefix: str) -> list[tuple[dict, float]]:
-        """(head metadata, score) of one image, for every head whose id starts with `head_prefix`."""
-        sql = (
-            "SELECT h.metadata, s.score FROM heads h JOIN scores s ON s.head_id = h.id AND s.image_id = ? "
-            "WHERE h.id LIKE ? ESCAPE '\\'"
-        )
-        pattern = head_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        return [(json.loads(meta), score) for meta, score in self.db.execute(sql, [image_id, pattern])]
-
-    def heads_latest_first(self) -> list[tuple[str, dict]]:
-        """(head id, metadata) of every head, the most recently recorded first."""
-        rows = self.db.execute("SELECT id, metadata FROM heads ORDER BY first_used DESC")
-        return [(head_id, json.loads(meta)) for head_id, meta in rows]
-
-    def head_metadata(self, head_id: str) -> dict | None:
-        """The metadata the index recorded for a head (None: no such head)."""
-        row = self.db.execute("SELECT metadata FROM heads WHERE id = ?", [head_id]).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
-
-    def has_scores(self, head) -> bool:
-        return self.db.execute("SELECT 1 FROM scores WHERE head_id = ? LIMIT 1", [head.name]).fetchone() is not None
-
-    def ids_needing_score(self, head, backbone_id: int) -> list[int]:
-        """Embedded images whose score for this head is absent or has other provenance."""
-        if not self.has_scores(head):
-            # A head that has scored nothing yet (the usual rescore): every embedded image,
-            # without probing the scores index once per image.
-            sql = (
-                "SELECT e.image_id FROM embeddings e JOIN images i ON i.id = e.image_id "
-                "WHERE e.backbone_id = ? AND i.status != ? ORDER BY e.image_id"
-            )
-            return [row[0] for row in self.db.execute(sql, [backbone_id, MISSING])]
-        sql = (
-            "SELECT e.image_id FROM embeddings e JOIN images i ON i.id = e.image_id "
-            "LEFT JOIN scores s ON s.image_id = e.image_id AND s.head_id = ? "
-            "LEFT JOIN score_batches b ON b.id = s.batch "
-            "WHERE e.backbone_id = ? AND i.status != ? "
-            "AND (s.image_id IS NULL OR b.head_hash != ? OR b.backbone_id != ?) ORDER BY e.image_id"
-        )
-        return [row[0] for row in self.db.execute(sql, [head.name, backbone_id, MISSING, head.hash, backbone_id])]
-
-    def ids_with_scores_like(self, head_pattern: str) -> set[int]:
-        """Images with a score from any head whose id matches the LIKE pattern ("attribute-%")."""
-        rows = self.db.execute("SELECT DISTINCT image_id FROM scores WHERE head_id LIKE ?", [head_pattern])
-        return {row[0] for row in rows}
-
-    def scored_heads(self) -> list[dict]:
-        sql = (
-            "SELECT h.id, h.kind, h.backbone, h.hash, count(s.image_id) FROM heads h "
-            "LEFT JOIN scores s ON s.head_id = h.id GROUP BY h.id ORDER BY h.first_used"
-        )
-        return [dict(zip(("id", "kind", "backbone", "hash", "scored"), row)) for row in self.db.execute(sql)]
-
-    def scores(self, head_id: str, limit: int | None = None, worst: bool = False) -> list[dict]:
-        """Present photos by score for a head, best first (or worst first)."""
-        order = "ASC" if worst else "DESC"
-        sql = (
-            "SELECT i.id, i.path, s.score, s.std, b.head_hash, b.preprocess, b.scored_at FROM scores s "
-            "JOIN images i ON i.id = s.image_id JOIN score_batches b ON b.id = s.batch "
-            f"WHERE s.head_id = ? AND i.status != ? ORDER BY s.score {order}, i.path"
-        )
-        params: list = [head_id, MISSING]
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        keys = ("image_id", "path", "score", "std", "head_hash", "preprocess", "scored_at")
-        return [dict(zip(keys, row)) for row in self.db.execute(sql, params)]
-
-    def score_values(self, head_id: str) -> np.ndarray:
-        rows = self.db.execute(
-            "SELECT s.score FROM scores s JOIN images i ON i.id = s.image_id WHERE head_id = ? AND i.status != ?",
-            [head_id, MISSING],
-        )
-        return np.fromiter((r[0] for r in rows), dtype=np.float64)
-
     def integrity(self, most: int = 5) -> str:
         """"ok", or the first `most` problems SQLite's quick_check finds (it reads every page
         and checks their structure, not the values in rows), joined with "; "."""
         rows = self.db.execute(f"PRAGMA quick_check({int(most)})").fetchall()
         lines = [line for row in rows for line in row[0].splitlines() if not line.startswith("*** in database")]
         return "; ".join(lines)  # one line, for doctor's report and for error messages
-
-
-def _insert_rows(conn: sqlite3.Connection, table: str, columns: list[list]) -> None:
-    """INSERT rows given as equally long column lists, as many rows per statement as
-    SQLite takes parameters.
-
-    One statement binds its whole list of values in one call: a million 3-column rows take
-    1.2 s this way, 3.3 s through executemany (which steps once per row, taking and
-    releasing the GIL each time).
-    """
-    width, count = len(columns), len(columns[0])
-    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(conn, "getlimit") else 999
-    per_statement = max(1, min(limit, 30_000) // width)
-    placeholders = "(" + ", ".join("?" * width) + ")"
-    for start in range(0, count, per_statement):
-        rows = min(per_statement, count - start)
-        values = [None] * (rows * width)  # row-major, filled a column at a time
-        for k, column in enumerate(columns):
-            values[k::width] = column[start : start + rows]
-        conn.execute(f"INSERT INTO {table} VALUES {', '.join([placeholders] * rows)}", values)

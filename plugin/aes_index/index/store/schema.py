@@ -83,7 +83,7 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
         "head_hash TEXT, backbone_id INTEGER, preprocess TEXT, scored_at TEXT)"
     )
     # No foreign keys on scores: their checks (three lookups a row) took 1.3 s of a 9 s
-    # rescore, and guard nothing that can happen. Scores are written only by put_scores,
+    # rescore, and guard nothing that can happen. Scores are written only by Scores.put,
     # for images and a batch read from this index in the same transaction; images and
     # heads are never deleted (a vanished photo is marked missing). score_batches keeps its
     # key to heads: one check per write, not per row.
