@@ -99,8 +99,8 @@ def photos_with_facts(index: Index, picture: Image.Image, shots: list[tuple[floa
 
     whole, inner, core = capture.signatures(picture)
     with index.transaction():
-        ids = [index.add_image(f"/nowhere/{k:05d}.jpg", 1, 1, f"fp{k}") for k in range(len(shots))]
-        index.mark_ok(ids)
+        ids = [index.images.add(f"/nowhere/{k:05d}.jpg", 1, 1, f"fp{k}") for k in range(len(shots))]
+        index.images.mark_ok(ids)
         index.culling.put_facts(ids, [
             CaptureFacts(taken_at=taken, camera=camera, sharpness=sharpness, clipped_highlights=0.0, clipped_shadows=0.0,
                          signature=whole, signature_inner=inner, signature_core=core)
@@ -427,7 +427,7 @@ def test_a_group_whose_keeper_left_decides_again(tmp_path):
         run_cull(index)
         assert load_groups(index)[0].keeper_id == ids[1]
         with index.transaction():
-            index.mark_missing([ids[1]])  # the keeper was deleted
+            index.images.mark_missing([ids[1]])  # the keeper was deleted
         run_cull(index)
         (group,) = load_groups(index)
     assert group.keeper_id == ids[2] and group.reason.startswith("sharpest of 2")

@@ -504,4 +504,4 @@ def test_the_plugin_honours_the_librarys_kept_excludes(tmp_path, model_args, cap
     answer = ask(capsys, tmp_path, "score", {"images": images([str(keep), str(draft)], [0, 0])}, *options)
     assert [item["ref"] for item in answer["images"]] == [1]  # the draft has no score
     with Index(library / ".aes-index.db") as index:
-        assert index.image_by_path(str(draft)) is None and index.image_by_path(str(keep)) is not None
+        assert index.images.by_path(str(draft)) is None and index.images.by_path(str(keep)) is not None

@@ -266,7 +266,7 @@ def test_reading_commands_do_not_upgrade_an_old_index_and_say_what_will(tmp_path
     assert code == ExitCode.INDEX and "[FAIL] index" in out and "to upgrade it" in out
     assert sha256(path) == before
     with Index(path) as index:  # a writing open upgrades it, and stamps it
-        assert index.schema_version() == store.SCHEMA_VERSION and index.image(1)["path"] == "/p/1.jpg"
+        assert index.schema_version() == store.SCHEMA_VERSION and index.images.get(1)["path"] == "/p/1.jpg"
         assert index.db.execute("PRAGMA application_id").fetchone()[0] == store.APPLICATION_ID
 
 
@@ -305,6 +305,6 @@ def test_a_wal_index_in_a_read_only_folder_is_read(tmp_path):
     folder.chmod(0o555)
     try:
         with Index(path, read_only=True) as index:
-            assert index.status_counts() == {"ok": 5}
+            assert index.images.status_counts() == {"ok": 5}
     finally:
         folder.chmod(0o755)

@@ -78,7 +78,7 @@ def test_second_rebuild_decodes_nothing(index, library, settings, decode_calls):
 def test_rename_and_move_keep_the_embedding(index, library, settings, decode_calls):
     indexer.rebuild(index, [str(library)], settings)
     old = library / "2024" / "IMG_0001.jpg"
-    row = index.image_by_path(str(old))
+    row = index.images.by_path(str(old))
     vector, score = _embedding(index, row["id"]), _score(index, row["id"])
     new = library / "moved" / "renamed.jpg"
     new.parent.mkdir()
@@ -87,10 +87,10 @@ def test_rename_and_move_keep_the_embedding(index, library, settings, decode_cal
 
     summary = indexer.rebuild(index, [str(library)], settings)
     assert summary.moved == 1 and summary.decoded == 0 and len(decode_calls) == decoded_before
-    moved = index.image_by_path(str(new))
+    moved = index.images.by_path(str(new))
     assert moved["id"] == row["id"] and moved["status"] == OK
     assert _embedding(index, row["id"]) == vector and _score(index, row["id"]) == score
-    assert index.image_by_path(str(old)) is None
+    assert index.images.by_path(str(old)) is None
 
 
 def test_deleted_file_is_marked_missing_and_comes_back_without_decoding(index, library, settings, decode_calls, tmp_path):
@@ -99,14 +99,14 @@ def test_deleted_file_is_marked_missing_and_comes_back_without_decoding(index, l
     parked = tmp_path / "parked.jpg"
     shutil.move(photo, parked)
     summary = indexer.rebuild(index, [str(library)], settings)
-    assert summary.missing == 1 and index.image_by_path(str(photo))["status"] == MISSING
+    assert summary.missing == 1 and index.images.by_path(str(photo))["status"] == MISSING
     assert str(photo) not in [r["path"] for r in index.scores.ranked(index.runs.active_head_id())]  # not listed
 
     shutil.move(parked, photo)
     decoded_before = len(decode_calls)
     summary = indexer.rebuild(index, [str(library)], settings)
     assert summary.decoded == 0 and len(decode_calls) == decoded_before
-    assert index.image_by_path(str(photo))["status"] == OK
+    assert index.images.by_path(str(photo))["status"] == OK
 
 
 def test_copies_share_an_embedding_and_new_pixels_are_decoded(index, library, settings, decode_calls):
@@ -120,8 +120,8 @@ def test_copies_share_an_embedding_and_new_pixels_are_decoded(index, library, se
     summary = indexer.rebuild(index, [str(library)], settings)
     assert decode_calls[decoded_before:] == ["IMG_0004.jpg"]
     assert summary.new == 1 and summary.changed == 1
-    copy = index.image_by_path(str(library / "2024" / "IMG_0003 copy.jpg"))
-    original = index.image_by_path(str(source))
+    copy = index.images.by_path(str(library / "2024" / "IMG_0003 copy.jpg"))
+    original = index.images.by_path(str(source))
     assert _embedding(index, copy["id"]) == _embedding(index, original["id"])
     assert _score(index, copy["id"]) == pytest.approx(_score(index, original["id"]))
 
@@ -169,7 +169,7 @@ def test_worker_processes_give_the_same_embeddings_as_inline(tmp_path, library, 
         assert a.keys() == b.keys() and len(a) > 5
         # equal up to float noise (batches of other sizes take other matmul kernels)
         assert all(abs(a[path] - b[path]) < 1e-4 for path in a)
-        assert inline.error_counts() == pooled.error_counts()
+        assert inline.images.error_counts() == pooled.images.error_counts()
 
 
 def test_interrupted_rebuild_continues_where_it_stopped(index, library, settings, decode_calls):
@@ -191,10 +191,10 @@ def test_a_crashing_decoder_is_recorded_and_the_run_goes_on(tmp_path, library, s
     monkeypatch.setattr(pipeline, "_prepare_chunk", crash_helper.prepare_or_segfault)
     with Index(tmp_path / "crash.db") as index:
         summary = indexer.rebuild(index, [str(library)], settings.replace(workers=1))
-        row = index.image_by_path(str(crasher))
+        row = index.images.by_path(str(crasher))
         assert row["status"] == ERROR and row["error_code"] == "crash"
         assert summary.scored >= len(photo_paths(library)) - summary.errors
-        assert index.image_by_path(str(library / "2024" / "IMG_0001.jpg"))["status"] == OK
+        assert index.images.by_path(str(library / "2024" / "IMG_0001.jpg"))["status"] == OK
 
 
 def test_decode_stream_keeps_a_bounded_number_of_items_in_flight(settings):
@@ -269,6 +269,6 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(index, lib
     indexable = photo_paths(library)  # the same discovery: the odd name is left out
     failed = index.db.execute("SELECT count(*) FROM images WHERE status = 'error'").fetchone()[0]
     assert summary.files == len(indexable) and summary.decoded == len(indexable) - failed and summary.errors == failed + 1
-    assert [e["code"] for e in index.scan_errors()] == ["name-not-utf8"]  # recorded, for stats and the gallery
+    assert [e["code"] for e in index.images.scan_errors()] == ["name-not-utf8"]  # recorded, for stats and the gallery
     assert index.db["images"].count == len(indexable)  # nothing half-stored for the odd name
     assert any("not valid UTF-8" in r.getMessage() and "Stra\ufffde.jpg" in r.getMessage() for r in caplog.records)

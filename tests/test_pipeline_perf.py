@@ -287,10 +287,10 @@ def filled_index(tmp_path):
     info = BackboneInfo("tiny/x", "tiny", "x", 8, 4, SPEC)
     with Index(tmp_path / "index.db") as index:
         backbone_id = index.embeddings.ensure_backbone(info, np.eye(8, 4, dtype=np.float32))
-        ids = [index.add_image(f"/p/{i}.jpg", 1, 1, f"{i:032x}") for i in range(60)]
+        ids = [index.images.add(f"/p/{i}.jpg", 1, 1, f"{i:032x}") for i in range(60)]
         vectors = np.arange(60 * 8, dtype=np.float32).reshape(60, 8)
         index.embeddings.put(backbone_id, ids, vectors, np.ones(60, np.float32))
-        index.mark_missing(ids[50:])
+        index.images.mark_missing(ids[50:])
         yield index, backbone_id, ids, vectors
 
 
@@ -311,7 +311,7 @@ def test_the_scan_inside_a_transaction_sees_its_own_writes(filled_index, monkeyp
     index, backbone_id, ids, _ = filled_index
     monkeypatch.setattr(store.embeddings, "STREAM_ABOVE", 5)
     with index.transaction():
-        new = index.add_image("/p/new.jpg", 1, 1, "f" * 32)
+        new = index.images.add("/p/new.jpg", 1, 1, "f" * 32)
         index.embeddings.put(backbone_id, [new], np.ones((1, 8), np.float32), np.ones(1, np.float32))
         seen = [int(i) for chunk_ids, _, _ in index.embeddings.iter(backbone_id, [*ids, new], chunk=16) for i in chunk_ids]
     assert new in seen
@@ -411,7 +411,7 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
         index.scores.put(Head, 1, "p", [2], heads.Prediction(np.array([9.0], np.float32)))
         assert index.db.execute("SELECT count(*), max(score) FROM scores WHERE head_id = 'h'").fetchone() == (2, 9.0)
         assert [(r["image_id"], r["head_hash"]) for r in index.scores.ranked("h")] == [(2, "z"), (1, "x")]
-        index.forget_derived(1)
+        index.images.forget_derived(1)
         assert index.db.execute("SELECT image_id, head_id FROM scores").fetchall() == [(2, "h")]
 
 

@@ -236,7 +236,7 @@ def indexed_library(tmp_path_factory, tiny_model) -> Path:
         main(["rebuild", str(root), *model_args, "--workers", "0", "-q"])
     with Index(root / DB_FILENAME) as index:
         ranked = index.scores.ranked(index.runs.active_head_id())
-        assert len(ranked) >= 10 and index.status_counts().get(ERROR)
+        assert len(ranked) >= 10 and index.images.status_counts().get(ERROR)
         for row, target, stars in ((ranked[0], "xmp", 5), (ranked[3], "darktable", 2)):
             index.journal.record(1, journal.Write(target=target, place=row["path"] + ".xmp", image_path=row["path"],
                                                   old=None, new=stars))
@@ -293,7 +293,7 @@ def test_summary_counts_photos_errors_and_thumbnails(indexed_library, gallery):
     out, summary = gallery
     with Index(indexed_library / DB_FILENAME) as index:
         assert summary.photos == len(database_order(index))
-        assert summary.errors == index.status_counts()[ERROR]
+        assert summary.errors == index.images.status_counts()[ERROR]
     assert summary.thumbs_made == summary.scored and summary.thumbs_failed == 0
     assert Path(summary.thumbs_dir) == out.with_name("best of #2024_thumbs")
     assert len(list(Path(summary.thumbs_dir).rglob("*.jpg"))) == summary.scored
@@ -450,8 +450,8 @@ def test_folder_and_error_filters(fresh_page, indexed_library):
     folder = str(indexed_library / "2024")
     with Index(indexed_library / DB_FILENAME) as index:
         order = database_order(index)
-        paths = {image_id: index.image(image_id)["path"] for image_id in order}
-        messages = [row["error"] for row in index.errors(limit=100)]
+        paths = {image_id: index.images.get(image_id)["path"] for image_id in order}
+        messages = [row["error"] for row in index.images.errors(limit=100)]
     choose(fresh_page, "#filter-folder", folder)
     assert fresh_page.evaluate(SHOWN_IDS) == [i for i in order if paths[i].startswith(folder + os.sep)]
     choose(fresh_page, "#filter-folder", "")

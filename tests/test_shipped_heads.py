@@ -200,9 +200,9 @@ def l14_library(tmp_path):
         ids = []
         for path in paths:
             stat = path.stat()
-            ids.append(index.add_image(str(path), stat.st_size, stat.st_mtime_ns, fingerprint(str(path))))
+            ids.append(index.images.add(str(path), stat.st_size, stat.st_mtime_ns, fingerprint(str(path))))
         index.embeddings.put(backbone_id, ids, pooled, norms)
-        index.mark_ok(ids)
+        index.images.mark_ok(ids)
     # what the published code computes: the projected embedding, divided by its norm, through the layer stack
     embeddings = pooled.astype(np.float32) @ projection
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)

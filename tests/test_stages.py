@@ -53,24 +53,24 @@ def test_rebuild_leaves_a_file_still_being_written_and_picks_it_up_once_settled(
 
     summary = indexer.rebuild(index, [str(root)], windowed)
     assert summary.settling == 1 and summary.decoded == 3 and summary.skipped == 0 and summary.missing == 0
-    assert index.image_by_path(str(young)) is None  # neither added nor marked anything
+    assert index.images.by_path(str(young)) is None  # neither added nor marked anything
 
     _age(young, 31)
     summary = indexer.rebuild(index, [str(root)], windowed)
     assert summary.settling == 0 and summary.decoded == 1 and summary.new == 1
-    assert index.image_by_path(str(young))["status"] == OK
+    assert index.images.by_path(str(young))["status"] == OK
 
 
 def test_a_known_file_being_rewritten_keeps_its_row_until_it_settles(index, tmp_path, settings):
     root = tmp_path / "lib"
     photo = _age_and_return(make_photo(root / "a.jpg", seed=1), 60)
     indexer.rebuild(index, [str(root)], settings)
-    before = index.image_by_path(str(photo))
+    before = index.images.by_path(str(photo))
     make_photo(photo, seed=2)  # rewritten just now
 
     summary = indexer.rebuild(index, [str(root)], settings.replace(stable_seconds=30.0))
     assert summary.settling == 1 and summary.missing == 0 and summary.changed == 0
-    assert index.image_by_path(str(photo)) == before
+    assert index.images.by_path(str(photo)) == before
 
 
 def _age_and_return(path, seconds):
@@ -107,13 +107,13 @@ def test_a_file_that_changes_while_it_is_read_is_not_stored(index, tmp_path, set
 
     monkeypatch.setattr(pipeline, "decode_image", decode_then_append)
     summary = indexer.rebuild(index, [str(root)], settings)
-    row = index.image_by_path(str(growing))
+    row = index.images.by_path(str(growing))
     assert row["status"] == NEW and not index.embeddings.has(row["id"])
     assert summary.settling == 1 and summary.scored == 3 and summary.errors == 0
 
     monkeypatch.setattr(pipeline, "decode_image", real)
     summary = indexer.rebuild(index, [str(root)], settings)
-    assert summary.decoded == 1 and index.image_by_path(str(growing))["status"] == OK
+    assert summary.decoded == 1 and index.images.by_path(str(growing))["status"] == OK
 
 
 def test_score_says_a_file_is_still_being_written(index, tmp_path, settings):

@@ -77,10 +77,10 @@ def test_a_photo_the_index_holds_outside_its_folders_gets_no_sidecar(shoot, tmp_
     outside = make_photo(tmp_path / "elsewhere" / "x.jpg", seed=7)
     db = shoot / ".aes-index.db"
     with Index(db) as index, index.transaction():
-        twin = index.image_by_path(str(shoot / "DSC_0000.jpg"))
-        image_id = index.add_image(str(outside), 1, 1, "outside")
+        twin = index.images.by_path(str(shoot / "DSC_0000.jpg"))
+        image_id = index.images.add(str(outside), 1, 1, "outside")
         index.embeddings.copy(twin["id"], image_id)
-        index.mark_ok([image_id])
+        index.images.mark_ok([image_id])
     code, _, err = run(capsys, "rescore", "--db", db, *model_args)  # gives it a score too
     assert code == 0, err
     code, report = apply_json(capsys, db)
@@ -247,7 +247,7 @@ def test_scoring_a_photo_outside_the_library_leaves_the_librarys_index_alone(sho
     assert [Path(r["path"]) for r in json.loads(out)] == [outside, inside]
     assert all(r["score"] is not None for r in json.loads(out))
     with Index(shoot / ".aes-index.db") as index:
-        assert index.image_by_path(str(outside)) is None and index.image_by_path(str(inside)) is not None
+        assert index.images.by_path(str(outside)) is None and index.images.by_path(str(inside)) is not None
 
 
 def test_undo_finds_our_ratings_after_the_folder_moved(shoot, tmp_path, model_args, capsys):

@@ -143,7 +143,7 @@ def _score_into(library: Library, paths: Sequence[str], attributes: bool, progre
     if attributes:
         compute_attributes(library.index, BackboneSession(library.index, library.settings), list(ATTRIBUTES))
         for result in results:
-            row = library.index.image_by_path(result.path)
+            row = library.index.images.by_path(result.path)
             result.attributes = attribute_scores(library.index, row["id"]) if row else {}
     return {result.path: result for result in results}
 
@@ -214,9 +214,9 @@ def stats(settings: Settings) -> dict:
         return {
             "db": str(index.path),
             "roots": index.roots(),
-            "images": index.status_counts(),
-            "errors": index.error_counts(),
-            "recent_errors": index.errors(limit=10),
+            "images": index.images.status_counts(),
+            "errors": index.images.error_counts(),
+            "recent_errors": index.images.errors(limit=10),
             "backbones": [row["key"] for row in index.embeddings.backbones()],
             "active_backbone": index.runs.active_backbone(),
             "heads": index.scores.scored_heads(),

@@ -22,7 +22,7 @@ decode    Extra decode cost of the capture facts on 24 MP JPEGs (the camera fram
           (what rebuild runs), inline on one core, CPU ms per photo (each file 3 times,
           interleaved, the minimum of each). Target: facts <= 25 % of the plain decode.
 cull      `aes-index cull` over an index of --cull-photos photos whose facts were written
-          through the store API (Index.culling.put_facts; images and a head's scores as the
+          through the store API (index.culling.put_facts; images and a head's scores as the
           other benchmarks write them): shoots of singles and bursts from 3 cameras over
           years, 3 % re-exported duplicates without EXIF, 64-bit signatures close within a
           burst. First cull (everything new), a second with nothing new, a third after 1,000

@@ -123,7 +123,7 @@ def _check_index(db_path: Path) -> dict:
             health = index.integrity()  # every page, whatever the size: doctor is the full check
             if health != "ok":
                 return _check("index", False, INDEX_PROBLEMS["SQLITE_CORRUPT"].format(path=db_path, error=health))
-            counts = index.status_counts()
+            counts = index.images.status_counts()
             detail = f"{db_path}: schema {index.schema_version()}, integrity {health}, " + (
                 ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"
             )

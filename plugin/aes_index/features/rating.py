@@ -113,7 +113,7 @@ def apply_attribute_tags(index: Index, tags_by_image: dict[int, list[str]], attr
     with targets.recorded_run(index, "attribute-tags", {"tags": sorted(attribute_tags)}, dry_run, summary) as run_id:
         for image_id in sorted(set(tags_by_image) | index.scores.ids_like("attribute-%")):
             counts["photos"] += 1
-            for place in target.places(index.image(image_id)["path"]):
+            for place in target.places(index.images.get(image_id)["path"]):
                 _tag_place(index, target, place, tags_by_image.get(image_id, []), attribute_tags, run_id, dry_run, counts)
     counts["run_id"] = run_id
     return counts

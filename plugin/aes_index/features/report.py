@@ -208,12 +208,12 @@ def _unindexable_photos(index: Index) -> list[Photo]:
     """Files the index holds no row for: they get ids below zero, which no indexed photo has."""
     return [
         Photo(-n, found["path"], math.nan, None, hashlib.blake2b(found["path"].encode(), digest_size=16).hexdigest(), found["error"])
-        for n, found in enumerate(index.scan_errors(), start=1)
+        for n, found in enumerate(index.images.scan_errors(), start=1)
     ]
 
 
 def _image_facts(index: Index) -> dict[int, dict]:
-    return index.image_facts()  # one pass over `images` instead of 50k Index.image() calls
+    return index.images.facts()  # one pass over `images` instead of 50k index.images.get() calls
 
 
 def _scored_photo(row: dict, fact: dict) -> Photo:

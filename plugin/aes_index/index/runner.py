@@ -30,7 +30,6 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import store
 from ..model.backbone import BackboneInfo, backbone_key, load_backbone, resolve_model_name
 from ..config import AUTO_PRESET, DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings
 from ..model.presets import resolve_preset
@@ -42,6 +41,7 @@ from .discover import FileEntry, discover, fingerprint, skipped_in_library, stat
 from .locks import writer_lock
 from .pipeline import Batch, Failed, chunks, decode_stream, default_workers, embed_stream
 from .store import ERROR, MISSING, NEW, OK, Index
+from .store.images import KnownFile
 
 log = logging.getLogger(__name__)
 # One-line notices for people (which backbone a command picked); the CLI shows them on
@@ -242,7 +242,7 @@ def scan(
     arrivals: list[FileEntry] = []
     progress.start("scan")
     with index.transaction():
-        known = index.known_files()  # read under the write lock: no other writer can race us
+        known = index.images.known()  # read under the write lock: no other writer can race us
         library_roots = index.roots()
         walked = [root for root in roots if not skipped_in_library(root, library_roots, exclude)]
         for entry in discover(walked, exclude, on_error=lambda path, exc: _scan_error(path, exc, result)):
@@ -265,7 +265,7 @@ def scan(
                 _refresh(index, previous, entry, result)
         gone = [k for path, k in _known_under(known, roots).items() if path not in seen and k.status != MISSING]
         _place_arrivals(index, arrivals, gone, result)
-        index.replace_scan_errors(roots, result.unreadable)  # stats and the gallery list them
+        index.images.replace_scan_errors(roots, result.unreadable)  # stats and the gallery list them
     progress.finish()
     return result
 
@@ -285,7 +285,7 @@ def _scan_error(path: str, exc: OSError, result: ScanResult) -> None:
     log.warning("cannot read %s: %s", printable(path), message)
 
 
-def _known_under(known: dict[str, store.KnownFile], roots: Sequence[str]) -> dict[str, store.KnownFile]:
+def _known_under(known: dict[str, KnownFile], roots: Sequence[str]) -> dict[str, KnownFile]:
     """Indexed paths at or below each root. Bisection over the sorted paths keeps this
     cheap when the watcher passes hundreds of single files against a 100k-photo index."""
     paths = sorted(known)
@@ -302,28 +302,28 @@ def _known_under(known: dict[str, store.KnownFile], roots: Sequence[str]) -> dic
     return found
 
 
-def _refresh(index: Index, previous: store.KnownFile, entry: FileEntry, result: ScanResult) -> None:
+def _refresh(index: Index, previous: KnownFile, entry: FileEntry, result: ScanResult) -> None:
     """A known path whose size or mtime changed (or that came back): same pixels or new?"""
     result.image_ids.append(previous.id)
     try:
         print_ = fingerprint(entry.path, entry.size)
     except OSError as exc:
-        index.record_error(previous.id, "unreadable", f"{os.path.basename(entry.path)}: {exc.strerror or exc}")
+        index.images.record_error(previous.id, "unreadable", f"{os.path.basename(entry.path)}: {exc.strerror or exc}")
         result.errors += 1
         return
     if print_ == previous.fingerprint:
         result.touched += 1
         status = previous.status if previous.status != MISSING else (OK if index.embeddings.has(previous.id) else NEW)
-        index.update_image(previous.id, size=entry.size, mtime_ns=entry.mtime_ns, status=status)
+        index.images.update(previous.id, size=entry.size, mtime_ns=entry.mtime_ns, status=status)
         return
     result.changed += 1
-    index.forget_derived(previous.id)
-    index.update_image(
+    index.images.forget_derived(previous.id)
+    index.images.update(
         previous.id, size=entry.size, mtime_ns=entry.mtime_ns, fingerprint=print_, status=NEW, error_code=None, error=None
     )
 
 
-def _place_arrivals(index: Index, arrivals: list[FileEntry], gone: list[store.KnownFile], result: ScanResult) -> None:
+def _place_arrivals(index: Index, arrivals: list[FileEntry], gone: list[KnownFile], result: ScanResult) -> None:
     """New paths: a moved file takes over its old row (and embedding), a copy shares its
     embedding, anything else is a new image. Rows left over are marked missing."""
     vanished: dict[str, list[int]] = {}
@@ -333,39 +333,39 @@ def _place_arrivals(index: Index, arrivals: list[FileEntry], gone: list[store.Kn
         try:
             print_ = fingerprint(entry.path, entry.size)
         except OSError as exc:
-            image_id = index.add_image(entry.path, entry.size, entry.mtime_ns, None)
-            index.record_error(image_id, "unreadable", f"{os.path.basename(entry.path)}: {exc.strerror or exc}")
+            image_id = index.images.add(entry.path, entry.size, entry.mtime_ns, None)
+            index.images.record_error(image_id, "unreadable", f"{os.path.basename(entry.path)}: {exc.strerror or exc}")
             result.errors += 1
             continue
         candidates = vanished.get(print_) or _missing_with(index, print_)
         if candidates:
             image_id = candidates.pop(0)
             status = OK if index.embeddings.has(image_id) else NEW
-            old_path = index.image(image_id)["path"]
-            index.update_image(image_id, path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, status=status)
+            old_path = index.images.get(image_id)["path"]
+            index.images.update(image_id, path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, status=status)
             index.journal.follow_move(old_path, entry.path)  # undo finds what we wrote, where it went
             result.moved += 1
         else:
-            image_id = index.add_image(entry.path, entry.size, entry.mtime_ns, print_)
+            image_id = index.images.add(entry.path, entry.size, entry.mtime_ns, print_)
             result.new += 1
             twin = _indexed_twin(index, print_, image_id)
             if twin is not None and index.embeddings.copy(twin, image_id):
                 index.culling.copy_facts(twin, image_id)  # same bytes, same facts: not decoded again
-                index.update_image(image_id, status=OK)
+                index.images.update(image_id, status=OK)
                 result.duplicates += 1
         result.image_ids.append(image_id)
     still_gone = [image_id for ids in vanished.values() for image_id in ids]  # not claimed by a move
-    index.mark_missing(still_gone)
+    index.images.mark_missing(still_gone)
     result.missing += len(still_gone)
 
 
 def _missing_with(index: Index, print_: str) -> list[int]:
     """Rows marked missing in an earlier run with this fingerprint: a file moved back in."""
-    return [row["id"] for row in index.images_with_fingerprint(print_) if row["status"] == MISSING]
+    return [row["id"] for row in index.images.with_fingerprint(print_) if row["status"] == MISSING]
 
 
 def _indexed_twin(index: Index, print_: str, exclude_id: int) -> int | None:
-    for row in index.images_with_fingerprint(print_):
+    for row in index.images.with_fingerprint(print_):
         if row["id"] != exclude_id and row["status"] == OK:
             return row["id"]
     return None
@@ -379,7 +379,7 @@ def select_work(index: Index, backbone_id: int | None, image_ids: Iterable[int] 
     embedded = index.embeddings.ids_with(backbone_id) if backbone_id is not None and not force else set()
     statuses = (NEW, OK, ERROR) if force else (NEW, OK)
     wanted = None if image_ids is None else set(image_ids)
-    return [(i, p) for i, p in index.images_with_status(statuses) if i not in embedded and (wanted is None or i in wanted)]
+    return [(i, p) for i, p in index.images.with_status(statuses) if i not in embedded and (wanted is None or i in wanted)]
 
 
 @dataclass
@@ -415,7 +415,7 @@ def embed_and_score(
     batch_size = settings.batch_size or (256 if backbone.device.type == "cuda" else 32)
     workers = default_workers(backbone.device.type != "cpu") if settings.workers < 0 else settings.workers
     paths = dict(work)
-    recorded = index.file_signatures(list(paths))
+    recorded = index.images.signatures(list(paths))
     progress.start("embed", len(work))
     for item in embed_stream(backbone, work, batch_size, workers):
         ids = [item.image_id] if isinstance(item, Failed) else item.image_ids
@@ -423,7 +423,7 @@ def embed_and_score(
         with index.transaction():
             if isinstance(item, Failed):
                 if not moved:  # a half-written file fails to decode too: no error for that
-                    index.record_error(item.image_id, item.code, item.message)
+                    index.images.record_error(item.image_id, item.code, item.message)
                     done.errors += 1
             else:
                 kept = _without(item, moved)
@@ -465,7 +465,7 @@ def _store_batch(index: Index, backbone_id: int, head: Head, preprocess: str, pr
     index.embeddings.put(backbone_id, batch.image_ids, batch.pooled, batch.proj_norms)
     index.scores.put(head, backbone_id, preprocess, batch.image_ids, head.predict(batch.pooled, projection, batch.proj_norms))
     index.culling.put_facts(batch.image_ids, batch.facts)
-    index.mark_ok(batch.image_ids)
+    index.images.mark_ok(batch.image_ids)
 
 
 def measure_facts(
@@ -477,7 +477,7 @@ def measure_facts(
     if not work:
         return 0
     paths = dict(work)
-    recorded = index.file_signatures(list(paths))
+    recorded = index.images.signatures(list(paths))
     workers = default_workers(False) if settings.workers < 0 else settings.workers
     measured = 0
     for chunk in chunks(decode_stream(work, session.info.preprocess, workers), 64):
@@ -684,7 +684,7 @@ def score_files(
 def _file_score(index: Index, path: str, head: Head, decoded_ids: set[int], settling: bool) -> FileScore:
     if settling:
         return FileScore(path, None, status=NEW, error=f"{os.path.basename(path)}: still being written; try again in a moment")
-    row = index.image_by_path(path)
+    row = index.images.by_path(path)
     if row is None:
         reason = "not a supported photo file" if os.path.isfile(path) else "no such file"
         return FileScore(path, None, status=ERROR, error=f"{os.path.basename(path)}: {reason}")

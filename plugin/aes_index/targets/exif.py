@@ -57,7 +57,7 @@ class ExifTarget(Target):
         doesn't take our own write for a change (its fingerprint, the pixel tail, is the same)."""
         if self.index is not None:
             info = os.stat(path)
-            self.index.update_image_stat(str(path), info.st_size, info.st_mtime_ns)
+            self.index.images.update_stat(str(path), info.st_size, info.st_mtime_ns)
 
     def landed(self, action: UndoAction) -> bool | None:
         try:

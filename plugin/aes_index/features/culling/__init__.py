@@ -4,7 +4,7 @@ Stages (each its own module):
 
     facts.py    during decode: capture time, camera, sharpness, clipping, perceptual signature
     grouping.py bursts (same camera, close in time, alike) and duplicates (alike anywhere),
-                incremental and deterministic, kept in the index (store_culling.py holds the SQL)
+                incremental and deterministic, kept in the index (index/store/culling.py holds the SQL)
     keeper.py   the pick of each group by a documented rule, with its reason in words;
                 a person's own pick or rating in the group wins
     cull.py     the operation every caller runs: group, pick, store (the CLI's `cull`)

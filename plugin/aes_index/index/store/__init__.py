@@ -1,16 +1,26 @@
 """The index: an SQLite sidecar (via sqlite-utils) holding files, embeddings, scores, runs.
 
-Tables
-  images      one row per photo file: path, size, mtime_ns, fingerprint, status, error
-  backbones   one row per CLIP backbone: key, dims, preprocessing, projection matrix
-  embeddings  pooled image features (float16) per (image, backbone) + projected norm
-  heads       every head that has scored something: id (name), hash, metadata
-  scores      per (head, image): score, std, and the batch that wrote it
-  score_batches  one row per write of scores: its provenance (head hash, backbone,
-              preprocess) and time
-  runs        every rebuild/rescore/...: what it did and with which settings
-  captures, cull_groups, cull_members   culling's facts and groups (store_culling.py)
-  meta        schema version, library roots
+The store is one package: `Index` (here) opens the file, checks it, migrates it and owns
+its transactions and the library's settings (table meta); each family of tables has an
+accessor, an attribute of the Index, that holds all SQL on those tables:
+
+  index.images      images       one row per photo file: path, size, mtime_ns, fingerprint,
+                                 status, error
+                    scan_errors  files a scan found but could not index
+  index.embeddings  backbones    one row per CLIP backbone: key, dims, preprocessing,
+                                 projection matrix
+                    embeddings   pooled image features (float16) per (image, backbone) +
+                                 projected norm
+  index.scores      heads        every head that has scored something: id (name), hash, metadata
+                    scores       per (head, image): score, std, and the batch that wrote it
+                    score_batches  one row per write of scores: its provenance (head hash,
+                                 backbone, preprocess) and time
+  index.runs        runs         every rebuild/rescore/...: what it did and with which settings
+  index.journal     rating_writes  every value written into a photo manager (journal.py)
+  index.culling     captures, cull_groups, cull_members   culling's facts and groups (culling.py)
+  (the Index)       meta         schema version, library roots
+
+The tables themselves are made by schema.py's migrations.
 
 WAL mode lets readers (the CLI, the gallery, darktable's plugin) work while the indexer
 writes; a busy timeout rides out short locks from a concurrent writer.
@@ -23,16 +33,16 @@ import json
 import os
 import sqlite3
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import sqlite_utils
 
-from . import culling as store_culling, embeddings, journal, runs, schema, scores
+from . import culling as store_culling, embeddings, images, journal, runs, schema, scores
 from .embeddings import Embeddings
-from .schema import ERROR, MIGRATIONS, MISSING, NEW, OK, SCHEMA_VERSION, utcnow  # noqa: F401 - importable from the store
+from .images import Images, readable_path  # noqa: F401 - importable from the store
 from .runs import Runs
+from .schema import ERROR, MIGRATIONS, MISSING, NEW, OK, SCHEMA_VERSION, utcnow  # noqa: F401 - importable from the store
 from .scores import Scores
 from ...errors import IndexUnavailable
 
@@ -40,21 +50,6 @@ BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 65_536  # page cache per connection
 PAGE_SIZE = 16_384  # bytes, for new databases
 WAL_CHECKPOINT_BYTES = 64 << 20
-
-
-def readable_path(path: str) -> str:
-    """A path SQLite text can hold, whatever its bytes: a name from a legacy-encoded disk
-    keeps its undecodable bytes as escapes (\\xff), so a person can still find the file."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-@dataclass(frozen=True)
-class KnownFile:
-    id: int
-    size: int
-    mtime_ns: int
-    fingerprint: str | None
-    status: str
 
 
 # --- what a database is, and what went wrong with it ----------------------------------
@@ -130,9 +125,9 @@ def _concerns_index(exc: BaseException, path: Path) -> bool:
 
 def _raised_by_index_code(exc: BaseException) -> bool:
     """Whether `exc` comes from SQL run on the index: it was raised in this package (the
-    Index, schema.py's migrations and the accessors) or in sqlite-utils (all SQL on the
-    index runs there), not, say, in digiKam's database, which a command opens while it
-    holds the index."""
+    Index, schema.py's migrations and the accessors: images, embeddings, scores, runs,
+    journal, culling) or in sqlite-utils (all SQL on the index runs there), not, say, in
+    digiKam's database, which a command opens while it holds the index."""
     frame = exc.__traceback__
     if frame is None:
         return False
@@ -143,7 +138,10 @@ def _raised_by_index_code(exc: BaseException) -> bool:
 
 
 # The store's modules: every line of SQL on the index is in one of them.
-_INDEX_CODE = frozenset(os.path.abspath(source) for source in (__file__, *(m.__file__ for m in (schema, embeddings, scores, runs, journal, store_culling))))
+_INDEX_CODE = frozenset(
+    os.path.abspath(source)
+    for source in (__file__, *(m.__file__ for m in (schema, images, embeddings, scores, runs, journal, store_culling)))
+)
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
@@ -259,6 +257,8 @@ class Index:
         self.embeddings = Embeddings(self.db, self.path, BUSY_TIMEOUT_MS / 1000)
         self.scores = Scores(self.db)
         self.runs = Runs(self.db)
+        # A changed photo's scores, embeddings and capture facts go with its old pixels.
+        self.images = Images(self.db, derived=(self.scores, self.embeddings, self.culling))
 
     def _configure_writer(self) -> None:
         # Applies to a new database only (an existing one keeps its page size). Rows of
@@ -303,6 +303,13 @@ class Index:
             raise (index_error(self.path, exc) or IndexUnavailable(f"cannot check index {self.path}: {exc}")) from exc
         if problems != "ok":
             raise IndexUnavailable(INDEX_PROBLEMS["SQLITE_CORRUPT"].format(path=self.path, error=problems))
+
+    def integrity(self, most: int = 5) -> str:
+        """"ok", or the first `most` problems SQLite's quick_check finds (it reads every page
+        and checks their structure, not the values in rows), joined with "; "."""
+        rows = self.db.execute(f"PRAGMA quick_check({int(most)})").fetchall()
+        lines = [line for row in rows for line in row[0].splitlines() if not line.startswith("*** in database")]
+        return "; ".join(lines)  # one line, for doctor's report and for error messages
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -371,123 +378,3 @@ class Index:
     def add_roots(self, roots: Iterable[str]) -> None:
         known = self.roots()
         self.set_meta("roots", known + [r for r in roots if r not in known])
-
-    # --- images ----------------------------------------------------------------------
-
-    def known_files(self) -> dict[str, KnownFile]:
-        rows = self.db.execute("SELECT path, id, size, mtime_ns, fingerprint, status FROM images")
-        return {path: KnownFile(*rest) for path, *rest in rows}
-
-    def add_image(self, path: str, size: int, mtime_ns: int, fingerprint: str | None) -> int:
-        now = utcnow()
-        return self.db["images"].insert(
-            {"path": path, "size": size, "mtime_ns": mtime_ns, "fingerprint": fingerprint,
-             "status": NEW, "first_seen": now, "updated": now}
-        ).last_pk
-
-    def update_image(self, image_id: int, **fields) -> None:
-        self.db["images"].update(image_id, dict(fields, updated=utcnow()))
-
-    def update_image_stat(self, path: str, size: int, mtime_ns: int) -> None:
-        """Our own write (an EXIF rating) changed a photo's size and mtime, not its pixels."""
-        self.db.execute("UPDATE images SET size = ?, mtime_ns = ?, updated = ? WHERE path = ?", [size, mtime_ns, utcnow(), path])
-
-    def image(self, image_id: int) -> dict:
-        return self.db["images"].get(image_id)
-
-    def image_by_path(self, path: str) -> dict | None:
-        rows = list(self.db["images"].rows_where("path = ?", [path]))
-        return rows[0] if rows else None
-
-    def images_with_fingerprint(self, fingerprint: str) -> list[dict]:
-        return list(self.db["images"].rows_where("fingerprint = ?", [fingerprint], order_by="id"))
-
-    def images_with_status(self, statuses: Sequence[str]) -> list[tuple[int, str]]:
-        """(id, path) of the images in any of `statuses`, by path."""
-        marks = ",".join("?" * len(statuses))
-        return self.db.execute(f"SELECT id, path FROM images WHERE status IN ({marks}) ORDER BY path", list(statuses)).fetchall()
-
-    def file_signatures(self, image_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
-        """{image id: (size, mtime_ns)} as the last scan recorded them."""
-        found = {}
-        for start in range(0, len(image_ids), 900):
-            chunk = list(image_ids[start : start + 900])
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(f"SELECT id, size, mtime_ns FROM images WHERE id IN ({marks})", chunk)
-            found.update({image_id: (size, mtime_ns) for image_id, size, mtime_ns in rows})
-        return found
-
-    def image_facts(self) -> dict[int, dict]:
-        """{image id: path, size, mtime_ns, fingerprint, status, error} of every image, in one pass."""
-        rows = self.db.execute("SELECT id, path, size, mtime_ns, fingerprint, status, error FROM images")
-        keys = ("path", "size", "mtime_ns", "fingerprint", "status", "error")
-        return {row[0]: dict(zip(keys, row[1:])) for row in rows}
-
-    def mark_ok(self, image_ids: Sequence[int]) -> None:
-        """Embedded and scored: clear any earlier error."""
-        now = utcnow()
-        self.db.conn.executemany(
-            "UPDATE images SET status = ?, error_code = NULL, error = NULL, updated = ? WHERE id = ?",
-            [(OK, now, int(i)) for i in image_ids],
-        )
-
-    def mark_missing(self, image_ids: Sequence[int]) -> None:
-        now = utcnow()
-        self.db.conn.executemany(
-            "UPDATE images SET status = ?, updated = ? WHERE id = ?", [(MISSING, now, i) for i in image_ids]
-        )
-
-    def forget_derived(self, image_id: int) -> None:
-        """The file's pixels changed: its embeddings and scores no longer describe it."""
-        self.scores.forget(image_id)
-        self.embeddings.forget(image_id)
-        self.culling.forget(image_id)
-
-    def record_error(self, image_id: int, code: str, message: str) -> None:
-        self.update_image(image_id, status=ERROR, error_code=code, error=message)
-
-    def status_counts(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT status, count(*) FROM images GROUP BY status").fetchall())
-
-    def error_counts(self) -> dict[str, int]:
-        rows = self.db.execute(
-            "SELECT code, count(*) FROM (SELECT error_code AS code FROM images WHERE status = ? "
-            "UNION ALL SELECT code FROM scan_errors) GROUP BY code",
-            [ERROR],
-        )
-        return dict(rows.fetchall())
-
-    def errors(self, limit: int = 20) -> list[dict]:
-        """The latest errors: files found but not indexable (scan), then decode failures."""
-        sql = (
-            "SELECT path, code, error FROM (SELECT path, code, error, seen AS at, 1 AS scan FROM scan_errors "
-            "UNION ALL SELECT path, error_code, error, updated, 0 FROM images WHERE status = ?) "
-            "ORDER BY scan DESC, at DESC LIMIT ?"
-        )
-        return [dict(zip(("path", "code", "error"), row)) for row in self.db.execute(sql, [ERROR, limit])]
-
-    def scan_errors(self) -> list[dict]:
-        """Every file a scan found but could not index: {path (readable form), code, error}."""
-        rows = self.db.execute("SELECT path, code, error FROM scan_errors ORDER BY path")
-        return [dict(zip(("path", "code", "error"), row)) for row in rows]
-
-    def replace_scan_errors(self, roots: Sequence[str], errors: Sequence[tuple[str, str, str]]) -> None:
-        """The scan of `roots` found these (path, code, error): they replace what earlier
-        scans recorded under those roots (a renamed file's error goes)."""
-        for root in roots:
-            prefix = readable_path(os.path.abspath(root)).rstrip(os.sep) + os.sep
-            self.db.execute(
-                "DELETE FROM scan_errors WHERE path = ? OR substr(path, 1, ?) = ?", [prefix[:-1], len(prefix), prefix]
-            )
-        now = utcnow()
-        self.db.conn.executemany(
-            "INSERT OR REPLACE INTO scan_errors (path, code, error, seen) VALUES (?, ?, ?, ?)",
-            [(readable_path(path), code, error, now) for path, code, error in errors],
-        )
-
-    def integrity(self, most: int = 5) -> str:
-        """"ok", or the first `most` problems SQLite's quick_check finds (it reads every page
-        and checks their structure, not the values in rows), joined with "; "."""
-        rows = self.db.execute(f"PRAGMA quick_check({int(most)})").fetchall()
-        lines = [line for row in rows for line in row[0].splitlines() if not line.startswith("*** in database")]
-        return "; ".join(lines)  # one line, for doctor's report and for error messages

@@ -1,7 +1,11 @@
 """The index's tables as each schema version made them, and the values their rows hold.
 
 Every table is created or changed here, by one migration per schema version (an index
-of any older version is upgraded by the next writing command: Index._migrate).
+of any older version is upgraded by the next writing command: Index._migrate). The SQL
+that reads and writes the tables is in the accessor of each family: images.py (images,
+scan_errors), embeddings.py (backbones, embeddings), scores.py (heads, scores,
+score_batches), runs.py (runs), journal.py (rating_writes), culling.py (captures,
+cull_groups, cull_members); `meta` is the Index's own.
 """
 
 from __future__ import annotations
