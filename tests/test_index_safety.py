@@ -91,6 +91,13 @@ def test_a_damaged_page_met_while_reading_is_exit_5(tmp_path, capsys, monkeypatc
     assert err.count("\n") == 1 and "is damaged" in err and "internal error" not in err
 
 
+def test_every_module_of_the_store_counts_as_the_index_s_code():
+    """An SQLite error raised in any of the store's modules is the index's (one line, exit 5):
+    a new accessor module counts without being listed by hand somewhere else."""
+    package = Path(store.__file__).parent
+    assert {os.path.abspath(module) for module in package.glob("*.py")} == set(store._INDEX_CODE)
+
+
 def test_sqlite_errors_of_another_database_are_not_blamed_on_the_index(tmp_path):
     other = sqlite3.connect(tmp_path / "other.db")
     with pytest.raises(sqlite3.IntegrityError):
