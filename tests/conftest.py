@@ -147,7 +147,8 @@ def scored_folder(root: Path, count: int, seed: int, model_args, capsys) -> Path
 
 def synthetic_scored_index(path: Path, photos: int, folders: int, seed: int) -> Path:
     """An index of `photos` scored rows in `folders` folders under /nowhere/Photos, whose
-    files don't exist: for what reads the index only (pages, thumbnails that fail)."""
+    files don't exist: for what reads the index only (pages, thumbnails that fail).
+    Written with raw SQL: thousands of rows at once, without embeddings or a real head."""
     from aes_index.index.store import Index
 
     width = len(str(folders))

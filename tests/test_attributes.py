@@ -20,6 +20,7 @@ from aes_index.index.store import Index
 from aes_index.targets.sidecar import is_star_tag
 
 from conftest import make_photo
+import index_rows
 
 
 def run(capsys, *argv):
@@ -65,11 +66,8 @@ def test_attributes_for_an_indexed_library_decode_nothing(shoot, model_args, cap
     code, out, _ = run(capsys, "attributes", "--db", shoot / ".aes-index.db", *model_args, "--json")
     assert code == 0 and json.loads(out)["scored"] == {name: 10 for name in attributes.ATTRIBUTES}
     with Index(shoot / ".aes-index.db") as index:
-        rows = index.db.execute(
-            "SELECT s.head_id, b.head_hash, b.backbone_id, b.preprocess FROM scores s JOIN score_batches b ON b.id = s.batch "
-            "WHERE s.head_id LIKE 'attribute-%'"
-        ).fetchall()
-        assert len(rows) == 60 and all(r[1] and r[2] and r[3] for r in rows)  # provenance on every row
+        rows = [row for row in index_rows.scores(index) if row["head_id"].startswith("attribute-")]
+        assert len(rows) == 60 and all(r["head_hash"] and r["backbone_id"] and r["preprocess"] for r in rows)  # provenance on every row
         assert index.runs.active_head_id().startswith("zeroshot-ensemble")  # attributes never become the active head
     code, out, _ = run(capsys, "attributes", "--db", shoot / ".aes-index.db", *model_args, "--json")
     assert json.loads(out)["scored"] == {name: 0 for name in attributes.ATTRIBUTES}  # nothing stale

@@ -310,7 +310,7 @@ def test_an_index_from_before_culling_is_measured_by_the_next_rebuild_and_says_s
     burst(root, seed=14, frames=3, second=10, sharp=0)
     rebuild(capsys, root, model_args)
     with Index(root / ".aes-index.db", create=False) as index:  # as an index of schema 3 holds no facts
-        index.db.execute("DELETE FROM captures")
+        index.db.execute("DELETE FROM captures")  # raw SQL: forges an older index, which no accessor would make
     code, out, err = run_cli(capsys, "cull", root)
     assert "3 photos indexed before culling have no capture facts yet: run `aes-index rebuild`" in out
     code, out, err = run_cli(capsys, "rebuild", root, *model_args, "--workers", "0")

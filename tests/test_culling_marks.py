@@ -29,6 +29,7 @@ from aes_index.targets.sidecar import is_star_tag
 from conftest import FIXTURES, PHOTO, run_cli
 from test_digikam import create_digikam_db, dbconfig_xml, digikam_statements  # noqa: F401 - fixtures
 from test_xmp import exiv2_properties
+import index_rows
 
 DARKTABLE_SIDECAR = FIXTURES / "darktable-xmp" / "evening-glow-folk-toto.jpg.xmp"  # a real darktable 4.x sidecar: tags Folk, toto
 BURST = ("burst_0.jpg", "burst_1.jpg", "burst_2.jpg", "burst_3.jpg")
@@ -194,7 +195,7 @@ def test_undo_removes_a_sidecar_we_created_whatever_the_order_of_the_runs(culled
         code, _, err = run_cli(capsys, command, "--db", culled["index"], "--treat-as-unrated", "1")
         assert code == ExitCode.OK, err
     with Index(culled["index"]) as index:
-        run_ids = [row[0] for row in index.db.execute("SELECT id FROM runs WHERE command LIKE 'apply-%' ORDER BY id")]
+        run_ids = [run["id"] for run in index_rows.rows(index, "runs", order_by="id") if run["command"].startswith("apply-")]
     assert len(run_ids) == 2
     for run_id in run_ids[::-1] if undo_order == "newest first" else run_ids:
         code, out, err = run_cli(capsys, "ratings", "undo", "--db", culled["index"], "--run", run_id, "--json")

@@ -29,6 +29,7 @@ from aes_index.index.store import Index
 from aes_index.formats.xmp import write_sidecar
 from conftest import REPO_ROOT, make_photo
 from test_readers import require_tool
+import index_rows
 
 PLUGIN = REPO_ROOT / "plugin" / "darktable" / "aesthetic.lua"
 
@@ -143,8 +144,7 @@ def test_applied_refuses_a_run_that_is_not_a_darktable_rate_run(dt_library, tmp_
     assert code == ExitCode.USAGE and "not a darktable rate run" in err
     with Index(dt_library["db"]) as index:  # the refused report recorded nothing: the answer's row stays pending
         (pending,) = index.journal.pending("darktable", places=[f"{path}#0"])
-        assert pending.row_ids == tuple(row[0] for row in index.db.execute(
-            "SELECT id FROM rating_writes WHERE target_path = ?", [f"{path}#0"]))
+        assert pending.row_ids == tuple(index_rows.values(index, "rating_writes", "id", target_path=f"{path}#0"))
 
 
 def test_duplicates_are_separate_journal_keys(dt_library, tmp_path, capsys):
@@ -451,7 +451,7 @@ def test_the_plugin_rates_tags_selects_and_restores_in_real_darktable(hostile_li
     with Index(db) as index:
         head = index.runs.active_head_id()
         final = {p.path: p for p in plan(index, head, RatingPolicy())}
-        runs = index.db.execute("SELECT count(*) FROM runs WHERE command = 'darktable-rate'").fetchone()[0]
+        runs = index_rows.count(index, "runs", command="darktable-rate")
     assert sorted(final) == sorted(paths + [str(p) for p in second])
     scores = {path: final[path].score for path in paths}
     # the stars the library of the first twelve gave them, before the second import

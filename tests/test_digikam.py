@@ -31,6 +31,7 @@ from aes_index.features.stars import RatingPolicy
 from aes_index.index.store import Index
 from conftest import make_photo
 from test_readers import require_tool as _tool
+import index_rows
 
 SCHEMA_ACTIONS = ("CreateDB", "CreateIndices", "CreateTriggers")
 CACHE = Path(tempfile.gettempdir()) / "aes-index-digikam-data"
@@ -243,7 +244,7 @@ def test_dry_run_writes_nothing(library, capsys):
     assert hashlib.sha256(library["db"].read_bytes()).hexdigest() == digest
     assert backups(library["db"]) == []
     with Index(library["index"]) as index:
-        assert index.db.execute("SELECT count(*) FROM rating_writes").fetchone()[0] == 0
+        assert index_rows.count(index, "rating_writes") == 0
 
 
 def test_undo_puts_ratings_and_tags_back(library, capsys):

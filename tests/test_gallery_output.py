@@ -14,6 +14,7 @@ from aes_index.config import DB_FILENAME
 from aes_index.index.store import Index
 
 from conftest import make_photo
+import index_rows
 
 COPIES_OF_ONE = 8
 COPIES_OF_EACH = 5
@@ -32,7 +33,7 @@ def page_rows(html_path: Path) -> list[dict]:
 
 def indexed_paths(root: Path) -> set[str]:
     with Index(root / DB_FILENAME) as index:
-        return {path for (path,) in index.db.execute("SELECT path FROM images")}
+        return set(index_rows.values(index, "images", "path"))
 
 
 @pytest.fixture

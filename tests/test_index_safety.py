@@ -1,5 +1,9 @@
 """The index file itself: a damaged, full, foreign or old one is one line and exit 5, and
-commands that only read never change the file they are given."""
+commands that only read never change the file they are given.
+
+Raw SQL on index files is the point here: these tests damage, fill, forge (an old schema,
+an unstamped file) or read the file's header (application_id, journal mode, root pages),
+which no accessor does."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from aes_index.errors import IndexUnavailable
 from aes_index.index.store import ERROR, MISSING, OK, Index
 
 from conftest import METADATA_SAMPLES, make_photo, photo_paths
+import index_rows
 
 
 @pytest.fixture
@@ -38,17 +39,17 @@ def index(tmp_path):
 
 
 def _embedding(index, image_id):
-    return index.db.execute("SELECT vector FROM embeddings WHERE image_id = ?", [image_id]).fetchone()[0]
+    return index_rows.one(index, "embeddings", image_id=image_id)["vector"]
 
 
 def _score(index, image_id):
-    return index.db.execute("SELECT score FROM scores WHERE image_id = ?", [image_id]).fetchone()[0]
+    return index_rows.one(index, "scores", image_id=image_id)["score"]
 
 
 def test_rebuild_indexes_every_fixture_or_records_its_error(index, library, settings, decode_calls):
     summary = indexer.rebuild(index, [str(library)], settings)
     expected = photo_paths(library)
-    rows = {row["path"]: row for row in index.db["images"].rows}
+    rows = {row["path"]: row for row in index_rows.rows(index, "images")}
     ok = sum(row["status"] == OK for row in rows.values())
     assert summary.files == len(expected) and summary.decoded == ok and summary.decoded + summary.errors == len(expected)
     assert set(rows) == {str(p) for p in expected}
@@ -144,13 +145,11 @@ def test_rescore_changes_scores_without_decoding(index, library, settings, decod
 
 def test_scores_record_their_provenance(index, library, settings):
     indexer.rebuild(index, [str(library)], settings)
-    row = index.db.execute(
-        "SELECT s.head_id, b.head_hash, b.backbone_id, b.preprocess FROM scores s JOIN score_batches b ON b.id = s.batch LIMIT 1"
-    ).fetchone()
-    backbone = index.db["backbones"].get(row[2])
-    head = index.db["heads"].get(row[0])
-    assert row[1] == head["hash"] and backbone["key"].startswith("tiny-clip/file:")
-    assert row[3] == "draft-decode;shortest-bicubic-64;crop-center"
+    row = index_rows.scores(index)[0]
+    backbone = index_rows.one(index, "backbones", id=row["backbone_id"])
+    head = index_rows.one(index, "heads", id=row["head_id"])
+    assert row["head_hash"] == head["hash"] and backbone["key"].startswith("tiny-clip/file:")
+    assert row["preprocess"] == "draft-decode;shortest-bicubic-64;crop-center"
 
 
 def test_force_decodes_everything_again(index, library, settings, decode_calls):
@@ -242,7 +241,7 @@ def test_damaged_index_is_a_clear_error(tmp_path):
 def test_index_newer_than_the_program_is_refused(tmp_path):
     path = tmp_path / "future.db"
     Index(path).close()
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(path)  # raw SQL: forges an index from a newer aes-index
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(IndexUnavailable, match="newer than this aes-index"):
@@ -251,7 +250,7 @@ def test_index_newer_than_the_program_is_refused(tmp_path):
 
 def test_index_uses_wal_and_stores_float16_embeddings(index, library, settings):
     indexer.rebuild(index, [str(library)], settings)
-    assert index.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert index.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # raw: the file's mode, no table's rows
     backbone_id = index.embeddings.backbones()[0]["id"]
     ids, matrix, norms = next(index.embeddings.iter(backbone_id))
     assert matrix.dtype == np.float16 and matrix.shape[1] == 64
@@ -267,8 +266,8 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_run_goes_on(index, lib
         handle.write(source + b"\x00")
     summary = indexer.rebuild(index, [str(library)], settings)
     indexable = photo_paths(library)  # the same discovery: the odd name is left out
-    failed = index.db.execute("SELECT count(*) FROM images WHERE status = 'error'").fetchone()[0]
+    failed = index_rows.count(index, "images", status=ERROR)
     assert summary.files == len(indexable) and summary.decoded == len(indexable) - failed and summary.errors == failed + 1
     assert [e["code"] for e in index.images.scan_errors()] == ["name-not-utf8"]  # recorded, for stats and the gallery
-    assert index.db["images"].count == len(indexable)  # nothing half-stored for the odd name
+    assert index_rows.count(index, "images") == len(indexable)  # nothing half-stored for the odd name
     assert any("not valid UTF-8" in r.getMessage() and "Stra\ufffde.jpg" in r.getMessage() for r in caplog.records)

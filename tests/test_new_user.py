@@ -14,6 +14,7 @@ from aes_index.formats import xmp
 from aes_index.errors import ExitCode
 from aes_index.index.store import Index
 from conftest import TINY_CONFIG, make_photo, run_cli
+import index_rows
 
 
 def one_line_error(err: str) -> bool:
@@ -110,8 +111,8 @@ def test_an_empty_file_is_an_error_not_a_decoded_photo(tmp_path, model_args, cap
 def test_the_one_star_tag_is_singular_and_an_old_plural_one_is_replaced(rated, capsys):
     tags = {path.name: xmp.read_sidecar(path).tags for path in rated.glob("*.xmp")}
     with Index(rated / ".aes-index.db") as index:
-        stars = {Path(p).name + ".xmp": s for p, s in index.db.execute(
-            "SELECT image_path, new_rating FROM rating_writes WHERE undone_at IS NULL")}
+        stars = {Path(row["image_path"]).name + ".xmp": row["new_rating"]
+                 for row in index_rows.rows(index, "rating_writes", undone_at=None)}
     for name, level in stars.items():
         assert ("1 star" if level == 1 else f"{level} stars") in tags[name], (name, tags[name])
     assert not any(tag == "1 stars" for found in tags.values() for tag in found)
@@ -153,4 +154,4 @@ def test_a_failed_rebuild_of_an_existing_index_keeps_it(rated, capsys):
     assert code == ExitCode.WEIGHTS, err
     assert index.is_file()
     with Index(index) as opened:
-        assert opened.db.execute("SELECT count(*) FROM scores").fetchone()[0] == 10
+        assert index_rows.count(opened, "scores") == 10

@@ -20,6 +20,7 @@ from aes_index.index.pipeline import Decoded, Failed, GpuJpeg
 from aes_index.index.store import Index
 
 from conftest import METADATA_SAMPLES, PHOTO, REPO_ROOT
+import index_rows
 
 SPEC = PreprocessSpec(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 CPU = torch.device("cpu")
@@ -338,15 +339,13 @@ def test_scores_written_again_replace_the_old_row(filled_index):
     index, backbone_id, ids, _ = filled_index
 
     class Head:
-        name, hash = "h", "first"
+        name, hash, kind, backbone, metadata = "h", "first", "linear", "tiny/x", {}
 
-    index.db.execute("INSERT INTO heads (id, hash) VALUES ('h', 'first')")
+    index.scores.record_head(Head)
     index.scores.put(Head, backbone_id, "p", ids[:3], heads.Prediction(np.array([1, 2, 3], np.float32)))
     Head.hash = "second"
     index.scores.put(Head, backbone_id, "p", ids[1:4], heads.Prediction(np.array([5, 6, 7], np.float32), np.ones(3, np.float32)))
-    rows = index.db.execute(
-        "SELECT s.image_id, s.score, s.std, b.head_hash FROM scores s JOIN score_batches b ON b.id = s.batch ORDER BY s.image_id"
-    ).fetchall()
+    rows = [(r["image_id"], r["score"], r["std"], r["head_hash"]) for r in index_rows.scores(index, order_by="image_id")]
     assert rows == [(ids[0], 1.0, None, "first"), (ids[1], 5.0, 1.0, "second"), (ids[2], 6.0, 1.0, "second"),
                     (ids[3], 7.0, 1.0, "second")]
 
@@ -356,7 +355,7 @@ def test_new_indexes_use_big_pages_and_old_ones_keep_theirs(tmp_path):
 
     import sqlite_utils
 
-    with Index(tmp_path / "new.db") as index:
+    with Index(tmp_path / "new.db") as index:  # raw SQL here: the file's page size, and an old index forged
         assert index.db.execute("PRAGMA page_size").fetchone()[0] == store.PAGE_SIZE
     old = sqlite3.connect(tmp_path / "old.db")  # an index made with SQLite's default 4 KB pages
     store.schema._migrate_to_1(sqlite_utils.Database(old))
@@ -381,7 +380,7 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
     survive, and the upsert still updates in place."""
     import sqlite_utils
 
-    path = tmp_path / "v1.db"
+    path = tmp_path / "v1.db"  # forged with raw SQL, as version 1 wrote it
     db = sqlite_utils.Database(path)
     store.schema._migrate_to_1(db)
     db.execute("INSERT INTO images (id, path, status) VALUES (1, '/p/1.jpg', 'ok'), (2, '/p/2.jpg', 'ok')")
@@ -394,12 +393,11 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
     db.conn.close()
     with Index(path) as index:
         assert index.schema_version() == store.SCHEMA_VERSION == 5
-        migrated = index.db.execute(
-            "SELECT s.image_id, s.head_id, s.score, s.std, b.head_hash, b.backbone_id, b.preprocess, b.scored_at "
-            "FROM scores s JOIN score_batches b ON b.id = s.batch"
-        ).fetchall()
+        columns = ("image_id", "head_id", "score", "std", "head_hash", "backbone_id", "preprocess", "scored_at")
+        migrated = [tuple(row[c] for c in columns) for row in index_rows.scores(index)]
         assert sorted(migrated, key=str) == sorted(rows, key=str)
-        assert index.db["score_batches"].count == 3  # one per distinct write
+        assert index_rows.count(index, "score_batches") == 3  # one per distinct write
+        # raw SQL: the table's layout and SQLite's plan for it, which is what the migration is for
         table_sql = index.db.execute("SELECT sql FROM sqlite_master WHERE name = 'scores'").fetchone()[0]
         assert "WITHOUT ROWID" in table_sql and "PRIMARY KEY (head_id, image_id)" in table_sql
         plan = " ".join(str(r) for r in index.db.execute("EXPLAIN QUERY PLAN SELECT score FROM scores WHERE head_id = 'h'"))
@@ -409,31 +407,32 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
             name, hash = "h", "z"
 
         index.scores.put(Head, 1, "p", [2], heads.Prediction(np.array([9.0], np.float32)))
-        assert index.db.execute("SELECT count(*), max(score) FROM scores WHERE head_id = 'h'").fetchone() == (2, 9.0)
+        h_scores = index_rows.values(index, "scores", "score", head_id="h")
+        assert (len(h_scores), max(h_scores)) == (2, 9.0)
         assert [(r["image_id"], r["head_hash"]) for r in index.scores.ranked("h")] == [(2, "z"), (1, "x")]
         index.images.forget_derived(1)
-        assert index.db.execute("SELECT image_id, head_id FROM scores").fetchall() == [(2, "h")]
+        assert [(row["image_id"], row["head_id"]) for row in index_rows.rows(index, "scores")] == [(2, "h")]
 
 
 def test_a_failed_score_write_leaves_nothing_staged_for_the_next(filled_index):
     import sqlite3
 
     index, backbone_id, ids, _ = filled_index
-    index.db.execute("INSERT INTO heads (id, hash) VALUES ('known', 'k')")
-
     class Known:
-        name, hash = "known", "k"
+        name, hash, kind, backbone, metadata = "known", "k", "linear", "tiny/x", {}
+
+    index.scores.record_head(Known)
 
     def refuse_the_copy_into_scores(action, table, *_):  # as a full disk or a lock would
         return sqlite3.SQLITE_DENY if (action, table) == (sqlite3.SQLITE_INSERT, "scores") else sqlite3.SQLITE_OK
 
-    index.db.conn.set_authorizer(refuse_the_copy_into_scores)
+    index.db.conn.set_authorizer(refuse_the_copy_into_scores)  # on the connection itself: a fault injected
     with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
         index.scores.put(Known, backbone_id, "p", ids[:2], heads.Prediction(np.ones(2, np.float32)))
     index.db.conn.set_authorizer(None)
-    assert index.db.execute("SELECT count(*) FROM staged_scores").fetchone()[0] == 0
+    assert index_rows.count(index, "staged_scores") == 0
     index.scores.put(Known, backbone_id, "p", ids[3:5], heads.Prediction(np.ones(2, np.float32)))
-    assert [r[0] for r in index.db.execute("SELECT image_id FROM scores ORDER BY image_id")] == ids[3:5]
+    assert index_rows.values(index, "scores", "image_id", order_by="image_id") == ids[3:5]
 
 
 def test_rescoring_with_a_fresh_head_reads_every_present_embedding_once(filled_index, monkeypatch):
@@ -458,7 +457,7 @@ def test_rescoring_with_a_fresh_head_reads_every_present_embedding_once(filled_i
         info = BackboneInfo("tiny/x", "tiny", "x", 8, 4, SPEC)
 
     assert indexer.score_stale(index, Session(), head) == 50 and asked == [None]
-    got = dict(index.db.execute("SELECT image_id, score FROM scores WHERE head_id = 'probe'").fetchall())
+    got = {row["image_id"]: row["score"] for row in index_rows.rows(index, "scores", head_id="probe")}
     assert sorted(got) == ids[:50]
     assert np.allclose([got[i] for i in ids[:50]], vectors[:50].astype(np.float16).astype(np.float32).sum(1), rtol=1e-3)
 

@@ -29,6 +29,7 @@ from aes_index.features.report import build_report, embeddable_json, readable_pa
 from aes_index.index.store import ERROR, Index
 
 from conftest import METADATA_SAMPLES, make_photo, synthetic_scored_index
+import index_rows
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
@@ -276,8 +277,8 @@ def fresh_page(page) -> Page:
 def database_order(index: Index) -> list[int]:
     """What the page must show, in order: scored photos as index.scores.ranked, then decode errors."""
     scored = [row["image_id"] for row in index.scores.ranked(index.runs.active_head_id())]
-    failed = index.db.execute("SELECT id FROM images WHERE status = ? ORDER BY path", [ERROR]).fetchall()
-    return scored + [image_id for (image_id,) in failed]
+    failed = index.images.with_status([ERROR])  # by path
+    return scored + [image_id for image_id, _ in failed]
 
 
 def library_stars(index: Index) -> dict[int, int]:
@@ -309,7 +310,7 @@ def test_thumbnails_are_cached_by_fingerprint_and_made_only_when_missing(indexed
     assert (again.thumbs_made, again.thumbs_cached) == (1, first.thumbs_made - 1)
     assert other_size.thumbs_made == first.thumbs_made  # the size is part of the key
     with Index(indexed_library / DB_FILENAME) as index:
-        fingerprints = {row[0] for row in index.db.execute("SELECT fingerprint FROM images WHERE status = 'ok'")}
+        fingerprints = set(index_rows.values(index, "images", "fingerprint", status="ok"))
     assert {path.name.rsplit("-", 1)[0] for path in thumbs} <= fingerprints
 
 
@@ -320,7 +321,8 @@ def test_a_thumbnail_that_cannot_be_made_is_a_placeholder_not_a_crash(indexed_li
     (library / "2024" / "IMG_0002.jpg").write_bytes(b"\xff\xd8 no longer a JPEG")
     gone.unlink()
     with Index(library / DB_FILENAME) as index:
-        # The copied index still holds the original paths: point it at the copy.
+        # The copied index still holds the original paths: point it at the copy (raw SQL:
+        # a forged move of the whole library, which only a rebuild's scan would record).
         index.db.execute("UPDATE images SET path = replace(path, ?, ?)", [str(indexed_library), str(library)])
         summary = build_report(index, tmp_path / "g.html")
     assert summary.thumbs_failed == 2

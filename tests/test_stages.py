@@ -230,7 +230,7 @@ def test_several_backbones_and_none_named_use_the_active_one(built, tiny_model, 
     code, out, err = run(capsys, "rescore", "--db", db, *model_args, "--json")  # named: that one
     assert code == ExitCode.OK and json.loads(out)["backbone"] != latest, err
     assert run(capsys, "stats", "--db", db, "--json")[1].count('"active_backbone"') == 1
-    with sqlite3.connect(db) as conn:  # an index from before runs recorded their backbone
+    with sqlite3.connect(db) as conn:  # an index from before runs recorded their backbone (raw SQL: forged)
         conn.execute("UPDATE runs SET backbone = NULL")
     code, out, err = run(capsys, "rescore", "--db", db)
     assert code == ExitCode.USAGE, err

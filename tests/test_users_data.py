@@ -22,6 +22,7 @@ from aes_index.features.stars import RatingPolicy
 from aes_index.index.store import Index
 from conftest import FIXTURES, PHOTO, REPO_ROOT, make_photo, scored_folder
 from conftest import run_cli as run
+import index_rows
 
 
 @pytest.fixture
@@ -295,6 +296,6 @@ def test_runs_killed_midway_do_not_stay_running(shoot, model_args, capsys):
     apply_json(capsys, db)
     run(capsys, "rebuild", shoot, *model_args, "--workers", "0")
     with Index(db) as index:
-        statuses = {row["id"]: row["status"] for row in index.db["runs"].rows}
+        statuses = {run["id"]: run["status"] for run in index_rows.rows(index, "runs")}
     assert statuses[killed_apply] == statuses[killed_rebuild] == "interrupted"
     assert "running" not in statuses.values()

@@ -23,6 +23,7 @@ from aes_index.index.store import MISSING, OK, Index
 from aes_index.features.watch import WatchConfig, Watcher, read_status
 
 from conftest import make_photo
+import index_rows
 
 FAST = WatchConfig(stable_seconds=0.6, rescan_seconds=3600, tick=0.1, lock_wait=0.5)
 
@@ -76,7 +77,7 @@ def wait_for(condition, timeout=90.0, what="condition"):
 
 def statuses(db: Path) -> dict[str, str]:
     with Index(db, read_only=True) as index:
-        return {row["path"]: row["status"] for row in index.db["images"].rows}
+        return index_rows.statuses(index)
 
 
 def scored_paths(db: Path) -> set[str]:
