@@ -267,7 +267,7 @@ def _populate_index(db_path: Path, root: Path, backbone_info, projection: np.nda
         backbone_id = index.embeddings.ensure_backbone(backbone_info, projection)
         index.scores.record_head(head)
         entries = list(discover([root]))
-        with index.transaction():
+        with index.transaction():  # raw SQL: images in bulk, as a finished rebuild leaves them, in seconds
             index.db.conn.executemany(
                 "INSERT INTO images (path, size, mtime_ns, fingerprint, status, first_seen, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(e.path, e.size, e.mtime_ns, fingerprint(e.path, e.size), store.OK, now, now) for e in entries],
@@ -317,7 +317,7 @@ def rescore_index(n: int, backbone_info, projection: np.ndarray, old_head) -> Pa
     with store.Index(db) as index:
         backbone_id = index.embeddings.ensure_backbone(backbone_info, projection)
         index.scores.record_head(old_head)
-        with index.transaction():
+        with index.transaction():  # raw SQL: a million images in bulk, as a finished rebuild leaves them
             index.db.conn.executemany(
                 "INSERT INTO images (id, path, size, mtime_ns, fingerprint, status, first_seen, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 ((k + 1, f"/photos/{k // 1000:04d}/IMG_{k:07d}.jpg", 8_000_000, k, f"{k:032x}", store.OK, now, now) for k in range(n)),

@@ -277,7 +277,8 @@ def add_photos(db: Path, count: int, seed: int) -> int:
 
 def _fill_index(db: Path, start: int, count: int, seed: int, new_head: bool) -> None:
     """Rows for photos start+1 .. start+count: images, a synthetic head's scores (as
-    conftest.synthetic_scored_index writes them), and capture facts through the store API."""
+    conftest.synthetic_scored_index writes them: raw SQL, in bulk), and capture facts
+    through the store API."""
     import numpy as np
 
     from aes_index.index import store

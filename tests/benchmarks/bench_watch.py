@@ -59,6 +59,8 @@ def wait(condition, timeout: float, poll: float = 0.02) -> float:
 
 
 def scored(db: Path, path: Path) -> bool:
+    # Raw SQL on a plain read-only connection: polled many times a second while the watcher
+    # writes, it must cost the measured latency nothing an Index's opening checks would.
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
         row = conn.execute(
