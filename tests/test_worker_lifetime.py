@@ -95,7 +95,7 @@ def test_kill_9_of_rebuild_takes_its_decode_workers_and_resource_tracker_with_it
 # What a worker runs where prctl is missing (macOS, ...): the orphan check alone.
 ORPHAN_CHECK_ONLY = """
 import os, time
-from aes_index import pipeline
+from aes_index.index import pipeline
 pipeline._linux_kill_on_parent_death = lambda: False
 pipeline._die_with_parent(os.getppid())
 print("ready", flush=True)

@@ -40,7 +40,7 @@ import sqlite_utils
 
 from . import culling as store_culling, embeddings, images, journal, runs, schema, scores
 from .embeddings import Embeddings
-from .images import Images, readable_path  # noqa: F401 - importable from the store
+from .images import Images
 from .runs import Runs
 from .schema import ERROR, MIGRATIONS, MISSING, NEW, OK, SCHEMA_VERSION, utcnow  # noqa: F401 - importable from the store
 from .scores import Scores

@@ -12,7 +12,7 @@ import sqlite_utils
 from .schema import ERROR, MISSING, NEW, OK, utcnow
 
 
-def readable_path(path: str) -> str:
+def storable_path(path: str) -> str:
     """A path SQLite text can hold, whatever its bytes: a name from a legacy-encoded disk
     keeps its undecodable bytes as escapes (\\xff), so a person can still find the file."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -141,12 +141,12 @@ class Images:
         """The scan of `roots` found these (path, code, error): they replace what earlier
         scans recorded under those roots (a renamed file's error goes)."""
         for root in roots:
-            prefix = readable_path(os.path.abspath(root)).rstrip(os.sep) + os.sep
+            prefix = storable_path(os.path.abspath(root)).rstrip(os.sep) + os.sep
             self.db.execute(
                 "DELETE FROM scan_errors WHERE path = ? OR substr(path, 1, ?) = ?", [prefix[:-1], len(prefix), prefix]
             )
         now = utcnow()
         self.db.conn.executemany(
             "INSERT OR REPLACE INTO scan_errors (path, code, error, seen) VALUES (?, ?, ?, ?)",
-            [(readable_path(path), code, error, now) for path, code, error in errors],
+            [(storable_path(path), code, error, now) for path, code, error in errors],
         )
