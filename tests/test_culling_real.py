@@ -19,10 +19,11 @@ from conftest import cli_stdout
 from culling_library import LibrarySpec, build_library
 from culling_scoring import score_cull
 
-# Small frames (1200 px: the decode's draft is 600x400, what sharpness sees) and blur a
+# Small frames (1500 px: the decode's draft is 750x500, the scale sharpness is measured at, as
+# for a 24 MP frame) and blur a
 # photographer would reject at a glance; the benchmark plants subtler blur on 24 MP frames.
 SPEC = LibrarySpec(
-    long_side=1200, bursts=3, duplicate_sets=2, singles=3, frames=(3, 5),
+    long_side=1500, bursts=3, duplicate_sets=2, singles=3, frames=(3, 5),
     defocus=(8.0, 16.0), motion=(32.0, 64.0), clipped_singles=("over", "under"), blurred_singles=(), seed=7,
 )
 

@@ -22,7 +22,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from aes_index.index import decode
-from aes_index.index.decode import MAX_PIXELS, RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, decode_image
+from aes_index.index.decode import DRAFT_MIN_SIDE, MAX_PIXELS, RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, decode_image
+from aes_index.index.facts import ANALYSIS_SIDE
 from aes_index.errors import (
     CorruptImage,
     DecodeError,
@@ -152,11 +153,22 @@ def test_rejects_nonsense_arguments(big_jpeg):
 # --- JPEG: DCT-scaled decoding and orientation --------------------------------------------
 
 
-def test_jpeg_is_decoded_at_the_smallest_dct_scale_that_keeps_min_side(big_jpeg):
+def test_jpeg_is_decoded_at_the_smallest_dct_scale_that_keeps_the_analysis_side(big_jpeg, monkeypatch):
+    loaded_sizes = []
+    real_load = ImageFile.ImageFile.load
+
+    def recording_load(self):
+        loaded_sizes.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
     image = decode_image(big_jpeg, min_side=224)
-    # 1/8 scale: exactly what libjpeg's DCT scaling gives. Decoding at full size and then
-    # reducing would give 308x231 instead (factor 13).
-    assert image.size == (500, 375)
+    # 4000x3000: libjpeg's 1/4 scale (1000x750) is the smallest that keeps culling's
+    # analysis side (DRAFT_MIN_SIDE, 500); 1/8 (500x375) would not. Then a box reduction by
+    # 3 for the model. Decoding at full size and reducing by 13 would give 308x231 instead.
+    assert DRAFT_MIN_SIDE == ANALYSIS_SIDE == 500
+    assert set(loaded_sizes) == {(1000, 750)}
+    assert image.size == (334, 250)
     assert_small_rgb(image)
     assert close_to(colour_at(image, 0.25, 0.25), RED)
     assert close_to(colour_at(image, 0.75, 0.75), WHITE)
@@ -172,7 +184,7 @@ def test_jpeg_draft_never_loads_full_resolution(big_jpeg, monkeypatch):
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
     decode_image(big_jpeg, min_side=224)
-    assert loaded_sizes and max(w * h for w, h in loaded_sizes) <= 500 * 375
+    assert loaded_sizes and max(w * h for w, h in loaded_sizes) <= 1000 * 750
 
 
 def test_jpeg_draft_keeps_a_larger_min_side(big_jpeg):
@@ -182,7 +194,9 @@ def test_jpeg_draft_keeps_a_larger_min_side(big_jpeg):
 
 def test_real_photo_decodes_with_draft_to_between_one_and_two_min_sides():
     image = decode_image(PHOTO, min_side=224)
-    assert image.size == (640, 400)  # 2560x1600 at 1/4 DCT scale; 1/8 (200) would be below 224
+    # 2560x1600 at 1/2 DCT scale (1/4 would be 400 high, below the analysis side of 500),
+    # then box-reduced by 3 for the model
+    assert image.size == (427, 267)
     assert_small_rgb(image)
 
 
@@ -205,7 +219,7 @@ def test_exif_orientation_is_applied(tmp_path, orientation, expected_size, red_c
 def test_orientation_is_applied_after_draft_on_the_stored_size(tmp_path):
     path = jpeg_with_orientation(tmp_path / "portrait.jpg", (4000, 3000), 6)
     image = decode_image(path, min_side=224)
-    assert image.size == (375, 500)
+    assert image.size == (250, 334)  # 1000x750 (1/4), reduced by 3, then turned
     assert close_to(colour_at(image, 0.9, 0.1), RED)
 
 

@@ -84,7 +84,11 @@ SUPPORTED_EXTENSIONS: frozenset[str] = (
     _PILLOW_EXTENSIONS | _HEIF_EXTENSIONS | _AVIF_EXTENSIONS | RAW_EXTENSIONS
 )
 
-DRAFT_MIN_SIDE: int = 224  # JPEG/HEIF drafts are decoded at least this big (see _decode_with_pillow)
+# JPEG/HEIF drafts are decoded at least this big on the short side (see _decode_with_pillow):
+# culling's sharpness is measured at one scale, facts.ANALYSIS_SIDE (kept equal; a test
+# holds them so), so that a half-size export of a frame measures as its original does. A
+# 24 MP frame still decodes at 1/8 (750x500); a 12 MP one at 1/4, where it used to be 1/8.
+DRAFT_MIN_SIDE: int = 500
 MAX_PIXELS: int = 250_000_000  # above the largest stills cameras make (pixel-shift excepted)
 
 # Pillow may open only these. Anything else Pillow knows (EPS runs Ghostscript, for one) is
@@ -213,7 +217,7 @@ def _decode_with_pillow(
             # The DCT scale (or HEIF thumbnail) is picked on the stored, pre-rotation size;
             # a square request keeps it independent of orientation. Never below
             # DRAFT_MIN_SIDE, whatever the model's input: culling's sharpness is measured on
-            # this image, and must see the same detail for every backbone.
+            # this image at one scale, for every backbone and every size of the file.
             side = max(min_side, DRAFT_MIN_SIDE)
             image.draft("RGB", (side, side))
             image.load()
