@@ -252,7 +252,7 @@ def cull(settings: Settings, options: CullOptions, images: Sequence[DtImage]) ->
         # sidecars (darktable writes them from its library, import default of 1 star
         # included): a group stored as chosen by a person gets our own pick back first.
         stored = [g for g in load_groups(index, head_id, facts=facts, choices=False) if any(m.path in paths for m in g.members)]
-        stored = [ours_again(g, facts) if g.chosen_by == BY_YOU else g for g in stored]
+        stored = [ours_again(g) if g.chosen_by == BY_YOU else g for g in stored]
         flagged = [m for m in load_flagged(index, head_id) if m.path in paths]
         answer: dict = {"groups": [], "left_alone": []}
 

@@ -212,8 +212,7 @@ def _decode_with_pillow(
         with opened as image:
             _refuse_bomb(name, image.size, max_pixels)
             if probe is not None:
-                probe.metadata(width=image.size[0], height=image.size[1])
-                probe.exif(image.getexif())
+                probe.header(image)
             # The DCT scale (or HEIF thumbnail) is picked on the stored, pre-rotation size;
             # a square request keeps it independent of orientation. Never below
             # DRAFT_MIN_SIDE, whatever the model's input: culling's sharpness is measured on
@@ -301,6 +300,8 @@ def _decode_raw(path: str, name: str, min_side: int, max_pixels: int, probe: Fac
     """Try the RAW's image sources from cheapest to dearest; keep the first big enough."""
     attempts = _RawAttempts()
     best: Image.Image | None = None
+    if probe is not None:  # whichever image it shows (a preview is a JPEG), the file is the RAW
+        probe.metadata(encoding="raw")
     with contextlib.closing(_raw_sources(path, min_side, max_pixels, attempts, probe)) as sources:
         for label, load in sources:
             try:
@@ -342,6 +343,7 @@ def _embedded_previews(
     attempts.recognised = True
     if probe is not None:  # the RAW's own metadata, before any preview's
         probe.exiv2(opened.image.exifData())
+        probe.metadata(width=opened.image.pixelWidth() or None, height=opened.image.pixelHeight() or None)
     # A preview rarely carries its own orientation tag; it is then the RAW's.
     orientation = _exiv2_orientation(opened.image) or _libraw_orientation(path)
     for props in opened.previews_largest_first:

@@ -39,7 +39,7 @@ from PIL import Image, ImageFilter
 FACTS_VERSION = 4  # bump when a measure changes: older rows are measured again by rebuild
 
 # EXIF tags (Exif 2.32, CIPA DC-008), in IFD0 and the Exif IFD.
-_MAKE, _MODEL, _EXIF_IFD = 0x010F, 0x0110, 0x8769
+_MAKE, _MODEL, _SOFTWARE, _EXIF_IFD = 0x010F, 0x0110, 0x0131, 0x8769
 _DATETIME_ORIGINAL, _OFFSET_ORIGINAL, _SUBSEC_ORIGINAL, _BODY_SERIAL = 0x9003, 0x9011, 0x9291, 0xA431
 
 # Sharpness is measured with the short side at ANALYSIS_SIDE (the 1/8 draft of a 24 MP frame,
@@ -70,8 +70,17 @@ class CaptureFacts:
     signature: int | None = None  # 64-bit pHash of the whole image, as a signed int (SQLite's INTEGER)
     signature_inner: int | None = None  # of its central 92 %
     signature_core: int | None = None  # of its central 84 %
+    encoding: str | None = None  # RAW, LOSSLESS (PNG, TIFF, ...), JPEG or LOSSY (HEIC, AVIF, WebP): which copy is the original
+    quality: int | None = None  # a JPEG's quality (1-100), estimated from its quantisation tables
+    software: str | None = None  # EXIF Software: a camera's firmware, or the editor that wrote the file
     problem: str | None = None  # what was wrong with the metadata (corrupt time, ...), for `groups`
     version: int = FACTS_VERSION
+
+    @property
+    def camera_file(self) -> bool:
+        """Written by a camera: its make or model and the moment it was taken, and no
+        editor's name in Software (an export that kept the camera's EXIF names its editor)."""
+        return is_camera_file(self.camera, self.taken_at, self.software)
 
     @property
     def camera_key(self) -> str | None:
@@ -95,12 +104,19 @@ class FactsProbe:
             if value is not None and self.found.get(key) is None:
                 self.found[key] = value
 
+    def header(self, image: Image.Image) -> None:
+        """What the opened file says before any pixel is decoded: its size, how it is
+        encoded (a JPEG's quality), its EXIF. Both decode routes (CPU and GPU) call it."""
+        self.metadata(width=image.size[0], height=image.size[1], **encoding_of(image))
+        self.exif(image.getexif())
+
     def exif(self, exif: Image.Exif) -> None:
         """Read capture facts from Pillow's EXIF of the decoded file."""
         try:
             sub = exif.get_ifd(_EXIF_IFD)
             self.metadata(**_exif_facts(exif.get(_MAKE), exif.get(_MODEL), sub.get(_DATETIME_ORIGINAL),
-                                        sub.get(_SUBSEC_ORIGINAL), sub.get(_OFFSET_ORIGINAL), sub.get(_BODY_SERIAL)))
+                                        sub.get(_SUBSEC_ORIGINAL), sub.get(_OFFSET_ORIGINAL), sub.get(_BODY_SERIAL)),
+                          software=_clean(exif.get(_SOFTWARE)))
         except Exception as exc:  # damaged EXIF costs the facts, never the pixels
             self.metadata(problem=f"unreadable EXIF ({type(exc).__name__})")
 
@@ -122,7 +138,10 @@ class FactsProbe:
         self.metadata(**exiv2_metadata(exif_data))
 
     def facts(self) -> CaptureFacts:
-        return CaptureFacts(**self.found)
+        found = dict(self.found)
+        if found.get("encoding") != JPEG:
+            found.pop("quality", None)  # a RAW's embedded preview is a JPEG; its quality is not the file's
+        return CaptureFacts(**found)
 
 
 def exiv2_metadata(exif_data) -> dict:
@@ -136,9 +155,60 @@ def exiv2_metadata(exif_data) -> dict:
         except Exception:
             return None
 
-    return _exif_facts(text("Exif.Image.Make"), text("Exif.Image.Model"), text("Exif.Photo.DateTimeOriginal"),
-                       text("Exif.Photo.SubSecTimeOriginal"), text("Exif.Photo.OffsetTimeOriginal"),
-                       text("Exif.Photo.BodySerialNumber"))
+    facts = _exif_facts(text("Exif.Image.Make"), text("Exif.Image.Model"), text("Exif.Photo.DateTimeOriginal"),
+                        text("Exif.Photo.SubSecTimeOriginal"), text("Exif.Photo.OffsetTimeOriginal"),
+                        text("Exif.Photo.BodySerialNumber"))
+    return {**facts, "software": _clean(text("Exif.Image.Software"))}
+
+
+# --- which copy is the original -------------------------------------------------------------
+
+RAW, LOSSLESS, JPEG, LOSSY = "raw", "lossless", "jpeg", "lossy"
+_LOSSLESS_FORMATS = ("PNG", "TIFF", "BMP", "GIF")
+# IJG's luminance table for quality 50 (ITU-T T.81 Annex K, Table K.1), which libjpeg
+# scales for every quality setting; cameras and editors use it or tables close to it.
+_IJG_LUMINANCE = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+# Names in EXIF Software that say an editor, not a camera, wrote the file (lower case).
+_EDITORS = re.compile(
+    r"lightroom|photoshop|darktable|digikam|gimp|rawtherapee|capture one|affinity|luminar|snapseed|dxo|"
+    r"on1|acdsee|paint\.net|imagemagick|graphicsmagick|pixelmator|photos \d|picasa|shotwell|gthumb|"
+    r"exiftool|lightzone|ansel|vkdt|art \d|photomator|canva|facebook|whatsapp|instagram",
+)
+
+
+def is_camera_file(camera: str | None, taken_at: float | None, software: str | None) -> bool:
+    return camera is not None and taken_at is not None and not edited_by_software(software)
+
+
+def edited_by_software(software: str | None) -> bool:
+    return bool(software) and _EDITORS.search(software.lower()) is not None
+
+
+def encoding_of(image: Image.Image) -> dict:
+    """{"encoding": ..., "quality": ...} of an opened file (not its pixels)."""
+    if image.format in ("JPEG", "MPO"):
+        return {"encoding": JPEG, "quality": jpeg_quality(getattr(image, "quantization", None))}
+    if image.format in _LOSSLESS_FORMATS:
+        return {"encoding": LOSSLESS}
+    return {"encoding": LOSSY} if image.format else {}
+
+
+def jpeg_quality(tables: dict | None) -> int | None:
+    """The IJG quality (1-100) a JPEG's luminance table corresponds to: libjpeg scales the
+    standard table by S = 5000/q (q < 50) or 200 - 2q, so the ratio of the sums gives S
+    whatever order the table is stored in. A camera's own tables land near its setting
+    (a camera's "fine" reads 90-98); tables of another design read as the nearest quality."""
+    if not tables or 0 not in tables or len(tables[0]) != 64:
+        return None
+    if max(tables[0]) == 1:
+        return 100  # every step 1: quality 100 (the formula's clamp would read 99)
+    scale = 100.0 * sum(tables[0]) / sum(_IJG_LUMINANCE)
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return int(min(100, max(1, round(quality))))
 
 
 def _exif_facts(make, model, original, subsec, offset, serial) -> dict:

@@ -406,8 +406,7 @@ def read_for_gpu(image_id: int, path: str, max_pixels: int = MAX_PIXELS) -> GpuJ
                     return None
                 orientation = _embedded_orientation(image)  # the rule decode.py applies
                 probe = FactsProbe()
-                probe.metadata(width=width, height=height)
-                probe.exif(image.getexif())
+                probe.header(image)
     except Exception:
         return None
     return GpuJpeg(image_id, path, data, orientation, probe)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ...paths import inside_roots
+from ...index.facts import is_camera_file
 from ...index.locks import writer_lock
 from ...targets.sidecar import SidecarTarget
 from ...index.store import Index, utcnow
@@ -100,9 +101,13 @@ def _drop_departed(tables) -> tuple[int, int]:
 
 
 def _decide(index: Index, group_id: int, kind: str, rows: list[dict], target, listings: dict) -> Group:
-    members = [_member(row) for row in rows]
-    pixels = {row["image_id"]: (row["width"] or 0) * (row["height"] or 0) for row in rows}
-    return _person_choice(index, keeper.decide(group_id, kind, members, pixels), target, listings)
+    return _person_choice(index, keeper.decide(group_id, kind, _members(kind, rows)), target, listings)
+
+
+def _members(kind: str, rows: list[dict]) -> list[Member]:
+    """A group's members from their facts, each burst member knowing which frame it is a copy of."""
+    frames = grouping.frames_of(rows) if kind == BURST else {}
+    return [replace(_member(row), frame=frames.get(row["image_id"])) for row in rows]
 
 
 def _person_choice(index: Index, group: Group, target, listings: dict) -> Group:
@@ -151,6 +156,8 @@ def _member(row: dict) -> Member:
         image_id=row["image_id"], path=row["path"], score=row["score"], sharpness=row["sharpness"],
         clipped_highlights=row["clipped_highlights"], clipped_shadows=row["clipped_shadows"], taken_at=row["taken_at_text"],
         brightest=row["brightest"], short_side=min(sides) if sides else None,
+        pixels=(row["width"] or 0) * (row["height"] or 0) or None, encoding=row["encoding"], quality=row["quality"],
+        camera_file=is_camera_file(row["camera"], row["taken_at"], row["software"]),
     )
 
 
@@ -185,11 +192,10 @@ def load_groups(
     target, listings = SidecarTarget(roots=tuple(index.roots())), {}
     groups = []
     for row in index.culling.groups():
-        members = [_member(facts[i]) for i in row.members if i in facts]
+        members = _members(row.kind, [facts[i] for i in row.members if i in facts])
         if len(members) < 2 or (under and not any(inside_roots(m.path, under) for m in members)):
             continue
-        sharpest = keeper.reference_sharpness(row.kind, members)
-        flagged = [_with_flags(m, sharpest) for m in members]
+        flagged = keeper.flagged_members(row.kind, members)
         keeper_member = next((m for m in flagged if m.image_id == row.keeper_id), flagged[0])
         rest = sorted((m for m in flagged if m is not keeper_member), key=lambda m: (m.taken_at or "", m.path))
         group = Group(row.id, row.kind, (keeper_member, *rest), keeper_member.image_id, row.reason or "", row.chosen_by or "")
@@ -201,17 +207,13 @@ def current_choice(index: Index, group: Group, facts: dict, target, listings: di
     """The group with the keeper a person's choice makes it now; our own pick when a choice
     stored with it has been taken back since."""
     if group.chosen_by == BY_YOU:
-        group = ours_again(group, facts)
+        group = ours_again(group)
     return _person_choice(index, group, target, listings)
 
 
-def ours_again(group: Group, facts: dict) -> Group:
+def ours_again(group: Group) -> Group:
     """Our own pick for the group (keeper.decide), whoever chose its stored keeper."""
-    return keeper.decide(group.id, group.kind, group.members, _pixels(group.members, facts))
-
-
-def _pixels(members, facts: dict) -> dict[int, int]:
-    return {m.image_id: (facts[m.image_id]["width"] or 0) * (facts[m.image_id]["height"] or 0) for m in members if m.image_id in facts}
+    return keeper.decide(group.id, group.kind, group.members)
 
 
 def load_flagged(

@@ -26,11 +26,13 @@ capture time.
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
+from ...index.facts import is_camera_file
 from ...index.store.culling import FactsTable
 from .model import BURST, DUPLICATE
 
@@ -188,6 +190,89 @@ def crop_tolerant_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _CROP_PAIRS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))  # (whole, inner, core) of one vs of the other
+
+
+def frames_of(rows: list[dict]) -> dict[int, int]:
+    """The members of one burst that are copies of one frame, as image id -> frame id (the
+    smallest image id among the frame's copies). Copies of one frame:
+      * a RAW and the JPEG the camera wrote beside it: one folder, one name;
+      * the same moment (equal capture times; to the second when one of them lost its
+        fraction) and the same look (signatures within DUPLICATE_DISTANCE): an export that
+        kept the EXIF, a backup. Two camera files of one kind (encoding, size, quality) whose
+        looks differ are two frames a camera took within one second (no sub-seconds);
+      * an untimed file (an export without EXIF): a copy of the frame it looks most like,
+        within DUPLICATE_DISTANCE.
+    `rows`: member facts (store.culling.member_facts)."""
+    ids = [row["image_id"] for row in rows]
+    parent = {i: i for i in ids}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    def join(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+
+    timed = [row for row in rows if row["taken_at"] is not None]
+    for a, b in _pairs(rows):
+        if _same_file_name(a, b) or _timed_copies(a, b):
+            join(a["image_id"], b["image_id"])
+    for row in rows:
+        if row["taken_at"] is None:
+            nearest = _nearest(row, timed)
+            if nearest is not None:
+                join(row["image_id"], nearest["image_id"])
+    return {i: find(i) for i in ids}
+
+
+def _pairs(rows: list[dict]):
+    for k, a in enumerate(rows):
+        for b in rows[k + 1 :]:
+            yield a, b
+
+
+def _same_file_name(a: dict, b: dict) -> bool:
+    """A RAW+JPEG pair as the camera writes it: IMG_0001.CR3 beside IMG_0001.JPG."""
+    first, second = os.path.splitext(a["path"]), os.path.splitext(b["path"])
+    return first[0] == second[0] and first[1].lower() != second[1].lower()
+
+
+def _timed_copies(a: dict, b: dict) -> bool:
+    """Two timed files of one moment that look the same. Equal to the fraction of a
+    second, they are copies (no two frames share a hundredth). Equal only to the second
+    (a time without a fraction), they are copies unless both are camera files of one kind
+    (encoding, size, quality): a camera without sub-seconds gives its frames in one
+    second the same time."""
+    if a["taken_at"] is None or b["taken_at"] is None or _distance(a, b) > DUPLICATE_DISTANCE:
+        return False
+    if _has_fraction(a) and _has_fraction(b):
+        return a["taken_at"] == b["taken_at"]
+    if math.floor(a["taken_at"]) != math.floor(b["taken_at"]):
+        return False
+    one_kind = all(is_camera_file(row["camera"], row["taken_at"], row.get("software")) for row in (a, b)) and all(
+        a.get(key) == b.get(key) for key in ("encoding", "width", "height", "quality")
+    )
+    return not one_kind
+
+
+def _has_fraction(row: dict) -> bool:
+    text = row.get("taken_at_text")
+    return "." in text if text else row["taken_at"] % 1 != 0
+
+
+def _nearest(row: dict, candidates: list[dict]) -> dict | None:
+    scored = [(_distance(row, other), other["image_id"], other) for other in candidates if other is not row]
+    scored = [item for item in scored if item[0] <= DUPLICATE_DISTANCE]
+    return min(scored, key=lambda item: item[:2])[2] if scored else None
+
+
+def _distance(a: dict, b: dict) -> int:
+    if a.get("signature") is None or b.get("signature") is None:
+        return 64
+    hashes = [np.array([[row["signature"], row["signature_inner"], row["signature_core"]]], np.int64).view(np.uint64) for row in (a, b)]
+    return int(crop_tolerant_distances(*hashes)[0])
 
 
 @dataclass

@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from ...index.facts import JPEG, LOSSLESS, RAW
 from .model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, UNDEREXPOSED, Group, Member
 
 # Chosen on tests/benchmarks/bench_sharpness_resolution.py (24 MP frames of the
@@ -43,6 +44,8 @@ DARKEST_BRIGHT = 0.25  # brightest 1 % darker than this: two stops or more under
 JUDGED_SIDE = 1000  # smaller files (web copies, thumbnails) are never called blurry on their own
 LEAST_PICK = 2  # a person's rating that makes a keeper (see with_person_choice)
 BIGGEST_SHARE = 0.98  # duplicates: copies with at least this share of the biggest one's pixels (a crop has less)
+QUALITY_STEP = 2  # JPEG qualities this close are alike (the estimate of a camera's own tables is near, not exact)
+FLAG_ORDER = (BLURRY, OVEREXPOSED, UNDEREXPOSED)
 
 
 def flags_of(member: Member, sharpest: float | None = None) -> tuple[str, ...]:
@@ -80,10 +83,40 @@ def badly_exposed(member: Member) -> bool:
 
 def decide(group_id: int, kind: str, members: Sequence[Member], pixels: Mapping[int, int] | None = None) -> Group:
     """The group with its flags set and its keeper first, by our rule (steps 2-4)."""
-    sharpest = reference_sharpness(kind, members)
-    flagged = [replace(m, flags=flags_of(m, sharpest)) for m in members]
-    keeper, reason = _our_pick(kind, flagged, pixels or {})
+    members = [replace(m, pixels=pixels[m.image_id]) if pixels and m.image_id in pixels else m for m in members]
+    flagged = flagged_members(kind, members)
+    keeper, reason = _our_pick(kind, flagged)
     return _with_keeper(group_id, kind, flagged, keeper, reason, BY_US)
+
+
+def flagged_members(kind: str, members: Sequence[Member]) -> list[Member]:
+    """Every member with its flags. A burst's frames are judged against its sharpest
+    well-exposed frame; the copies of one frame (a RAW's JPEG, an export) share their
+    frame's blur verdict and are not compared for sharpness themselves: a re-encoded or
+    resized copy measures unlike its original without being blurred."""
+    own = [replace(m, flags=flags_of(m)) for m in members]
+    frames = _frames(kind, own)
+    originals = {key: _best_copy(copies)[0] for key, copies in frames.items()}
+    sharpest = reference_sharpness(kind, list(originals.values()))
+    judged = {m.image_id: flags_of(m, sharpest) for m in originals.values()}
+    flagged = []
+    for key, copies in frames.items():
+        blurred = BLURRY in judged[originals[key].image_id]
+        for m in copies:
+            flags = judged.get(m.image_id) or tuple(f for f in FLAG_ORDER if f in m.flags or (f == BLURRY and blurred))
+            flagged.append(replace(m, flags=flags))
+    by_id = {m.image_id: m for m in flagged}
+    return [by_id[m.image_id] for m in members]
+
+
+def _frames(kind: str, members: Sequence[Member]) -> dict[int, list[Member]]:
+    """Frame -> its copies: a set of duplicates is one picture; a burst's members are
+    grouped by the frame each is a copy of (Member.frame, from grouping.frames_of)."""
+    frames: dict[int, list[Member]] = {}
+    for m in members:
+        key = 0 if kind == DUPLICATE else (m.frame if m.frame is not None else m.image_id)
+        frames.setdefault(key, []).append(m)
+    return frames
 
 
 def with_person_choice(group: Group, person: Mapping[int, int | None]) -> Group:
@@ -108,34 +141,106 @@ def _without_rejected(group: Group, rejected: set[int]) -> Group:
     remaining = [m for m in group.members if m.image_id not in rejected]
     if not remaining:
         return group  # they rejected every frame: our pick stays, it is only advice
-    best, reason = _our_pick(group.kind, remaining, {})
+    best, reason = _our_pick(group.kind, remaining)
     reason += f", {len(group.members) - len(remaining)} you rejected set aside"
     return _with_keeper(group.id, group.kind, list(group.members), best, reason, BY_US)
 
 
-def _our_pick(kind: str, members: list[Member], pixels: Mapping[int, int]) -> tuple[Member, str]:
-    pool = [m for m in members if not badly_exposed(m)] or members
+def _our_pick(kind: str, members: list[Member]) -> tuple[Member, str]:
+    """Duplicates: the original by the order of copies. A burst: the moment by the burst
+    rule, over each frame's original; the file of that frame by the order of copies."""
+    frames = _frames(kind, members)
+    originals = {key: _best_copy(copies) for key, copies in frames.items()}
+    if kind == DUPLICATE:
+        (keeper, why), = originals.values()
+        return keeper, why
+    keeper, reason = _burst_pick([original for original, _ in originals.values()])
+    why = next(why for original, why in originals.values() if original is keeper)
+    return keeper, ", ".join(part for part in (reason, why) if part)
+
+
+def _burst_pick(frames: list[Member]) -> tuple[Member, str]:
+    pool = [m for m in frames if not badly_exposed(m)] or frames
     steps = []
-    if len(pool) < len(members):
-        steps.append(f"{len(members) - len(pool)} badly exposed set aside")
-    if kind == DUPLICATE and pixels:
-        biggest = max(pixels.get(m.image_id, 0) for m in pool)
-        pool = [m for m in pool if pixels.get(m.image_id, 0) >= BIGGEST_SHARE * biggest]
+    if len(pool) < len(frames):
+        steps.append(f"{len(frames) - len(pool)} badly exposed set aside")
     sharpest = _max(m.sharpness for m in pool)
     sharp = [m for m in pool if sharpest is None or (m.sharpness or 0.0) >= sharpest - SHARP_MARGIN]
-    if kind == DUPLICATE:  # copies of one picture: the least processed is the original
-        keeper = max(sharp, key=lambda m: (m.sharpness or 0.0, _finite(m.score), -m.image_id))
-    else:
-        keeper = max(sharp, key=lambda m: (_finite(m.score), m.sharpness or 0.0, -_time_order(m), -m.image_id))
-    return keeper, _reason(kind, members, pool, sharp, keeper, pixels, steps)
+    keeper = max(sharp, key=lambda m: (_finite(m.score), m.sharpness or 0.0, -_time_order(m), -m.image_id))
+    return keeper, _reason(frames, pool, sharp, keeper, steps)
 
 
-def _reason(kind, members, pool, sharp, keeper, pixels, steps) -> str:
-    """The keeper's reason in words: its size (duplicates), its sharpness, its score, and
-    the steps that set frames aside (`steps`)."""
-    n, what = len(members), "copies" if kind == DUPLICATE else "frames"
-    size = [f"largest of {n} {what}"] if kind == DUPLICATE and pixels and len({pixels.get(m.image_id, 0) for m in members}) > 1 else []
-    parts = [*size, _sharpness_words(members, pool, sharp, keeper, what, first=not size), _score_words(members, sharp, keeper), *steps]
+# The order of copies of one picture, most original first: each step keeps the copies
+# that pass it (when any does) and says why in words when it decides.
+def _best_copy(copies: Sequence[Member]) -> tuple[Member, str]:
+    """The original among copies of one picture, and why in words ("" for a lone file):
+    a RAW over the camera's JPEG; a camera file over an export or a re-encode; more pixels
+    (a crop or a resize has fewer); a lossless file or a higher JPEG quality; then the
+    sharpest (within SHARP_MARGIN) and the best score. Badly exposed copies step aside
+    first, unless all are."""
+    if len(copies) == 1:
+        return copies[0], ""
+    n = len(copies)
+    pool = [m for m in copies if not badly_exposed(m)] or list(copies)
+    why = [f"{n - len(pool)} badly exposed set aside"] if len(pool) < n else []
+    decided = []  # the steps that set copies aside, in words
+    for keep, words in _COPY_ORDER:
+        kept = keep(pool)
+        if kept and len(kept) < len(pool):
+            pool = kept
+            decided.append(words(kept[0]))
+    sharpest = _max(m.sharpness for m in pool)
+    sharp = [m for m in pool if sharpest is None or (m.sharpness or 0.0) >= sharpest - SHARP_MARGIN]
+    best = max(sharp, key=lambda m: (m.sharpness or 0.0, _finite(m.score), -m.image_id))
+    if len(sharp) < len(pool):
+        decided.append("sharpest")
+    if not decided:
+        return best, ", ".join([f"{n} copies alike", _score_words(copies, sharp, best), *why])
+    decided[0] += f" of {n} copies"
+    return best, ", ".join([*decided, *why])
+
+
+def _raw_files(pool):
+    return [m for m in pool if m.encoding == RAW]
+
+
+def _camera_files(pool):
+    return [m for m in pool if m.camera_file]
+
+
+def _largest(pool):
+    biggest = max(m.pixels or 0 for m in pool)
+    return [m for m in pool if (m.pixels or 0) >= BIGGEST_SHARE * biggest]
+
+
+def _best_encoded(pool):
+    best = max(_quality_rank(m) for m in pool)
+    return [m for m in pool if _quality_rank(m) >= best - QUALITY_STEP]
+
+
+def _quality_rank(m: Member) -> int:
+    """A lossless file (or a RAW) above any JPEG; a JPEG by its quality; unknown last."""
+    if m.encoding in (RAW, LOSSLESS):
+        return 101
+    return m.quality if m.encoding == JPEG and m.quality is not None else 0
+
+
+def _quality_words(m: Member) -> str:
+    return f"best quality (JPEG quality {m.quality})" if m.encoding == JPEG and m.quality is not None else "lossless"
+
+
+_COPY_ORDER = (
+    (_raw_files, lambda m: "the RAW"),
+    (_camera_files, lambda m: "the camera original"),
+    (_largest, lambda m: "largest"),
+    (_best_encoded, _quality_words),
+)
+
+
+def _reason(frames, pool, sharp, keeper, steps) -> str:
+    """A burst keeper's reason in words: its sharpness, its score, and the steps that set
+    frames aside (`steps`)."""
+    parts = [_sharpness_words(frames, pool, sharp, keeper, "frames", first=True), _score_words(frames, sharp, keeper), *steps]
     return ", ".join(part for part in parts if part)
 
 

@@ -24,6 +24,12 @@ class Member:
     flags: tuple[str, ...] = ()  # among FLAGS
     brightest: float | None = None  # luminance of its brightest 1 %, 0..1
     short_side: int | None = None  # the file's short side in pixels (a web copy is small)
+    # Which copy of a picture this file is (keeper.py's order of copies):
+    pixels: int | None = None  # width x height of the file
+    encoding: str | None = None  # facts.RAW, LOSSLESS, JPEG or LOSSY
+    quality: int | None = None  # a JPEG's quality, estimated from its quantisation tables
+    camera_file: bool = False  # written by a camera (its EXIF, no editor's name), not an export
+    frame: int | None = None  # in a burst: the frame it is a copy of (grouping.frames_of), None: its own
 
     def as_dict(self) -> dict:
         data = asdict(self)

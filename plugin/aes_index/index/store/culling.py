@@ -37,10 +37,19 @@ def create_tables(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS cull_members_by_group ON cull_members (group_id)")
 
 
+def add_fact_columns(db: sqlite_utils.Database) -> None:
+    """Columns CaptureFacts gained since the table was made (their rows are measured again:
+    FACTS_VERSION moved with them)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(captures)").fetchall()}
+    for name in FACT_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE captures ADD COLUMN {name} {_sql_type(name)}")
+
+
 def _sql_type(name: str) -> str:
     if name in ("taken_at", "sharpness", "clipped_highlights", "clipped_shadows", "brightest"):
         return "REAL"
-    if name in ("width", "height", "signature", "signature_inner", "signature_core", "version"):
+    if name in ("width", "height", "signature", "signature_inner", "signature_core", "version", "quality"):
         return "INTEGER"
     return "TEXT"
 

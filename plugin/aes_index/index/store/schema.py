@@ -16,7 +16,7 @@ import sqlite_utils
 
 from . import culling as store_culling, journal
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Image statuses (images.status)
 NEW, OK, ERROR, MISSING = "new", "ok", "error", "missing"
@@ -133,4 +133,10 @@ def _migrate_to_5(db: sqlite_utils.Database) -> None:
     db.execute(f"CREATE INDEX IF NOT EXISTS rating_writes_pending ON {journal.TABLE} (state) WHERE state IS NOT NULL")
 
 
-MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4), (5, _migrate_to_5)]
+def _migrate_to_6(db: sqlite_utils.Database) -> None:
+    """Capture facts say which copy of a picture is the original: how the file is encoded
+    (RAW, lossless, a JPEG's quality) and the EXIF Software that wrote it."""
+    store_culling.add_fact_columns(db)
+
+
+MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4), (5, _migrate_to_5), (6, _migrate_to_6)]

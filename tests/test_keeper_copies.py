@@ -1,0 +1,161 @@
+"""The original is the keeper: the order of copies of one picture (keeper._best_copy), and
+copies of one frame inside a burst counting as one frame (grouping.frames_of).
+
+The order: a RAW over the camera's JPEG; a camera file over an export or a re-encode; more
+pixels; a lossless file or a higher JPEG quality; then sharpness and score. Each case here
+is one a photographer met: an export of a burst's best frame kept over its original, a
+quality-70 backup, a PNG export, a RAW+JPEG pair on an exact tie.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from aes_index.features.culling import keeper
+from aes_index.features.culling.model import BLURRY, BURST, BY_US, DUPLICATE, Member
+from aes_index.index.decode import decode_image
+from aes_index.index.facts import JPEG, LOSSLESS, RAW, FactsProbe, edited_by_software, jpeg_quality
+from conftest import METADATA_SAMPLES
+from test_culling import burst, cull, exif_bytes, groups, names, rebuild, save, scene
+
+FULL = 24_000_000
+
+
+def photo(i: int, sharpness: float, score: float = 0.5, **copy) -> Member:
+    facts = {"pixels": FULL, "encoding": JPEG, "quality": 92, "camera_file": True, **copy}
+    return Member(i, f"/p/{i}.jpg", score, sharpness, 0.0, 0.0, f"2024-05-01T10:00:0{i}", **facts)
+
+
+# --- the order of copies, as a table --------------------------------------------------------
+
+COPIES = [
+    # (case, the copies, the keeper's id, the reason)
+    ("a RAW over its camera JPEG on an exact tie",
+     [photo(1, 0.7, encoding=JPEG), photo(2, 0.7, encoding=RAW, quality=None)], 2, "the RAW of 2 copies"),
+    ("a camera JPEG over a sharper-measuring PNG export",
+     [photo(1, 0.62), photo(2, 0.70, 0.9, encoding=LOSSLESS, quality=None, camera_file=False)], 1,
+     "the camera original of 2 copies"),
+    ("the quality-92 original over a quality-70 backup that kept the EXIF",
+     [photo(1, 0.66, quality=70), photo(2, 0.64, quality=92)], 2, "best quality (JPEG quality 92) of 2 copies"),
+    ("the full-size copy over a crop",
+     [photo(1, 0.75, 0.9, pixels=FULL * 9 // 10, camera_file=False), photo(2, 0.7, camera_file=False)], 2,
+     "largest of 2 copies"),
+    ("a lossless export over a JPEG export of one size",
+     [photo(1, 0.7, camera_file=False, quality=95), photo(2, 0.7, camera_file=False, encoding=LOSSLESS, quality=None)], 2,
+     "lossless of 2 copies"),
+    ("copies alike in every way: the sharpest, then the score",
+     [photo(1, 0.70, 0.9), photo(2, 0.75, 0.1)], 2, "sharpest of 2 copies"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "copies", "keeper_id", "reason"), COPIES, ids=[c[0] for c in COPIES])
+def test_the_order_of_copies(case, copies, keeper_id, reason):
+    group = keeper.decide(1, DUPLICATE, copies)
+    assert (group.keeper_id, group.reason) == (keeper_id, reason)
+
+
+def test_in_a_burst_an_export_of_the_best_frame_is_its_copy_not_a_sharper_frame():
+    """The export (half size, no EXIF) of frame 1 measures sharper per pixel than any frame:
+    it is frame 1's copy, so the burst picks frame 1 and the order of copies its original."""
+    original, frame2, frame3 = photo(1, 0.70, 0.6), photo(2, 0.60, 0.9), photo(3, 0.55, 0.8)
+    export = photo(4, 0.76, 0.95, pixels=FULL // 4, quality=72, camera_file=False)
+    members = [original, frame2, frame3, replace(export, frame=original.image_id)]
+    group = keeper.decide(1, BURST, members)
+    assert group.keeper_id == original.image_id and group.chosen_by == BY_US
+    assert group.reason == "sharpest of 3, 2 scored higher but are blurred, the camera original of 2 copies"
+    flags = {m.image_id: m.flags for m in group.members}
+    assert flags[export.image_id] == () and flags[frame2.image_id] == (BLURRY,) == flags[frame3.image_id]
+
+
+def test_copies_of_a_blurred_frame_share_its_blur():
+    sharp, blurred = photo(1, 0.70), photo(2, 0.55)
+    raw_of_blurred = photo(3, 0.58, encoding=RAW, quality=None, frame=2)
+    group = keeper.decide(1, BURST, [sharp, replace(blurred, frame=2), raw_of_blurred])
+    flags = {m.image_id: m.flags for m in group.members}
+    assert group.keeper_id == 1 and flags == {1: (), 2: (BLURRY,), 3: (BLURRY,)}
+
+
+# --- the facts the order reads ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quality", [30, 50, 70, 72, 85, 92, 95, 100])
+def test_a_jpegs_quality_is_read_from_its_quantisation_tables(quality):
+    data = io.BytesIO()
+    scene(1, (256, 160)).save(data, "JPEG", quality=quality)
+    with Image.open(data) as image:
+        assert jpeg_quality(image.quantization) == quality
+
+
+def test_encoding_quality_and_software_are_capture_facts(tmp_path):
+    jpeg = save(scene(2), tmp_path / "a.jpg", exif_bytes("2024:05:01 10:00:07"), quality=83)
+    png = tmp_path / "b.png"
+    scene(2).save(png)
+    found = {}
+    for path in (jpeg, png, METADATA_SAMPLES / "DNG.dng", METADATA_SAMPLES / "ExifTool.jpg"):
+        probe = FactsProbe()
+        decode_image(path, probe=probe)
+        facts = probe.facts()
+        found[path.name] = (facts.encoding, facts.quality, facts.camera_file)
+    assert found["a.jpg"] == (JPEG, 83, True)
+    assert found["b.png"] == (LOSSLESS, None, False)
+    assert found["DNG.dng"] == (RAW, None, True)  # its embedded preview's JPEG quality is not the RAW's
+    assert found["ExifTool.jpg"][2] is False  # camera EXIF, but "Adobe Photoshop 7.0" wrote it
+
+
+def test_an_editors_name_in_software_marks_an_export():
+    assert edited_by_software("Adobe Photoshop Lightroom Classic 13.1 (Windows)")
+    assert edited_by_software("darktable 4.6.1") and edited_by_software("GIMP 2.10.34")
+    assert not edited_by_software("Ver.1.10") and not edited_by_software("HDR+ 1.0.570503588zd") and not edited_by_software(None)
+
+
+# --- through the CLI, on files ----------------------------------------------------------------
+
+
+def test_the_camera_original_keeps_over_its_half_size_export_in_another_folder(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    shoot = burst(root / "2024-05-01", seed=3, frames=4, second=10, sharp=1)
+    with Image.open(shoot[1]) as frame:  # the photographer's export: half size, quality 72, no EXIF
+        half = frame.resize((frame.width // 2, frame.height // 2), Image.Resampling.LANCZOS)
+        save(half, root / "exports" / "best.jpg", quality=72)
+    rebuild(capsys, root, model_args)
+    cull(capsys, root)
+    (group,) = groups(capsys, root)["groups"]
+    assert group["kind"] == BURST and group["keeper"] == str(shoot[1]), group
+    assert sorted(names(group)) == sorted([p.name for p in shoot] + ["best.jpg"])
+    assert group["reason"].startswith("sharpest of 4") and group["reason"].endswith("the camera original of 2 copies")
+    export = next(m for m in group["members"] if m["path"].endswith("best.jpg"))
+    assert BLURRY not in export["flags"]  # a copy of the sharp frame
+
+
+def test_a_backup_a_png_export_and_the_camera_jpeg_keep_the_camera_jpeg(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    original = save(scene(4, (1200, 800)), root / "DCIM" / "IMG_0042.jpg", exif_bytes("2024:05:01 10:00:07", "25"))
+    with Image.open(original) as image:
+        save(image, root / "backup" / "IMG_0042.jpg", exif_bytes("2024:05:01 10:00:07", "25"), quality=70)
+        image.save(root / "backup" / "IMG_0042.png")
+    rebuild(capsys, root, model_args)
+    cull(capsys, root)
+    (group,) = groups(capsys, root)["groups"]
+    assert group["kind"] == DUPLICATE and group["keeper"] == str(original), group
+    assert group["reason"] == "the camera original of 3 copies, best quality (JPEG quality 92)"
+
+
+def test_a_raw_keeps_over_the_jpeg_the_camera_wrote_beside_it(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    root.mkdir()
+    raw = root / "IMG_0007.dng"
+    shutil.copy(METADATA_SAMPLES / "DNG.dng", raw)
+    probe = FactsProbe()
+    preview = decode_image(raw, min_side=800, probe=probe)  # the camera's JPEG: the same picture, the same moment
+    taken = probe.facts().taken_at_text.replace("-", ":").replace("T", " ")[:19]
+    save(preview, root / "IMG_0007.jpg", exif_bytes(taken, camera=("Canon", "Canon EOS 350D DIGITAL", "1")), quality=95)
+    rebuild(capsys, root, model_args)
+    cull(capsys, root)
+    (group,) = groups(capsys, root)["groups"]
+    assert group["keeper"] == str(raw) and group["reason"].startswith("the RAW of 2 copies"), group
