@@ -7,17 +7,20 @@ The rule, for a burst (frames of one moment):
   3. Of the rest, the sharp ones: within SHARP_MARGIN of the sharpest. A frame that lost
      its detail to a missed focus or a shake does not keep, however it scores.
   4. Of the sharp ones, the best aesthetic score; then the sharper; then the earlier.
-For near-duplicates (one picture in several copies), the biggest copy comes first (a
-resized or cropped export is not the original), then the sharpest (a re-encoded copy lost
-detail the original has), then the best score.
+For copies of one picture (a set of near-duplicates, or the copies of one frame of a
+burst: grouping.frames_of), the most original file, in the order of _COPY_ORDER: a RAW
+over the camera's JPEG; a camera file over an export or a re-encode; more pixels (a resize
+or a crop has fewer); a lossless file or a higher JPEG quality; then the sharpest (a
+re-encoded copy lost detail the original has), then the best score. A burst's rule runs
+over each frame's original: the burst picks the moment, the order of copies the file.
 
 Flags (each photo, grouped or single): "blurry" when, in a burst, its sharpness is more
 than BLUR_MARGIN below the sharpest well-exposed frame's, or, for a full-size photo
 (short side JUDGED_SIDE or more), below BLURRY_BELOW; "overexposed" when that share of its
 pixels is clipped at white; "underexposed" when that share is clipped at black, or when
-nothing in it comes near white (its brightest 1 % below DARKEST_BRIGHT). Copies in a
-duplicate set are not compared for sharpness: a re-encoded or resized copy measures
-softer than its original without being blurred.
+nothing in it comes near white (its brightest 1 % below DARKEST_BRIGHT). Copies are not
+compared for sharpness: a re-encoded or resized copy measures unlike its original without
+being blurred; the copies of a burst's frame share their frame's blur verdict.
 """
 
 from __future__ import annotations
