@@ -480,3 +480,55 @@ def test_digikam_takes_the_pick_label_it_read_from_our_sidecar_for_ours(in_digik
     assert not any(item["field"] == "pick" for item in report["kept_yours"]), report["kept_yours"]
     tags = tags_in(db)  # the person's 4 stars win the keeper; our Accepted moves with it
     assert ACCEPTED in tags["burst_3.jpg"] and ACCEPTED not in tags.get(SHARP, set()), tags
+
+
+# --------------------------------------------------------------------------- a person's pick, everywhere
+
+
+def test_a_persons_five_stars_on_a_blurred_frame_make_it_the_keeper_everywhere(in_digikam, model_args, capsys, tmp_path):
+    """A person gave burst_3 (defocused) 5 stars in its sidecar, after the first cull; then
+    rebuild and cull. `groups`, `groups --json`, the gallery, apply-culling's sidecars,
+    digiKam (which shows the rating it read from that sidecar) and darktable (whose request
+    carries it) all name burst_3, "your pick (5 stars)"."""
+    from aes_index.features.report import build_report
+    from test_report import page_json
+
+    root, index = in_digikam["root"], in_digikam["index"]
+    write_sidecar(root / "burst_3.jpg.xmp", rating=5)  # as digiKam or darktable writes a person's rating
+    assert run_cli(capsys, "rebuild", root, *model_args, "--workers", "0", "--db", index)[0] == ExitCode.OK
+    cull(capsys, index)
+    expected = ("burst_3.jpg", "you", "your pick (5 stars)")
+
+    code, text, _ = run_cli(capsys, "groups", "--db", index)
+    keeper_line = next(line for line in text.splitlines() if "keeper" in line)
+    assert "burst_3.jpg" in keeper_line and "your pick (5 stars)" in keeper_line, text
+    (group,) = json.loads(run_cli(capsys, "groups", "--db", index, "--json")[1])["groups"]
+    assert (Path(group["keeper"]).name, group["chosen_by"], group["reason"]) == expected
+
+    page = tmp_path / "gallery.html"
+    with Index(index) as opened:
+        build_report(opened, page, thumb_size=64, workers=0)
+    data = page_json(page)
+    names = {row["id"]: row["name"] for row in data["photos"]}
+    (shown,) = data["groups"]
+    assert (names[shown["keeper"]], shown["chosenBy"], shown["reason"]) == expected
+
+    apply_culling(capsys, in_digikam)
+    assert sidecar(in_digikam, "burst_3.jpg").rating == 5 and "keeper" in sidecar(in_digikam, "burst_3.jpg").tags
+    assert "keeper" not in sidecar(in_digikam, SHARP).tags
+
+    with sqlite3.connect(in_digikam["db"]) as conn:  # digiKam read the person's 5 stars from the sidecar
+        conn.execute("UPDATE ImageInformation SET rating = 5 WHERE imageid = (SELECT id FROM Images WHERE name = 'burst_3.jpg')")
+    digikam_cull(capsys, in_digikam)
+    assert groups_in(in_digikam["db"]) == {(name, "burst_3.jpg") for name in ("burst_0.jpg", "burst_1.jpg", "burst_2.jpg")}
+    assert ACCEPTED in tags_in(in_digikam["db"])["burst_3.jpg"]
+
+    from test_darktable import ask
+
+    paths = sorted(str(p) for p in root.glob("*.jpg"))
+    images = [{"ref": ref, "path": path, "duplicate": 0, "rating": 5 if path.endswith("burst_3.jpg") else 0,
+               "id": 100 + ref, "group": 100 + ref, "group_size": 1, "tags": []} for ref, path in enumerate(paths, start=1)]
+    answer = ask(capsys, tmp_path, "cull", {"images": images}, *model_args, "--workers", "0", "--db", index)
+    (planned,) = answer["groups"]
+    leader = next(path for ref, path in enumerate(paths, start=1) if ref == planned["leader"])
+    assert (Path(leader).name, planned["chosen_by"], planned["reason"]) == expected
