@@ -15,4 +15,8 @@ NO_PICK, PICK_REJECTED, PICK_PENDING, PICK_ACCEPTED = 0, 1, 2, 3
 BLURRY, OVEREXPOSED, UNDEREXPOSED = "blurry", "overexposed", "underexposed"
 FLAGS = (BLURRY, OVEREXPOSED, UNDEREXPOSED)  # technical failures, in the order we name them
 KEEPER = "keeper"
-CULL_TAGS = (KEEPER, *FLAGS)  # our tags that culling owns (the rest are stars' and attributes')
+# A group's photo in another folder than its keeper: grouped there under the best of the
+# group in that folder, never under the keeper (a photo manager shows a group where its
+# leader is, so the folder would lose it); this tag links it to the keeper instead.
+KEEPER_ELSEWHERE = "keeper in another folder"
+CULL_TAGS = (KEEPER, KEEPER_ELSEWHERE, *FLAGS)  # our tags that culling owns (the rest are stars' and attributes')

@@ -49,7 +49,10 @@ local MIN_API = "9.0.0" -- darktable 4.2
 local PROTOCOL_VERSION = 1
 local TAG_PREFIX = "aesthetic|" -- every tag we attach lives below this
 local RATING_TAG_PREFIXES = { TAG_PREFIX .. "stars|", TAG_PREFIX .. "score|" } -- what "rate" manages
-local CULL_TAGS = { TAG_PREFIX .. "keeper", TAG_PREFIX .. "blurry", TAG_PREFIX .. "overexposed", TAG_PREFIX .. "underexposed" }
+-- "keeper in another folder": a group's frame in another film roll than its keeper, grouped
+-- there under the best of the group in that film roll (aes-index plans it: features/darktable_plan.py)
+local CULL_TAGS = { TAG_PREFIX .. "keeper", TAG_PREFIX .. "keeper in another folder", TAG_PREFIX .. "blurry",
+  TAG_PREFIX .. "overexposed", TAG_PREFIX .. "underexposed" }
 local IMPORT_QUIET_MS = 1500 -- an import batch is complete after this long without a new photo
 
 -- lua-scripts' convention (lib/dtutils.lua, check_min_api_version; used by every contrib

@@ -5,7 +5,10 @@ one apply loop (features/darktable.py `cull`); taking a cull back through the on
 loop (targets/darktable.py's `undo`).
 
 darktable groups a photo under a leader: its group id is the leader's image id. A photo's
-darktable duplicates follow it; its lowest duplicate stands for it in a group.
+darktable duplicates follow it; its lowest duplicate stands for it in a group. A group is
+made one film roll (folder) at a time, as for digiKam (culling/marks.py folder_groups):
+the members in another film roll than the keeper's are grouped under the best of them
+there and tagged "aesthetic|keeper in another folder".
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from .. import ownership
 from ..ownership import Owner, PlaceState
 from ..targets.darktable import DtImage
+from .culling.marks import folder_groups
 from .culling.model import Group
 
 
@@ -48,8 +52,11 @@ def group_answer(images: Sequence[DtImage], groups: Sequence[Group], states: Map
 
 
 def _groups(groups: Sequence[Group], chosen: Mapping[str, DtImage], ours_ids: set[int]) -> tuple[list[dict], list[dict]]:
-    """(the groups darktable should make, led by the keeper; those left alone because a
-    person grouped a frame of theirs). A group darktable holds one frame of is neither."""
+    """(the groups darktable should make, one per film roll, led by the keeper in its own
+    and by the best of the group in another (marks.folder_groups: darktable shows a group
+    collapsed to its leader, so a frame grouped under a leader in another film roll would
+    vanish from its own); those left alone because a person grouped a frame of theirs).
+    A group darktable holds one frame of is neither."""
     answer_groups, left_alone = [], []
     for group in groups:
         present = [chosen[m.path] for m in group.members if m.path in chosen]
@@ -57,10 +64,11 @@ def _groups(groups: Sequence[Group], chosen: Mapping[str, DtImage], ours_ids: se
             continue
         keeper = chosen.get(group.keeper.path)
         description = {"group": group.id, "kind": group.kind, "reason": group.reason, "chosen_by": group.chosen_by,
-                       "members": [image.ref for image in present], "keeper": keeper.ref if keeper else None}
+                       "keeper": keeper.ref if keeper else None}
         theirs = [image.ref for image in present if _grouped_by_a_person(image, ours_ids)]
         if theirs:
-            left_alone.append(description | {"grouped_by_you": theirs})
-        else:
-            answer_groups.append(description | {"leader": (keeper or present[0]).ref})
+            left_alone.append(description | {"members": [image.ref for image in present], "grouped_by_you": theirs})
+            continue
+        for leader, paths in folder_groups(group, chosen.__contains__):
+            answer_groups.append(description | {"members": [chosen[path].ref for path in paths], "leader": chosen[leader].ref})
     return answer_groups, left_alone

@@ -23,14 +23,15 @@ from dataclasses import dataclass, field
 
 
 from .. import ownership
-from ..values import FLAGS, REJECTED
+from ..values import FLAGS, KEEPER_ELSEWHERE, REJECTED
 from .protocol import RATING, CullState, Place, Reading, Target, UndoAction, UndoResult, Wanted, Write, kept_manual
 
 TAG_ROOT = "aesthetic"  # every tag we attach lives below it (the plugin's TAG_PREFIX)
 GROUP, TAG = "group", "tag"  # the journal fields culling writes besides "rating"
 KEEPER_TAG = f"{TAG_ROOT}|keeper"
+ELSEWHERE_TAG = f"{TAG_ROOT}|{KEEPER_ELSEWHERE}"  # a group's photo in another film roll than its keeper
 FLAG_TAGS = {flag: f"{TAG_ROOT}|{flag}" for flag in FLAGS}  # aesthetic|blurry, ...
-CULL_TAGS = (KEEPER_TAG, *FLAG_TAGS.values())
+CULL_TAGS = (KEEPER_TAG, ELSEWHERE_TAG, *FLAG_TAGS.values())  # the plugin's CULL_TAGS
 
 
 @dataclass(frozen=True)

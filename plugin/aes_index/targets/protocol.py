@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator
 
 from ..errors import AesIndexError, ExitCode
 from ..paths import inside_roots
+from ..values import KEEPER_ELSEWHERE
 
 
 RATING = "rating"  # the field of a star rating; culling writes "pick", "tags", "group" too
@@ -117,10 +118,14 @@ class Marks:
     reject: True: reject it (a flagged photo that is no keeper, and the run was asked to
         reject); False: no reject of ours belongs on it (one from an earlier run goes);
         None: the run leaves rejects alone (it was not asked to reject).
-    leader: the keeper's photo path, for a member of a group; None for the keeper itself
-        and for photos in no group. Only targets that hold groups use it.
+    leader: the photo path it is grouped under: the keeper, or in a folder the keeper is
+        not in, the best of the group there (culling.marks.folder_leaders); None for a
+        photo that leads, stands alone in its folder, or is in no group. Only targets that
+        hold groups use it.
     group: False when the group's grouping is a person's (or the person grouped one of
         its photos otherwise): then no grouping of ours is written or removed.
+    keeper_elsewhere: a member of a group whose keeper is in another folder: our tag
+        "keeper in another folder" links it to the keeper.
     """
 
     path: str
@@ -129,11 +134,12 @@ class Marks:
     reject: bool | None = None
     leader: str | None = None
     group: bool = True
+    keeper_elsewhere: bool = False
 
     @property
     def tags(self) -> tuple[str, ...]:
         """Our culling tags for it, relative to our tag root ("keeper", "blurry")."""
-        return (("keeper",) if self.keeper else ()) + tuple(self.flags)
+        return (("keeper",) if self.keeper else ()) + ((KEEPER_ELSEWHERE,) if self.keeper_elsewhere else ()) + tuple(self.flags)
 
     @property
     def rank(self) -> tuple:

@@ -92,6 +92,12 @@ def decide(group_id: int, kind: str, members: Sequence[Member], pixels: Mapping[
     return _with_keeper(group_id, kind, flagged, keeper, reason, BY_US)
 
 
+def best_of(kind: str, members: Sequence[Member]) -> Member:
+    """Our pick among some of a group's members, their flags as the group's judged them:
+    the photo that leads them where the keeper is not (another folder, culling/marks.py)."""
+    return _our_pick(kind, list(members))[0]
+
+
 def flagged_members(kind: str, members: Sequence[Member]) -> list[Member]:
     """Every member with its flags. A burst's frames are judged against its sharpest
     well-exposed frame; the copies of one frame (a RAW's JPEG, an export) share their
@@ -304,4 +310,4 @@ def _max(values) -> float | None:
     return max(present) if present else None
 
 
-__all__ = ["BURST", "DUPLICATE", "decide", "flags_of", "with_person_choice"]
+__all__ = ["BURST", "DUPLICATE", "best_of", "decide", "flags_of", "with_person_choice"]

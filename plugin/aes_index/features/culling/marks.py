@@ -13,7 +13,10 @@ whose each value is:
   "rejected") only when the run was asked to reject, and only where ownership.may_set
   allows a rating;
 - a group (digiKam's) only where the photo is in no group or in ours; a group a person
-  made is left whole (`Marks.group` False).
+  made is left whole (`Marks.group` False). A group is held one folder at a time: the
+  keeper leads the members in its folder, the best of the members in another folder
+  leads them there, and those carry our tag "keeper in another folder"
+  (`folder_groups`): no folder loses its photos to a leader elsewhere.
 
 And before any of that, a person's own choice in a group wins the keeper
 (keeper.with_person_choice): a rating or pick label in a member that is not ours.
@@ -21,6 +24,7 @@ And before any of that, a person's own choice in a group wins the keeper
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +35,7 @@ from ...paths import inside_roots, printable
 from ...ownership import Owner, PlaceState
 from ...targets.protocol import Marks, Target
 from ...values import NO_PICK, PICK_ACCEPTED, PICK_REJECTED, REJECTED
+from .keeper import best_of
 from .model import Group, Member
 
 MARK_FIELDS = ("pick", "tags", "group")  # journal fields only culling writes (a reject is a "rating")
@@ -131,17 +136,20 @@ def plan_marks(
 ) -> list[Marks]:
     """The marks every photo should show in `target`: each group's keeper (`groups` come
     with the person's choice made in that target already: `with_choices`), its members
-    under it, flagged photos, and photos that still hold marks of ours from an earlier run
+    under it or, in another folder, under the best of them there (`folder_groups`, over
+    the photos the target holds), flagged photos, and photos that still hold marks of ours from an earlier run
     (`stale_paths`) so they lose what no longer applies."""
     plan: dict[str, Marks] = {}
+    held = (lambda path: bool(target.places(path))) if target.holds_groups else (lambda path: True)
     for group in groups:
         own = not person_grouped(group)
-        keeper_path = group.keeper.path
+        leaders = folder_leaders(group, held)
+        keeper_folder = folder_of(group.keeper.path)
         for member in group.members:
             is_keeper = member.image_id == group.keeper_id
             plan[member.path] = Marks(
                 member.path, keeper=is_keeper, flags=tuple(member.flags), reject=_reject(options, is_keeper, member.flags),
-                leader=None if is_keeper else keeper_path, group=own,
+                leader=leaders.get(member.path), group=own, keeper_elsewhere=folder_of(member.path) != keeper_folder,
             )
     for member in flagged:
         if member.path not in plan:
@@ -149,6 +157,43 @@ def plan_marks(
     for path in stale_paths:
         plan.setdefault(path, Marks(path, reject=False if options.reject else None))
     return list(plan.values())
+
+
+def folder_of(path: str) -> str:
+    """The folder a photo manager shows a photo in: digiKam's album, darktable's film roll."""
+    return os.path.dirname(path)
+
+
+def folder_groups(group: Group, held: Callable[[str], bool]) -> list[tuple[str, list[str]]]:
+    """The group as a photo manager should hold it: one group per folder, (leader, members
+    with the leader first), over the members it holds (`held`); a folder holding one of
+    them holds no group.
+
+    digiKam and darktable show a group where its leader is, collapsed to it: a member
+    grouped under a leader in another folder vanishes from its own (digiKam's album view
+    hides a grouped image unless its group is open, GroupItemFilterSettings::matches in
+    core/libs/database/models/itemfiltersettings.cpp; the leader is not in that album).
+    So the keeper leads only the members in its own folder, and the members in another
+    folder are grouped under the best of them there (keeper.best_of): each folder still
+    shows one photo of the group.
+    """
+    by_folder: dict[str, list] = {}
+    for member in group.members:
+        if held(member.path):
+            by_folder.setdefault(folder_of(member.path), []).append(member)
+    found = []
+    for here in by_folder.values():
+        if len(here) < 2:
+            continue
+        lead = group.keeper if any(m.image_id == group.keeper_id for m in here) else best_of(group.kind, here)
+        found.append((lead.path, [lead.path, *(m.path for m in here if m.image_id != lead.image_id)]))
+    return found
+
+
+def folder_leaders(group: Group, held: Callable[[str], bool]) -> dict[str, str]:
+    """photo path -> the photo it is grouped under (folder_groups); a photo that leads,
+    stands alone in its folder, or is not held is not in it."""
+    return {path: lead for lead, paths in folder_groups(group, held) for path in paths[1:]}
 
 
 def _reject(options: MarkOptions, keeper: bool, flags) -> bool | None:
