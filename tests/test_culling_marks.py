@@ -532,3 +532,122 @@ def test_a_persons_five_stars_on_a_blurred_frame_make_it_the_keeper_everywhere(i
     (planned,) = answer["groups"]
     leader = next(path for ref, path in enumerate(paths, start=1) if ref == planned["leader"])
     assert (Path(leader).name, planned["chosen_by"], planned["reason"]) == expected
+
+
+# --------------------------------------------------------------------------- a group over two folders
+#
+# A photographer's export of the burst's sharp frame (half size, quality 72, no EXIF) lies in
+# exports/ inside the library: it joins the burst, so one group spans two folders. digiKam
+# and darktable show a group where its leader is: grouped under a leader in another folder,
+# a photo vanishes from its own (in real digiKam 7.9: "0 items - 6 items hidden").
+
+EXPORT = "best.jpg"  # exports/best.jpg: the export of SHARP
+# The export's flags are not what these tests are about: with frames 4 px apart, the
+# grouping (grouping.frames_of, by look) may take it for a copy of a blurred neighbour
+# frame, whose blur verdict it then shares.
+FLAGS_OF_THE_EXPORT = {"Aesthetic/blurry"}
+ELSEWHERE = "Aesthetic/keeper in another folder"
+
+
+def make_library_with_export(root: Path) -> None:
+    make_library(root)
+    (root / "exports").mkdir()
+    with Image.open(root / SHARP) as frame:
+        frame.resize((frame.width // 2, frame.height // 2), Image.Resampling.LANCZOS).save(root / "exports" / EXPORT, quality=72)
+
+
+@pytest.fixture
+def exported(tmp_path, model_args, capsys, digikam_statements) -> dict:
+    """make_library_with_export, indexed and culled (the export joined the burst), in a
+    digikam4.db from digiKam's schema with one album per folder, as digiKam's scan makes it."""
+    root = tmp_path / "Photos"
+    make_library_with_export(root)
+    index = tmp_path / "index.db"
+    code, _, err = run_cli(capsys, "rebuild", root, *model_args, "--workers", "0", "--db", index)
+    assert code == ExitCode.OK, err
+    cull(capsys, index)
+    with Index(index) as opened:
+        (group,) = load_groups(opened)
+    assert sorted(Path(m.path).name for m in group.members) == sorted([*BURST, EXPORT])
+    assert Path(group.keeper.path).name == SHARP  # the camera original keeps
+    db = tmp_path / "digikam" / "digikam4.db"
+    db.parent.mkdir()
+    create_digikam_db(db, digikam_statements)
+    with sqlite3.connect(db) as conn:
+        identifier = "volumeid:?path=" + quote(str(root), safe="/")
+        conn.execute("INSERT INTO AlbumRoots (id, label, status, type, identifier, specificPath) VALUES (1, 'Photos', 0, 1, ?, '/')", [identifier])
+        for album_id, (relative, folder) in enumerate((("/", root), ("/exports", root / "exports")), start=1):
+            conn.execute("INSERT INTO Albums (id, albumRoot, relativePath) VALUES (?, 1, ?)", [album_id, relative])
+            for name in sorted(p.name for p in folder.glob("*.jpg")):
+                image_id = conn.execute("INSERT INTO Images (album, name, status, category) VALUES (?, ?, 1, 1)", [album_id, name]).lastrowid
+                conn.execute("INSERT INTO ImageInformation (imageid, rating) VALUES (?, -1)", [image_id])
+    return {"root": root, "index": index, "db": db}
+
+
+def album_view(db: Path) -> dict[str, set[str]]:
+    """What each digiKam album shows, groups closed (digiKam's default): an image grouped
+    under another is hidden wherever its leader is (GroupItemFilterSettings::matches,
+    core/libs/database/models/itemfiltersettings.cpp: a grouped image passes only when its
+    group is open), and an album lists its own images only."""
+    with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT a.relativePath, i.name, EXISTS (SELECT 1 FROM ImageRelations r WHERE r.subject = i.id AND r.type = 2) "
+            "FROM Images i JOIN Albums a ON a.id = i.album WHERE i.status = 1"
+        ).fetchall()
+    shown: dict[str, set[str]] = {}
+    for album, name, grouped in rows:
+        shown.setdefault(album, set())
+        if not grouped:
+            shown[album].add(name)
+    return shown
+
+
+def accept_in_digikam(db: Path, name: str) -> None:
+    """A person's pick label Accepted on `name`, as digiKam stores it."""
+    with sqlite3.connect(db) as conn:
+        root = conn.execute("INSERT INTO Tags (pid, name) VALUES (0, '_Digikam_Internal_Tags_')").lastrowid
+        accepted = conn.execute("INSERT INTO Tags (pid, name) VALUES (?, 'Pick Label Accepted')", [root]).lastrowid
+        conn.executemany("INSERT INTO TagProperties (tagid, property, value) VALUES (?, 'internalTag', NULL)", [(root,), (accepted,)])
+        conn.execute("INSERT INTO ImageTags (imageid, tagid) VALUES ((SELECT id FROM Images WHERE name = ?), ?)", [name, accepted])
+
+
+def test_digikam_an_export_in_another_album_stays_in_view_tagged_not_grouped_under_the_keeper(exported, capsys):
+    digikam_cull(capsys, exported)
+    db = exported["db"]
+    assert groups_in(db) == {(name, SHARP) for name in BLURRED}  # the burst, in its own album
+    assert album_view(db) == {"/": {SHARP, "bright.jpg", "single.jpg"}, "/exports": {EXPORT}}
+    tags = tags_in(db)
+    # linked to the keeper by our tag (its flags are the grouping's business: see FLAGS_OF_THE_EXPORT)
+    assert tags[EXPORT] - FLAGS_OF_THE_EXPORT == {ELSEWHERE}
+    assert tags[SHARP] == {ACCEPTED, "Aesthetic/keeper"} and all(ELSEWHERE not in tags[name] for name in BLURRED)
+
+
+def test_digikam_a_keeper_in_exports_leaves_the_shoot_album_its_best_frame(exported, capsys):
+    """The person accepted the export in digiKam: it is the keeper. The shoot's album still
+    shows the burst, as one stack under its sharp frame; a second cull changes nothing, and
+    undo puts every row back."""
+    db = exported["db"]
+    accept_in_digikam(db, EXPORT)
+    before = table_rows(db)
+    digikam_cull(capsys, exported)
+    assert groups_in(db) == {(name, SHARP) for name in BLURRED}  # under the best of them here, not under the export
+    assert album_view(db) == {"/": {SHARP, "bright.jpg", "single.jpg"}, "/exports": {EXPORT}}
+    tags = tags_in(db)
+    assert tags[EXPORT] - FLAGS_OF_THE_EXPORT == {ACCEPTED, "Aesthetic/keeper"}
+    assert tags[SHARP] == {ELSEWHERE}  # it leads the album's stack, but it is no keeper: no Accepted
+    for name in BLURRED:
+        assert tags[name] == {ELSEWHERE, "Aesthetic/blurry"}, name
+    rows = table_rows(db)
+    assert digikam_cull(capsys, exported)["written"] == {} and table_rows(db) == rows
+    code, out, err = run_cli(capsys, "digikam", "undo", "--db", db, "--index", exported["index"], "--json")
+    assert code == ExitCode.OK, err
+    assert {r["status"] for r in json.loads(out)["results"]} == {"restored"}
+    assert table_rows(db) == before
+
+
+def test_xmp_sidecars_link_the_export_to_its_keeper_by_the_same_tag(exported, capsys):
+    _, report = apply_culling(capsys, exported)
+    tags = read_sidecar(exported["root"] / "exports" / f"{EXPORT}.xmp").tags
+    assert tags[0] == "keeper in another folder" and set(tags[1:]) <= {"blurry"}, tags
+    assert sidecar(exported, SHARP).tags == ("keeper",)
+    assert report["keepers"] == 1
