@@ -18,7 +18,7 @@ import pytest
 from aes_index.cli import main
 from aes_index.errors import ExitCode
 from aes_index.targets.protocol import UndoAction
-from aes_index.targets.darktable import KEEPER_TAG, DarktableTarget, DtImage
+from aes_index.targets.darktable import CULL_TAGS, ELSEWHERE_TAG, KEEPER_TAG, DarktableTarget, DtImage
 from aes_index.formats.xmp import write_sidecar
 from conftest import make_photo
 from test_darktable import PLUGIN, hex_lines, run_darktable
@@ -38,9 +38,23 @@ def dt_culled(tmp_path, model_args) -> dict:
     describes its photos as the plugin does: rating 0, each alone, no tags, id 100 + ref."""
     from test_culling_marks import make_library
 
+    return dt_library(tmp_path, model_args, make_library)
+
+
+@pytest.fixture
+def dt_exported(tmp_path, model_args) -> dict:
+    """dt_culled's library plus exports/best.jpg, an export of burst_1 that joins the burst:
+    one group over two film rolls."""
+    from test_culling_marks import make_library_with_export
+
+    return dt_library(tmp_path, model_args, make_library_with_export)
+
+
+def dt_library(tmp_path, model_args, make) -> dict:
+    """The library `make` builds under Photos/, with its request and refs (by file name)."""
     root = tmp_path / "Photos"
-    make_library(root)
-    paths = sorted(str(p) for p in root.glob("*.jpg"))
+    make(root)
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))
 
     def request(**changes) -> list[dict]:
         entries = [{"ref": ref, "path": path, "duplicate": 0, "rating": 0, "id": 100 + ref, "group": 100 + ref,
@@ -119,6 +133,39 @@ def test_only_tags_we_attached_are_detached(dt_culled, capsys):
     answer = cull_answer(capsys, dt_culled, images)
     assert by_name(dt_culled, answer, "detach") == {"burst_1.jpg": [KEEPER_TAG]}
     assert by_name(dt_culled, answer, "attach")["burst_2.jpg"] == ["aesthetic|blurry", KEEPER_TAG]
+
+
+def test_a_group_over_two_film_rolls_is_grouped_in_each_never_under_a_leader_in_another(dt_exported, capsys):
+    """darktable shows a group collapsed to its leader: a frame grouped under a leader in
+    another film roll would vanish from its own. The export is linked to its keeper by a tag."""
+    from test_culling_marks import BURST, EXPORT, SHARP
+
+    refs = dt_exported["refs"]
+    burst = sorted(refs[name] for name in BURST)
+    answer = cull_answer(capsys, dt_exported, dt_exported["request"]())
+    (group,) = answer["groups"]  # the shoot's; the export, alone in exports/, joins none
+    assert (group["leader"], group["keeper"], sorted(group["members"])) == (refs[SHARP], refs[SHARP], burst)
+    attached = by_name(dt_exported, answer, "attach")
+    assert ELSEWHERE_TAG in attached[EXPORT] and KEEPER_TAG not in attached[EXPORT]
+    assert attached[SHARP] == [KEEPER_TAG]
+
+    # a person's 5 stars on the export make it the keeper: the burst stays a group of the
+    # shoot's film roll, under its sharp frame, and each of its frames is tagged
+    answer = cull_answer(capsys, dt_exported, dt_exported["request"](best={"rating": 5}))
+    (group,) = answer["groups"]
+    assert (group["leader"], group["keeper"], sorted(group["members"])) == (refs[SHARP], refs[EXPORT], burst)
+    attached = by_name(dt_exported, answer, "attach")
+    assert KEEPER_TAG in attached[EXPORT] and ELSEWHERE_TAG not in attached[EXPORT]
+    assert all(ELSEWHERE_TAG in attached[name] and KEEPER_TAG not in attached[name] for name in BURST), attached
+
+
+def test_the_plugin_reports_every_cull_tag_the_plan_attaches():
+    """The plugin's CULL_TAGS: the tags a cull request says an image holds, and those undo
+    may detach. A tag the plan attaches that the plugin does not know would be attached
+    again at every cull and never taken back."""
+    block = re.search(r"local CULL_TAGS = \{(.*?)\}", PLUGIN.read_text(), re.S).group(1)
+    lua_tags = {"aesthetic|" + name for name in re.findall(r'TAG_PREFIX \.\. "([^"]+)"', block)}
+    assert lua_tags == set(CULL_TAGS) and ELSEWHERE_TAG in lua_tags
 
 
 def undo_action(place: str, field: str, restore, expected, tag: str | None = None) -> UndoAction:
