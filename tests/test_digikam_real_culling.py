@@ -10,6 +10,14 @@ burst grouped under it.
    tree stay as we wrote them (digiKam neither drops nor duplicates anything). (Its album
    view, looked at once by hand, shows the burst as one stack of 4 under burst_1.jpg with
    our "keeper" tag: 3 items of 6.)
+3. A group over two albums: the burst in the shoot's album, an export of its sharp frame in
+   exports/ that the person accepted (its sidecar's pick label, which digiKam reads), so the
+   keeper is the export. After `digikam cull` and digiKam's own scan of its database, each
+   album shows its photos (test_culling_marks.album_view counts them with digiKam's rule):
+   the shoot's burst is one stack under its sharp frame, not hidden under the export
+   ("0 items - 6 items hidden" before). (Its album view, looked at once by hand after this
+   test, headed "Albums/Photos - 3 Items": the stack, bright.jpg, single.jpg; after the
+   code before the fix, "2 Items": the burst gone, as album_view counts.)
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import pytest
 
 from aes_index.errors import ExitCode
 from conftest import run_cli
-from test_culling_marks import BLURRED, BURST, SHARP, make_library
+from aes_index.formats.xmp import write_sidecar
+from test_culling_marks import BLURRED, BURST, EXPORT, SHARP, album_view, make_library, make_library_with_export
 from test_digikam_real import run_digikam
 
 pytestmark = [pytest.mark.external, pytest.mark.slow]
@@ -76,3 +85,29 @@ def test_digikam_shows_our_keeper_accepted_and_the_burst_grouped(tmp_path, model
     assert second["groups"] == {name: SHARP for name in BLURRED}  # digiKam keeps our groups
     assert second["tags"] == written["tags"] and second["tag_rows"] == written["tag_rows"]
     assert sorted(BURST) == sorted([SHARP, *BLURRED])
+
+
+def test_digikam_shows_the_shoot_album_whole_when_the_keeper_is_an_export_in_another_album(tmp_path, model_args, capsys):
+    root = tmp_path / "Photos"
+    make_library_with_export(root)
+    write_sidecar(root / "exports" / f"{EXPORT}.xmp", pick=3)  # the person accepted the export
+    index = tmp_path / "index.db"
+    for argv in (("rebuild", root, *model_args, "--workers", "0"), ("cull",)):
+        code, _, err = run_cli(capsys, *argv, "--db", index)
+        assert code == ExitCode.OK, err
+
+    names = {p.name for p in root.rglob("*.jpg")}
+    run_dir = tmp_path / "digikam"
+    run_digikam(run_dir, root, names)
+    db = run_dir / "db" / "digikam4.db"
+    assert f"_Digikam_Internal_Tags_/{ACCEPTED}" in digikam_view(db)["tags"][EXPORT]  # read from the sidecar
+    assert album_view(db) == {"/": {*BURST, "bright.jpg", "single.jpg"}, "/exports": {EXPORT}}  # digiKam's albums
+
+    code, out, err = run_cli(capsys, "digikam", "cull", "--db", db, "--index", index, "--json")
+    assert code == ExitCode.OK, err
+    run_digikam(run_dir, root, names)
+    seen = digikam_view(db)
+    assert seen["groups"] == {name: SHARP for name in BLURRED}  # the shoot's stack, under its sharp frame
+    assert album_view(db) == {"/": {SHARP, "bright.jpg", "single.jpg"}, "/exports": {EXPORT}}
+    assert "Aesthetic/keeper" in seen["tags"][EXPORT]
+    assert all("Aesthetic/keeper in another folder" in seen["tags"][name] for name in BURST), seen["tags"]
