@@ -7,8 +7,9 @@
 A lighttable module (right panel) whose buttons act on the selected images or the current
 collection: "score and rate" (stars by aes-index's rating policy, plus the tags
 aesthetic|stars|N and aesthetic|score|70-80%), "select top N%", "remove our stars",
-"cull" (bursts and near-duplicates grouped with the keeper as group leader, tags
-aesthetic|keeper, aesthetic|blurry, aesthetic|overexposed, aesthetic|underexposed; with
+"cull" (bursts and near-duplicates grouped with the keeper as group leader, one group per
+film roll, tags aesthetic|keeper, aesthetic|keeper in another folder, aesthetic|blurry,
+aesthetic|overexposed, aesthetic|underexposed; with
 "reject technical failures" on, those get darktable's reject where no person rated them)
 and "undo cull". Newly imported photos are scored and rated too, in one batch per import.
 

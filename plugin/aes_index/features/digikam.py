@@ -44,8 +44,10 @@ def undo(index: Index, db_path: Path, run_id: int | None = None, dry_run: bool =
 def cull(index: Index, db_path: Path, options: MarkOptions, under=(), lock_timeout: float = LOCK_TIMEOUT_S) -> targets.MarkReport:
     """Culling's groups, keepers and flags into digiKam's database (`aes-index digikam cull`).
 
-    Each group's members are grouped under its keeper as digiKam groups them, the keeper
-    gets the pick label "Accepted", flags become our tags, and with options.reject the
+    Each group's members are grouped under its keeper as digiKam groups them, album by
+    album: members in another album than the keeper's are grouped there under the best of
+    them and tagged "keeper in another folder" (culling.marks.folder_groups), so no album
+    loses its photos to a leader elsewhere. The keeper gets the pick label "Accepted", flags become our tags, and with options.reject the
     flagged photos that are no keeper get "Rejected". A person's pick label stays, and a
     person's choice in a group (pick label or rating) makes that photo the keeper; a group
     a person made (one of its photos grouped, or leading a group, not by us) is left whole.

@@ -9,7 +9,7 @@ journals the write. One place per darktable image: "<path>#<duplicate index>".
 
 Culling writes more fields to the same places (journal `field`): "group" (darktable's
 group id, i.e. its leader's image id: old = the image's own id when it stood alone,
-new = the keeper's), "tag" (one of CULL_TAGS: old/new 0 = not attached, 1 = attached,
+new = the keeper's, or in another film roll the best member's there), "tag" (one of CULL_TAGS: old/new 0 = not attached, 1 = attached,
 the tag's name in `prior`), and "rating" for a reject (-1), only with the reject option.
 features/darktable_plan.py decides them (`plan_cull`) and puts them back (`plan_uncull`);
 both only say what the plugin should do, and the plugin reports what it did (`applied`),

@@ -5,7 +5,9 @@ exclusively (targets/digikam_db.py: backup first, refused while a digiKam has it
 its writes land, and are journaled ahead, when it commits. Star ratings go into
 ImageInformation.rating (digiKam has no "rejected" rating: rejects are left alone) with our
 "Aesthetic/N stars" tag; culling's marks into digiKam's own grouping, pick labels and our
-"Aesthetic/keeper", "Aesthetic/blurry", ... tags. The operations that use it (`digikam
+"Aesthetic/keeper", "Aesthetic/blurry", ... tags. A group is grouped one album at a time
+(culling/marks.py folder_groups: digiKam hides a grouped image wherever its leader is);
+a member outside its keeper's album is tagged "Aesthetic/keeper in another folder". The operations that use it (`digikam
 sync|cull|undo`) are features/digikam.py's.
 """
 
