@@ -347,9 +347,13 @@ def cmd_cull(args) -> int:
     return ExitCode.OK
 
 
+def _brackets(summary) -> str:
+    return f"{summary.brackets} brackets, " if summary.brackets else ""
+
+
 def cull_lines(summary) -> str:
     lines = [
-        f"cull: {summary.groups} groups ({summary.bursts} bursts, {summary.duplicates} duplicate sets) holding "
+        f"cull: {summary.groups} groups ({summary.bursts} bursts, {_brackets(summary)}{summary.duplicates} duplicate sets) holding "
         f"{summary.grouped_photos} of {summary.photos} photos; {summary.formed} new groups, {summary.joined} photos joined one, "
         f"{summary.left} left one, in {summary.seconds:.1f} s"
     ]

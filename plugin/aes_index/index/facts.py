@@ -41,6 +41,7 @@ FACTS_VERSION = 4  # bump when a measure changes: older rows are measured again 
 # EXIF tags (Exif 2.32, CIPA DC-008), in IFD0 and the Exif IFD.
 _MAKE, _MODEL, _SOFTWARE, _EXIF_IFD = 0x010F, 0x0110, 0x0131, 0x8769
 _DATETIME_ORIGINAL, _OFFSET_ORIGINAL, _SUBSEC_ORIGINAL, _BODY_SERIAL = 0x9003, 0x9011, 0x9291, 0xA431
+_EXPOSURE_BIAS, _EXPOSURE_MODE = 0x9204, 0xA402  # ExposureBiasValue (SRATIONAL, EV), ExposureMode (2: auto bracket)
 
 # Sharpness is measured with the short side at ANALYSIS_SIDE (the 1/8 draft of a 24 MP frame,
 # 750x500), whatever the file's size: a measure per pixel finds a downscaled copy sharper
@@ -73,6 +74,8 @@ class CaptureFacts:
     encoding: str | None = None  # RAW, LOSSLESS (PNG, TIFF, ...), JPEG or LOSSY (HEIC, AVIF, WebP): which copy is the original
     quality: int | None = None  # a JPEG's quality (1-100), estimated from its quantisation tables
     software: str | None = None  # EXIF Software: a camera's firmware, or the editor that wrote the file
+    exposure_bias: float | None = None  # EXIF ExposureBiasValue in EV: a bracket's frames step it
+    auto_bracket: bool | None = None  # EXIF ExposureMode 2: the camera shot it as part of an auto bracket
     problem: str | None = None  # what was wrong with the metadata (corrupt time, ...), for `groups`
     version: int = FACTS_VERSION
 
@@ -116,7 +119,7 @@ class FactsProbe:
             sub = exif.get_ifd(_EXIF_IFD)
             self.metadata(**_exif_facts(exif.get(_MAKE), exif.get(_MODEL), sub.get(_DATETIME_ORIGINAL),
                                         sub.get(_SUBSEC_ORIGINAL), sub.get(_OFFSET_ORIGINAL), sub.get(_BODY_SERIAL)),
-                          software=_clean(exif.get(_SOFTWARE)))
+                          software=_clean(exif.get(_SOFTWARE)), **_exposure_program(sub.get(_EXPOSURE_BIAS), sub.get(_EXPOSURE_MODE)))
         except Exception as exc:  # damaged EXIF costs the facts, never the pixels
             self.metadata(problem=f"unreadable EXIF ({type(exc).__name__})")
 
@@ -158,7 +161,30 @@ def exiv2_metadata(exif_data) -> dict:
     facts = _exif_facts(text("Exif.Image.Make"), text("Exif.Image.Model"), text("Exif.Photo.DateTimeOriginal"),
                         text("Exif.Photo.SubSecTimeOriginal"), text("Exif.Photo.OffsetTimeOriginal"),
                         text("Exif.Photo.BodySerialNumber"))
-    return {**facts, "software": _clean(text("Exif.Image.Software"))}
+    return {**facts, "software": _clean(text("Exif.Image.Software")),
+            **_exposure_program(text("Exif.Photo.ExposureBiasValue"), text("Exif.Photo.ExposureMode"))}
+
+
+def _exposure_program(bias, mode) -> dict:
+    """{"exposure_bias": EV, "auto_bracket": bool} from EXIF values as Pillow ("-2/3" as a
+    rational) or Exiv2 (text "-2/3", "2") gives them; what cannot be read is left out."""
+    found = {}
+    try:
+        if bias is not None:
+            if isinstance(bias, str) and "/" in bias:
+                numerator, denominator = bias.split("/", 1)
+                bias = float(numerator) / float(denominator) if float(denominator) else None
+            value = None if bias is None else float(bias)
+            if value is not None and math.isfinite(value) and abs(value) <= 16:
+                found["exposure_bias"] = round(value, 2)
+    except (TypeError, ValueError, ZeroDivisionError):
+        pass
+    try:
+        if mode is not None:
+            found["auto_bracket"] = int(str(mode).split()[0]) == 2
+    except (TypeError, ValueError):
+        pass
+    return found
 
 
 # --- which copy is the original -------------------------------------------------------------

@@ -24,7 +24,7 @@ from ...index.locks import writer_lock
 from ...targets.sidecar import SidecarTarget
 from ...index.store import Index, utcnow
 from . import grouping, keeper
-from .model import BURST, BY_YOU, DUPLICATE, Group, Member
+from .model import BRACKET, BURST, BY_YOU, DUPLICATE, Group, Member
 
 
 @dataclass
@@ -35,6 +35,7 @@ class CullSummary:
     without_time: int = 0  # photos with no usable capture time: grouped as duplicates only
     groups: int = 0
     bursts: int = 0
+    brackets: int = 0  # bursts whose frames step their exposure: kept whole
     duplicates: int = 0
     grouped_photos: int = 0
     formed: int = 0  # new groups this run
@@ -64,20 +65,23 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
         summary.considered = int((~table.culled).sum())
         summary.without_time = int(sum(1 for t in table.taken_at if t != t))  # nan
         existing = {row.id: row for row in tables.groups()}
-        result = grouping.regroup(table, tables.memberships(), {gid: row.kind for gid, row in existing.items()})
+        # Grouping knows bursts and duplicates; a bracket is a burst refined after (refined_kind)
+        linked = {gid: BURST if row.kind == BRACKET else row.kind for gid, row in existing.items()}
+        result = grouping.regroup(table, tables.memberships(), linked)
         for dropped in result.dropped:
             tables.drop_group(dropped)
+        facts = tables.member_facts(None, head_id) if result.groups else {}
         touched = []
         for key, members in result.groups.items():
-            group_id = key if key > 0 else tables.new_group(result.kinds[key], now)
-            changed = key < 0 or set(members) != set(existing[key].members) or result.kinds[key] != existing[key].kind
+            kind = grouping.refined_kind(result.kinds[key], [facts[i] for i in members if i in facts])
+            group_id = key if key > 0 else tables.new_group(kind, now)
+            changed = key < 0 or set(members) != set(existing[key].members) or kind != existing[key].kind
             if changed:
                 tables.set_members(group_id, members)
             # A group that lost a photo (its keeper, maybe) decides again as well
             if changed or set(members) != before[key][0] or before[key][1] not in members:
-                touched.append((group_id, result.kinds[key], members))
+                touched.append((group_id, kind, members))
         target, listings = SidecarTarget(roots=tuple(index.roots())), {}
-        facts = tables.member_facts(None, head_id) if touched else {}
         for group_id, kind, members in touched:
             group = _decide(index, group_id, kind, [facts[i] for i in sorted(members)], target, listings)
             tables.set_keeper(group_id, kind, group.keeper_id, group.reason, group.chosen_by, now)
@@ -106,7 +110,7 @@ def _decide(index: Index, group_id: int, kind: str, rows: list[dict], target, li
 
 def _members(kind: str, rows: list[dict]) -> list[Member]:
     """A group's members from their facts, each burst member knowing which frame it is a copy of."""
-    frames = grouping.frames_of(rows) if kind == BURST else {}
+    frames = grouping.frames_of(rows) if kind in (BURST, BRACKET) else {}
     return [replace(_member(row), frame=frames.get(row["image_id"])) for row in rows]
 
 
@@ -157,7 +161,7 @@ def _member(row: dict) -> Member:
         clipped_highlights=row["clipped_highlights"], clipped_shadows=row["clipped_shadows"], taken_at=row["taken_at_text"],
         brightest=row["brightest"], short_side=min(sides) if sides else None,
         pixels=(row["width"] or 0) * (row["height"] or 0) or None, encoding=row["encoding"], quality=row["quality"],
-        camera_file=is_camera_file(row["camera"], row["taken_at"], row["software"]),
+        camera_file=is_camera_file(row["camera"], row["taken_at"], row["software"]), exposure_bias=row["exposure_bias"],
     )
 
 
@@ -166,6 +170,7 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
     groups = load_groups(index, head_id, facts=facts, choices=False)  # the cull stored the choices it read
     summary.groups = len(groups)
     summary.bursts = sum(1 for g in groups if g.kind == BURST)
+    summary.brackets = sum(1 for g in groups if g.kind == BRACKET)
     summary.duplicates = sum(1 for g in groups if g.kind == DUPLICATE)
     summary.grouped_photos = sum(len(g.members) for g in groups)
     summary.chosen_by_you = sum(1 for g in groups if g.chosen_by == BY_YOU)

@@ -34,7 +34,7 @@ import numpy as np
 
 from ...index.facts import is_camera_file
 from ...index.store.culling import FactsTable
-from .model import BURST, DUPLICATE
+from .model import BRACKET, BURST, DUPLICATE
 
 BURST_GAP_SECONDS = 2.0  # cameras shoot bursts at 3-30 frames a second; a photographer's next try comes later
 BURST_DISTANCE = 20  # of 64 bits: reframing by a few percent, a stop of exposure, a missed focus
@@ -190,6 +190,21 @@ def crop_tolerant_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _CROP_PAIRS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))  # (whole, inner, core) of one vs of the other
+
+
+BRACKET_SPREAD_EV = 0.5  # a burst whose frames' exposure compensation spans this much is a bracket
+
+
+def refined_kind(kind: str, rows: list[dict]) -> str:
+    """A burst is a bracket when its frames step their EXIF exposure compensation (by
+    BRACKET_SPREAD_EV or more in all) or the camera marked them as shot in an auto
+    bracket (ExposureMode 2): frames an HDR merge or a choice of exposure needs whole.
+    `rows`: the members' facts."""
+    if kind != BURST:
+        return kind
+    biases = [row["exposure_bias"] for row in rows if row.get("exposure_bias") is not None]
+    stepped = len(biases) >= 2 and max(biases) - min(biases) >= BRACKET_SPREAD_EV
+    return BRACKET if stepped or any(row.get("auto_bracket") for row in rows) else kind
 
 
 def frames_of(rows: list[dict]) -> dict[int, int]:

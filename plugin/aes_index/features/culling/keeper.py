@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from ...index.facts import JPEG, LOSSLESS, RAW
-from .model import BLURRY, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, UNDEREXPOSED, Group, Member
+from .model import BLURRY, BRACKET, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, UNDEREXPOSED, Group, Member
 
 # Chosen on tests/benchmarks/bench_sharpness_resolution.py (24 MP frames of the
 # mate-backgrounds photos, measured at the 1/8 draft): every frame defocused by 4 px or
@@ -107,6 +107,8 @@ def flagged_members(kind: str, members: Sequence[Member]) -> list[Member]:
         blurred = BLURRY in judged[originals[key].image_id]
         for m in copies:
             flags = judged.get(m.image_id) or tuple(f for f in FLAG_ORDER if f in m.flags or (f == BLURRY and blurred))
+            if kind == BRACKET:  # its frames are exposed apart on purpose
+                flags = tuple(f for f in flags if f not in (OVEREXPOSED, UNDEREXPOSED))
             flagged.append(replace(m, flags=flags))
     by_id = {m.image_id: m for m in flagged}
     return [by_id[m.image_id] for m in members]
@@ -157,9 +159,28 @@ def _our_pick(kind: str, members: list[Member]) -> tuple[Member, str]:
     if kind == DUPLICATE:
         (keeper, why), = originals.values()
         return keeper, why
+    if kind == BRACKET:
+        return _bracket_lead([original for original, _ in originals.values()])
     keeper, reason = _burst_pick([original for original, _ in originals.values()])
     why = next(why for original, why in originals.values() if original is keeper)
     return keeper, ", ".join(part for part in (reason, why) if part)
+
+
+def _bracket_lead(frames: list[Member]) -> tuple[Member, str]:
+    """A bracket is kept whole: every frame stays (marks.py picks them all); the frame
+    nearest the metered exposure (0 EV) leads it, then the sharper, then the better scored."""
+    steps = sorted({m.exposure_bias for m in frames if m.exposure_bias is not None})
+    if len(steps) > 1:
+        lead = min(frames, key=lambda m: (abs(m.exposure_bias or 0.0), -(m.sharpness or 0.0), -_finite(m.score), m.image_id))
+    else:  # an auto bracket that wrote no compensation: the middle exposure by its brightness
+        by_light = sorted(frames, key=lambda m: (m.brightest or 0.0, m.clipped_highlights or 0.0, -(m.clipped_shadows or 0.0), m.image_id))
+        lead = by_light[(len(by_light) - 1) // 2]
+    spread = f" ({', '.join(_ev(step) for step in steps)} EV)" if len(steps) > 1 else ""
+    return lead, f"bracket of {len(frames)} frames{spread}, kept whole; the {_ev(lead.exposure_bias or 0.0)} EV frame leads"
+
+
+def _ev(value: float) -> str:
+    return "0" if value == 0 else f"{value:+g}"
 
 
 def _burst_pick(frames: list[Member]) -> tuple[Member, str]:

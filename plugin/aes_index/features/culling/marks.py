@@ -31,7 +31,7 @@ from ...paths import inside_roots, printable
 from ...ownership import Owner, PlaceState
 from ...targets.protocol import Marks, Target
 from ...values import NO_PICK, PICK_ACCEPTED, PICK_REJECTED, REJECTED
-from .model import Group, Member
+from .model import BRACKET, Group, Member
 
 MARK_FIELDS = ("pick", "tags", "group")  # journal fields only culling writes (a reject is a "rating")
 KEEPER_TAG = "keeper"
@@ -138,10 +138,11 @@ def plan_marks(
         own = not person_grouped(group)
         keeper_path = group.keeper.path
         for member in group.members:
-            is_keeper = member.image_id == group.keeper_id
+            is_keeper = member.image_id == group.keeper_id or group.kind == BRACKET  # a bracket is kept whole
+            leads = member.image_id == group.keeper_id
             plan[member.path] = Marks(
                 member.path, keeper=is_keeper, flags=tuple(member.flags), reject=_reject(options, is_keeper, member.flags),
-                leader=None if is_keeper else keeper_path, group=own,
+                leader=None if leads else keeper_path, group=own,
             )
     for member in flagged:
         if member.path not in plan:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from ...values import BLURRY, FLAGS, OVEREXPOSED, UNDEREXPOSED  # noqa: F401 - culling's vocabulary, named here too
 
-BURST, DUPLICATE = "burst", "duplicate"
+BURST, DUPLICATE, BRACKET = "burst", "duplicate", "bracket"
 BY_US, BY_YOU = "aes-index", "you"  # who chose a group's keeper
 
 
@@ -30,6 +30,7 @@ class Member:
     quality: int | None = None  # a JPEG's quality, estimated from its quantisation tables
     camera_file: bool = False  # written by a camera (its EXIF, no editor's name), not an export
     frame: int | None = None  # in a burst: the frame it is a copy of (grouping.frames_of), None: its own
+    exposure_bias: float | None = None  # EXIF exposure compensation, EV (a bracket steps it)
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -42,7 +43,7 @@ class Group:
     """A burst or a set of near-duplicates: members with the keeper first."""
 
     id: int
-    kind: str  # BURST or DUPLICATE
+    kind: str  # BURST, BRACKET or DUPLICATE
     members: tuple[Member, ...]  # keeper first, then by capture time, then path
     keeper_id: int
     reason: str  # the keeper rule's reason in words: "sharpest of 7, best score"
