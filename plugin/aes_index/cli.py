@@ -383,14 +383,17 @@ def groups_text(groups, flagged) -> str:
     lines = []
     for group in groups:
         by = " (your pick)" if group.chosen_by == "you" else ""
-        lines.append(f"{group.kind} {group.id}: {len(group.members)} photos, keeper {printable(group.keeper.path)}{by}: {group.reason}")
-        for member in group.members[1:]:
-            flags = f"  [{', '.join(member.flags)}]" if member.flags else ""
-            lines.append(f"    {printable(member.path)}{flags}")
+        keeper = f"{printable(group.keeper.path)}{_flags_text(group.keeper)}{by}"
+        lines.append(f"{group.kind} {group.id}: {len(group.members)} photos, keeper {keeper}: {group.reason}")
+        lines += [f"    {printable(member.path)}{_flags_text(member)}" for member in group.members[1:]]
     if flagged:
         lines.append("flagged:")
         lines += [f"    {printable(m.path)}  [{', '.join(m.flags)}]" for m in flagged]
     return "\n".join(lines)
+
+
+def _flags_text(member) -> str:
+    return f"  [{', '.join(member.flags)}]" if member.flags else ""
 
 
 def cmd_stats(args) -> int:
