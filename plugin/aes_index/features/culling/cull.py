@@ -1,6 +1,7 @@
 """The culling operation (`aes-index cull`) and what its readers load.
 
-    run_cull    under the writer lock, in one transaction: departed photos leave their
+    run_cull    under the writer lock, in one transaction: departed photos (and those
+                whose file holds other bytes than were measured) leave their
                 groups, new photos are linked (grouping.py) into groups, each touched
                 group gets its keeper (keeper.py; a person's choice read from the XMP
                 sidecars wins) and every group is stored with its reason
