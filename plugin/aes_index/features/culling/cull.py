@@ -35,7 +35,7 @@ class CullSummary:
     considered: int = 0  # photos this run compared for the first time
     unmeasured: int = 0  # indexed photos without capture facts: run `aes-index rebuild`
     changed_since_measured: int = 0  # files with other bytes than their facts were measured on: left out
-    gone_since_measured: int = 0  # files no longer where they were measured (moved, renamed, deleted): left out
+    gone_since_measured: int = 0  # files no longer where they were measured (moved, renamed, deleted): grouped as before
     without_time: int = 0  # photos with no usable capture time: grouped as duplicates only
     groups: int = 0
     bursts: int = 0
