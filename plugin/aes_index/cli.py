@@ -18,6 +18,7 @@ from .config import DB_FILENAME, PRESET_NAMES, Settings, load_settings, parse_wo
 from . import api
 from .model.zeroshot import check_spec
 from .errors import ExitCode, run_reporting_errors
+from .index.freshness import stale_line
 from .paths import printable
 
 log = logging.getLogger("aes_index")
@@ -365,6 +366,8 @@ def cull_lines(summary) -> str:
         lines.append(f"{summary.without_time} photos have no capture time: they join only duplicates, never bursts")
     if summary.unmeasured:
         lines.append(f"{summary.unmeasured} photos indexed before culling have no capture facts yet: run `aes-index rebuild`")
+    if summary.changed_since_measured or summary.gone_since_measured:
+        lines.append(stale_line(summary.changed_since_measured, summary.gone_since_measured, "left out", "grouped as before"))
     if summary.head is None:
         lines.append("nothing scored yet: keepers were chosen by sharpness and exposure alone")
     return "\n".join(lines)
@@ -384,14 +387,17 @@ def groups_text(groups, flagged) -> str:
     lines = []
     for group in groups:
         by = " (your pick)" if group.chosen_by == "you" else ""
-        lines.append(f"{group.kind} {group.id}: {len(group.members)} photos, keeper {printable(group.keeper.path)}{by}: {group.reason}")
-        for member in group.members[1:]:
-            flags = f"  [{', '.join(member.flags)}]" if member.flags else ""
-            lines.append(f"    {printable(member.path)}{flags}")
+        keeper = f"{printable(group.keeper.path)}{_flags_text(group.keeper)}{by}"
+        lines.append(f"{group.kind} {group.id}: {len(group.members)} photos, keeper {keeper}: {group.reason}")
+        lines += [f"    {printable(member.path)}{_flags_text(member)}" for member in group.members[1:]]
     if flagged:
         lines.append("flagged:")
         lines += [f"    {printable(m.path)}  [{', '.join(m.flags)}]" for m in flagged]
     return "\n".join(lines)
+
+
+def _flags_text(member) -> str:
+    return f"  [{', '.join(member.flags)}]" if member.flags else ""
 
 
 def cmd_stats(args) -> int:
@@ -413,6 +419,8 @@ def stats_text(data: dict) -> str:
     s = data["scores"]
     if s["count"]:
         lines.append(f"scores    {s['count']} scored; min {s['min']:.4f}, p10 {s['p10']:.4f}, median {s['median']:.4f}, p90 {s['p90']:.4f}, max {s['max']:.4f}")
+    if data["changed_since_measured"] or data["gone_since_measured"]:
+        lines.append("files     " + stale_line(data["changed_since_measured"], data["gone_since_measured"]))
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """The culling operation (`aes-index cull`) and what its readers load.
 
-    run_cull    under the writer lock, in one transaction: departed photos leave their
+    run_cull    under the writer lock, in one transaction: departed photos (and those
+                whose file holds other bytes than were measured) leave their
                 groups, new photos are linked (grouping.py) into groups, each touched
                 group gets its keeper (keeper.py; a person's choice read from the XMP
                 sidecars wins) and every group is stored with its reason
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ...paths import inside_roots
 from ...index.facts import is_camera_file
+from ...index.freshness import Freshness
 from ...index.locks import writer_lock
 from ...targets.sidecar import SidecarTarget
 from ...index.store import Index, utcnow
@@ -32,6 +34,8 @@ class CullSummary:
     photos: int = 0  # present photos with capture facts
     considered: int = 0  # photos this run compared for the first time
     unmeasured: int = 0  # indexed photos without capture facts: run `aes-index rebuild`
+    changed_since_measured: int = 0  # files with other bytes than their facts were measured on: left out
+    gone_since_measured: int = 0  # files no longer where they were measured (moved, renamed, deleted): grouped as before
     without_time: int = 0  # photos with no usable capture time: grouped as duplicates only
     groups: int = 0
     bursts: int = 0
@@ -58,9 +62,10 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
     with writer_lock(index.path, lock_timeout), index.transaction():
         now = utcnow()
         tables = index.culling
-        before = {row.id: (set(row.members), row.keeper_id) for row in tables.groups()}  # before departures
-        summary.left, summary.dissolved = _drop_departed(tables)
-        table = tables.facts_table()
+        before = {row.id: (set(row.members), row.keeper_id) for row in tables.groups(leaving=True)}  # before departures
+        stale = _stale(index, summary)
+        summary.left, summary.dissolved = _drop_departed(tables, stale)
+        table = tables.facts_table(leave_out=stale)
         summary.photos = len(table.ids)
         summary.considered = int((~table.culled).sum())
         summary.without_time = int(sum(1 for t in table.taken_at if t != t))  # nan
@@ -93,9 +98,24 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
     return summary
 
 
-def _drop_departed(tables) -> tuple[int, int]:
-    departed = tables.departed()
+def _stale(index: Index, summary: CullSummary) -> set[int]:
+    """Photos whose path holds other bytes than their facts were measured on: their facts
+    would group and judge a picture that is not there. Photos gone from their path are
+    only counted: their facts still hold for their bytes, which the next rebuild finds
+    moved (keeping the group) or marks missing (leaving it); a library on a disk that is
+    not mounted keeps its groups."""
+    stale = Freshness(index).stale_ids(index.culling.measured_ids())
+    summary.changed_since_measured, summary.gone_since_measured = len(stale.changed), len(stale.gone)
+    return stale.changed_ids
+
+
+def _drop_departed(tables, stale: set[int]) -> tuple[int, int]:
+    """Photos gone from the library, measured again, or stale leave their groups; a group
+    left with one photo is no group."""
+    members = set(tables.memberships())
+    departed = set(tables.departed()) | (stale & members)
     tables.remove_members(departed)
+    tables.set_aside(sorted(stale))
     dissolved = 0
     for row in tables.groups():
         if len(row.members) < 2:

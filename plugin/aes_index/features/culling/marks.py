@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ... import ownership
+from ...index.freshness import stale_line
 from ...errors import AesIndexError
 from ...paths import inside_roots, printable
 from ...ownership import Owner, PlaceState
@@ -208,9 +209,27 @@ def write_sidecars(index, options: MarkOptions, under: Sequence[str] = ()):
 
     def plan(target: Target) -> list[Marks]:
         stale = [path for path, _ in index.journal.open_fields(target.name, MARK_FIELDS) if not under or inside_roots(path, under)]
-        return plan_marks(index, target, with_choices(index, target, groups, options), flagged, options, stale)
+        planned = plan_marks(index, target, with_choices(index, target, groups, options), flagged, options, stale)
+        return only_as_measured(index, target, planned, under)
 
     return apply_marks(index, target, plan, decide_marks, options, "apply-culling", options.record())
+
+
+def only_as_measured(index, target: Target, planned: Sequence[Marks], under: Sequence[str] = ()) -> list[Marks]:
+    """The marks of photos still the bytes the cull judged. A photo changed since it was
+    measured is another picture: our marks would be about one nobody sees; a photo gone
+    (deleted, moved, renamed) would get a sidecar beside nothing, an orphan no later run
+    takes away. Both are left out; the report (the target's extra) counts every measured
+    photo under `under` in that state, planned or not (a cull may have set it aside)."""
+    from ...index.freshness import Freshness
+
+    freshness = Freshness(index)
+    measured = (freshness.rows[i]["path"] for i in index.culling.measured_ids() if i in freshness.rows)
+    paths = dict.fromkeys([*(item.path for item in planned), *(p for p in measured if not under or inside_roots(p, under))])
+    stale = freshness.stale(paths)
+    target.extra.update(stale.counts())
+    left_out = stale.paths()
+    return [item for item in planned if item.path not in left_out]
 
 
 def marks_text(report, undo_hint: str) -> str:
@@ -229,6 +248,9 @@ def marks_text(report, undo_hint: str) -> str:
         lines.append(f"{report.grouped_by_you} photos are in groups you made: their grouping left as it is")
     for item in report.kept_yours:
         lines.append(f"kept yours: {printable(item['path'])}: {item['reason']}")
+    changed, gone = report.extra.get("changed_since_measured", 0), report.extra.get("gone_since_measured", 0)
+    if changed or gone:
+        lines.append(stale_line(changed, gone, "left out", "left out: no sidecar written"))
     if report.changed_since_read:
         lines.append(f"{report.changed_since_read} left alone: changed while we decided (by a person?); run again")
     lines += [f"error: {printable(e['path'])}: {printable(e['error'])}" for e in report.errors]
