@@ -65,6 +65,7 @@ class CaptureFacts:
     width: int | None = None  # the file's own pixel size (duplicates: the biggest copy is the original)
     height: int | None = None
     sharpness: float | None = None  # 0 (no detail left by blur) .. 1
+    edge_width: float | None = None  # blur of its crispest edges, Gaussian sigma in px at ANALYSIS_SIDE (None: no edges)
     clipped_highlights: float | None = None  # share of pixels at white
     clipped_shadows: float | None = None  # share of pixels at black
     brightest: float | None = None  # luminance of the brightest 1 % of pixels, 0..1 (far below 1: dark throughout)
@@ -124,9 +125,10 @@ class FactsProbe:
             self.metadata(problem=f"unreadable EXIF ({type(exc).__name__})")
 
     def detail(self, image: Image.Image) -> None:
-        """Sharpness, on the image as decoded (before it is reduced for the model)."""
+        """Sharpness and edge width, on the image as decoded (before it is reduced for the model)."""
         if "sharpness" not in self.found:
-            self.found["sharpness"] = sharpness(_analysis_grey(image))
+            grey = _analysis_grey(image)
+            self.found.update(sharpness=sharpness(grey), edge_width=edge_width(grey))
 
     def final(self, image: Image.Image) -> None:
         """Clipping and signature, on the small upright RGB image the model gets."""
@@ -336,6 +338,48 @@ def sharpness(grey: Image.Image) -> float | None:
         _directional_sharpness(pixels, np.asarray(grey.filter(ImageFilter.BoxBlur(along[axis])), dtype=np.int16), axis)
         for axis in (0, 1)
     )
+
+
+# Edge width (a photo on its own has no sharp twin to be compared with): Zhuo and Sim,
+# "Defocus map estimation from a single image" (Pattern Recognition 44(9), 2011). Blur the
+# image again with a Gaussian of EDGE_REBLUR; at a step edge blurred by sigma, the ratio R of
+# the gradient magnitudes before and after gives sigma = EDGE_REBLUR / sqrt(R^2 - 1), whatever
+# the edge's contrast. It is read at the strongest edges only (the top EDGE_SHARE of
+# gradients: the subject in focus, however soft the background), their lower quartile.
+# Chosen on mate-backgrounds' 24 MP frames (closing note of issue 24): sharp frames read
+# 0.31-1.05 px, the same defocused by 8 px at 24 MP 0.85-1.40, by 16 px 1.80-2.38.
+EDGE_REBLUR = 1.0
+EDGE_SHARE = 0.002
+EDGE_QUANTILE = 25
+EDGE_MIN_GRADIENT = 4.0  # 8-bit levels per pixel: below, no edge (a smooth sky, a foggy gradient)
+EDGE_MIN_PIXELS = 50
+
+
+def edge_width(grey: Image.Image) -> float | None:
+    """The blur of the image's crispest edges in px (see above); None for an image without
+    edges to read (too small, or smooth throughout: a gradient is not a blurred photo).
+    Integer differences, squared magnitudes (the ratio needs no square root until the end)
+    and a partition instead of a sort: about 10 ms at 750x500."""
+    if min(grey.size) < MIN_MEASURED_SIDE:
+        return None
+    before = _squared_gradient(np.asarray(grey, dtype=np.int16)).ravel()
+    count = max(1, int(before.size * EDGE_SHARE))
+    floor = max(int(np.partition(before, before.size - count)[before.size - count]), int(4 * EDGE_MIN_GRADIENT**2))
+    strongest = np.flatnonzero(before >= floor)
+    blurred = np.asarray(grey.filter(ImageFilter.GaussianBlur(EDGE_REBLUR)), dtype=np.int16)
+    after = _squared_gradient(blurred).ravel()[strongest]
+    squared_ratio = before[strongest] / np.maximum(after, 1).astype(np.float64)
+    squared_ratio = squared_ratio[squared_ratio > 1.0002]
+    if squared_ratio.size < EDGE_MIN_PIXELS:
+        return None
+    return float(np.percentile(EDGE_REBLUR / np.sqrt(squared_ratio - 1.0), EDGE_QUANTILE))
+
+
+def _squared_gradient(pixels: np.ndarray) -> np.ndarray:
+    """(2 x the central-difference gradient)^2, as int32; borders left out (the re-blur pads them)."""
+    dx = pixels[3:-3, 4:-2] - pixels[3:-3, 2:-4]
+    dy = pixels[4:-2, 3:-3] - pixels[2:-4, 3:-3]
+    return dx.astype(np.int32) ** 2 + dy.astype(np.int32) ** 2
 
 
 def _directional_sharpness(grey: np.ndarray, blurred: np.ndarray, axis: int) -> float:

@@ -16,7 +16,7 @@ over each frame's original: the burst picks the moment, the order of copies the 
 
 Flags (each photo, grouped or single): "blurry" when, in a burst, its sharpness is more
 than BLUR_MARGIN below the sharpest well-exposed frame's, or, for a full-size photo
-(short side JUDGED_SIDE or more), below BLURRY_BELOW; "overexposed" when that share of its
+(short side JUDGED_SIDE or more), when its crispest edges are wider than BLURRY_EDGE; "overexposed" when that share of its
 pixels is clipped at white; "underexposed" when that share is clipped at black, or when
 nothing in it comes near white (its brightest 1 % below DARKEST_BRIGHT). Copies are not
 compared for sharpness: a re-encoded or resized copy measures unlike its original without
@@ -38,9 +38,11 @@ from .model import BLURRY, BRACKET, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED
 # of a stop move a sharp frame's measure by up to ~0.05 (quantisation, noise).
 SHARP_MARGIN = 0.01  # sharpness within this of the group's sharpest counts as sharp
 BLUR_MARGIN = 0.05  # further than this below the group's sharpest: blurred
-# On its own a photo has no sharp twin to compare with: sharp macro shots with a shallow
-# depth of field measured 0.435; below this, only real blur was seen.
-BLURRY_BELOW = 0.38
+# On its own a photo has no sharp twin to compare with: it is judged by the width of its
+# crispest edges (facts.edge_width, the subject in focus whatever the background). Chosen on
+# mate-backgrounds' 24 MP frames: sharp frames 0.31-1.05 px (1.05: a pan, blurred on
+# purpose), defocused by 8 px at 24 MP 0.85-1.40, by 16 px 1.80-2.38.
+BLURRY_EDGE = 1.1
 OVEREXPOSED_ABOVE = 0.10  # share of pixels clipped at white
 UNDEREXPOSED_ABOVE = 0.30  # share of pixels clipped at black (a night scene has deep shadows)
 DARKEST_BRIGHT = 0.25  # brightest 1 % darker than this: two stops or more under, throughout
@@ -55,13 +57,12 @@ def flags_of(member: Member, sharpest: float | None = None) -> tuple[str, ...]:
     """The technical failures of one photo; `sharpest`: its burst's sharpest well-exposed
     frame (reference_sharpness), None for a single or a duplicate."""
     flags = []
-    if member.sharpness is not None:
-        full_size = member.short_side is None or member.short_side >= JUDGED_SIDE
-        blurred = full_size and member.sharpness < BLURRY_BELOW
-        if sharpest is not None:
-            blurred = blurred or member.sharpness < sharpest - BLUR_MARGIN
-        if blurred:
-            flags.append(BLURRY)
+    full_size = member.short_side is None or member.short_side >= JUDGED_SIDE
+    blurred = full_size and member.edge_width is not None and member.edge_width > BLURRY_EDGE
+    if sharpest is not None and member.sharpness is not None:
+        blurred = blurred or member.sharpness < sharpest - BLUR_MARGIN
+    if blurred:
+        flags.append(BLURRY)
     if (member.clipped_highlights or 0.0) > OVEREXPOSED_ABOVE:
         flags.append(OVEREXPOSED)
     dark = member.brightest is not None and member.brightest < DARKEST_BRIGHT

@@ -31,6 +31,7 @@ class Member:
     camera_file: bool = False  # written by a camera (its EXIF, no editor's name), not an export
     frame: int | None = None  # in a burst: the frame it is a copy of (grouping.frames_of), None: its own
     exposure_bias: float | None = None  # EXIF exposure compensation, EV (a bracket steps it)
+    edge_width: float | None = None  # blur of its crispest edges, px at the analysis scale (facts.edge_width)
 
     def as_dict(self) -> dict:
         data = asdict(self)
