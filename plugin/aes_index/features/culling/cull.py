@@ -162,6 +162,7 @@ def _member(row: dict) -> Member:
         brightest=row["brightest"], short_side=min(sides) if sides else None,
         pixels=(row["width"] or 0) * (row["height"] or 0) or None, encoding=row["encoding"], quality=row["quality"],
         camera_file=is_camera_file(row["camera"], row["taken_at"], row["software"]), exposure_bias=row["exposure_bias"],
+        blown_highlights=row["blown_highlights"],
     )
 
 

@@ -31,6 +31,7 @@ class Member:
     camera_file: bool = False  # written by a camera (its EXIF, no editor's name), not an export
     frame: int | None = None  # in a burst: the frame it is a copy of (grouping.frames_of), None: its own
     exposure_bias: float | None = None  # EXIF exposure compensation, EV (a bracket steps it)
+    blown_highlights: float | None = None  # share of the frame in large clipped areas (sky, wall, face), 0..1
 
     def as_dict(self) -> dict:
         data = asdict(self)

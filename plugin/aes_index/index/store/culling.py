@@ -47,7 +47,7 @@ def add_fact_columns(db: sqlite_utils.Database) -> None:
 
 
 def _sql_type(name: str) -> str:
-    if name in ("taken_at", "sharpness", "clipped_highlights", "clipped_shadows", "brightest", "exposure_bias"):
+    if name in ("taken_at", "sharpness", "clipped_highlights", "blown_highlights", "clipped_shadows", "brightest", "exposure_bias"):
         return "REAL"
     if name in ("width", "height", "signature", "signature_inner", "signature_core", "version", "quality", "auto_bracket"):
         return "INTEGER"
