@@ -110,18 +110,18 @@ def test_areas_that_touch_across_rows_are_one(tmp_path):
 
 
 def test_facts_measured_before_blown_highlights_are_measured_again_and_judged_without_it(tmp_path):
-    """An index of schema 5 (captures without blown_highlights) gains the column; its rows
+    """An index of schema 6 (captures without blown_highlights) gains the column; its rows
     keep their facts, hold no blown share, and are measured again by the next rebuild
     (their facts version is older). Until then, their clipping alone cannot flag lamps."""
-    path = tmp_path / "v5.db"
+    path = tmp_path / "v6.db"
     with Index(path) as index:
         with index.transaction():
             (image_id,) = [index.images.add("/p/a.jpg", 1, 1, "fp")]
             index.images.mark_ok([image_id])
-            index.culling.put_facts([image_id], [facts.CaptureFacts(clipped_highlights=0.15, sharpness=0.5, version=3)])
-    with sqlite3.connect(path) as conn:  # raw SQL: forge the table as schema 5 made it
+            index.culling.put_facts([image_id], [facts.CaptureFacts(clipped_highlights=0.15, sharpness=0.5, version=4)])
+    with sqlite3.connect(path) as conn:  # raw SQL: forge the table as schema 6 made it
         conn.execute("ALTER TABLE captures DROP COLUMN blown_highlights")
-        conn.execute("PRAGMA user_version = 5")
+        conn.execute("PRAGMA user_version = 6")
     with Index(path) as index:
         row = index.culling.member_facts([image_id], None)[image_id]
         assert (row["clipped_highlights"], row["sharpness"], row["blown_highlights"]) == (0.15, 0.5, None)
