@@ -504,9 +504,10 @@ def test_digikam_takes_the_pick_label_it_read_from_our_sidecar_for_ours(in_digik
 def test_reject_only_where_the_group_keeps_an_unflagged_keeper():
     """plan_marks with --reject: a flagged frame beside an unflagged keeper is rejected; a
     flagged keeper (a blurred burst, a person's pick) leaves its flagged frames unrejected;
-    a photo alone, flagged, is not rejected, and a reject of ours on it goes (False)."""
+    a photo alone, flagged, is not rejected, and a reject of ours on it goes (False); a
+    bracket's frames are all keepers, never rejected."""
     from aes_index.features.culling.marks import MarkOptions, plan_marks
-    from aes_index.features.culling.model import BLURRY, BURST as KIND, OVEREXPOSED, Group, Member
+    from aes_index.features.culling.model import BLURRY, BRACKET, BURST as KIND, OVEREXPOSED, Group, Member
     from aes_index.targets.sidecar import SidecarTarget
 
     def member(image_id, *flags):
@@ -514,10 +515,13 @@ def test_reject_only_where_the_group_keeps_an_unflagged_keeper():
 
     clean_keeper = Group(1, KIND, (member(1), member(2, BLURRY), member(3)), 1, "", "aes-index")
     flawed_keeper = Group(2, KIND, (member(4, BLURRY), member(5, BLURRY)), 4, "", "you")
+    bracket = Group(3, BRACKET, (member(7), member(8, BLURRY)), 7, "", "aes-index")
     alone = member(6, OVEREXPOSED)
-    plan = {m.path: m for m in plan_marks(None, SidecarTarget(), [clean_keeper, flawed_keeper], [alone], MarkOptions(reject=True))}
+    groups = [clean_keeper, flawed_keeper, bracket]
+    plan = {m.path: m for m in plan_marks(None, SidecarTarget(), groups, [alone], MarkOptions(reject=True))}
     assert {path: marks.reject for path, marks in plan.items()} == {
         "/p/1.jpg": False, "/p/2.jpg": True, "/p/3.jpg": False, "/p/4.jpg": False, "/p/5.jpg": False, "/p/6.jpg": False,
+        "/p/7.jpg": False, "/p/8.jpg": False,
     }
     assert plan["/p/6.jpg"].flags == (OVEREXPOSED,)  # flagged all the same
     without = plan_marks(None, SidecarTarget(), [clean_keeper], [alone], MarkOptions())
