@@ -149,7 +149,7 @@ class _Planner:
         self.jobs: list[dict] = []
         self.clock = START
         self.counters = {c.serial: 1000 * (i + 1) for i, c in enumerate(CAMERAS)}
-        self.scenes = _scenes(len(photos))
+        self.scenes = _scenes([Path(photo).stem for photo in photos])
 
     def plan(self) -> _Plan:
         whole_scenes = [s for s in self.scenes if s[1] == "whole"]
@@ -284,11 +284,18 @@ class _Planner:
         }
 
 
-def _scenes(photos: int) -> list[tuple[int, str, View]]:
-    """(photo index, name, view): the whole frames first, then quadrants photo by photo."""
-    whole = [(p, "whole", WHOLE) for p in range(photos)]
-    quadrants = [(p, f"q{q}", QUADRANTS[q]) for q in range(4) for p in range(photos)]
-    return whole + quadrants
+# Quadrants of mate-backgrounds' macro photographs that hold nothing in focus (the source's
+# own bokeh or a soft petal, judged by eye on a contact sheet of all 48): no camera frame of
+# them is a "sharp" frame, so no scene is made of them.
+NOTHING_IN_FOCUS = frozenset({"Aqua/q0", "Garden/q0", "FreshFlower/q1"})
+
+
+def _scenes(names: list[str]) -> list[tuple[int, str, View]]:
+    """(photo index, name, view): the whole frames first, then quadrants photo by photo,
+    less those with nothing in focus."""
+    whole = [(p, "whole", WHOLE) for p in range(len(names))]
+    quadrants = [(p, f"q{q}", QUADRANTS[q]) for q in range(4) for p in range(len(names))]
+    return whole + [s for s in quadrants if f"{names[s[0]]}/{s[1]}" not in NOTHING_IN_FOCUS]
 
 
 def _jitter(view: View, rng) -> View:

@@ -159,7 +159,7 @@ def _add_rating_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_cull_write_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reject", action="store_true", help="also reject flagged photos that are no keeper (never over a person's rating or pick)")
+    parser.add_argument("--reject", action="store_true", help="also reject flagged photos whose group keeps an unflagged keeper (never a photo alone, never over a person's rating or pick)")
     parser.add_argument("--treat-as-unrated", metavar="N[,N]", help="ratings that count as none, e.g. 1 (darktable's import default)")
     parser.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
 

@@ -14,7 +14,10 @@ OffsetTimeOriginal) and by which camera (Make + Model, BodySerialNumber). From p
   stop darker is not taken for a softer one. It is taken per direction (motion blur
   smears one) and over the tiles with the most detail (the subject in focus; a shallow
   depth of field leaves the rest soft on purpose).
-* clipped highlights and shadows: the share of pixels at white and at black.
+* clipped highlights and shadows: the share of pixels at white and at black; and of the
+  white, the share of the frame in clipped areas of at least BLOWN_AREA of it (a blown sky,
+  wall or face). Lamps, bokeh, the sun and glints clip too, in many small blobs, and are
+  no fault of exposure (tests/benchmarks/bench_exposure.py measured both on real photos).
 * a perceptual signature: 64-bit DCT hashes (pHash) of the upright image, whole and of
   its central 92 % and 84 %. They survive re-encoding, resizing and exposure changes; a
   copy cropped by a few percent matches the original's inner hash with its whole one
@@ -34,9 +37,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 
-FACTS_VERSION = 4  # bump when a measure changes: older rows are measured again by rebuild
+FACTS_VERSION = 5  # bump when a measure changes: older rows are measured again by rebuild
 
 # EXIF tags (Exif 2.32, CIPA DC-008), in IFD0 and the Exif IFD.
 _MAKE, _MODEL, _SOFTWARE, _EXIF_IFD = 0x010F, 0x0110, 0x0131, 0x8769
@@ -50,6 +53,7 @@ ANALYSIS_SIDE = 500
 TILES = 8  # the image is cut into TILES x TILES tiles for sharpness
 DETAILED_SHARE = 0.25  # sharpness is read from this share of the tiles, the most detailed
 WHITE, BLACK = 250, 5  # luminance at or beyond which a pixel counts as clipped
+BLOWN_AREA = 0.01  # a clipped area this share of the frame or more is a surface, not a light source
 SIGNATURE_SIZE = 32  # pHash: DCT of a 32x32 grey image, its 8x8 lowest frequencies
 INNER_SHARES = (0.92, 0.84)  # the central parts hashed besides the whole image
 
@@ -67,6 +71,8 @@ class CaptureFacts:
     sharpness: float | None = None  # 0 (no detail left by blur) .. 1
     edge_width: float | None = None  # blur of its crispest edges, Gaussian sigma in px at ANALYSIS_SIDE (None: no edges)
     clipped_highlights: float | None = None  # share of pixels at white
+    blown_highlights: float | None = None  # share of the frame in clipped areas of BLOWN_AREA or more
+    clipped_channel: float | None = None  # share of pixels with any channel at white (a colour blown out)
     clipped_shadows: float | None = None  # share of pixels at black
     brightest: float | None = None  # luminance of the brightest 1 % of pixels, 0..1 (far below 1: dark throughout)
     signature: int | None = None  # 64-bit pHash of the whole image, as a signed int (SQLite's INTEGER)
@@ -136,6 +142,7 @@ class FactsProbe:
             highlights, shadows = clipping(image)
             whole, inner, core = signatures(image)
             self.found.update(clipped_highlights=highlights, clipped_shadows=shadows, brightest=brightest(image),
+                              blown_highlights=blown(image), clipped_channel=clipped_channel(image),
                               signature=whole, signature_inner=inner, signature_core=core)
 
     def exiv2(self, exif_data) -> None:
@@ -404,16 +411,83 @@ def _tile_sums(values: np.ndarray) -> np.ndarray:
 
 
 def clipping(image: Image.Image) -> tuple[float, float]:
-    """(share of pixels clipped at white, share at black).
-
-    White: two channels or more at WHITE. Luminance alone misses an overexposed flower
-    (its yellow clips red and green while blue holds the luminance below white); one
-    channel alone would take every saturated red for a clipped one."""
-    rgb = np.asarray(image.convert("RGB"))
-    total = max(1, rgb.shape[0] * rgb.shape[1])
-    white = ((rgb >= WHITE).sum(axis=2) >= 2).sum()
+    """(share of pixels clipped at white, share at black)."""
+    white = _white(image)
     black = (np.asarray(image.convert("L")) <= BLACK).sum()
-    return float(white) / total, float(black) / total
+    total = max(1, white.size)
+    return float(white.sum()) / total, float(black) / total
+
+
+def _white(image: Image.Image) -> np.ndarray:
+    """Pixels clipped at white: two channels or more at WHITE, i.e. the median channel.
+    Luminance alone misses an overexposed flower (its yellow clips red and green while blue
+    holds the luminance below white); one channel alone would take every saturated red for
+    a clipped one. Pillow's min/max of whole bands: a fifth of numpy's cost."""
+    red, green, blue = image.convert("RGB").split()
+    median = ImageChops.lighter(ImageChops.darker(red, green), ImageChops.darker(ImageChops.lighter(red, green), blue))
+    return np.asarray(median) >= WHITE
+
+
+def clipped_channel(image: Image.Image) -> float:
+    """The share of pixels with any channel at WHITE. A saturated colour clips one channel
+    in a correctly exposed photo, over a part of the frame (mate-backgrounds' photos at
+    0 EV: 27 % at most); a red flower pushed two stops clips its red over most of it
+    (88 %) with the other channels well below white."""
+    red, green, blue = image.convert("RGB").split()
+    brightest_channel = np.asarray(ImageChops.lighter(ImageChops.lighter(red, green), blue))
+    return float((brightest_channel >= WHITE).mean())
+
+
+def blown(image: Image.Image) -> float:
+    """The share of the frame in clipped areas (4-connected) of BLOWN_AREA of it or more.
+
+    Connected areas are found on the runs of clipped pixels of each row, joined where runs
+    of neighbouring rows overlap: numpy only (scipy is no dependency of the package)."""
+    white = _white(image)
+    starts, ends, stride = _runs(white)
+    if not len(starts):
+        return 0.0
+    area = np.bincount(_join(starts, ends, stride), weights=ends - starts)
+    return float(area[area >= BLOWN_AREA * white.size].sum()) / white.size
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each run of True in a row as (start, end) positions in the mask read row by row with
+    a False column after each row (so no run crosses a row's end), and that row length."""
+    height, width = mask.shape
+    padded = np.zeros((height, width + 1), np.int8)
+    padded[:, :width] = mask
+    edges = np.diff(padded.ravel(), prepend=np.int8(0))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), width + 1
+
+
+def _join(starts: np.ndarray, ends: np.ndarray, stride: int) -> np.ndarray:
+    """A label per run, shared by runs that touch (overlap in neighbouring rows). Positions
+    come sorted, so the next row's runs that overlap a run are one slice of them."""
+    first = np.searchsorted(ends, starts + stride, side="right")  # the next row's runs ending after this one starts
+    last = np.searchsorted(starts, ends + stride, side="left")  # ... and starting before it ends
+    counts = np.maximum(last - first, 0)
+    upper = np.repeat(np.arange(len(starts)), counts)
+    lower = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    return _components(len(starts), upper, lower)
+
+
+def _components(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of a graph with edges a[i]-b[i]: each node's smallest reachable
+    label. Roots hook onto the smaller root across each edge, then paths are halved until
+    every node points at its root; a few rounds for the shapes clipping makes."""
+    label = np.arange(count)
+    while True:
+        low, high = np.minimum(label[a], label[b]), np.maximum(label[a], label[b])
+        apart = low != high
+        if not apart.any():
+            return label
+        np.minimum.at(label, high[apart], low[apart])
+        while True:
+            pointed = label[label]
+            if np.array_equal(pointed, label):
+                break
+            label = pointed
 
 
 def brightest(image: Image.Image) -> float:

@@ -183,6 +183,7 @@ def _member(row: dict) -> Member:
         pixels=(row["width"] or 0) * (row["height"] or 0) or None, encoding=row["encoding"], quality=row["quality"],
         camera_file=is_camera_file(row["camera"], row["taken_at"], row["software"]), exposure_bias=row["exposure_bias"],
         edge_width=row["edge_width"],
+        blown_highlights=row["blown_highlights"], clipped_channel=row["clipped_channel"],
     )
 
 

@@ -16,11 +16,18 @@ over each frame's original: the burst picks the moment, the order of copies the 
 
 Flags (each photo, grouped or single): "blurry" when, in a burst, its sharpness is more
 than BLUR_MARGIN below the sharpest well-exposed frame's, or, for a full-size photo
-(short side JUDGED_SIDE or more), when its crispest edges are wider than BLURRY_EDGE; "overexposed" when that share of its
-pixels is clipped at white; "underexposed" when that share is clipped at black, or when
-nothing in it comes near white (its brightest 1 % below DARKEST_BRIGHT). Copies are not
-compared for sharpness: a re-encoded or resized copy measures unlike its original without
-being blurred; the copies of a burst's frame share their frame's blur verdict.
+(short side JUDGED_SIDE or more), when its crispest edges are wider than BLURRY_EDGE; "overexposed" when the picture is
+blown, not when a light source in it is: more than BLOWN_ABOVE of the frame lies in large
+clipped areas (a sky, a wall, a face: facts.blown), or more than OVEREXPOSED_ABOVE of its
+pixels clip wherever they are (a bright frame blown in a thousand fragments); lamps, bokeh,
+the sun and glints clip in small blobs and flag nothing. "underexposed" when
+UNDEREXPOSED_ABOVE of its pixels are clipped at black, or when nothing in it comes near
+white (its brightest 1 % below DARKEST_BRIGHT). Copies are not compared for sharpness: a
+re-encoded or resized copy measures unlike its original without being blurred; the copies
+of a burst's frame share their frame's blur verdict.
+
+A flag is advice: `--reject` rejects a flagged frame only where its group keeps an
+unflagged keeper (marks.plan_marks); a photo alone is flagged, never rejected.
 """
 
 from __future__ import annotations
@@ -43,7 +50,21 @@ BLUR_MARGIN = 0.05  # further than this below the group's sharpest: blurred
 # mate-backgrounds' 24 MP frames: sharp frames 0.31-1.05 px (1.05: a pan, blurred on
 # purpose), defocused by 8 px at 24 MP 0.85-1.40, by 16 px 1.80-2.38.
 BLURRY_EDGE = 1.1
-OVEREXPOSED_ABOVE = 0.10  # share of pixels clipped at white
+# Chosen on tests/benchmarks/bench_exposure.py (13 real photographs as 1600 px camera
+# frames, measured on the model's image). Lamps, bokeh, a sun or glints painted in put 5-13 %
+# of the pixels at white (the old rule, 10 % of the pixels, flagged 18 of 52) but added at
+# most 2.3 % of the frame in large areas; the most a correctly exposed photo held there was
+# 7.7 % (mate's Aqua, a high-key water drop), 9.3 % with lamps added. A blown sky put
+# 20-46 % there, a +2 EV push that blows the photo 16-99 %, a blown wall 5-25 %.
+# OVEREXPOSED_ABOVE catches what blows in fragments: a meadow at +2 EV clips 23 % of its
+# pixels in blades too small to count as areas; painted light sources reached 19 % at most
+# (Aqua with bokeh), 13 % on photos that clip nothing themselves.
+BLOWN_ABOVE = 0.10  # share of the frame in large clipped areas (facts.blown)
+OVEREXPOSED_ABOVE = 0.20  # share of pixels clipped at white, in areas of any size
+# A colour blown out: one channel at white over half the frame. mate-backgrounds' photos at
+# 0 EV clip a channel over 27 % of the frame at most (YellowFlower); pushed +2 EV, most
+# clip 56-100 % (a red flower at +2.5 EV: 88 % in red, 3.5 % in two channels).
+CHANNEL_BLOWN_ABOVE = 0.50
 UNDEREXPOSED_ABOVE = 0.30  # share of pixels clipped at black (a night scene has deep shadows)
 DARKEST_BRIGHT = 0.25  # brightest 1 % darker than this: two stops or more under, throughout
 JUDGED_SIDE = 1000  # smaller files (web copies, thumbnails) are never called blurry on their own
@@ -56,19 +77,26 @@ FLAG_ORDER = (BLURRY, OVEREXPOSED, UNDEREXPOSED)
 def flags_of(member: Member, sharpest: float | None = None) -> tuple[str, ...]:
     """The technical failures of one photo; `sharpest`: its burst's sharpest well-exposed
     frame (reference_sharpness), None for a single or a duplicate."""
-    flags = []
+    over = overexposed(member)
+    dark = member.brightest is not None and member.brightest < DARKEST_BRIGHT
+    under = (member.clipped_shadows or 0.0) > UNDEREXPOSED_ABOVE or dark
+    # Alone, a badly exposed photo's edges are cut by its clipping (they read wide): its
+    # exposure flag says what is wrong with it.
     full_size = member.short_side is None or member.short_side >= JUDGED_SIDE
-    blurred = full_size and member.edge_width is not None and member.edge_width > BLURRY_EDGE
+    blurred = full_size and not (over or under) and member.edge_width is not None and member.edge_width > BLURRY_EDGE
     if sharpest is not None and member.sharpness is not None:
         blurred = blurred or member.sharpness < sharpest - BLUR_MARGIN
-    if blurred:
-        flags.append(BLURRY)
-    if (member.clipped_highlights or 0.0) > OVEREXPOSED_ABOVE:
-        flags.append(OVEREXPOSED)
-    dark = member.brightest is not None and member.brightest < DARKEST_BRIGHT
-    if (member.clipped_shadows or 0.0) > UNDEREXPOSED_ABOVE or dark:
-        flags.append(UNDEREXPOSED)
-    return tuple(flags)
+    return tuple(flag for flag, raised in ((BLURRY, blurred), (OVEREXPOSED, over), (UNDEREXPOSED, under)) if raised)
+
+
+def overexposed(member: Member) -> bool:
+    """Blown in large areas, a colour blown over half the frame, or clipped over much of
+    the frame. Facts measured before
+    blown_highlights existed (None, until rebuild measures them again) are judged by the
+    second alone: their clipping may be lamps."""
+    blown = member.blown_highlights is not None and member.blown_highlights > BLOWN_ABOVE
+    colour_blown = (member.clipped_channel or 0.0) > CHANNEL_BLOWN_ABOVE
+    return blown or colour_blown or (member.clipped_highlights or 0.0) > OVEREXPOSED_ABOVE
 
 
 def reference_sharpness(kind: str, members: Sequence[Member]) -> float | None:

@@ -10,8 +10,9 @@ whose each value is:
   where there is none, or where the one there is ours (the journal's last write, or the
   place's own marker aes:Pick); a person's pick label is never overridden;
 - a reject (xmp:Rating -1, for darktable's import, beside digiKam's pick label
-  "rejected") only when the run was asked to reject, and only where ownership.may_set
-  allows a rating;
+  "rejected") only when the run was asked to reject, only on a flagged frame whose group
+  keeps an unflagged keeper (a photo alone is flagged, never rejected), and only where
+  ownership.may_set allows a rating;
 - a group (digiKam's) only where the photo is in no group or in ours; a group a person
   made is left whole (`Marks.group` False).
 
@@ -40,8 +41,9 @@ KEEPER_TAG = "keeper"
 
 @dataclass(frozen=True)
 class MarkOptions:
-    """How a culling write runs. reject: also reject flagged photos that are no keeper
-    (xmp:Rating -1 where the target rejects, pick label "rejected"); treat_as_unrated:
+    """How a culling write runs. reject: also reject flagged photos whose group keeps an
+    unflagged keeper (xmp:Rating -1 where the target rejects, pick label "rejected"; a
+    photo alone is never rejected, see _reject); treat_as_unrated:
     ratings that count as none (darktable's import default 1)."""
 
     reject: bool = False
@@ -142,22 +144,29 @@ def plan_marks(
             is_keeper = member.image_id == group.keeper_id or group.kind == BRACKET  # a bracket is kept whole
             leads = member.image_id == group.keeper_id
             plan[member.path] = Marks(
-                member.path, keeper=is_keeper, flags=tuple(member.flags), reject=_reject(options, is_keeper, member.flags),
+                member.path, keeper=is_keeper, flags=tuple(member.flags), reject=_reject(options, member, group, is_keeper),
                 leader=None if leads else keeper_path, group=own,
             )
     for member in flagged:
         if member.path not in plan:
-            plan[member.path] = Marks(member.path, flags=tuple(member.flags), reject=_reject(options, False, member.flags))
+            plan[member.path] = Marks(member.path, flags=tuple(member.flags), reject=_reject(options, member, None, False))
     for path in stale_paths:
         plan.setdefault(path, Marks(path, reject=False if options.reject else None))
     return list(plan.values())
 
 
-def _reject(options: MarkOptions, keeper: bool, flags) -> bool | None:
-    """A keeper stays the pick even when flawed (the whole burst was blurry): no reject."""
+def _reject(options: MarkOptions, member: Member, group: Group | None, keeper: bool) -> bool | None:
+    """Reject a flagged photo only when its group keeps a better frame of the same moment:
+    an unflagged keeper. A keeper is never rejected (a bracket's frames all are keepers); a
+    photo alone (`group` None: a single) is the only frame of its scene, and a flawed keeper
+    (the whole burst was blurry, or a person picked a flagged frame) leaves nothing better
+    kept: flagged, never rejected. False takes back a reject of ours from an earlier run
+    that this rule no longer makes."""
     if not options.reject:
         return None
-    return bool(flags) and not keeper
+    if keeper or group is None or group.keeper.flags:
+        return False
+    return bool(member.flags)
 
 
 def with_choices(index, target: Target, groups: Sequence[Group], options: MarkOptions) -> list[Group]:

@@ -32,6 +32,8 @@ class Member:
     frame: int | None = None  # in a burst: the frame it is a copy of (grouping.frames_of), None: its own
     exposure_bias: float | None = None  # EXIF exposure compensation, EV (a bracket steps it)
     edge_width: float | None = None  # blur of its crispest edges, px at the analysis scale (facts.edge_width)
+    blown_highlights: float | None = None  # share of the frame in large clipped areas (sky, wall, face), 0..1
+    clipped_channel: float | None = None  # share of pixels with any channel at white (a colour blown out), 0..1
 
     def as_dict(self) -> dict:
         data = asdict(self)

@@ -48,7 +48,7 @@ def add_fact_columns(db: sqlite_utils.Database) -> None:
 
 
 def _sql_type(name: str) -> str:
-    if name in ("taken_at", "sharpness", "clipped_highlights", "clipped_shadows", "brightest", "exposure_bias", "edge_width"):
+    if name in ("taken_at", "sharpness", "clipped_highlights", "blown_highlights", "clipped_channel", "clipped_shadows", "brightest", "exposure_bias", "edge_width"):
         return "REAL"
     if name in ("width", "height", "signature", "signature_inner", "signature_core", "version", "quality", "auto_bracket"):
         return "INTEGER"
