@@ -154,11 +154,13 @@ def test_a_raw_keeps_over_the_jpeg_the_camera_wrote_beside_it(tmp_path, capsys, 
     probe = FactsProbe()
     preview = decode_image(raw, min_side=800, probe=probe)  # the camera's JPEG: the same picture, the same moment
     taken = probe.facts().taken_at_text.replace("-", ":").replace("T", " ")[:19]
-    save(preview, root / "IMG_0007.jpg", exif_bytes(taken, camera=("Canon", "Canon EOS 350D DIGITAL", "1")), quality=95)
+    camera_exif = exif_bytes(taken, camera=("Canon", "Canon EOS 350D DIGITAL", "1"))
+    save(preview, root / "IMG_0007.jpg", camera_exif, quality=95)
+    save(preview, root / "backup" / "IMG_0007.jpg", camera_exif, quality=95)  # a copy of the pair's JPEG: a set to cull
     rebuild(capsys, root, model_args)
     cull(capsys, root)
     (group,) = groups(capsys, root)["groups"]
-    assert group["keeper"] == str(raw) and group["reason"].startswith("the RAW of 2 copies"), group
+    assert group["keeper"] == str(raw) and group["reason"].startswith("the RAW of 3 copies"), group
 
 
 # --- brackets ---------------------------------------------------------------------------------
@@ -201,3 +203,23 @@ def test_a_bracket_is_kept_whole_and_no_frame_is_flagged_for_its_exposure(tmp_pa
     for path in paths:
         marks = read_sidecar(sidecar_for(path))
         assert marks.pick == 3 and marks.rating != -1 and "keeper" in marks.tags, (path.name, marks)
+
+
+def test_a_raw_jpeg_pair_alone_is_one_photo_not_a_group(tmp_path, capsys, model_args):
+    """IMG_0007.dng and IMG_0007.jpg, the camera's pair, and an unrelated photo: no
+    duplicate set to cull, three files counted as two photos; a pair inside a burst is one
+    of its frames (test_a_raw_keeps_over_the_jpeg_the_camera_wrote_beside_it: a pair with
+    a third copy is a group, the RAW its keeper)."""
+    root = tmp_path / "Photos"
+    root.mkdir()
+    raw = root / "IMG_0007.dng"
+    shutil.copy(METADATA_SAMPLES / "DNG.dng", raw)
+    probe = FactsProbe()
+    preview = decode_image(raw, min_side=800, probe=probe)
+    taken = probe.facts().taken_at_text.replace("-", ":").replace("T", " ")[:19]
+    save(preview, root / "IMG_0007.jpg", exif_bytes(taken, camera=("Canon", "Canon EOS 350D DIGITAL", "1")), quality=95)
+    save(scene(9, (1200, 800)), root / "other.jpg", exif_bytes("2024:05:02 10:00:00", "10"))
+    rebuild(capsys, root, model_args)
+    summary = cull(capsys, root)
+    assert (summary["groups"], summary["duplicates"], summary["pairs"], summary["photos"]) == (0, 0, 1, 2), summary
+    assert groups(capsys, root)["groups"] == []

@@ -26,12 +26,12 @@ from ...index.locks import writer_lock
 from ...targets.sidecar import SidecarTarget
 from ...index.store import Index, utcnow
 from . import grouping, keeper
-from .model import BRACKET, BURST, BY_YOU, DUPLICATE, Group, Member
+from .model import BRACKET, BURST, BY_YOU, DUPLICATE, PAIR, Group, Member
 
 
 @dataclass
 class CullSummary:
-    photos: int = 0  # present photos with capture facts
+    photos: int = 0  # present photos with capture facts (the files of one capture count once)
     considered: int = 0  # photos this run compared for the first time
     unmeasured: int = 0  # indexed photos without capture facts: run `aes-index rebuild`
     changed_since_measured: int = 0  # files with other bytes than their facts were measured on: left out
@@ -47,6 +47,7 @@ class CullSummary:
     left: int = 0  # photos that left their group (gone from the library, or changed)
     dissolved: int = 0  # groups left with one photo
     chosen_by_you: int = 0  # groups whose keeper a person chose
+    pairs: int = 0  # RAW+JPEG pairs (or other files of one capture), each counted as one photo
     flagged: dict = field(default_factory=dict)  # flag -> photos
     head: str | None = None
     seconds: float = 0.0
@@ -70,8 +71,8 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
         summary.considered = int((~table.culled).sum())
         summary.without_time = int(sum(1 for t in table.taken_at if t != t))  # nan
         existing = {row.id: row for row in tables.groups()}
-        # Grouping knows bursts and duplicates; a bracket is a burst refined after (refined_kind)
-        linked = {gid: BURST if row.kind == BRACKET else row.kind for gid, row in existing.items()}
+        # Grouping knows bursts and duplicates; a bracket is a burst, a pair copies, refined after (refined_kind)
+        linked = {gid: {BRACKET: BURST, PAIR: DUPLICATE}.get(row.kind, row.kind) for gid, row in existing.items()}
         result = grouping.regroup(table, tables.memberships(), linked)
         for dropped in result.dropped:
             tables.drop_group(dropped)
@@ -194,11 +195,22 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
     summary.bursts = sum(1 for g in groups if g.kind == BURST)
     summary.brackets = sum(1 for g in groups if g.kind == BRACKET)
     summary.duplicates = sum(1 for g in groups if g.kind == DUPLICATE)
-    summary.grouped_photos = sum(len(g.members) for g in groups)
+    summary.grouped_photos = sum(_captures(g.members) for g in groups)
     summary.chosen_by_you = sum(1 for g in groups if g.chosen_by == BY_YOU)
+    pairs = load_groups(index, head_id, facts=facts, choices=False, pairs=True)
+    summary.pairs = len(pairs)
+    summary.photos -= sum(len(pair.members) - 1 for pair in pairs)
+    counted = set()
     for member in load_flagged(index, head_id, groups=groups, facts=facts):
-        for flag in member.flags:
+        capture = os.path.splitext(member.path)[0]  # a RAW+JPEG pair is one photo
+        for flag in member.flags if capture not in counted else ():
             summary.flagged[flag] = summary.flagged.get(flag, 0) + 1
+        counted.add(capture)
+
+
+def _captures(members) -> int:
+    """How many photos: the files of one capture (a RAW and its JPEG) count once."""
+    return len({os.path.splitext(m.path)[0] for m in members})
 
 
 # --- readers ---------------------------------------------------------------------------
@@ -206,6 +218,7 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
 
 def load_groups(
     index: Index, head_id: str | None = None, under: Sequence[str] = (), facts: dict | None = None, choices: bool = True,
+    pairs: bool = False,
 ) -> list[Group]:
     """Stored groups, keeper first, each member with its facts and flags; `under`: only
     groups with a photo inside these folders. Works on a read-only index.
@@ -214,11 +227,14 @@ def load_groups(
     show it now (ownership.py), whenever they chose it: a rating given after the cull that
     grouped the photos counts, and a choice taken back gives our own pick back. Without,
     the keepers as the last cull stored them (for callers that weigh choices of their own,
-    such as darktable's ratings)."""
+    such as darktable's ratings). A RAW+JPEG pair is one photo, no group: `pairs` loads
+    those instead (their files share one verdict)."""
     facts = index.culling.member_facts(None, head_id) if facts is None else facts
     target, listings = SidecarTarget(roots=tuple(index.roots())), {}
     groups = []
     for row in index.culling.groups():
+        if (row.kind == PAIR) != pairs:
+            continue
         members = _members(row.kind, [facts[i] for i in row.members if i in facts])
         if len(members) < 2 or (under and not any(inside_roots(m.path, under) for m in members)):
             continue
@@ -249,7 +265,9 @@ def load_flagged(
 ) -> list[Member]:
     """Every present photo with a technical failure (in a group: judged against its group)."""
     facts = index.culling.member_facts(None, head_id) if facts is None else facts
-    grouped = {m.image_id: m for g in (load_groups(index, head_id, facts=facts) if groups is None else groups) for m in g.members}
+    groups = load_groups(index, head_id, facts=facts) if groups is None else groups
+    pairs = load_groups(index, head_id, facts=facts, choices=False, pairs=True)
+    grouped = {m.image_id: m for g in [*groups, *pairs] for m in g.members}
     flagged = []
     for image_id in sorted(facts):
         member = grouped.get(image_id) or _with_flags(_member(facts[image_id]), None)

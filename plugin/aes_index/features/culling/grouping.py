@@ -34,7 +34,7 @@ import numpy as np
 
 from ...index.facts import is_camera_file
 from ...index.store.culling import FactsTable
-from .model import BRACKET, BURST, DUPLICATE
+from .model import BRACKET, BURST, DUPLICATE, PAIR
 
 BURST_GAP_SECONDS = 2.0  # cameras shoot bursts at 3-30 frames a second; a photographer's next try comes later
 BURST_DISTANCE = 20  # of 64 bits: reframing by a few percent, a stop of exposure, a missed focus
@@ -196,15 +196,26 @@ BRACKET_SPREAD_EV = 0.5  # a burst whose frames' exposure compensation spans thi
 
 
 def refined_kind(kind: str, rows: list[dict]) -> str:
-    """A burst is a bracket when its frames step their EXIF exposure compensation (by
+    """Copies that are only the files of one capture (one_capture) are a PAIR: one photo,
+    no group to cull. A burst is a bracket when its frames step their EXIF exposure compensation (by
     BRACKET_SPREAD_EV or more in all) or the camera marked them as shot in an auto
     bracket (ExposureMode 2): frames an HDR merge or a choice of exposure needs whole.
     `rows`: the members' facts."""
+    if kind == DUPLICATE and one_capture(rows):
+        return PAIR
     if kind != BURST:
         return kind
     biases = [row["exposure_bias"] for row in rows if row.get("exposure_bias") is not None]
     stepped = len(biases) >= 2 and max(biases) - min(biases) >= BRACKET_SPREAD_EV
     return BRACKET if stepped or any(row.get("auto_bracket") for row in rows) else kind
+
+
+def one_capture(rows: list[dict]) -> bool:
+    """The files a camera wrote of one capture, and nothing else: one folder, one name,
+    each in another format (IMG_0001.CR3 and IMG_0001.JPG)."""
+    names = {os.path.splitext(row["path"])[0] for row in rows}
+    suffixes = [os.path.splitext(row["path"])[1].lower() for row in rows]
+    return len(rows) >= 2 and len(names) == 1 and len(set(suffixes)) == len(suffixes)
 
 
 def frames_of(rows: list[dict]) -> dict[int, int]:

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from ...index.facts import JPEG, LOSSLESS, RAW
-from .model import BLURRY, BRACKET, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, UNDEREXPOSED, Group, Member
+from .model import BLURRY, BRACKET, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, PAIR, UNDEREXPOSED, Group, Member
 
 # Chosen on tests/benchmarks/bench_sharpness_resolution.py (24 MP frames of the
 # mate-backgrounds photos, measured at the 1/8 draft): every frame defocused by 4 px or
@@ -148,7 +148,7 @@ def _frames(kind: str, members: Sequence[Member]) -> dict[int, list[Member]]:
     grouped by the frame each is a copy of (Member.frame, from grouping.frames_of)."""
     frames: dict[int, list[Member]] = {}
     for m in members:
-        key = 0 if kind == DUPLICATE else (m.frame if m.frame is not None else m.image_id)
+        key = 0 if kind in (DUPLICATE, PAIR) else (m.frame if m.frame is not None else m.image_id)
         frames.setdefault(key, []).append(m)
     return frames
 
@@ -185,7 +185,7 @@ def _our_pick(kind: str, members: list[Member]) -> tuple[Member, str]:
     rule, over each frame's original; the file of that frame by the order of copies."""
     frames = _frames(kind, members)
     originals = {key: _best_copy(copies) for key, copies in frames.items()}
-    if kind == DUPLICATE:
+    if kind in (DUPLICATE, PAIR):
         (keeper, why), = originals.values()
         return keeper, why
     if kind == BRACKET:

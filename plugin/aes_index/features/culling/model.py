@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from ...values import BLURRY, FLAGS, OVEREXPOSED, UNDEREXPOSED  # noqa: F401 - culling's vocabulary, named here too
 
 BURST, DUPLICATE, BRACKET = "burst", "duplicate", "bracket"
+PAIR = "pair"  # the files of one capture (a RAW and the camera's JPEG beside it): one photo, no group to cull
 BY_US, BY_YOU = "aes-index", "you"  # who chose a group's keeper
 
 
@@ -46,7 +47,7 @@ class Group:
     """A burst or a set of near-duplicates: members with the keeper first."""
 
     id: int
-    kind: str  # BURST, BRACKET or DUPLICATE
+    kind: str  # BURST, BRACKET, DUPLICATE (or PAIR: stored, never shown as a group)
     members: tuple[Member, ...]  # keeper first, then by capture time, then path
     keeper_id: int
     reason: str  # the keeper rule's reason in words: "sharpest of 7, best score"
