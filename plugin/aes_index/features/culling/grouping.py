@@ -288,10 +288,22 @@ def _has_fraction(row: dict) -> bool:
     return "." in text if text else row["taken_at"] % 1 != 0
 
 
+SAME_FRAME_SHARPNESS = 0.03  # a copy measures within this of its frame (one scale: tests/test_sharpness_scale.py)
+
+
 def _nearest(row: dict, candidates: list[dict]) -> dict | None:
-    scored = [(_distance(row, other), other["image_id"], other) for other in candidates if other is not row]
-    scored = [item for item in scored if item[0] <= DUPLICATE_DISTANCE]
-    return min(scored, key=lambda item: item[:2])[2] if scored else None
+    """The frame an untimed copy was made from: of the frames that look like it, one as
+    sharp as it first (a signature hardly sees focus: a burst's defocused frame looks like
+    the sharp one it sits beside, but measures far softer), then the nearest look."""
+    scored = [(not _as_sharp(row, other), _distance(row, other), other["image_id"], other) for other in candidates if other is not row]
+    scored = [item for item in scored if item[1] <= DUPLICATE_DISTANCE]
+    return min(scored, key=lambda item: item[:3])[3] if scored else None
+
+
+def _as_sharp(a: dict, b: dict) -> bool:
+    if a.get("sharpness") is None or b.get("sharpness") is None:
+        return True
+    return abs(a["sharpness"] - b["sharpness"]) <= SAME_FRAME_SHARPNESS
 
 
 def _distance(a: dict, b: dict) -> int:
