@@ -149,6 +149,23 @@ def gradient_scene(seed: int, size: tuple[int, int] = (2560, 1707)) -> Image.Ima
     return Image.fromarray(np.clip(base + swell[..., None], 0, 255).astype(np.uint8))
 
 
+METERED_LEVEL = 220  # metering puts the brightest 0.5 % of a scene here: a third of a stop more still does not clip
+METER_RANGE = (-2.0, 1.5)  # EV a meter corrects by at most
+
+
+def meter(scene: Image.Image, view: View) -> float:
+    """The exposure a camera's highlight-weighted meter gives the framed scene, in EV from the
+    photograph's own: its brightest 0.5 % land at METERED_LEVEL (a high-key photograph is
+    pulled down so its white wall does not clip, a dark crop is lifted), within METER_RANGE.
+    Measured on a small framing (cheap at any frame size)."""
+    small = scene.resize((600, 400), Image.Resampling.BILINEAR, box=view.box(scene.size))
+    top = float(np.percentile(np.asarray(small.convert("L")), 99.5)) / 255.0
+    if top <= 0:
+        return METER_RANGE[1]
+    ev = GAMMA * np.log2((METERED_LEVEL / 255.0) / top)
+    return float(np.clip(ev, *METER_RANGE))
+
+
 def crush_blacks(pixels: np.ndarray) -> np.ndarray:
     """The toe of a camera's tone curve: levels up to BLACK_LEVEL become black, the rest is
     stretched back to full range (without it an underexposed frame never clips its shadows)."""
