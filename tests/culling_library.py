@@ -210,6 +210,7 @@ class _Planner:
         self.smooth = list(range(len(photos), len(photos) + len(smooth)))
         self.rng = np.random.default_rng(spec.seed)
         self.extra = np.random.default_rng([spec.seed, 2])  # the second library's cases draw here only
+        self.second = any(getattr(spec, name) != _DEFAULTS[name] for name in _SECOND_FIELDS)
         self.truth = Truth(root=str(root), spec=asdict(spec))
         self.jobs: list[dict] = []
         self.clock = START
@@ -347,7 +348,7 @@ class _Planner:
             raw = str(Path(rel).with_suffix(".DNG")) if case == "burst_raw" else None
             export = f"exports/{Path(rel).stem}.jpg" if spec.exports and k == sharp else None
             self._frame(rel, scene, shot, cam, taken, role="burst", group=group["id"], sharp=k == sharp, blur=blur,
-                        case=case, raw=raw, export=export)
+                        case=case if self.second else None, raw=raw, export=export)
             group["members"].append(rel)
             if raw:
                 self.truth.photos[raw] = {**self.truth.photos[rel], "variant": "raw"}
