@@ -70,7 +70,7 @@ from culling_camera import Camera, Shot, View
 RAW_CAMERA = Camera("RICOH IMAGING COMPANY, LTD.", "PENTAX K-3 Mark III", "1234567", "+02:00")  # writes DNG + JPEG
 
 FORMAT = 2  # bump when what is built changes (2: a camera toe; underexposed singles at -4 EV)
-SECOND_FORMAT = 1  # bump when what only the second library's cases build changes (keys the second library alone)
+SECOND_FORMAT = 2  # bump when what only the second library's cases build changes (keys the second library alone)
 CAMERAS = (
     Camera("NIKON CORPORATION", "NIKON Z 6_2", "3012345", "+02:00"),
     Camera("FUJIFILM", "X-T4", "1AB23456", "+01:00"),
@@ -126,11 +126,11 @@ class LibrarySpec:
     @classmethod
     def second(cls, **overrides) -> LibrarySpec:
         """The second library: what the first lacks (plasma-workspace-wallpapers' 8 photographs
-        give 40 scenes; these cases use 39)."""
-        values = dict(bursts=10, duplicate_sets=6, singles=12, clipped_singles=("over", "under"),
+        give 37 scenes with something in focus; these cases use all 37)."""
+        values = dict(bursts=10, duplicate_sets=6, singles=10, clipped_singles=("over", "under"),
                       blurred_singles=(8.0, 16.0, 8.0, 16.0, 8.0, 16.0), exports=True,
                       copies=("backup_q70", "png", "export", "copy"), shallow_bursts=3, lamp_bursts=2, raw_bursts=1,
-                      raw_pairs=4, brackets=3, shallow_singles=3, lamp_singles=2, smooth_singles=5, metering=True)
+                      raw_pairs=3, brackets=3, shallow_singles=3, lamp_singles=2, smooth_singles=5, metering=True)
         return cls(**{**values, **overrides})
 
 
@@ -517,7 +517,10 @@ def _photo_name(path: str | None, full: bool = False) -> str:
 # Quadrants of mate-backgrounds' macro photographs that hold nothing in focus (the source's
 # own bokeh or a soft petal, judged by eye on a contact sheet of all 48): no camera frame of
 # them is a "sharp" frame, so no scene is made of them.
-NOTHING_IN_FOCUS = frozenset({"Aqua/q0", "Garden/q0", "FreshFlower/q1"})
+# The same for plasma-workspace-wallpapers' photographs (the second library; judged by eye on
+# a contact sheet of its 32): a soft sky over a lens-blurred shore, bokeh round a blurred
+# leaf, a blue sky with nothing in it.
+NOTHING_IN_FOCUS = frozenset({"Aqua/q0", "Garden/q0", "FreshFlower/q1", "BytheWater/q0", "FallenLeaf/q0", "Kite/q3"})
 
 
 def _scenes(names: list[str]) -> list[tuple[int, str, View]]:
