@@ -233,7 +233,7 @@ def _keepers(truth, predicted, keepers, group_of) -> dict:
         "bursts_keeper_is_sharp": _share(len(bursts) - len(burst_misses), len(bursts)),
         "duplicates_keeper_full_size": _share(len(duplicates) - len(small_keepers), len(duplicates)),
         "duplicates_keeper_is_original": _share(len(duplicates) - len(not_original), len(duplicates)),
-        "all_groups": _share(hits, len(truth.groups)),
+        "all_groups": _share(hits, len(bursts) + len(duplicates)),  # brackets and RAW+JPEG pairs: score_cases
         "misses": burst_misses + small_keepers,
         "duplicates_kept_an_export": not_original,
     }
