@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import piexif
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
 
 from aes_index.index import facts as capture
 from aes_index.features.culling import grouping, keeper
@@ -182,7 +182,7 @@ def test_a_frame_stops_under_is_underexposed_though_nothing_clips_at_black():
 
 
 def test_only_full_size_photos_are_called_blurry_on_their_own_and_copies_are_not_compared():
-    soft = Member(1, "/web.jpg", None, 0.30, 0.0, 0.0, None, short_side=640)
+    soft = Member(1, "/web.jpg", None, 0.30, 0.0, 0.0, None, short_side=640, edge_width=keeper.BLURRY_EDGE + 0.3)
     assert keeper.flags_of(soft) == () and keeper.flags_of(replace(soft, short_side=4000)) == (BLURRY,)
     copies = keeper.decide(1, DUPLICATE, [member(1, 0.5, 0.80), replace(member(2, 0.6, 0.45), short_side=640)], {1: 24_000_000, 2: 400_000})
     assert all(m.flags == () for m in copies.members) and copies.keeper_id == 1
@@ -332,6 +332,22 @@ def test_a_persons_rating_in_a_sidecar_wins_the_keeper(tmp_path, capsys, model_a
     (group,) = groups(capsys, root)["groups"]
     assert group["keeper"] == str(frames[0]) and group["chosen_by"] == BY_YOU
     assert group["reason"] == "your pick (4 stars)"
+
+
+def test_groups_shows_the_keepers_flags_as_flagged_and_json_do(tmp_path, capsys, model_args):
+    root = tmp_path / "Photos"
+    bright = ImageEnhance.Brightness(scene(4)).enhance(3.0)  # blown out: both copies are overexposed
+    save(bright, root / "bright.jpg")
+    save(bright, root / "backup" / "bright.jpg", quality=80)
+    rebuild(capsys, root, model_args)
+    cull(capsys, root)
+    (group,) = groups(capsys, root)["groups"]
+    assert all(m["flags"] == ["overexposed"] for m in group["members"]), group["members"]
+    code, out, err = run_cli(capsys, "groups", root)
+    assert code == 0, err
+    keeper_line = next(line for line in out.splitlines() if "keeper" in line)
+    assert "[overexposed]" in keeper_line, out
+    assert out.count("[overexposed]") == 2, out
 
 
 # --- bad input ----------------------------------------------------------------------------

@@ -134,38 +134,55 @@ def test_the_keeper_gets_digikams_accepted_pick_label_and_failures_our_tags(cull
 
 def test_rejects_only_with_the_flag_and_never_the_keeper(culled, capsys):
     _, report = apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
-    for name in (*BLURRED, "bright.jpg"):
+    for name in BLURRED:
         info = sidecar(culled, name)
         assert (info.rating, info.pick) == (-1, 1), (name, info)  # darktable's reject; digiKam's Rejected
         assert info.our_reject and info.our_pick == 1  # and our markers say they are ours
     keeper = sidecar(culled, SHARP)
     assert keeper.pick == 3 and keeper.rating is None
-    assert report["written"] == {"pick": 5, "rating": 4, "tags": 5}
+    # the overexposed photo is alone, the only frame of its scene: flagged, never rejected
+    bright = sidecar(culled, "bright.jpg")
+    assert bright.tags == ("overexposed",) and (bright.rating, bright.pick) == (1, None) and not bright.our_reject
+    assert report["written"] == {"pick": 4, "rating": 3, "tags": 5}
 
 
 def test_a_rating_a_person_set_is_never_overridden_by_a_reject(culled, capsys):
-    write_sidecar(culled["root"] / "burst_2.jpg.xmp", rating=2)  # a person's 2 stars on a blurred frame
+    write_sidecar(culled["root"] / "burst_2.jpg.xmp", rating=1)  # a person's one star on a blurred frame: "weak", no pick
     _, report = apply_culling(capsys, culled, "--reject")
-    assert sidecar(culled, "burst_2.jpg").rating == 2
-    # burst_2 is the keeper now: the person's choice in the group wins
-    assert sidecar(culled, "burst_2.jpg").pick == 3 and sidecar(culled, SHARP).pick is None
-    assert "keeper" in sidecar(culled, "burst_2.jpg").tags
-    # without --treat-as-unrated 1, darktable's import rating 1 counts as a person's: no reject
-    assert (sidecar(culled, "bright.jpg").rating, sidecar(culled, "bright.jpg").pick) == (1, None)
+    assert sidecar(culled, "burst_2.jpg").rating == 1 and sidecar(culled, "burst_2.jpg").pick is None
+    assert sidecar(culled, SHARP).pick == 3  # one star is no choice: our keeper stays
     assert sidecar(culled, "burst_0.jpg").pick == 1  # a blurred frame nobody rated is rejected
     kept = {(Path(item["path"]).name, item["field"]) for item in report["kept_yours"]}
-    assert ("bright.jpg.xmp", "rating") in kept
+    assert kept == {("burst_2.jpg.xmp", "rating")}
+
+
+def test_a_flagged_frame_a_person_keeps_leaves_its_group_unrejected(culled, capsys):
+    """A person's 2 stars on a blurred frame make it the keeper; with a flagged keeper the
+    group keeps nothing better than its other flagged frames: none is rejected."""
+    write_sidecar(culled["root"] / "burst_2.jpg.xmp", rating=2)
+    apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
+    assert sidecar(culled, "burst_2.jpg").pick == 3 and "keeper" in sidecar(culled, "burst_2.jpg").tags
+    assert sidecar(culled, SHARP).pick is None
+    for name in ("burst_0.jpg", "burst_3.jpg"):
+        info = sidecar(culled, name)
+        assert info.tags == ("blurry",) and info.rating != -1 and info.pick is None, (name, info)
 
 
 def test_a_pick_label_a_person_set_wins_the_keeper_and_stays(culled, capsys):
     write_sidecar(culled["root"] / "burst_3.jpg.xmp", pick=3)  # a person accepted a blurred frame in digiKam
     write_sidecar(culled["root"] / "bright.jpg.xmp", pick=2)  # and marked another "pending"
-    _, report = apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
+    apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
     assert sidecar(culled, "burst_3.jpg").pick == 3 and sidecar(culled, "burst_3.jpg").marks is None  # theirs, unmarked
     assert "keeper" in sidecar(culled, "burst_3.jpg").tags
     assert sidecar(culled, SHARP).pick is None and sidecar(culled, SHARP).tags == ()
     assert sidecar(culled, "bright.jpg").pick == 2  # a person's pick label is never overridden
-    assert any(item["path"].endswith("bright.jpg.xmp") and item["field"] == "pick" for item in report["kept_yours"])
+
+
+def test_a_pending_label_a_person_set_stands_against_our_reject(culled, capsys):
+    write_sidecar(culled["root"] / "burst_0.jpg.xmp", pick=2)  # "pending" on a blurred frame of the burst
+    _, report = apply_culling(capsys, culled, "--reject", "--treat-as-unrated", "1")
+    assert sidecar(culled, "burst_0.jpg").pick == 2 and sidecar(culled, "burst_2.jpg").pick == 1
+    assert any(item["path"].endswith("burst_0.jpg.xmp") and item["field"] == "pick" for item in report["kept_yours"])
 
 
 def test_a_second_run_changes_nothing(culled, capsys):
@@ -248,7 +265,7 @@ def test_our_culling_tags_and_star_tags_live_side_by_side(culled, capsys, model_
 def test_a_dry_run_writes_nothing_and_records_no_run(culled, capsys):
     before = snapshot_files(culled["root"])
     _, report = apply_culling(capsys, culled, "--dry-run", "--reject", "--treat-as-unrated", "1")
-    assert report["run_id"] is None and report["written"]["pick"] == 5
+    assert report["run_id"] is None and report["written"]["pick"] == 4
     assert snapshot_files(culled["root"]) == before
 
 
@@ -339,17 +356,18 @@ def test_digikam_cull_groups_the_burst_under_its_keeper_as_digikam_does(in_digik
 
 
 def test_digikam_rejects_with_the_pick_label_only_when_asked(in_digikam, capsys):
-    with sqlite3.connect(in_digikam["db"]) as conn:  # a person rated the overexposed photo 3 stars in digiKam
-        conn.execute("UPDATE ImageInformation SET rating = 3 WHERE imageid = (SELECT id FROM Images WHERE name = 'bright.jpg')")
+    with sqlite3.connect(in_digikam["db"]) as conn:  # a person rated a blurred frame 1 star in digiKam ("weak": no pick)
+        conn.execute("UPDATE ImageInformation SET rating = 1 WHERE imageid = (SELECT id FROM Images WHERE name = 'burst_0.jpg')")
     report = digikam_cull(capsys, in_digikam, "--reject")
     tags = tags_in(in_digikam["db"])
-    for name in BLURRED:
+    for name in ("burst_2.jpg", "burst_3.jpg"):
         assert REJECTED in tags[name], name
     assert REJECTED not in tags[SHARP]
-    assert REJECTED not in tags["bright.jpg"]  # a photo you rated is never rejected
-    assert {(Path(item["path"]).name, item["field"]) for item in report["kept_yours"]} == {(f"digikam4.db#{ids(in_digikam['db'])['bright.jpg']}", "rating")}
+    assert REJECTED not in tags["burst_0.jpg"]  # a photo you rated is never rejected
+    assert REJECTED not in tags["bright.jpg"]  # alone, the only frame of its scene: flagged, never rejected
+    assert {(Path(item["path"]).name, item["field"]) for item in report["kept_yours"]} == {(f"digikam4.db#{ids(in_digikam['db'])['burst_0.jpg']}", "rating")}
     with sqlite3.connect(in_digikam["db"]) as conn:  # its rating has no reject: ratings left as they were
-        assert sorted({row[0] for row in conn.execute("SELECT rating FROM ImageInformation")}) == [-1, 3]
+        assert sorted({row[0] for row in conn.execute("SELECT rating FROM ImageInformation")}) == [-1, 1]
 
 
 def test_digikam_keeps_a_persons_pick_label_and_their_choice_wins_the_keeper(in_digikam, capsys):
@@ -361,12 +379,13 @@ def test_digikam_keeps_a_persons_pick_label_and_their_choice_wins_the_keeper(in_
         conn.executemany("INSERT INTO TagProperties (tagid, property, value) VALUES (?, 'internalTag', NULL)", [(root,), (accepted,), (pending,)])
         conn.execute("INSERT INTO ImageTags (imageid, tagid) VALUES (?, ?)", [image["burst_3.jpg"], accepted])
         conn.execute("INSERT INTO ImageTags (imageid, tagid) VALUES (?, ?)", [image["burst_0.jpg"], pending])
-    report = digikam_cull(capsys, in_digikam, "--reject")
+    digikam_cull(capsys, in_digikam, "--reject")
     tags = tags_in(db)
     assert ACCEPTED in tags["burst_3.jpg"] and "Aesthetic/keeper" in tags["burst_3.jpg"]  # the person's keeper
     assert groups_in(db) == {(name, "burst_3.jpg") for name in ("burst_0.jpg", "burst_1.jpg", "burst_2.jpg")}
-    assert "_Digikam_Internal_Tags_/Pick Label Pending" in tags["burst_0.jpg"] and REJECTED not in tags["burst_0.jpg"]
-    assert any(item["field"] == "pick" for item in report["kept_yours"])
+    assert "_Digikam_Internal_Tags_/Pick Label Pending" in tags["burst_0.jpg"]
+    # the person's keeper is flagged (blurred): nothing better is kept, so no frame of the burst is rejected
+    assert not any(REJECTED in tags.get(name, set()) for name in BURST)
     with sqlite3.connect(db) as conn:  # the person's tags were found by path: no second "Pick Label Accepted"
         assert conn.execute("SELECT COUNT(*) FROM Tags WHERE name = 'Pick Label Accepted'").fetchone()[0] == 1
 
@@ -480,6 +499,33 @@ def test_digikam_takes_the_pick_label_it_read_from_our_sidecar_for_ours(in_digik
     assert not any(item["field"] == "pick" for item in report["kept_yours"]), report["kept_yours"]
     tags = tags_in(db)  # the person's 4 stars win the keeper; our Accepted moves with it
     assert ACCEPTED in tags["burst_3.jpg"] and ACCEPTED not in tags.get(SHARP, set()), tags
+
+
+def test_reject_only_where_the_group_keeps_an_unflagged_keeper():
+    """plan_marks with --reject: a flagged frame beside an unflagged keeper is rejected; a
+    flagged keeper (a blurred burst, a person's pick) leaves its flagged frames unrejected;
+    a photo alone, flagged, is not rejected, and a reject of ours on it goes (False); a
+    bracket's frames are all keepers, never rejected."""
+    from aes_index.features.culling.marks import MarkOptions, plan_marks
+    from aes_index.features.culling.model import BLURRY, BRACKET, BURST as KIND, OVEREXPOSED, Group, Member
+    from aes_index.targets.sidecar import SidecarTarget
+
+    def member(image_id, *flags):
+        return Member(image_id, f"/p/{image_id}.jpg", 0.5, 0.6, 0.0, 0.0, None, flags=flags)
+
+    clean_keeper = Group(1, KIND, (member(1), member(2, BLURRY), member(3)), 1, "", "aes-index")
+    flawed_keeper = Group(2, KIND, (member(4, BLURRY), member(5, BLURRY)), 4, "", "you")
+    bracket = Group(3, BRACKET, (member(7), member(8, BLURRY)), 7, "", "aes-index")
+    alone = member(6, OVEREXPOSED)
+    groups = [clean_keeper, flawed_keeper, bracket]
+    plan = {m.path: m for m in plan_marks(None, SidecarTarget(), groups, [alone], MarkOptions(reject=True))}
+    assert {path: marks.reject for path, marks in plan.items()} == {
+        "/p/1.jpg": False, "/p/2.jpg": True, "/p/3.jpg": False, "/p/4.jpg": False, "/p/5.jpg": False, "/p/6.jpg": False,
+        "/p/7.jpg": False, "/p/8.jpg": False,
+    }
+    assert plan["/p/6.jpg"].flags == (OVEREXPOSED,)  # flagged all the same
+    without = plan_marks(None, SidecarTarget(), [clean_keeper], [alone], MarkOptions())
+    assert {marks.reject for marks in without} == {None}  # not asked: rejects left alone
 
 
 # --------------------------------------------------------------------------- a person's pick, everywhere

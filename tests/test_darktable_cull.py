@@ -90,17 +90,25 @@ def test_a_burst_becomes_one_group_led_by_the_keeper_which_is_tagged(dt_culled, 
 
 
 def test_flags_become_tags_and_rejects_come_only_with_the_option(dt_culled, capsys):
-    # burst_2: 3 stars a person gave (their pick: the keeper); burst_3: darktable's import star, counted as none
-    images = dt_culled["request"](burst_2={"rating": 3}, burst_3={"rating": 1})
+    # burst_3: darktable's import star, counted as none
+    images = dt_culled["request"](burst_3={"rating": 1})
     without = cull_answer(capsys, dt_culled, images, "--treat-as-unrated", "1")
     assert by_name(dt_culled, without, "rating") == {}
     assert by_name(dt_culled, without, "attach") == {
-        "burst_0.jpg": ["aesthetic|blurry"], "burst_2.jpg": ["aesthetic|blurry", KEEPER_TAG],
+        "burst_0.jpg": ["aesthetic|blurry"], "burst_1.jpg": [KEEPER_TAG], "burst_2.jpg": ["aesthetic|blurry"],
         "burst_3.jpg": ["aesthetic|blurry"], "bright.jpg": ["aesthetic|overexposed"],
     }
     rejected = by_name(dt_culled, cull_answer(capsys, dt_culled, images, "--treat-as-unrated", "1", "--reject"), "rating")
-    # the keeper (the person's 3 stars) never; none and the import star: rejected; burst_1 is sharp
-    assert rejected == {"burst_0.jpg": -1, "burst_3.jpg": -1, "bright.jpg": -1}
+    # beside the sharp keeper burst_1: the blurred frames, the import star's included; the
+    # overexposed bright.jpg is alone, the only frame of its scene: flagged, never rejected
+    assert rejected == {"burst_0.jpg": -1, "burst_2.jpg": -1, "burst_3.jpg": -1}
+
+
+def test_a_flagged_keeper_a_person_chose_leaves_its_burst_unrejected(dt_culled, capsys):
+    images = dt_culled["request"](burst_2={"rating": 3})  # the person's 3 stars on a blurred frame: their keeper
+    answer = cull_answer(capsys, dt_culled, images, "--treat-as-unrated", "1", "--reject")
+    assert by_name(dt_culled, answer, "attach")["burst_2.jpg"] == ["aesthetic|blurry", KEEPER_TAG]
+    assert by_name(dt_culled, answer, "rating") == {}  # nothing better is kept than the other blurred frames
 
 
 def test_a_group_a_person_made_in_darktable_is_left_alone(dt_culled, capsys):
@@ -473,9 +481,14 @@ def test_cull_groups_a_burst_under_its_keeper_in_real_darktable_and_undo_puts_it
     assert seen["unculled"] == before  # groups, tags and ratings as they were
 
     rejected = seen["rejected"]
-    flagged_non_keepers = {name for name, tags in expected_tags.items() if tags - {"aesthetic|keeper"} and "aesthetic|keeper" not in tags}
-    assert {name for name, image in rejected.items() if image["rating"] == -1} == flagged_non_keepers - {PERSON_RATES}
+    # rejected: flagged frames of a group (a scene: A, B, C; S is alone) whose keeper is not flagged
+    flagged = {name for name, tags in expected_tags.items() if tags - {"aesthetic|keeper"}}
+    keepers = {name for name, tags in expected_tags.items() if "aesthetic|keeper" in tags}
+    clean_scenes = {name[0] for name in keepers - flagged if name != "S.jpg"}
+    rejectable = {name for name in flagged - keepers if name[0] in clean_scenes and name != "S.jpg"}
+    assert {name for name, image in rejected.items() if image["rating"] == -1} == rejectable - {PERSON_RATES}
     assert rejected[PERSON_RATES]["rating"] == 4  # a person's rating is never rejected
+    assert rejected["S.jpg"]["rating"] != -1 and "aesthetic|overexposed" in rejected["S.jpg"]["tags"]  # alone: never rejected
     (rerated,) = [line[1] for line in lines if line[0] == "rerated"]
     unrejected = seen["unrejected"]
     assert unrejected[rerated]["rating"] == 2  # changed by a person after the cull: kept

@@ -154,8 +154,72 @@ def test_a_raw_keeps_over_the_jpeg_the_camera_wrote_beside_it(tmp_path, capsys, 
     probe = FactsProbe()
     preview = decode_image(raw, min_side=800, probe=probe)  # the camera's JPEG: the same picture, the same moment
     taken = probe.facts().taken_at_text.replace("-", ":").replace("T", " ")[:19]
-    save(preview, root / "IMG_0007.jpg", exif_bytes(taken, camera=("Canon", "Canon EOS 350D DIGITAL", "1")), quality=95)
+    camera_exif = exif_bytes(taken, camera=("Canon", "Canon EOS 350D DIGITAL", "1"))
+    save(preview, root / "IMG_0007.jpg", camera_exif, quality=95)
+    save(preview, root / "backup" / "IMG_0007.jpg", camera_exif, quality=95)  # a copy of the pair's JPEG: a set to cull
     rebuild(capsys, root, model_args)
     cull(capsys, root)
     (group,) = groups(capsys, root)["groups"]
-    assert group["keeper"] == str(raw) and group["reason"].startswith("the RAW of 2 copies"), group
+    assert group["keeper"] == str(raw) and group["reason"].startswith("the RAW of 3 copies"), group
+
+
+# --- brackets ---------------------------------------------------------------------------------
+
+
+def bracket_exif(taken: str, subsec: str, bias: tuple[int, int], auto: bool = False) -> bytes:
+    import piexif
+
+    exif = piexif.load(exif_bytes(taken, subsec))
+    exif["Exif"][piexif.ExifIFD.ExposureBiasValue] = bias
+    if auto:
+        exif["Exif"][piexif.ExifIFD.ExposureMode] = 2
+    return piexif.dump(exif)
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["bias steps", "auto bracket"])
+def test_a_bracket_is_kept_whole_and_no_frame_is_flagged_for_its_exposure(tmp_path, capsys, model_args, auto):
+    """-2, 0, +2 EV, 0.3 s apart: the +2 EV frame clips, the -2 EV one is dark. Kept whole:
+    every frame a keeper in the sidecars, none flagged or rejected for its exposure, the
+    0 EV frame leads."""
+    from aes_index.formats.xmp import read_sidecar, sidecar_for
+    from conftest import run_cli
+
+    root = tmp_path / "Photos"
+    base = scene(5, (1000, 680))
+    paths = []
+    for k, (ev, bias) in enumerate(((-2, (-2, 1)), (0, (0, 1)), (2, (2, 1)))):
+        frame = Image.eval(base.crop((k * 3, 0, k * 3 + 960, 640)), lambda v, ev=ev: min(255, int(v * 2.0 ** (ev / 2.2) + (60 if ev > 0 else 0))))
+        bias = bias if not auto else (0, 1)  # an auto bracket need not write the compensation
+        paths.append(save(frame, root / f"IMG_{k}.jpg", bracket_exif("2024:05:01 10:00:00", str(3 * k), bias, auto=auto)))
+    rebuild(capsys, root, model_args)
+    summary = cull(capsys, root)
+    assert summary["brackets"] == 1 and summary["bursts"] == 0, summary
+    (group,) = groups(capsys, root)["groups"]
+    assert group["kind"] == "bracket" and group["keeper"] == str(paths[1]), group
+    assert all(m["flags"] == [] for m in group["members"]), group["members"]
+    if not auto:
+        assert group["reason"] == "bracket of 3 frames (-2, 0, +2 EV), kept whole; the 0 EV frame leads"
+    assert run_cli(capsys, "apply-culling", root, "--reject")[0] == 0
+    for path in paths:
+        marks = read_sidecar(sidecar_for(path))
+        assert marks.pick == 3 and marks.rating != -1 and "keeper" in marks.tags, (path.name, marks)
+
+
+def test_a_raw_jpeg_pair_alone_is_one_photo_not_a_group(tmp_path, capsys, model_args):
+    """IMG_0007.dng and IMG_0007.jpg, the camera's pair, and an unrelated photo: no
+    duplicate set to cull, three files counted as two photos; a pair inside a burst is one
+    of its frames (test_a_raw_keeps_over_the_jpeg_the_camera_wrote_beside_it: a pair with
+    a third copy is a group, the RAW its keeper)."""
+    root = tmp_path / "Photos"
+    root.mkdir()
+    raw = root / "IMG_0007.dng"
+    shutil.copy(METADATA_SAMPLES / "DNG.dng", raw)
+    probe = FactsProbe()
+    preview = decode_image(raw, min_side=800, probe=probe)
+    taken = probe.facts().taken_at_text.replace("-", ":").replace("T", " ")[:19]
+    save(preview, root / "IMG_0007.jpg", exif_bytes(taken, camera=("Canon", "Canon EOS 350D DIGITAL", "1")), quality=95)
+    save(scene(9, (1200, 800)), root / "other.jpg", exif_bytes("2024:05:02 10:00:00", "10"))
+    rebuild(capsys, root, model_args)
+    summary = cull(capsys, root)
+    assert (summary["groups"], summary["duplicates"], summary["pairs"], summary["photos"]) == (0, 0, 1, 2), summary
+    assert groups(capsys, root)["groups"] == []

@@ -392,7 +392,7 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
     db.conn.commit()
     db.conn.close()
     with Index(path) as index:
-        assert index.schema_version() == store.SCHEMA_VERSION == 6
+        assert index.schema_version() == store.SCHEMA_VERSION == 7
         columns = ("image_id", "head_id", "score", "std", "head_hash", "backbone_id", "preprocess", "scored_at")
         migrated = [tuple(row[c] for c in columns) for row in index_rows.scores(index)]
         assert sorted(migrated, key=str) == sorted(rows, key=str)

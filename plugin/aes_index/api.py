@@ -205,6 +205,7 @@ def stats(settings: Settings) -> dict:
     """What the index holds: statuses, errors, backbones (which is active), heads, scores."""
     import numpy as np
 
+    from .index.freshness import Freshness
     from .model.heads import scale_in_index
 
     with Library.open(settings, read_only=True) as library:
@@ -224,6 +225,7 @@ def stats(settings: Settings) -> dict:
             "scale": scale_in_index(index, head_id).as_dict() if head_id else None,
             "scores": _distribution(values),
             "last_run": index.runs.last(),
+            **Freshness(index).stale_indexed().counts(),  # files changed or gone since they were measured
         }
 
 

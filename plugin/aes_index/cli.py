@@ -18,6 +18,7 @@ from .config import DB_FILENAME, PRESET_NAMES, Settings, load_settings, parse_wo
 from . import api
 from .model.zeroshot import check_spec
 from .errors import ExitCode, run_reporting_errors
+from .index.freshness import stale_line
 from .paths import printable
 
 log = logging.getLogger("aes_index")
@@ -158,7 +159,7 @@ def _add_rating_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_cull_write_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reject", action="store_true", help="also reject flagged photos that are no keeper (never over a person's rating or pick)")
+    parser.add_argument("--reject", action="store_true", help="also reject flagged photos whose group keeps an unflagged keeper (never a photo alone, never over a person's rating or pick)")
     parser.add_argument("--treat-as-unrated", metavar="N[,N]", help="ratings that count as none, e.g. 1 (darktable's import default)")
     parser.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
 
@@ -347,9 +348,13 @@ def cmd_cull(args) -> int:
     return ExitCode.OK
 
 
+def _brackets(summary) -> str:
+    return f"{summary.brackets} brackets, " if summary.brackets else ""
+
+
 def cull_lines(summary) -> str:
     lines = [
-        f"cull: {summary.groups} groups ({summary.bursts} bursts, {summary.duplicates} duplicate sets) holding "
+        f"cull: {summary.groups} groups ({summary.bursts} bursts, {_brackets(summary)}{summary.duplicates} duplicate sets) holding "
         f"{summary.grouped_photos} of {summary.photos} photos; {summary.formed} new groups, {summary.joined} photos joined one, "
         f"{summary.left} left one, in {summary.seconds:.1f} s"
     ]
@@ -361,6 +366,8 @@ def cull_lines(summary) -> str:
         lines.append(f"{summary.without_time} photos have no capture time: they join only duplicates, never bursts")
     if summary.unmeasured:
         lines.append(f"{summary.unmeasured} photos indexed before culling have no capture facts yet: run `aes-index rebuild`")
+    if summary.changed_since_measured or summary.gone_since_measured:
+        lines.append(stale_line(summary.changed_since_measured, summary.gone_since_measured, "left out", "grouped as before"))
     if summary.head is None:
         lines.append("nothing scored yet: keepers were chosen by sharpness and exposure alone")
     return "\n".join(lines)
@@ -380,14 +387,17 @@ def groups_text(groups, flagged) -> str:
     lines = []
     for group in groups:
         by = " (your pick)" if group.chosen_by == "you" else ""
-        lines.append(f"{group.kind} {group.id}: {len(group.members)} photos, keeper {printable(group.keeper.path)}{by}: {group.reason}")
-        for member in group.members[1:]:
-            flags = f"  [{', '.join(member.flags)}]" if member.flags else ""
-            lines.append(f"    {printable(member.path)}{flags}")
+        keeper = f"{printable(group.keeper.path)}{_flags_text(group.keeper)}{by}"
+        lines.append(f"{group.kind} {group.id}: {len(group.members)} photos, keeper {keeper}: {group.reason}")
+        lines += [f"    {printable(member.path)}{_flags_text(member)}" for member in group.members[1:]]
     if flagged:
         lines.append("flagged:")
         lines += [f"    {printable(m.path)}  [{', '.join(m.flags)}]" for m in flagged]
     return "\n".join(lines)
+
+
+def _flags_text(member) -> str:
+    return f"  [{', '.join(member.flags)}]" if member.flags else ""
 
 
 def cmd_stats(args) -> int:
@@ -409,6 +419,8 @@ def stats_text(data: dict) -> str:
     s = data["scores"]
     if s["count"]:
         lines.append(f"scores    {s['count']} scored; min {s['min']:.4f}, p10 {s['p10']:.4f}, median {s['median']:.4f}, p90 {s['p90']:.4f}, max {s['max']:.4f}")
+    if data["changed_since_measured"] or data["gone_since_measured"]:
+        lines.append("files     " + stale_line(data["changed_since_measured"], data["gone_since_measured"]))
     return "\n".join(lines)
 
 

@@ -235,7 +235,7 @@ dt.preferences.register(NAME, "treat_one_star_as_unrated", "bool", "aesthetic: 1
 dt.preferences.register(NAME, "score_imports", "bool", "aesthetic: score new imports",
   "score and rate newly imported photos automatically, one batch per import", true)
 dt.preferences.register(NAME, "reject_flagged", "bool", "aesthetic: cull rejects technical failures",
-  "when culling, give blurry, over- or underexposed photos that are no keeper darktable's reject, " ..
+  "when culling, give blurry, over- or underexposed photos beside an unflagged keeper darktable's reject, " ..
   "unless a person rated them", false)
 
 local function executable()
@@ -742,7 +742,7 @@ local percent = dt.new_widget("slider") {
 
 local reject_flagged = dt.new_widget("check_button") {
   label = "reject technical failures",
-  tooltip = "cull also gives blurry, over- or underexposed photos that are no keeper darktable's reject, " ..
+  tooltip = "cull also gives blurry, over- or underexposed photos beside an unflagged keeper darktable's reject, " ..
             "unless you rated them (undo cull puts their rating back)",
   value = dt.preferences.read(NAME, "reject_flagged", "bool"),
   clicked_callback = function(self) dt.preferences.write(NAME, "reject_flagged", "bool", self.value) end,

@@ -47,8 +47,9 @@ def cull(index: Index, db_path: Path, options: MarkOptions, under=(), lock_timeo
     Each group's members are grouped under its keeper as digiKam groups them, album by
     album: members in another album than the keeper's are grouped there under the best of
     them and tagged "keeper in another folder" (culling.marks.folder_groups), so no album
-    loses its photos to a leader elsewhere. The keeper gets the pick label "Accepted", flags become our tags, and with options.reject the
-    flagged photos that are no keeper get "Rejected". A person's pick label stays, and a
+    loses its photos to a leader elsewhere. The keeper gets the pick label "Accepted",
+    flags become our tags, and with options.reject the flagged photos beside an unflagged
+    keeper get "Rejected". A person's pick label stays, and a
     person's choice in a group (pick label or rating) makes that photo the keeper; a group
     a person made (one of its photos grouped, or leading a group, not by us) is left whole.
     Marks of ours on photos no longer in a group are taken back. `undo` reverses the run.

@@ -113,6 +113,7 @@ def _check_head(settings: Settings) -> dict:
 
 
 def _check_index(db_path: Path) -> dict:
+    from ..index.freshness import Freshness, stale_line
     from ..index.store import INDEX_PROBLEMS, Index
 
     if not db_path.is_file():
@@ -127,6 +128,9 @@ def _check_index(db_path: Path) -> dict:
             detail = f"{db_path}: schema {index.schema_version()}, integrity {health}, " + (
                 ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"
             )
-            return _check("index", True, detail, images=counts)
+            stale = Freshness(index).stale_indexed()  # a library in use changes: told, not failed
+            if stale:
+                detail += "; " + stale_line(len(stale.changed), len(stale.gone))
+            return _check("index", True, detail, images=counts, **stale.counts())
     except AesIndexError as exc:  # damaged beyond checking, not an index, too old, locked
         return _check("index", False, str(exc))

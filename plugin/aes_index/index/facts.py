@@ -14,7 +14,10 @@ OffsetTimeOriginal) and by which camera (Make + Model, BodySerialNumber). From p
   stop darker is not taken for a softer one. It is taken per direction (motion blur
   smears one) and over the tiles with the most detail (the subject in focus; a shallow
   depth of field leaves the rest soft on purpose).
-* clipped highlights and shadows: the share of pixels at white and at black.
+* clipped highlights and shadows: the share of pixels at white and at black; and of the
+  white, the share of the frame in clipped areas of at least BLOWN_AREA of it (a blown sky,
+  wall or face). Lamps, bokeh, the sun and glints clip too, in many small blobs, and are
+  no fault of exposure (tests/benchmarks/bench_exposure.py measured both on real photos).
 * a perceptual signature: 64-bit DCT hashes (pHash) of the upright image, whole and of
   its central 92 % and 84 %. They survive re-encoding, resizing and exposure changes; a
   copy cropped by a few percent matches the original's inner hash with its whole one
@@ -34,13 +37,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 
-FACTS_VERSION = 4  # bump when a measure changes: older rows are measured again by rebuild
+FACTS_VERSION = 5  # bump when a measure changes: older rows are measured again by rebuild
 
 # EXIF tags (Exif 2.32, CIPA DC-008), in IFD0 and the Exif IFD.
 _MAKE, _MODEL, _SOFTWARE, _EXIF_IFD = 0x010F, 0x0110, 0x0131, 0x8769
 _DATETIME_ORIGINAL, _OFFSET_ORIGINAL, _SUBSEC_ORIGINAL, _BODY_SERIAL = 0x9003, 0x9011, 0x9291, 0xA431
+_EXPOSURE_BIAS, _EXPOSURE_MODE = 0x9204, 0xA402  # ExposureBiasValue (SRATIONAL, EV), ExposureMode (2: auto bracket)
 
 # Sharpness is measured with the short side at ANALYSIS_SIDE (the 1/8 draft of a 24 MP frame,
 # 750x500), whatever the file's size: a measure per pixel finds a downscaled copy sharper
@@ -49,6 +53,7 @@ ANALYSIS_SIDE = 500
 TILES = 8  # the image is cut into TILES x TILES tiles for sharpness
 DETAILED_SHARE = 0.25  # sharpness is read from this share of the tiles, the most detailed
 WHITE, BLACK = 250, 5  # luminance at or beyond which a pixel counts as clipped
+BLOWN_AREA = 0.01  # a clipped area this share of the frame or more is a surface, not a light source
 SIGNATURE_SIZE = 32  # pHash: DCT of a 32x32 grey image, its 8x8 lowest frequencies
 INNER_SHARES = (0.92, 0.84)  # the central parts hashed besides the whole image
 
@@ -64,7 +69,10 @@ class CaptureFacts:
     width: int | None = None  # the file's own pixel size (duplicates: the biggest copy is the original)
     height: int | None = None
     sharpness: float | None = None  # 0 (no detail left by blur) .. 1
+    edge_width: float | None = None  # blur of its crispest edges, Gaussian sigma in px at ANALYSIS_SIDE (None: no edges)
     clipped_highlights: float | None = None  # share of pixels at white
+    blown_highlights: float | None = None  # share of the frame in clipped areas of BLOWN_AREA or more
+    clipped_channel: float | None = None  # share of pixels with any channel at white (a colour blown out)
     clipped_shadows: float | None = None  # share of pixels at black
     brightest: float | None = None  # luminance of the brightest 1 % of pixels, 0..1 (far below 1: dark throughout)
     signature: int | None = None  # 64-bit pHash of the whole image, as a signed int (SQLite's INTEGER)
@@ -73,6 +81,8 @@ class CaptureFacts:
     encoding: str | None = None  # RAW, LOSSLESS (PNG, TIFF, ...), JPEG or LOSSY (HEIC, AVIF, WebP): which copy is the original
     quality: int | None = None  # a JPEG's quality (1-100), estimated from its quantisation tables
     software: str | None = None  # EXIF Software: a camera's firmware, or the editor that wrote the file
+    exposure_bias: float | None = None  # EXIF ExposureBiasValue in EV: a bracket's frames step it
+    auto_bracket: bool | None = None  # EXIF ExposureMode 2: the camera shot it as part of an auto bracket
     problem: str | None = None  # what was wrong with the metadata (corrupt time, ...), for `groups`
     version: int = FACTS_VERSION
 
@@ -116,14 +126,15 @@ class FactsProbe:
             sub = exif.get_ifd(_EXIF_IFD)
             self.metadata(**_exif_facts(exif.get(_MAKE), exif.get(_MODEL), sub.get(_DATETIME_ORIGINAL),
                                         sub.get(_SUBSEC_ORIGINAL), sub.get(_OFFSET_ORIGINAL), sub.get(_BODY_SERIAL)),
-                          software=_clean(exif.get(_SOFTWARE)))
+                          software=_clean(exif.get(_SOFTWARE)), **_exposure_program(sub.get(_EXPOSURE_BIAS), sub.get(_EXPOSURE_MODE)))
         except Exception as exc:  # damaged EXIF costs the facts, never the pixels
             self.metadata(problem=f"unreadable EXIF ({type(exc).__name__})")
 
     def detail(self, image: Image.Image) -> None:
-        """Sharpness, on the image as decoded (before it is reduced for the model)."""
+        """Sharpness and edge width, on the image as decoded (before it is reduced for the model)."""
         if "sharpness" not in self.found:
-            self.found["sharpness"] = sharpness(_analysis_grey(image))
+            grey = _analysis_grey(image)
+            self.found.update(sharpness=sharpness(grey), edge_width=edge_width(grey))
 
     def final(self, image: Image.Image) -> None:
         """Clipping and signature, on the small upright RGB image the model gets."""
@@ -131,6 +142,7 @@ class FactsProbe:
             highlights, shadows = clipping(image)
             whole, inner, core = signatures(image)
             self.found.update(clipped_highlights=highlights, clipped_shadows=shadows, brightest=brightest(image),
+                              blown_highlights=blown(image), clipped_channel=clipped_channel(image),
                               signature=whole, signature_inner=inner, signature_core=core)
 
     def exiv2(self, exif_data) -> None:
@@ -158,7 +170,30 @@ def exiv2_metadata(exif_data) -> dict:
     facts = _exif_facts(text("Exif.Image.Make"), text("Exif.Image.Model"), text("Exif.Photo.DateTimeOriginal"),
                         text("Exif.Photo.SubSecTimeOriginal"), text("Exif.Photo.OffsetTimeOriginal"),
                         text("Exif.Photo.BodySerialNumber"))
-    return {**facts, "software": _clean(text("Exif.Image.Software"))}
+    return {**facts, "software": _clean(text("Exif.Image.Software")),
+            **_exposure_program(text("Exif.Photo.ExposureBiasValue"), text("Exif.Photo.ExposureMode"))}
+
+
+def _exposure_program(bias, mode) -> dict:
+    """{"exposure_bias": EV, "auto_bracket": bool} from EXIF values as Pillow ("-2/3" as a
+    rational) or Exiv2 (text "-2/3", "2") gives them; what cannot be read is left out."""
+    found = {}
+    try:
+        if bias is not None:
+            if isinstance(bias, str) and "/" in bias:
+                numerator, denominator = bias.split("/", 1)
+                bias = float(numerator) / float(denominator) if float(denominator) else None
+            value = None if bias is None else float(bias)
+            if value is not None and math.isfinite(value) and abs(value) <= 16:
+                found["exposure_bias"] = round(value, 2)
+    except (TypeError, ValueError, ZeroDivisionError):
+        pass
+    try:
+        if mode is not None:
+            found["auto_bracket"] = int(str(mode).split()[0]) == 2
+    except (TypeError, ValueError):
+        pass
+    return found
 
 
 # --- which copy is the original -------------------------------------------------------------
@@ -312,6 +347,48 @@ def sharpness(grey: Image.Image) -> float | None:
     )
 
 
+# Edge width (a photo on its own has no sharp twin to be compared with): Zhuo and Sim,
+# "Defocus map estimation from a single image" (Pattern Recognition 44(9), 2011). Blur the
+# image again with a Gaussian of EDGE_REBLUR; at a step edge blurred by sigma, the ratio R of
+# the gradient magnitudes before and after gives sigma = EDGE_REBLUR / sqrt(R^2 - 1), whatever
+# the edge's contrast. It is read at the strongest edges only (the top EDGE_SHARE of
+# gradients: the subject in focus, however soft the background), their lower quartile.
+# Chosen on mate-backgrounds' 24 MP frames (closing note of issue 24): sharp frames read
+# 0.31-1.05 px, the same defocused by 8 px at 24 MP 0.85-1.40, by 16 px 1.80-2.38.
+EDGE_REBLUR = 1.0
+EDGE_SHARE = 0.002
+EDGE_QUANTILE = 25
+EDGE_MIN_GRADIENT = 4.0  # 8-bit levels per pixel: below, no edge (a smooth sky, a foggy gradient)
+EDGE_MIN_PIXELS = 50
+
+
+def edge_width(grey: Image.Image) -> float | None:
+    """The blur of the image's crispest edges in px (see above); None for an image without
+    edges to read (too small, or smooth throughout: a gradient is not a blurred photo).
+    Integer differences, squared magnitudes (the ratio needs no square root until the end)
+    and a partition instead of a sort: about 10 ms at 750x500."""
+    if min(grey.size) < MIN_MEASURED_SIDE:
+        return None
+    before = _squared_gradient(np.asarray(grey, dtype=np.int16)).ravel()
+    count = max(1, int(before.size * EDGE_SHARE))
+    floor = max(int(np.partition(before, before.size - count)[before.size - count]), int(4 * EDGE_MIN_GRADIENT**2))
+    strongest = np.flatnonzero(before >= floor)
+    blurred = np.asarray(grey.filter(ImageFilter.GaussianBlur(EDGE_REBLUR)), dtype=np.int16)
+    after = _squared_gradient(blurred).ravel()[strongest]
+    squared_ratio = before[strongest] / np.maximum(after, 1).astype(np.float64)
+    squared_ratio = squared_ratio[squared_ratio > 1.0002]
+    if squared_ratio.size < EDGE_MIN_PIXELS:
+        return None
+    return float(np.percentile(EDGE_REBLUR / np.sqrt(squared_ratio - 1.0), EDGE_QUANTILE))
+
+
+def _squared_gradient(pixels: np.ndarray) -> np.ndarray:
+    """(2 x the central-difference gradient)^2, as int32; borders left out (the re-blur pads them)."""
+    dx = pixels[3:-3, 4:-2] - pixels[3:-3, 2:-4]
+    dy = pixels[4:-2, 3:-3] - pixels[2:-4, 3:-3]
+    return dx.astype(np.int32) ** 2 + dy.astype(np.int32) ** 2
+
+
 def _directional_sharpness(grey: np.ndarray, blurred: np.ndarray, axis: int) -> float:
     # Steps of one grey level (quantisation) count as detail: a frame a stop darker has
     # more of them and measures up to ~0.05 sharper. Leaving them out (tried, measured with
@@ -334,16 +411,83 @@ def _tile_sums(values: np.ndarray) -> np.ndarray:
 
 
 def clipping(image: Image.Image) -> tuple[float, float]:
-    """(share of pixels clipped at white, share at black).
-
-    White: two channels or more at WHITE. Luminance alone misses an overexposed flower
-    (its yellow clips red and green while blue holds the luminance below white); one
-    channel alone would take every saturated red for a clipped one."""
-    rgb = np.asarray(image.convert("RGB"))
-    total = max(1, rgb.shape[0] * rgb.shape[1])
-    white = ((rgb >= WHITE).sum(axis=2) >= 2).sum()
+    """(share of pixels clipped at white, share at black)."""
+    white = _white(image)
     black = (np.asarray(image.convert("L")) <= BLACK).sum()
-    return float(white) / total, float(black) / total
+    total = max(1, white.size)
+    return float(white.sum()) / total, float(black) / total
+
+
+def _white(image: Image.Image) -> np.ndarray:
+    """Pixels clipped at white: two channels or more at WHITE, i.e. the median channel.
+    Luminance alone misses an overexposed flower (its yellow clips red and green while blue
+    holds the luminance below white); one channel alone would take every saturated red for
+    a clipped one. Pillow's min/max of whole bands: a fifth of numpy's cost."""
+    red, green, blue = image.convert("RGB").split()
+    median = ImageChops.lighter(ImageChops.darker(red, green), ImageChops.darker(ImageChops.lighter(red, green), blue))
+    return np.asarray(median) >= WHITE
+
+
+def clipped_channel(image: Image.Image) -> float:
+    """The share of pixels with any channel at WHITE. A saturated colour clips one channel
+    in a correctly exposed photo, over a part of the frame (mate-backgrounds' photos at
+    0 EV: 27 % at most); a red flower pushed two stops clips its red over most of it
+    (88 %) with the other channels well below white."""
+    red, green, blue = image.convert("RGB").split()
+    brightest_channel = np.asarray(ImageChops.lighter(ImageChops.lighter(red, green), blue))
+    return float((brightest_channel >= WHITE).mean())
+
+
+def blown(image: Image.Image) -> float:
+    """The share of the frame in clipped areas (4-connected) of BLOWN_AREA of it or more.
+
+    Connected areas are found on the runs of clipped pixels of each row, joined where runs
+    of neighbouring rows overlap: numpy only (scipy is no dependency of the package)."""
+    white = _white(image)
+    starts, ends, stride = _runs(white)
+    if not len(starts):
+        return 0.0
+    area = np.bincount(_join(starts, ends, stride), weights=ends - starts)
+    return float(area[area >= BLOWN_AREA * white.size].sum()) / white.size
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each run of True in a row as (start, end) positions in the mask read row by row with
+    a False column after each row (so no run crosses a row's end), and that row length."""
+    height, width = mask.shape
+    padded = np.zeros((height, width + 1), np.int8)
+    padded[:, :width] = mask
+    edges = np.diff(padded.ravel(), prepend=np.int8(0))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), width + 1
+
+
+def _join(starts: np.ndarray, ends: np.ndarray, stride: int) -> np.ndarray:
+    """A label per run, shared by runs that touch (overlap in neighbouring rows). Positions
+    come sorted, so the next row's runs that overlap a run are one slice of them."""
+    first = np.searchsorted(ends, starts + stride, side="right")  # the next row's runs ending after this one starts
+    last = np.searchsorted(starts, ends + stride, side="left")  # ... and starting before it ends
+    counts = np.maximum(last - first, 0)
+    upper = np.repeat(np.arange(len(starts)), counts)
+    lower = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    return _components(len(starts), upper, lower)
+
+
+def _components(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of a graph with edges a[i]-b[i]: each node's smallest reachable
+    label. Roots hook onto the smaller root across each edge, then paths are halved until
+    every node points at its root; a few rounds for the shapes clipping makes."""
+    label = np.arange(count)
+    while True:
+        low, high = np.minimum(label[a], label[b]), np.maximum(label[a], label[b])
+        apart = low != high
+        if not apart.any():
+            return label
+        np.minimum.at(label, high[apart], low[apart])
+        while True:
+            pointed = label[label]
+            if np.array_equal(pointed, label):
+                break
+            label = pointed
 
 
 def brightest(image: Image.Image) -> float:

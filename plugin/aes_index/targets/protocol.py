@@ -115,7 +115,7 @@ class Marks:
 
     keeper: the keeper of its group: pick label "accepted" and our tag "keeper".
     flags: its technical failures (culling.model.FLAGS): our tags "blurry", ...
-    reject: True: reject it (a flagged photo that is no keeper, and the run was asked to
+    reject: True: reject it (a flagged photo beside an unflagged keeper, and the run was asked to
         reject); False: no reject of ours belongs on it (one from an earlier run goes);
         None: the run leaves rejects alone (it was not asked to reject).
     leader: the photo path it is grouped under: the keeper, or in a folder the keeper is

@@ -1,6 +1,7 @@
 """The culling operation (`aes-index cull`) and what its readers load.
 
-    run_cull    under the writer lock, in one transaction: departed photos leave their
+    run_cull    under the writer lock, in one transaction: departed photos (and those
+                whose file holds other bytes than were measured) leave their
                 groups, new photos are linked (grouping.py) into groups, each touched
                 group gets its keeper (keeper.py; a person's choice read from the XMP
                 sidecars wins) and every group is stored with its reason
@@ -20,21 +21,25 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ...paths import inside_roots
 from ...index.facts import is_camera_file
+from ...index.freshness import Freshness
 from ...index.locks import writer_lock
 from ...targets.sidecar import SidecarTarget
 from ...index.store import Index, utcnow
 from . import grouping, keeper
-from .model import BURST, BY_YOU, DUPLICATE, Group, Member
+from .model import BRACKET, BURST, BY_YOU, DUPLICATE, PAIR, Group, Member
 
 
 @dataclass
 class CullSummary:
-    photos: int = 0  # present photos with capture facts
+    photos: int = 0  # present photos with capture facts (the files of one capture count once)
     considered: int = 0  # photos this run compared for the first time
     unmeasured: int = 0  # indexed photos without capture facts: run `aes-index rebuild`
+    changed_since_measured: int = 0  # files with other bytes than their facts were measured on: left out
+    gone_since_measured: int = 0  # files no longer where they were measured (moved, renamed, deleted): grouped as before
     without_time: int = 0  # photos with no usable capture time: grouped as duplicates only
     groups: int = 0
     bursts: int = 0
+    brackets: int = 0  # bursts whose frames step their exposure: kept whole
     duplicates: int = 0
     grouped_photos: int = 0
     formed: int = 0  # new groups this run
@@ -42,6 +47,7 @@ class CullSummary:
     left: int = 0  # photos that left their group (gone from the library, or changed)
     dissolved: int = 0  # groups left with one photo
     chosen_by_you: int = 0  # groups whose keeper a person chose
+    pairs: int = 0  # RAW+JPEG pairs (or other files of one capture), each counted as one photo
     flagged: dict = field(default_factory=dict)  # flag -> photos
     head: str | None = None
     seconds: float = 0.0
@@ -57,27 +63,31 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
     with writer_lock(index.path, lock_timeout), index.transaction():
         now = utcnow()
         tables = index.culling
-        before = {row.id: (set(row.members), row.keeper_id) for row in tables.groups()}  # before departures
-        summary.left, summary.dissolved = _drop_departed(tables)
-        table = tables.facts_table()
+        before = {row.id: (set(row.members), row.keeper_id) for row in tables.groups(leaving=True)}  # before departures
+        stale = _stale(index, summary)
+        summary.left, summary.dissolved = _drop_departed(tables, stale)
+        table = tables.facts_table(leave_out=stale)
         summary.photos = len(table.ids)
         summary.considered = int((~table.culled).sum())
         summary.without_time = int(sum(1 for t in table.taken_at if t != t))  # nan
         existing = {row.id: row for row in tables.groups()}
-        result = grouping.regroup(table, tables.memberships(), {gid: row.kind for gid, row in existing.items()})
+        # Grouping knows bursts and duplicates; a bracket is a burst, a pair copies, refined after (refined_kind)
+        linked = {gid: {BRACKET: BURST, PAIR: DUPLICATE}.get(row.kind, row.kind) for gid, row in existing.items()}
+        result = grouping.regroup(table, tables.memberships(), linked)
         for dropped in result.dropped:
             tables.drop_group(dropped)
+        facts = tables.member_facts(None, head_id) if result.groups else {}
         touched = []
         for key, members in result.groups.items():
-            group_id = key if key > 0 else tables.new_group(result.kinds[key], now)
-            changed = key < 0 or set(members) != set(existing[key].members) or result.kinds[key] != existing[key].kind
+            kind = grouping.refined_kind(result.kinds[key], [facts[i] for i in members if i in facts])
+            group_id = key if key > 0 else tables.new_group(kind, now)
+            changed = key < 0 or set(members) != set(existing[key].members) or kind != existing[key].kind
             if changed:
                 tables.set_members(group_id, members)
             # A group that lost a photo (its keeper, maybe) decides again as well
             if changed or set(members) != before[key][0] or before[key][1] not in members:
-                touched.append((group_id, result.kinds[key], members))
+                touched.append((group_id, kind, members))
         target, listings = SidecarTarget(roots=tuple(index.roots())), {}
-        facts = tables.member_facts(None, head_id) if touched else {}
         for group_id, kind, members in touched:
             group = _decide(index, group_id, kind, [facts[i] for i in sorted(members)], target, listings)
             tables.set_keeper(group_id, kind, group.keeper_id, group.reason, group.chosen_by, now)
@@ -89,9 +99,24 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
     return summary
 
 
-def _drop_departed(tables) -> tuple[int, int]:
-    departed = tables.departed()
+def _stale(index: Index, summary: CullSummary) -> set[int]:
+    """Photos whose path holds other bytes than their facts were measured on: their facts
+    would group and judge a picture that is not there. Photos gone from their path are
+    only counted: their facts still hold for their bytes, which the next rebuild finds
+    moved (keeping the group) or marks missing (leaving it); a library on a disk that is
+    not mounted keeps its groups."""
+    stale = Freshness(index).stale_ids(index.culling.measured_ids())
+    summary.changed_since_measured, summary.gone_since_measured = len(stale.changed), len(stale.gone)
+    return stale.changed_ids
+
+
+def _drop_departed(tables, stale: set[int]) -> tuple[int, int]:
+    """Photos gone from the library, measured again, or stale leave their groups; a group
+    left with one photo is no group."""
+    members = set(tables.memberships())
+    departed = set(tables.departed()) | (stale & members)
     tables.remove_members(departed)
+    tables.set_aside(sorted(stale))
     dissolved = 0
     for row in tables.groups():
         if len(row.members) < 2:
@@ -106,7 +131,7 @@ def _decide(index: Index, group_id: int, kind: str, rows: list[dict], target, li
 
 def _members(kind: str, rows: list[dict]) -> list[Member]:
     """A group's members from their facts, each burst member knowing which frame it is a copy of."""
-    frames = grouping.frames_of(rows) if kind == BURST else {}
+    frames = grouping.frames_of(rows) if kind in (BURST, BRACKET) else {}
     return [replace(_member(row), frame=frames.get(row["image_id"])) for row in rows]
 
 
@@ -157,7 +182,9 @@ def _member(row: dict) -> Member:
         clipped_highlights=row["clipped_highlights"], clipped_shadows=row["clipped_shadows"], taken_at=row["taken_at_text"],
         brightest=row["brightest"], short_side=min(sides) if sides else None,
         pixels=(row["width"] or 0) * (row["height"] or 0) or None, encoding=row["encoding"], quality=row["quality"],
-        camera_file=is_camera_file(row["camera"], row["taken_at"], row["software"]),
+        camera_file=is_camera_file(row["camera"], row["taken_at"], row["software"]), exposure_bias=row["exposure_bias"],
+        edge_width=row["edge_width"],
+        blown_highlights=row["blown_highlights"], clipped_channel=row["clipped_channel"],
     )
 
 
@@ -166,12 +193,24 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
     groups = load_groups(index, head_id, facts=facts, choices=False)  # the cull stored the choices it read
     summary.groups = len(groups)
     summary.bursts = sum(1 for g in groups if g.kind == BURST)
+    summary.brackets = sum(1 for g in groups if g.kind == BRACKET)
     summary.duplicates = sum(1 for g in groups if g.kind == DUPLICATE)
-    summary.grouped_photos = sum(len(g.members) for g in groups)
+    summary.grouped_photos = sum(_captures(g.members) for g in groups)
     summary.chosen_by_you = sum(1 for g in groups if g.chosen_by == BY_YOU)
+    pairs = load_groups(index, head_id, facts=facts, choices=False, pairs=True)
+    summary.pairs = len(pairs)
+    summary.photos -= sum(len(pair.members) - 1 for pair in pairs)
+    counted = set()
     for member in load_flagged(index, head_id, groups=groups, facts=facts):
-        for flag in member.flags:
+        capture = os.path.splitext(member.path)[0]  # a RAW+JPEG pair is one photo
+        for flag in member.flags if capture not in counted else ():
             summary.flagged[flag] = summary.flagged.get(flag, 0) + 1
+        counted.add(capture)
+
+
+def _captures(members) -> int:
+    """How many photos: the files of one capture (a RAW and its JPEG) count once."""
+    return len({os.path.splitext(m.path)[0] for m in members})
 
 
 # --- readers ---------------------------------------------------------------------------
@@ -179,6 +218,7 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
 
 def load_groups(
     index: Index, head_id: str | None = None, under: Sequence[str] = (), facts: dict | None = None, choices: bool = True,
+    pairs: bool = False,
 ) -> list[Group]:
     """Stored groups, keeper first, each member with its facts and flags; `under`: only
     groups with a photo inside these folders. Works on a read-only index.
@@ -187,11 +227,14 @@ def load_groups(
     show it now (ownership.py), whenever they chose it: a rating given after the cull that
     grouped the photos counts, and a choice taken back gives our own pick back. Without,
     the keepers as the last cull stored them (for callers that weigh choices of their own,
-    such as darktable's ratings)."""
+    such as darktable's ratings). A RAW+JPEG pair is one photo, no group: `pairs` loads
+    those instead (their files share one verdict)."""
     facts = index.culling.member_facts(None, head_id) if facts is None else facts
     target, listings = SidecarTarget(roots=tuple(index.roots())), {}
     groups = []
     for row in index.culling.groups():
+        if (row.kind == PAIR) != pairs:
+            continue
         members = _members(row.kind, [facts[i] for i in row.members if i in facts])
         if len(members) < 2 or (under and not any(inside_roots(m.path, under) for m in members)):
             continue
@@ -222,7 +265,9 @@ def load_flagged(
 ) -> list[Member]:
     """Every present photo with a technical failure (in a group: judged against its group)."""
     facts = index.culling.member_facts(None, head_id) if facts is None else facts
-    grouped = {m.image_id: m for g in (load_groups(index, head_id, facts=facts) if groups is None else groups) for m in g.members}
+    groups = load_groups(index, head_id, facts=facts) if groups is None else groups
+    pairs = load_groups(index, head_id, facts=facts, choices=False, pairs=True)
+    grouped = {m.image_id: m for g in [*groups, *pairs] for m in g.members}
     flagged = []
     for image_id in sorted(facts):
         member = grouped.get(image_id) or _with_flags(_member(facts[image_id]), None)

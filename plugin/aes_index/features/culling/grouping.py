@@ -34,7 +34,7 @@ import numpy as np
 
 from ...index.facts import is_camera_file
 from ...index.store.culling import FactsTable
-from .model import BURST, DUPLICATE
+from .model import BRACKET, BURST, DUPLICATE, PAIR
 
 BURST_GAP_SECONDS = 2.0  # cameras shoot bursts at 3-30 frames a second; a photographer's next try comes later
 BURST_DISTANCE = 20  # of 64 bits: reframing by a few percent, a stop of exposure, a missed focus
@@ -192,6 +192,32 @@ def crop_tolerant_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _CROP_PAIRS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))  # (whole, inner, core) of one vs of the other
 
 
+BRACKET_SPREAD_EV = 0.5  # a burst whose frames' exposure compensation spans this much is a bracket
+
+
+def refined_kind(kind: str, rows: list[dict]) -> str:
+    """Copies that are only the files of one capture (one_capture) are a PAIR: one photo,
+    no group to cull. A burst is a bracket when its frames step their EXIF exposure compensation (by
+    BRACKET_SPREAD_EV or more in all) or the camera marked them as shot in an auto
+    bracket (ExposureMode 2): frames an HDR merge or a choice of exposure needs whole.
+    `rows`: the members' facts."""
+    if kind == DUPLICATE and one_capture(rows):
+        return PAIR
+    if kind != BURST:
+        return kind
+    biases = [row["exposure_bias"] for row in rows if row.get("exposure_bias") is not None]
+    stepped = len(biases) >= 2 and max(biases) - min(biases) >= BRACKET_SPREAD_EV
+    return BRACKET if stepped or any(row.get("auto_bracket") for row in rows) else kind
+
+
+def one_capture(rows: list[dict]) -> bool:
+    """The files a camera wrote of one capture, and nothing else: one folder, one name,
+    each in another format (IMG_0001.CR3 and IMG_0001.JPG)."""
+    names = {os.path.splitext(row["path"])[0] for row in rows}
+    suffixes = [os.path.splitext(row["path"])[1].lower() for row in rows]
+    return len(rows) >= 2 and len(names) == 1 and len(set(suffixes)) == len(suffixes)
+
+
 def frames_of(rows: list[dict]) -> dict[int, int]:
     """The members of one burst that are copies of one frame, as image id -> frame id (the
     smallest image id among the frame's copies). Copies of one frame:
@@ -262,10 +288,22 @@ def _has_fraction(row: dict) -> bool:
     return "." in text if text else row["taken_at"] % 1 != 0
 
 
+SAME_FRAME_SHARPNESS = 0.03  # a copy measures within this of its frame (one scale: tests/test_sharpness_scale.py)
+
+
 def _nearest(row: dict, candidates: list[dict]) -> dict | None:
-    scored = [(_distance(row, other), other["image_id"], other) for other in candidates if other is not row]
-    scored = [item for item in scored if item[0] <= DUPLICATE_DISTANCE]
-    return min(scored, key=lambda item: item[:2])[2] if scored else None
+    """The frame an untimed copy was made from: of the frames that look like it, one as
+    sharp as it first (a signature hardly sees focus: a burst's defocused frame looks like
+    the sharp one it sits beside, but measures far softer), then the nearest look."""
+    scored = [(not _as_sharp(row, other), _distance(row, other), other["image_id"], other) for other in candidates if other is not row]
+    scored = [item for item in scored if item[1] <= DUPLICATE_DISTANCE]
+    return min(scored, key=lambda item: item[:3])[3] if scored else None
+
+
+def _as_sharp(a: dict, b: dict) -> bool:
+    if a.get("sharpness") is None or b.get("sharpness") is None:
+        return True
+    return abs(a["sharpness"] - b["sharpness"]) <= SAME_FRAME_SHARPNESS
 
 
 def _distance(a: dict, b: dict) -> int:

@@ -10,8 +10,9 @@ whose each value is:
   where there is none, or where the one there is ours (the journal's last write, or the
   place's own marker aes:Pick); a person's pick label is never overridden;
 - a reject (xmp:Rating -1, for darktable's import, beside digiKam's pick label
-  "rejected") only when the run was asked to reject, and only where ownership.may_set
-  allows a rating;
+  "rejected") only when the run was asked to reject, only on a flagged frame whose group
+  keeps an unflagged keeper (a photo alone is flagged, never rejected), and only where
+  ownership.may_set allows a rating;
 - a group (digiKam's) only where the photo is in no group or in ours; a group a person
   made is left whole (`Marks.group` False). A group is held one folder at a time: the
   keeper leads the members in its folder, the best of the members in another folder
@@ -30,13 +31,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ... import ownership
+from ...index.freshness import stale_line
 from ...errors import AesIndexError
 from ...paths import inside_roots, printable
 from ...ownership import Owner, PlaceState
 from ...targets.protocol import Marks, Target
 from ...values import NO_PICK, PICK_ACCEPTED, PICK_REJECTED, REJECTED
 from .keeper import best_of
-from .model import Group, Member
+from .model import BRACKET, Group, Member
 
 MARK_FIELDS = ("pick", "tags", "group")  # journal fields only culling writes (a reject is a "rating")
 KEEPER_TAG = "keeper"
@@ -44,8 +46,9 @@ KEEPER_TAG = "keeper"
 
 @dataclass(frozen=True)
 class MarkOptions:
-    """How a culling write runs. reject: also reject flagged photos that are no keeper
-    (xmp:Rating -1 where the target rejects, pick label "rejected"); treat_as_unrated:
+    """How a culling write runs. reject: also reject flagged photos whose group keeps an
+    unflagged keeper (xmp:Rating -1 where the target rejects, pick label "rejected"; a
+    photo alone is never rejected, see _reject); treat_as_unrated:
     ratings that count as none (darktable's import default 1)."""
 
     reject: bool = False
@@ -146,14 +149,15 @@ def plan_marks(
         leaders = folder_leaders(group, held)
         keeper_folder = folder_of(group.keeper.path)
         for member in group.members:
-            is_keeper = member.image_id == group.keeper_id
+            is_keeper = member.image_id == group.keeper_id or group.kind == BRACKET  # a bracket is kept whole
             plan[member.path] = Marks(
-                member.path, keeper=is_keeper, flags=tuple(member.flags), reject=_reject(options, is_keeper, member.flags),
-                leader=leaders.get(member.path), group=own, keeper_elsewhere=folder_of(member.path) != keeper_folder,
+                member.path, keeper=is_keeper, flags=tuple(member.flags), reject=_reject(options, member, group, is_keeper),
+                leader=leaders.get(member.path), group=own,
+                keeper_elsewhere=not is_keeper and folder_of(member.path) != keeper_folder,
             )
     for member in flagged:
         if member.path not in plan:
-            plan[member.path] = Marks(member.path, flags=tuple(member.flags), reject=_reject(options, False, member.flags))
+            plan[member.path] = Marks(member.path, flags=tuple(member.flags), reject=_reject(options, member, None, False))
     for path in stale_paths:
         plan.setdefault(path, Marks(path, reject=False if options.reject else None))
     return list(plan.values())
@@ -196,11 +200,18 @@ def folder_leaders(group: Group, held: Callable[[str], bool]) -> dict[str, str]:
     return {path: lead for lead, paths in folder_groups(group, held) for path in paths[1:]}
 
 
-def _reject(options: MarkOptions, keeper: bool, flags) -> bool | None:
-    """A keeper stays the pick even when flawed (the whole burst was blurry): no reject."""
+def _reject(options: MarkOptions, member: Member, group: Group | None, keeper: bool) -> bool | None:
+    """Reject a flagged photo only when its group keeps a better frame of the same moment:
+    an unflagged keeper. A keeper is never rejected (a bracket's frames all are keepers); a
+    photo alone (`group` None: a single) is the only frame of its scene, and a flawed keeper
+    (the whole burst was blurry, or a person picked a flagged frame) leaves nothing better
+    kept: flagged, never rejected. False takes back a reject of ours from an earlier run
+    that this rule no longer makes."""
     if not options.reject:
         return None
-    return bool(flags) and not keeper
+    if keeper or group is None or group.keeper.flags:
+        return False
+    return bool(member.flags)
 
 
 def with_choices(index, target: Target, groups: Sequence[Group], options: MarkOptions) -> list[Group]:
@@ -252,9 +263,27 @@ def write_sidecars(index, options: MarkOptions, under: Sequence[str] = ()):
 
     def plan(target: Target) -> list[Marks]:
         stale = [path for path, _ in index.journal.open_fields(target.name, MARK_FIELDS) if not under or inside_roots(path, under)]
-        return plan_marks(index, target, with_choices(index, target, groups, options), flagged, options, stale)
+        planned = plan_marks(index, target, with_choices(index, target, groups, options), flagged, options, stale)
+        return only_as_measured(index, target, planned, under)
 
     return apply_marks(index, target, plan, decide_marks, options, "apply-culling", options.record())
+
+
+def only_as_measured(index, target: Target, planned: Sequence[Marks], under: Sequence[str] = ()) -> list[Marks]:
+    """The marks of photos still the bytes the cull judged. A photo changed since it was
+    measured is another picture: our marks would be about one nobody sees; a photo gone
+    (deleted, moved, renamed) would get a sidecar beside nothing, an orphan no later run
+    takes away. Both are left out; the report (the target's extra) counts every measured
+    photo under `under` in that state, planned or not (a cull may have set it aside)."""
+    from ...index.freshness import Freshness
+
+    freshness = Freshness(index)
+    measured = (freshness.rows[i]["path"] for i in index.culling.measured_ids() if i in freshness.rows)
+    paths = dict.fromkeys([*(item.path for item in planned), *(p for p in measured if not under or inside_roots(p, under))])
+    stale = freshness.stale(paths)
+    target.extra.update(stale.counts())
+    left_out = stale.paths()
+    return [item for item in planned if item.path not in left_out]
 
 
 def marks_text(report, undo_hint: str) -> str:
@@ -273,6 +302,9 @@ def marks_text(report, undo_hint: str) -> str:
         lines.append(f"{report.grouped_by_you} photos are in groups you made: their grouping left as it is")
     for item in report.kept_yours:
         lines.append(f"kept yours: {printable(item['path'])}: {item['reason']}")
+    changed, gone = report.extra.get("changed_since_measured", 0), report.extra.get("gone_since_measured", 0)
+    if changed or gone:
+        lines.append(stale_line(changed, gone, "left out", "left out: no sidecar written"))
     if report.changed_since_read:
         lines.append(f"{report.changed_since_read} left alone: changed while we decided (by a person?); run again")
     lines += [f"error: {printable(e['path'])}: {printable(e['error'])}" for e in report.errors]

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 
 from ...values import BLURRY, FLAGS, OVEREXPOSED, UNDEREXPOSED  # noqa: F401 - culling's vocabulary, named here too
 
-BURST, DUPLICATE = "burst", "duplicate"
+BURST, DUPLICATE, BRACKET = "burst", "duplicate", "bracket"
+PAIR = "pair"  # the files of one capture (a RAW and the camera's JPEG beside it): one photo, no group to cull
 BY_US, BY_YOU = "aes-index", "you"  # who chose a group's keeper
 
 
@@ -30,6 +31,10 @@ class Member:
     quality: int | None = None  # a JPEG's quality, estimated from its quantisation tables
     camera_file: bool = False  # written by a camera (its EXIF, no editor's name), not an export
     frame: int | None = None  # in a burst: the frame it is a copy of (grouping.frames_of), None: its own
+    exposure_bias: float | None = None  # EXIF exposure compensation, EV (a bracket steps it)
+    edge_width: float | None = None  # blur of its crispest edges, px at the analysis scale (facts.edge_width)
+    blown_highlights: float | None = None  # share of the frame in large clipped areas (sky, wall, face), 0..1
+    clipped_channel: float | None = None  # share of pixels with any channel at white (a colour blown out), 0..1
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -42,7 +47,7 @@ class Group:
     """A burst or a set of near-duplicates: members with the keeper first."""
 
     id: int
-    kind: str  # BURST or DUPLICATE
+    kind: str  # BURST, BRACKET, DUPLICATE (or PAIR: stored, never shown as a group)
     members: tuple[Member, ...]  # keeper first, then by capture time, then path
     keeper_id: int
     reason: str  # the keeper rule's reason in words: "sharpest of 7, best score"

@@ -7,14 +7,15 @@
   cull_members  which group a photo is in (at most one)
 
 Rows follow their image: a moved photo keeps its image id (the scan follows moves), so it
-keeps its facts and its group; a changed photo loses both (`forget`) and is measured and
-grouped again; a missing one leaves its group at the next cull.
+keeps its facts and its group; a changed photo loses its facts (`forget`) and is measured
+again; a missing one, or one measured again (`culled` 0 while a member), leaves its group
+at the next cull, which counts it (`departed`); readers see groups without it at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 import sqlite_utils
@@ -47,9 +48,9 @@ def add_fact_columns(db: sqlite_utils.Database) -> None:
 
 
 def _sql_type(name: str) -> str:
-    if name in ("taken_at", "sharpness", "clipped_highlights", "clipped_shadows", "brightest"):
+    if name in ("taken_at", "sharpness", "clipped_highlights", "blown_highlights", "clipped_channel", "clipped_shadows", "brightest", "exposure_bias", "edge_width"):
         return "REAL"
-    if name in ("width", "height", "signature", "signature_inner", "signature_core", "version", "quality"):
+    if name in ("width", "height", "signature", "signature_inner", "signature_core", "version", "quality", "auto_bracket"):
         return "INTEGER"
     return "TEXT"
 
@@ -90,7 +91,8 @@ class CullingTables:
     def put_facts(self, image_ids: Sequence[int], facts: Sequence[CaptureFacts | None]) -> None:
         """Store facts. A photo measured again whose grouping facts (time, camera,
         signatures) are what they were keeps its group (`rebuild --force` regroups
-        nothing); one whose facts moved leaves it and is grouped again by the next cull."""
+        nothing); one whose facts moved is compared again by the next cull, which first
+        takes it out of its group (and counts it as having left)."""
         rows = [(i, *(getattr(f, name) for name in FACT_COLUMNS)) for i, f in zip(image_ids, facts) if f is not None]
         if not rows:
             return
@@ -101,7 +103,6 @@ class CullingTables:
             f"INSERT OR REPLACE INTO captures (image_id, {names}, culled) VALUES ({marks})",
             [(*row, int(row[0] in kept)) for row in rows],
         )
-        self.db.conn.executemany("DELETE FROM cull_members WHERE image_id = ?", [(row[0],) for row in rows if row[0] not in kept])
 
     def _unchanged_for_grouping(self, rows: list[tuple]) -> set[int]:
         """Photos already culled whose grouping facts are the same in `rows`."""
@@ -115,9 +116,16 @@ class CullingTables:
         return kept
 
     def forget(self, image_id: int) -> None:
-        """The file's pixels changed: its facts and its place in a group no longer hold."""
+        """The file's pixels changed: its facts no longer hold. Its membership stays until
+        the next cull takes it out (`departed`): that cull says the photo left its group."""
         self.db.execute("DELETE FROM captures WHERE image_id = ?", [image_id])
-        self.db.execute("DELETE FROM cull_members WHERE image_id = ?", [image_id])
+
+    def set_aside(self, image_ids: Sequence[int]) -> None:
+        """Photos whose file changed or went since they were measured: out of their groups,
+        and to be compared again once measured again (or found moved): others were compared
+        without them meanwhile."""
+        self.remove_members(image_ids)
+        self.db.conn.executemany("UPDATE captures SET culled = 0 WHERE image_id = ?", [(int(i),) for i in image_ids])
 
     def copy_facts(self, source_id: int, target_id: int) -> None:
         """A byte-identical copy has the original's facts (it becomes its duplicate at the next cull)."""
@@ -143,13 +151,14 @@ class CullingTables:
             found += self.db.execute(f"{sql} AND i.id IN ({', '.join('?' * len(chunk))})", [FACTS_VERSION, *chunk]).fetchall()
         return sorted((i, p) for i, p in found)
 
-    def facts_table(self) -> FactsTable:
+    def facts_table(self, leave_out: Collection[int] = ()) -> FactsTable:
+        """`leave_out`: photos not to group now (changed since they were measured)."""
         sql = (
             "SELECT c.image_id, c.camera, c.serial, c.taken_at, c.culled, c.signature, c.signature_inner, c.signature_core "
             "FROM captures c "
             "JOIN images i ON i.id = c.image_id WHERE i.status IN (?, ?) AND c.signature IS NOT NULL ORDER BY c.image_id"
         )
-        rows = self.db.execute(sql, list(PRESENT)).fetchall()
+        rows = [row for row in self.db.execute(sql, list(PRESENT)) if row[0] not in leave_out]
         return FactsTable(
             ids=np.fromiter((r[0] for r in rows), np.int64, len(rows)),
             cameras=[(f"{r[1]}#{r[2]}" if r[2] else r[1]) for r in rows],
@@ -157,6 +166,11 @@ class CullingTables:
             signatures=np.array([[r[5], _or(r[6], r[5]), _or(r[7], r[5])] for r in rows], np.int64).reshape(-1, 3).view(np.uint64),
             culled=np.fromiter((bool(r[4]) for r in rows), bool, len(rows)),
         )
+
+    def measured_ids(self) -> list[int]:
+        """Present photos with capture facts, by id."""
+        sql = "SELECT c.image_id FROM captures c JOIN images i ON i.id = c.image_id WHERE i.status IN (?, ?) ORDER BY 1"
+        return [row[0] for row in self.db.execute(sql, list(PRESENT))]
 
     def was_culled(self) -> bool:
         """Whether a cull has ever run on this library (the watcher then keeps it current)."""
@@ -186,9 +200,12 @@ class CullingTables:
 
     # --- groups ----------------------------------------------------------------------
 
-    def groups(self) -> list[GroupRow]:
+    def groups(self, leaving: bool = False) -> list[GroupRow]:
+        """Every group with its members; `leaving`: also the members the next cull takes
+        out (measured again, or without facts), which readers no longer show."""
+        settled = "" if leaving else " JOIN captures c ON c.image_id = m.image_id AND c.culled = 1"
         members: dict[int, list[int]] = {}
-        for image_id, group_id in self.db.execute("SELECT image_id, group_id FROM cull_members ORDER BY group_id, image_id"):
+        for image_id, group_id in self.db.execute(f"SELECT m.image_id, m.group_id FROM cull_members m{settled} ORDER BY 2, 1"):
             members.setdefault(group_id, []).append(image_id)
         rows = self.db.execute("SELECT id, kind, keeper_id, reason, chosen_by FROM cull_groups ORDER BY id")
         return [GroupRow(*row, tuple(members.get(row[0], ()))) for row in rows]
@@ -197,10 +214,12 @@ class CullingTables:
         return dict(self.db.execute("SELECT image_id, group_id FROM cull_members").fetchall())
 
     def departed(self) -> list[int]:
-        """Members that are no longer present photos (missing, failed, or no facts)."""
+        """Members that are no longer present photos (missing, failed, or no facts) or
+        were measured again since a cull grouped them (their file changed)."""
         sql = (
             "SELECT m.image_id FROM cull_members m LEFT JOIN images i ON i.id = m.image_id "
-            "LEFT JOIN captures c ON c.image_id = m.image_id WHERE i.id IS NULL OR i.status NOT IN (?, ?) OR c.image_id IS NULL"
+            "LEFT JOIN captures c ON c.image_id = m.image_id "
+            "WHERE i.id IS NULL OR i.status NOT IN (?, ?) OR c.image_id IS NULL OR c.culled = 0"
         )
         return [row[0] for row in self.db.execute(sql, list(PRESENT))]
 

@@ -16,7 +16,7 @@ import sqlite_utils
 
 from . import culling as store_culling, journal
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Image statuses (images.status)
 NEW, OK, ERROR, MISSING = "new", "ok", "error", "missing"
@@ -139,4 +139,11 @@ def _migrate_to_6(db: sqlite_utils.Database) -> None:
     store_culling.add_fact_columns(db)
 
 
-MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4), (5, _migrate_to_5), (6, _migrate_to_6)]
+def _migrate_to_7(db: sqlite_utils.Database) -> None:
+    """Capture facts gain blown_highlights (the share of the frame in large clipped areas,
+    which the overexposed flag reads). Older rows hold none: their facts version is older,
+    so the next rebuild measures them again (one decode each, no embedding)."""
+    store_culling.add_fact_columns(db)
+
+
+MIGRATIONS = [(1, _migrate_to_1), (2, _migrate_to_2), (3, _migrate_to_3), (4, _migrate_to_4), (5, _migrate_to_5), (6, _migrate_to_6), (7, _migrate_to_7)]
