@@ -35,7 +35,7 @@ BLURRY, OVEREXPOSED, UNDEREXPOSED = "blurry", "overexposed", "underexposed"  # c
 BRACKET = "bracket"  # culling.model.BRACKET
 TARGETS = {  # the targets, on every library
     "keeper_is_original": (">=", 0.95), "false_flags_on_clean": ("<=", 0.02), "defocus_8px_flagged": (">=", 0.90),
-    "brackets_whole": (">=", 1.0), "precision": (">=", 0.98), "recall": (">=", 0.95), "raw_pairs_keeper_is_raw": (">=", 1.0),
+    "brackets_whole": (">=", 1.0), "precision": (">=", 0.98), "recall": (">=", 0.95), "raw_pairs_one_photo": (">=", 1.0),
 }
 
 
@@ -99,7 +99,9 @@ def score_cases(truth, groups: list[dict], flagged: list[dict]) -> dict:
     kinds = [g["kind"] for g in groups]
     group_of = {path: i for i, members in enumerate(predicted) for path in members}
     flags = _flags_by_path(groups, flagged, rel)
-    true_pairs, found_pairs = _pairs(g["members"] for g in truth.groups), _pairs(predicted)
+    # A RAW+JPEG pair alone is one photo, no group to find (culling.model.PAIR)
+    true_pairs = _pairs(g["members"] for g in truth.groups if g["kind"] != "raw_pair")
+    found_pairs = _pairs(predicted)
     right = len(true_pairs & found_pairs)
 
     def keeper_of(path):
@@ -107,6 +109,7 @@ def score_cases(truth, groups: list[dict], flagged: list[dict]) -> dict:
         return keepers[i] if i is not None else None
 
     keeper: dict[str, list] = defaultdict(list)  # case -> [(hit, miss)]
+    raw_pairs: list = []  # per lone RAW+JPEG pair: None when it is one photo (in no group)
     for g in truth.groups:
         if g["kind"] == "burst":
             case = case_of(truth.photos[g["sharp"]])
@@ -117,8 +120,10 @@ def score_cases(truth, groups: list[dict], flagged: list[dict]) -> dict:
             wanted = g["original"]
             accepted = {wanted} | {m for m in g["members"] if truth.photos[m].get("variant") == "copy"}  # byte-identical
             case = "duplicate"
-        elif g["kind"] == "raw_pair":
-            wanted, accepted, case = g["original"], {g["original"]}, "raw_pair"
+        elif g["kind"] == "raw_pair":  # one photo: neither file in any group
+            listed = [m for m in g["members"] if m in group_of]
+            raw_pairs.append({"pair": g["id"], "listed_in_groups": listed} if listed else None)
+            continue
         else:
             continue
         got = keeper_of(wanted)
@@ -169,7 +174,7 @@ def score_cases(truth, groups: list[dict], flagged: list[dict]) -> dict:
     return {
         "keeper_is_original": {**figure("keeper_is_original", every_keeper),
                                "by_case": {c: {"value": _share(sum(o is None for o in v), len(v)), "n": len(v)} for c, v in sorted(keeper.items())}},
-        "raw_pairs_keeper_is_raw": figure("raw_pairs_keeper_is_raw", keeper.get("raw_pair", [])),
+        "raw_pairs_one_photo": figure("raw_pairs_one_photo", raw_pairs),
         "false_flags_on_clean": {**figure("false_flags_on_clean", every_clean, "flagged"),
                                  "by_case": {c: {"flagged": sum(o is not None for o in v), "n": len(v)} for c, v in sorted(clean.items())}},
         "blurry_without_planted_blur": {"value": _share(sum(o is not None for o in sharp_blurry), len(sharp_blurry)),
