@@ -100,16 +100,31 @@ def model_args(tiny_model) -> list[str]:
 
 @pytest.fixture(scope="session")
 def mate_photos() -> list[Path]:
-    """The 12 nature photographs of Debian's mate-backgrounds (tests/culling_photos.py):
-    downloaded once with apt-get; a failure in CI (.ci/run fetches them first), a skip elsewhere."""
-    from culling_photos import PhotosUnavailable, mate_nature_photos
+    """The 12 nature photographs of Debian's mate-backgrounds (tests/culling_photos.py)."""
+    from culling_photos import mate_nature_photos
+
+    return debian_photos(mate_nature_photos, "mate-backgrounds")
+
+
+@pytest.fixture(scope="session")
+def plasma_photos() -> tuple[list[Path], list[Path]]:
+    """(camera photographs, smooth ones) of Debian's plasma-workspace-wallpapers (tests/culling_photos.py)."""
+    from culling_photos import plasma_photos as fetch
+
+    return debian_photos(fetch, "plasma-workspace-wallpapers")
+
+
+def debian_photos(fetch, package: str):
+    """Photographs from a Debian package, downloaded once with apt-get: a failure in CI
+    (.ci/run fetches them first), a skip elsewhere."""
+    from culling_photos import PhotosUnavailable
 
     try:
-        return mate_nature_photos()
+        return fetch()
     except PhotosUnavailable as exc:
         if os.environ.get("CI"):
-            pytest.fail(f"the mate-backgrounds photos are needed in CI: {exc}")
-        pytest.skip(f"no mate-backgrounds photos (CI is unset): {exc}")
+            pytest.fail(f"the {package} photos are needed in CI: {exc}")
+        pytest.skip(f"no {package} photos (CI is unset): {exc}")
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

@@ -78,16 +78,22 @@ def cull(capsys, index: Path) -> None:
     assert code == ExitCode.OK, err
 
 
+def index_and_cull(root: Path, index: Path, model_args, capsys):
+    """`rebuild` and `cull` through the CLI; the library's one group."""
+    code, _, err = run_cli(capsys, "rebuild", root, *model_args, "--workers", "0", "--db", index)
+    assert code == ExitCode.OK, err
+    cull(capsys, index)
+    with Index(index) as opened:
+        (group,) = load_groups(opened)
+    return group
+
+
 @pytest.fixture
 def culled(tmp_path, model_args, capsys) -> dict:
     root = tmp_path / "Photos"
     make_library(root)
     index = tmp_path / "index.db"
-    code, _, err = run_cli(capsys, "rebuild", root, *model_args, "--workers", "0", "--db", index)
-    assert code == ExitCode.OK, err
-    cull(capsys, index)
-    with Index(index) as opened:
-        (group,) = load_groups(opened)  # the burst, as the lead's grouping made it
+    group = index_and_cull(root, index, model_args, capsys)  # the burst, as the lead's grouping made it
     assert sorted(Path(m.path).name for m in group.members) == sorted(BURST)
     assert Path(group.keeper.path).name == SHARP, group
     return {"root": root, "index": index}
@@ -609,11 +615,7 @@ def exported(tmp_path, model_args, capsys, digikam_statements) -> dict:
     root = tmp_path / "Photos"
     make_library_with_export(root)
     index = tmp_path / "index.db"
-    code, _, err = run_cli(capsys, "rebuild", root, *model_args, "--workers", "0", "--db", index)
-    assert code == ExitCode.OK, err
-    cull(capsys, index)
-    with Index(index) as opened:
-        (group,) = load_groups(opened)
+    group = index_and_cull(root, index, model_args, capsys)
     assert sorted(Path(m.path).name for m in group.members) == sorted([*BURST, EXPORT])
     assert Path(group.keeper.path).name == SHARP  # the camera original keeps
     db = tmp_path / "digikam" / "digikam4.db"

@@ -11,7 +11,6 @@ target, and each kind of mistake shows in its own case.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,18 +19,6 @@ from PIL import Image
 
 from culling_library import LibrarySpec, build_library
 from culling_scoring import case_of, is_clean, score_cases
-
-
-@pytest.fixture(scope="module")
-def plasma_photos():
-    from culling_photos import PhotosUnavailable, plasma_photos
-
-    try:
-        return plasma_photos()
-    except PhotosUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"the plasma-workspace-wallpapers photos are needed in CI: {exc}")
-        pytest.skip(f"no plasma-workspace-wallpapers photos (CI is unset): {exc}")
 
 
 @pytest.fixture(scope="module")

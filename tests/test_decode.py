@@ -163,7 +163,7 @@ def test_jpeg_is_decoded_at_the_smallest_dct_scale_that_keeps_the_analysis_side(
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
     image = decode_image(big_jpeg, min_side=224)
-    # 4000x3000: libjpeg's 1/4 scale (1000x750) is the smallest that keeps culling's
+    # Never the full 4000x3000: libjpeg's 1/4 scale (1000x750) is the smallest that keeps culling's
     # analysis side (DRAFT_MIN_SIDE, 500); 1/8 (500x375) would not. Then a box reduction by
     # 3 for the model. Decoding at full size and reducing by 13 would give 308x231 instead.
     assert DRAFT_MIN_SIDE == ANALYSIS_SIDE == 500
@@ -172,19 +172,6 @@ def test_jpeg_is_decoded_at_the_smallest_dct_scale_that_keeps_the_analysis_side(
     assert_small_rgb(image)
     assert close_to(colour_at(image, 0.25, 0.25), RED)
     assert close_to(colour_at(image, 0.75, 0.75), WHITE)
-
-
-def test_jpeg_draft_never_loads_full_resolution(big_jpeg, monkeypatch):
-    loaded_sizes = []
-    real_load = ImageFile.ImageFile.load
-
-    def recording_load(self):
-        loaded_sizes.append(self.size)
-        return real_load(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
-    decode_image(big_jpeg, min_side=224)
-    assert loaded_sizes and max(w * h for w, h in loaded_sizes) <= 1000 * 750
 
 
 def test_jpeg_draft_keeps_a_larger_min_side(big_jpeg):
