@@ -223,3 +223,73 @@ def test_a_raw_jpeg_pair_alone_is_one_photo_not_a_group(tmp_path, capsys, model_
     summary = cull(capsys, root)
     assert (summary["groups"], summary["duplicates"], summary["pairs"], summary["photos"]) == (0, 0, 1, 2), summary
     assert groups(capsys, root)["groups"] == []
+
+
+# --- found in review ----------------------------------------------------------------------------
+
+from aes_index.features.culling import grouping  # noqa: E402
+from aes_index.features.culling.model import BRACKET, PAIR  # noqa: E402
+from aes_index.index.facts import LOSSY  # noqa: E402
+
+
+def test_a_phones_heic_original_is_not_ranked_below_its_jpeg_conversion():
+    """A HEIC's quality is not read: no quality step, the sharper (the original) keeps."""
+    heic = photo(1, 0.72, encoding=LOSSY, quality=None)
+    converted = photo(2, 0.70, 0.9, quality=90)
+    group = keeper.decide(1, DUPLICATE, [heic, converted])
+    assert (group.keeper_id, group.reason) == (1, "sharpest of 2 copies")
+
+
+def test_copies_of_a_frame_share_its_whole_verdict():
+    raw = photo(1, 0.7, encoding=RAW, quality=None)
+    jpeg = photo(2, 0.7, clipped_channel=None)
+    jpeg = replace(jpeg, clipped_highlights=0.5)  # its own measure clips; the frame's does not
+    group = keeper.decide(1, DUPLICATE, [raw, jpeg])
+    assert {m.image_id: m.flags for m in group.members} == {1: (), 2: ()}
+
+
+def row(i: int, taken: float, text: str, path: str | None = None, **facts) -> dict:
+    return {"image_id": i, "path": path or f"/shoot/IMG_{i}.JPG", "taken_at": taken, "taken_at_text": text,
+            "camera": "Canon EOS R6", "software": None, "encoding": JPEG, "width": 6000, "height": 4000, "quality": 92,
+            "signature": 1, "signature_inner": 1, "signature_core": 1, "sharpness": 0.7, **facts}
+
+
+def test_two_camera_frames_of_one_second_are_two_frames_whatever_fraction_the_camera_writes():
+    # a camera that writes SubSecTimeOriginal "00" for every frame, a static scene: same time, same look
+    same = [row(1, 100.0, "2024-05-01T10:00:00.000"), row(2, 100.0, "2024-05-01T10:00:00.000")]
+    assert grouping.frames_of(same) == {1: 1, 2: 2}
+    export = row(3, 100.0, "2024-05-01T10:00:00", path="/exports/IMG_1.jpg", camera=None, width=3000, height=2000, quality=72)
+    assert grouping.frames_of([*same, export])[3] in (1, 2)  # a copy of one of them
+
+
+def test_a_burst_with_a_turn_of_the_dial_is_no_bracket_and_one_capture_is_a_pair_whatever_its_kind():
+    frames = [row(i, 100.0 + 0.1 * i, "", exposure_bias=0.0 if i < 10 else 0.7) for i in range(20)]
+    assert grouping.refined_kind(BURST, frames) == BURST
+    steps = [row(i, 100.0 + 0.3 * i, "", exposure_bias=bias) for i, bias in enumerate((-2.0, 0.0, 2.0))]
+    assert grouping.refined_kind(BURST, steps) == BRACKET
+    capture = [row(1, 100.0, "", path="/shoot/IMG_1.CR3", encoding=RAW), row(2, 100.0, "", path="/shoot/IMG_1.JPG")]
+    assert grouping.refined_kind(BURST, capture) == PAIR == grouping.refined_kind(DUPLICATE, capture)
+
+
+def test_groups_decided_by_an_older_keeper_rule_decide_again_once(tmp_path, capsys, model_args):
+    """An upgraded library: its groups did not change, but its keepers were decided by an
+    older rule (here: forged, a backup kept). The next cull decides them again, once."""
+    from aes_index.features.culling.cull import KEEPER_RULE_KEY
+    from aes_index.index.store import Index
+
+    root = tmp_path / "Photos"
+    original = save(scene(4, (1200, 800)), root / "DCIM" / "IMG_0042.jpg", exif_bytes("2024:05:01 10:00:07", "25"))
+    with Image.open(original) as image:
+        backup = save(image, root / "backup" / "IMG_0042.jpg", exif_bytes("2024:05:01 10:00:07", "25"), quality=70)
+    rebuild(capsys, root, model_args)
+    cull(capsys, root)
+    with Index(root / ".aes-index.db") as index:
+        (stored,) = index.culling.groups()
+        backup_id = next(i for i in stored.members if i != stored.keeper_id)
+        with index.transaction():  # as an older rule decided it
+            index.culling.set_keeper(stored.id, stored.kind, backup_id, "sharpest of 2, best score", "aes-index", "t")
+            index.set_meta(KEEPER_RULE_KEY, 1)
+    assert groups(capsys, root)["groups"][0]["keeper"] == str(backup)
+    cull(capsys, root)
+    (group,) = groups(capsys, root)["groups"]
+    assert group["keeper"] == str(original) and group["reason"].startswith("best quality"), group

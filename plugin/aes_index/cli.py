@@ -358,6 +358,8 @@ def cull_lines(summary) -> str:
         f"{summary.grouped_photos} of {summary.photos} photos; {summary.formed} new groups, {summary.joined} photos joined one, "
         f"{summary.left} left one, in {summary.seconds:.1f} s"
     ]
+    if getattr(summary, "pairs", 0):
+        lines.append(f"{summary.pairs} RAW+JPEG pairs (the files of one capture) counted as one photo each")
     if summary.flagged:
         lines.append("flagged: " + ", ".join(f"{n} {flag}" for flag, n in sorted(summary.flagged.items())))
     if summary.chosen_by_you:

@@ -209,9 +209,10 @@ _IJG_LUMINANCE = (
 )  # fmt: skip
 # Names in EXIF Software that say an editor, not a camera, wrote the file (lower case).
 _EDITORS = re.compile(
-    r"lightroom|photoshop|darktable|digikam|gimp|rawtherapee|capture one|affinity|luminar|snapseed|dxo|"
-    r"on1|acdsee|paint\.net|imagemagick|graphicsmagick|pixelmator|photos \d|picasa|shotwell|gthumb|"
-    r"exiftool|lightzone|ansel|vkdt|art \d|photomator|canva|facebook|whatsapp|instagram",
+    r"\b(lightroom|photoshop|darktable|digikam|gimp|rawtherapee|capture one|capture nx|nx studio|digital photo "
+    r"professional|silkypix|affinity|luminar|snapseed|dxo|on1|acdsee|paint\.net|imagemagick|graphicsmagick|"
+    r"pixelmator|picasa|shotwell|gthumb|exiftool|lightzone|ansel|vkdt|photomator|canva|facebook|whatsapp|"
+    r"instagram|photos editor)\b",
 )
 
 

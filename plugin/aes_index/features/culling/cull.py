@@ -29,6 +29,9 @@ from . import grouping, keeper
 from .model import BRACKET, BURST, BY_YOU, DUPLICATE, PAIR, Group, Member
 
 
+KEEPER_RULE_KEY = "keeper_rule"  # index meta: the keeper.KEEPER_RULE the stored keepers were decided by
+
+
 @dataclass
 class CullSummary:
     photos: int = 0  # present photos with capture facts (the files of one capture count once)
@@ -77,6 +80,9 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
         for dropped in result.dropped:
             tables.drop_group(dropped)
         facts = tables.member_facts(None, head_id) if result.groups else {}
+        # Groups decided under an older keeper rule decide again, once (an upgraded library
+        # whose groups did not change would keep keepers the rule no longer makes)
+        rule_changed = index.get_meta(KEEPER_RULE_KEY) != keeper.KEEPER_RULE
         touched = []
         for key, members in result.groups.items():
             kind = grouping.refined_kind(result.kinds[key], [facts[i] for i in members if i in facts])
@@ -85,13 +91,14 @@ def run_cull(index: Index, head_id: str | None = None, lock_timeout: float | Non
             if changed:
                 tables.set_members(group_id, members)
             # A group that lost a photo (its keeper, maybe) decides again as well
-            if changed or set(members) != before[key][0] or before[key][1] not in members:
+            if changed or rule_changed or set(members) != before[key][0] or before[key][1] not in members:
                 touched.append((group_id, kind, members))
         target, listings = SidecarTarget(roots=tuple(index.roots())), {}
         for group_id, kind, members in touched:
             group = _decide(index, group_id, kind, [facts[i] for i in sorted(members)], target, listings)
             tables.set_keeper(group_id, kind, group.keeper_id, group.reason, group.chosen_by, now)
         tables.mark_culled(table.ids[~table.culled])
+        index.set_meta(KEEPER_RULE_KEY, keeper.KEEPER_RULE)
         summary.formed, summary.joined = result.formed, result.joined
         summary.unmeasured = len(tables.ids_lacking_facts())
     _count(index, summary, head_id)

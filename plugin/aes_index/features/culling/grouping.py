@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,6 +193,10 @@ _CROP_PAIRS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))  # (whole, inner, core) o
 
 
 BRACKET_SPREAD_EV = 0.5  # a burst whose frames' exposure compensation spans this much is a bracket
+# A bracket is a few frames, each exposure once (twice for a RAW+JPEG pair): a burst of 20
+# frames with a turn of the dial halfway is a burst, not a bracket.
+MAX_BRACKET = 9 * 2
+MAX_AT_ONE_LEVEL = 2
 
 
 def refined_kind(kind: str, rows: list[dict]) -> str:
@@ -201,12 +205,13 @@ def refined_kind(kind: str, rows: list[dict]) -> str:
     BRACKET_SPREAD_EV or more in all) or the camera marked them as shot in an auto
     bracket (ExposureMode 2): frames an HDR merge or a choice of exposure needs whole.
     `rows`: the members' facts."""
-    if kind == DUPLICATE and one_capture(rows):
+    if one_capture(rows):
         return PAIR
-    if kind != BURST:
+    if kind != BURST or len(rows) > MAX_BRACKET:
         return kind
     biases = [row["exposure_bias"] for row in rows if row.get("exposure_bias") is not None]
-    stepped = len(biases) >= 2 and max(biases) - min(biases) >= BRACKET_SPREAD_EV
+    levels = Counter(biases)
+    stepped = len(levels) >= 2 and max(biases) - min(biases) >= BRACKET_SPREAD_EV and max(levels.values()) <= MAX_AT_ONE_LEVEL
     return BRACKET if stepped or any(row.get("auto_bracket") for row in rows) else kind
 
 
@@ -266,21 +271,27 @@ def _same_file_name(a: dict, b: dict) -> bool:
 
 
 def _timed_copies(a: dict, b: dict) -> bool:
-    """Two timed files of one moment that look the same. Equal to the fraction of a
-    second, they are copies (no two frames share a hundredth). Equal only to the second
-    (a time without a fraction), they are copies unless both are camera files of one kind
-    (encoding, size, quality): a camera without sub-seconds gives its frames in one
-    second the same time."""
-    if a["taken_at"] is None or b["taken_at"] is None or _distance(a, b) > DUPLICATE_DISTANCE:
+    """Two timed files of one moment (equal times; to the second where one lacks a
+    fraction) that look the same, unless both are camera files of one kind: a camera
+    writes one file of each kind per frame, and one without sub-seconds (or with a
+    constant fraction) gives its frames in one second the same time."""
+    if a["taken_at"] is None or b["taken_at"] is None:
         return False
     if _has_fraction(a) and _has_fraction(b):
-        return a["taken_at"] == b["taken_at"]
-    if math.floor(a["taken_at"]) != math.floor(b["taken_at"]):
+        same_moment = a["taken_at"] == b["taken_at"]
+    else:
+        same_moment = math.floor(a["taken_at"]) == math.floor(b["taken_at"])
+    if not same_moment or _one_kind(a, b):  # a camera writes one file of a kind per frame
         return False
-    one_kind = all(is_camera_file(row["camera"], row["taken_at"], row.get("software")) for row in (a, b)) and all(
+    return _distance(a, b) <= DUPLICATE_DISTANCE
+
+
+def _one_kind(a: dict, b: dict) -> bool:
+    """Two camera files of one encoding, size and quality: two frames (a camera that
+    writes a constant or no fraction gives frames of one second one time)."""
+    return all(is_camera_file(row["camera"], row["taken_at"], row.get("software")) for row in (a, b)) and all(
         a.get(key) == b.get(key) for key in ("encoding", "width", "height", "quality")
     )
-    return not one_kind
 
 
 def _has_fraction(row: dict) -> bool:

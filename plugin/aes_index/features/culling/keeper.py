@@ -39,6 +39,8 @@ from dataclasses import replace
 from ...index.facts import JPEG, LOSSLESS, RAW
 from .model import BLURRY, BRACKET, BURST, BY_US, BY_YOU, DUPLICATE, OVEREXPOSED, PAIR, UNDEREXPOSED, Group, Member
 
+KEEPER_RULE = 2  # bump when the rule changes: the next cull decides every stored group again (2: the order of copies)
+
 # Chosen on tests/benchmarks/bench_sharpness_resolution.py (24 MP frames of the
 # mate-backgrounds photos, measured at the 1/8 draft): every frame defocused by 4 px or
 # shaken by 16 px measured at least 0.006-0.018 below its sharp frame, and exposure steps
@@ -133,8 +135,8 @@ def best_of(kind: str, members: Sequence[Member]) -> Member:
 def flagged_members(kind: str, members: Sequence[Member]) -> list[Member]:
     """Every member with its flags. A burst's frames are judged against its sharpest
     well-exposed frame; the copies of one frame (a RAW's JPEG, an export) share their
-    frame's blur verdict and are not compared for sharpness themselves: a re-encoded or
-    resized copy measures unlike its original without being blurred."""
+    frame's verdict (its original's flags) and are not judged themselves: a re-encoded or
+    resized copy measures unlike its original without being another picture."""
     own = [replace(m, flags=flags_of(m)) for m in members]
     frames = _frames(kind, own)
     originals = {key: _best_copy(copies)[0] for key, copies in frames.items()}
@@ -142,9 +144,9 @@ def flagged_members(kind: str, members: Sequence[Member]) -> list[Member]:
     judged = {m.image_id: flags_of(m, sharpest) for m in originals.values()}
     flagged = []
     for key, copies in frames.items():
-        blurred = BLURRY in judged[originals[key].image_id]
+        verdict = judged[originals[key].image_id]
         for m in copies:
-            flags = judged.get(m.image_id) or tuple(f for f in FLAG_ORDER if f in m.flags or (f == BLURRY and blurred))
+            flags = verdict  # one frame, one verdict: a RAW's JPEG is never rejected beside its accepted RAW
             if kind == BRACKET:  # its frames are exposed apart on purpose
                 flags = tuple(f for f in flags if f not in (OVEREXPOSED, UNDEREXPOSED))
             flagged.append(replace(m, flags=flags))
@@ -276,15 +278,20 @@ def _largest(pool):
 
 
 def _best_encoded(pool):
-    best = max(_quality_rank(m) for m in pool)
-    return [m for m in pool if _quality_rank(m) >= best - QUALITY_STEP]
+    """A quality step only where every copy's quality is known: a HEIC (or WebP, AVIF)
+    has none we read, and a phone's HEIC original must not lose to its JPEG conversion."""
+    ranks = [_quality_rank(m) for m in pool]
+    if None in ranks:
+        return pool
+    best = max(ranks)
+    return [m for m, rank in zip(pool, ranks) if rank >= best - QUALITY_STEP]
 
 
-def _quality_rank(m: Member) -> int:
-    """A lossless file (or a RAW) above any JPEG; a JPEG by its quality; unknown last."""
+def _quality_rank(m: Member) -> int | None:
+    """A lossless file (or a RAW) above any JPEG; a JPEG by its quality; None: unknown."""
     if m.encoding in (RAW, LOSSLESS):
         return 101
-    return m.quality if m.encoding == JPEG and m.quality is not None else 0
+    return m.quality if m.encoding == JPEG and m.quality is not None else None
 
 
 def _quality_words(m: Member) -> str:
