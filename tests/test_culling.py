@@ -184,7 +184,7 @@ def test_a_frame_stops_under_is_underexposed_though_nothing_clips_at_black():
 def test_only_full_size_photos_are_called_blurry_on_their_own_and_copies_are_not_compared():
     soft = Member(1, "/web.jpg", None, 0.30, 0.0, 0.0, None, short_side=640, edge_width=keeper.BLURRY_EDGE + 0.3)
     assert keeper.flags_of(soft) == () and keeper.flags_of(replace(soft, short_side=4000)) == (BLURRY,)
-    copies = keeper.decide(1, DUPLICATE, [member(1, 0.5, 0.80), replace(member(2, 0.6, 0.45), short_side=640)], {1: 24_000_000, 2: 400_000})
+    copies = keeper.decide(1, DUPLICATE, [replace(member(1, 0.5, 0.80), pixels=24_000_000), replace(member(2, 0.6, 0.45), short_side=640, pixels=400_000)])
     assert all(m.flags == () for m in copies.members) and copies.keeper_id == 1
 
 

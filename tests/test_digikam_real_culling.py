@@ -54,13 +54,18 @@ def digikam_view(db: Path) -> dict:
     return {"tags": tags, "groups": groups, "tag_rows": tag_rows}
 
 
+def run_all(capsys, index, *commands) -> None:
+    """Each command through the CLI on the index `index`, each one succeeding."""
+    for argv in commands:
+        code, _, err = run_cli(capsys, *argv, "--db", index)
+        assert code == ExitCode.OK, err
+
+
 def test_digikam_shows_our_keeper_accepted_and_the_burst_grouped(tmp_path, model_args, capsys):
     root = tmp_path / "Photos"
     make_library(root)
     index = tmp_path / "index.db"
-    for argv in (("rebuild", root, *model_args, "--workers", "0"), ("cull",), ("apply-culling",)):
-        code, _, err = run_cli(capsys, *argv, "--db", index)
-        assert code == ExitCode.OK, err
+    run_all(capsys, index, ("rebuild", root, *model_args, "--workers", "0"), ("cull",), ("apply-culling",))
 
     names = {p.name for p in root.glob("*.jpg")}
     run_dir = tmp_path / "digikam"
@@ -92,9 +97,7 @@ def test_digikam_shows_the_shoot_album_whole_when_the_keeper_is_an_export_in_ano
     make_library_with_export(root)
     write_sidecar(root / "exports" / f"{EXPORT}.xmp", pick=3)  # the person accepted the export
     index = tmp_path / "index.db"
-    for argv in (("rebuild", root, *model_args, "--workers", "0"), ("cull",)):
-        code, _, err = run_cli(capsys, *argv, "--db", index)
-        assert code == ExitCode.OK, err
+    run_all(capsys, index, ("rebuild", root, *model_args, "--workers", "0"), ("cull",))
 
     names = {p.name for p in root.rglob("*.jpg")}
     run_dir = tmp_path / "digikam"

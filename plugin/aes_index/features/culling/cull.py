@@ -208,8 +208,8 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
     summary.pairs = len(pairs)
     summary.photos -= sum(len(pair.members) - 1 for pair in pairs)
     counted = set()
-    for member in load_flagged(index, head_id, groups=groups, facts=facts):
-        capture = os.path.splitext(member.path)[0]  # a RAW+JPEG pair is one photo
+    for member in load_flagged(index, head_id, groups=groups, facts=facts, pairs=pairs):
+        capture = grouping.capture_of(member.path)  # a RAW+JPEG pair is one photo
         for flag in member.flags if capture not in counted else ():
             summary.flagged[flag] = summary.flagged.get(flag, 0) + 1
         counted.add(capture)
@@ -217,7 +217,7 @@ def _count(index: Index, summary: CullSummary, head_id: str | None) -> None:
 
 def _captures(members) -> int:
     """How many photos: the files of one capture (a RAW and its JPEG) count once."""
-    return len({os.path.splitext(m.path)[0] for m in members})
+    return len({grouping.capture_of(m.path) for m in members})
 
 
 # --- readers ---------------------------------------------------------------------------
@@ -268,22 +268,22 @@ def ours_again(group: Group) -> Group:
 
 def load_flagged(
     index: Index, head_id: str | None = None, under: Sequence[str] = (), groups: list[Group] | None = None,
-    facts: dict | None = None,
+    facts: dict | None = None, pairs: list[Group] | None = None,
 ) -> list[Member]:
-    """Every present photo with a technical failure (in a group: judged against its group)."""
+    """Every present photo with a technical failure (in a group: judged against its group;
+    the files of a RAW+JPEG pair by their pair, `pairs` as load_groups(pairs=True) gives them)."""
     facts = index.culling.member_facts(None, head_id) if facts is None else facts
     groups = load_groups(index, head_id, facts=facts) if groups is None else groups
-    pairs = load_groups(index, head_id, facts=facts, choices=False, pairs=True)
+    pairs = load_groups(index, head_id, facts=facts, choices=False, pairs=True) if pairs is None else pairs
     grouped = {m.image_id: m for g in [*groups, *pairs] for m in g.members}
     flagged = []
     for image_id in sorted(facts):
-        member = grouped.get(image_id) or _with_flags(_member(facts[image_id]), None)
+        member = grouped.get(image_id) or _alone(_member(facts[image_id]))
         if member.flags and (not under or inside_roots(member.path, under)):
             flagged.append(member)
     return flagged
 
 
-def _with_flags(member: Member, sharpest: float | None) -> Member:
-    from dataclasses import replace
-
-    return replace(member, flags=keeper.flags_of(member, sharpest))
+def _alone(member: Member) -> Member:
+    """A photo in no group, with the flags it earns on its own."""
+    return replace(member, flags=keeper.flags_of(member))

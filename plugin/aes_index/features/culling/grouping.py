@@ -215,12 +215,17 @@ def refined_kind(kind: str, rows: list[dict]) -> str:
     return BRACKET if stepped or any(row.get("auto_bracket") for row in rows) else kind
 
 
+def capture_of(path: str) -> str:
+    """What the files of one capture share: their folder and name without the suffix
+    (IMG_0001.CR3 and IMG_0001.JPG are one photo)."""
+    return os.path.splitext(path)[0]
+
+
 def one_capture(rows: list[dict]) -> bool:
     """The files a camera wrote of one capture, and nothing else: one folder, one name,
     each in another format (IMG_0001.CR3 and IMG_0001.JPG)."""
-    names = {os.path.splitext(row["path"])[0] for row in rows}
     suffixes = [os.path.splitext(row["path"])[1].lower() for row in rows]
-    return len(rows) >= 2 and len(names) == 1 and len(set(suffixes)) == len(suffixes)
+    return len(rows) >= 2 and len({capture_of(row["path"]) for row in rows}) == 1 and len(set(suffixes)) == len(suffixes)
 
 
 def frames_of(rows: list[dict]) -> dict[int, int]:
@@ -266,8 +271,7 @@ def _pairs(rows: list[dict]):
 
 def _same_file_name(a: dict, b: dict) -> bool:
     """A RAW+JPEG pair as the camera writes it: IMG_0001.CR3 beside IMG_0001.JPG."""
-    first, second = os.path.splitext(a["path"]), os.path.splitext(b["path"])
-    return first[0] == second[0] and first[1].lower() != second[1].lower()
+    return capture_of(a["path"]) == capture_of(b["path"]) and a["path"].lower() != b["path"].lower()
 
 
 def _timed_copies(a: dict, b: dict) -> bool:

@@ -76,7 +76,6 @@ JUDGED_SIDE = 1000  # smaller files (web copies, thumbnails) are never called bl
 LEAST_PICK = 2  # a person's rating that makes a keeper (see with_person_choice)
 BIGGEST_SHARE = 0.98  # duplicates: copies with at least this share of the biggest one's pixels (a crop has less)
 QUALITY_STEP = 2  # JPEG qualities this close are alike (the estimate of a camera's own tables is near, not exact)
-FLAG_ORDER = (BLURRY, OVEREXPOSED, UNDEREXPOSED)
 
 
 def flags_of(member: Member, sharpest: float | None = None) -> tuple[str, ...]:
@@ -118,9 +117,8 @@ def badly_exposed(member: Member) -> bool:
     return OVEREXPOSED in member.flags or UNDEREXPOSED in member.flags
 
 
-def decide(group_id: int, kind: str, members: Sequence[Member], pixels: Mapping[int, int] | None = None) -> Group:
+def decide(group_id: int, kind: str, members: Sequence[Member]) -> Group:
     """The group with its flags set and its keeper first, by our rule (steps 2-4)."""
-    members = [replace(m, pixels=pixels[m.image_id]) if pixels and m.image_id in pixels else m for m in members]
     flagged = flagged_members(kind, members)
     keeper, reason = _our_pick(kind, flagged)
     return _with_keeper(group_id, kind, flagged, keeper, reason, BY_US)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ... import ownership
-from ...index.freshness import stale_line
+from ...index.freshness import Freshness, stale_line
 from ...errors import AesIndexError
 from ...paths import inside_roots, printable
 from ...ownership import Owner, PlaceState
@@ -275,8 +275,6 @@ def only_as_measured(index, target: Target, planned: Sequence[Marks], under: Seq
     (deleted, moved, renamed) would get a sidecar beside nothing, an orphan no later run
     takes away. Both are left out; the report (the target's extra) counts every measured
     photo under `under` in that state, planned or not (a cull may have set it aside)."""
-    from ...index.freshness import Freshness
-
     freshness = Freshness(index)
     measured = (freshness.rows[i]["path"] for i in index.culling.measured_ids() if i in freshness.rows)
     paths = dict.fromkeys([*(item.path for item in planned), *(p for p in measured if not under or inside_roots(p, under))])
