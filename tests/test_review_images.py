@@ -435,7 +435,7 @@ def test_memory_keeps_the_levels_within_its_pixel_bound(tmp_path, monkeypatch):
 def test_a_torn_level_file_is_made_again(tmp_path):
     first = Renderer(tmp_path / "cache", max_cache_bytes=1 << 30)
     expected = first.tile(PHOTO, 0, 2, 2)
-    (level,) = [p for p in cache_files(tmp_path / "cache") if p.name.endswith(".level-0.npy")]
+    (level,) = [p for p in cache_files(tmp_path / "cache") if p.name.endswith(".level-0.ppm")]
     level.write_bytes(level.read_bytes()[:1000])
     second = Renderer(tmp_path / "cache", max_cache_bytes=1 << 30)
     assert second.tile(PHOTO, 0, 2, 2) == expected

@@ -22,7 +22,7 @@ thread, so wall minus CPU is waiting: for the disk, or for a core other processe
   tile_cold_no_disk: the same with levels_on_disk=False (the decode, not the write).
 * tile_warm: the next tile of the same photo: a crop of the decode kept in memory.
 * tile_second_view: a new Renderer on the cache tile_cold left (the photo seen again after a
-  restart, or after two other photos pushed it out of memory): memory-mapped from the .npy.
+  restart, or after two other photos pushed it out of memory): memory-mapped from the level on disk.
   tile_second_view_no_disk: the same without levels on disk: the decode again.
 * tile_after_prepare: prepare() (what the server runs in the background while the photo is
   shown at screen size), then the first tile.

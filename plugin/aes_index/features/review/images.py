@@ -21,7 +21,7 @@ source's own compression error.
 
 Caches:
 * On disk, under cache_dir (the user's cache folder, never the library): screen-size JPEGs,
-  each level's pixels as an uncompressed .npy (so that a level evicted from memory, or a
+  each level's pixels uncompressed (a binary PPM) (so that a level evicted from memory, or a
   photo seen again after a restart, gives its tiles by memory-mapping instead of decoding:
   README "Review", bench_review_images.py) and each photo's info. An entry is named by a
   digest of the photo's path and by its size and mtime_ns: a changed file gets new names, so
@@ -219,7 +219,7 @@ class Renderer:
             return _InMemory(image)
         if not self._levels_on_disk:
             return None
-        return _Mapped.open(self._disk.path_of(file.entry(f"level-{level}.npy")), level_size(info.width, info.height, level))
+        return _Mapped.open(self._disk.path_of(file.entry(f"level-{level}.ppm")), level_size(info.width, info.height, level))
 
     def _make_level(self, file: _FileKey, info: _Info, level: int) -> _Pixels:
         if level == 0:
@@ -233,8 +233,8 @@ class Renderer:
             image = self._level(file, info, level - 1).whole().reduce(2)
         self._levels.put(file, level, image)
         if self._levels_on_disk:
-            self._store(file, file.entry(f"level-{level}.npy"), lambda stream: _save_npy(stream, image),
-                        size=_npy_size(image))
+            self._store(file, file.entry(f"level-{level}.ppm"), lambda stream: image.save(stream, "PPM"),
+                        size=_ppm_size(image))
         return _InMemory(image)
 
     def _store(self, file: _FileKey, name: str, data: bytes | Callable[[io.BufferedWriter], None],
@@ -358,7 +358,12 @@ class _InMemory:
 
 
 class _Mapped:
-    """A level's .npy on disk, memory-mapped: a tile reads only its own rows."""
+    """A level on disk, memory-mapped: a tile reads only its own rows.
+
+    The file is a binary PPM: a short header, then the rows of RGB bytes top to bottom, so
+    that the pixels map straight into an array. Pillow writes it from an image in a third of
+    the time numpy needs to get the pixels out of one and save them (bench_review_images.py);
+    Pillow reads its header (PPM only), numpy maps the rest."""
 
     def __init__(self, array: np.ndarray):
         self.array = array
@@ -369,13 +374,14 @@ class _Mapped:
         if path is None:
             return None
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            with Image.open(path, formats=["PPM"]) as header:
+                ((codec, _, offset, rawmode),) = header.tile  # a tuple before Pillow 11, named since
+                if (header.mode, header.size, codec, rawmode) != ("RGB", size, "raw", "RGB"):
+                    raise ValueError("not this level's pixels")
+            array = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(size[1], size[0], 3))
         except FileNotFoundError:  # evicted since it was looked up
             return None
-        except (OSError, ValueError):  # a torn or foreign file: made again
-            _remove(path)
-            return None
-        if array.dtype != np.uint8 or array.shape != (size[1], size[0], 3):
+        except (OSError, ValueError, SyntaxError):  # a torn or foreign file: made again
             _remove(path)
             return None
         return cls(array)
@@ -603,9 +609,5 @@ def _png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def _save_npy(stream: io.BufferedWriter, image: Image.Image) -> None:
-    np.save(stream, np.asarray(image), allow_pickle=False)
-
-
-def _npy_size(image: Image.Image) -> int:
-    return image.width * image.height * 3 + 128  # the pixels and .npy's header
+def _ppm_size(image: Image.Image) -> int:
+    return image.width * image.height * 3 + 32  # the pixels and PPM's header
