@@ -15,6 +15,7 @@ thread, so wall minus CPU is waiting: for the disk, or for a core other processe
 
 * screen_cold: info() + fit(1920, 1080) on an empty cache: what a first view costs
   (target <= 300 ms).
+* screen_cold_3840x2160: the same for a 2x screen, which JPEG's DCT scaling cannot help.
 * screen_cached: fit(1920, 1080) again: the JPEG from the disk cache. screen_cached_restart:
   the same from a new Renderer on that cache (a second run of `aes-index review`).
 * tile_cold: tile(level 0, a middle one) on an empty cache: info, the full-resolution decode,
@@ -57,6 +58,7 @@ from aes_index.index.decode import decode_for_display  # noqa: E402
 BENCH_DIR = Path(os.environ.get("AES_BENCH_DIR", "/tmp/aes-bench"))
 FOLDER = BENCH_DIR / "review-images"
 SCREEN = (1920, 1080)
+HIDPI_SCREEN = (3840, 2160)  # the same screen at 2x (a "retina" display): a full decode
 MIDDLE = (5, 3)  # a level-0 tile of 512 px near the middle of 6000x4000
 CACHE_BYTES = 4 * 1024**3
 
@@ -110,6 +112,8 @@ def measure(path: Path, repeats: int) -> dict:
         timed("screen_cold", lambda: (renderer.info(path), renderer.fit(path, *SCREEN)))
         timed("screen_cached", lambda: renderer.fit(path, *SCREEN))
         timed("screen_cached_restart", lambda: Renderer(cache, CACHE_BYTES).fit(path, *SCREEN))
+        renderer = Renderer(fresh_cache(), CACHE_BYTES)
+        timed("screen_cold_3840x2160", lambda: (renderer.info(path), renderer.fit(path, *HIDPI_SCREEN)))
 
         cache = fresh_cache()
         renderer = Renderer(cache, CACHE_BYTES)
