@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from aes_index.config import user_cache_dir
 from aes_index.errors import CorruptImage, DecodeError, Unreadable, UnsupportedFormat
 from aes_index.features.review import images
 from aes_index.features.review.images import Renderer, default_cache_dir, level_size, media_type
@@ -303,6 +304,9 @@ def cache_files(folder: Path) -> list[Path]:
 
 def test_the_cache_is_outside_the_library_under_the_users_cache_dir():
     assert default_cache_dir() == Path(os.environ["AES_INDEX_CACHE_DIR"]) / "review"
+    assert user_cache_dir({"XDG_CACHE_HOME": "/var/cache/me"}) == Path("/var/cache/me/aes-index")
+    assert user_cache_dir({"XDG_CACHE_HOME": "/x", "AES_INDEX_CACHE_DIR": "/y"}) == Path("/y")
+    assert user_cache_dir({}) == Path.home() / ".cache" / "aes-index"
 
 
 def test_the_disk_cache_stays_within_its_bound_least_recently_used_first(tmp_path, mate_photos):
