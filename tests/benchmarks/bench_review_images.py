@@ -34,7 +34,6 @@ thread, so wall minus CPU is waiting: for the disk, or for a core other processe
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
