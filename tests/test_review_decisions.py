@@ -1,0 +1,233 @@
+"""A person's decisions from the review page (features/review/decisions.py): pick, reject,
+unmark and stars written at once as theirs, never changed by a later run of ours, undone
+byte for byte, and never written over a place changed since the page showed it.
+
+The library is test_culling_marks's, culled for real (a burst of four, burst_1 the sharp
+keeper; bright.jpg with a real darktable sidecar; single.jpg with no sidecar). Sidecars are
+checked as digiKam and darktable read them: with Exiv2 (test_xmp.exiv2_properties).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from aes_index.config import Settings
+from aes_index.errors import ExitCode
+from aes_index.features.review import decisions
+from aes_index.features.review.decisions import ChangedSinceShown, DecisionRefused, NotADecision
+from aes_index.formats.xmp import read_sidecar, write_sidecar
+from aes_index.index.library import Library
+from aes_index.targets.protocol import OutsideLibrary
+from conftest import run_cli
+from test_culling_marks import SHARP, culled  # noqa: F401 - the culled library fixture
+from test_xmp import exiv2_properties
+
+PICK, RATING = "Xmp.digiKam.PickLabel", "Xmp.xmp.Rating"
+
+
+@pytest.fixture
+def library(culled):
+    with Library.open(Settings(db=str(culled["index"]))) as opened:
+        yield opened
+
+
+def photo(culled, name: str) -> str:
+    return str(culled["root"] / name)
+
+
+def xmp_of(culled, name: str) -> Path:
+    return culled["root"] / f"{name}.xmp"
+
+
+def exiv2_fields(culled, name: str) -> dict:
+    """The sidecar's rating and pick label, and our markers, as Exiv2 reads them."""
+    found = exiv2_properties(xmp_of(culled, name))
+    return {key.rsplit(".", 1)[1]: value for key, (_, value) in found.items()
+            if key in (PICK, RATING) or key.startswith("Xmp.aes.")}
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
+
+
+def cli(capsys, culled, *argv) -> str:
+    code, out, err = run_cli(capsys, *argv, "--db", culled["index"])
+    assert code == ExitCode.OK, err
+    return out
+
+
+# --------------------------------------------------------------------------- what each key writes
+
+
+def test_pick_reject_unmark_and_stars_write_the_fields_photo_managers_read(culled, library):
+    single = photo(culled, "single.jpg")
+    assert not xmp_of(culled, "single.jpg").exists()
+    state = decisions.current(library, single)
+    assert (state.stars, state.rejected, state.picked, state.pick) == (None, False, False, None)
+
+    decision = decisions.decide(library, single, "pick", seen=state.seen)
+    assert exiv2_fields(culled, "single.jpg") == {"PickLabel": "3"}  # no aes:Pick: not ours
+    assert decision.state.picked and decision.state.pick == "accepted" and decision.id is not None
+    assert [p.pick_by for p in decision.state.places] == ["person"]
+    assert decision.written == ({"target": "xmp", "place": str(xmp_of(culled, "single.jpg")), "fields": ["pick"]},)
+
+    decision = decisions.decide(library, single, "reject", seen=decision.state.seen)
+    assert exiv2_fields(culled, "single.jpg") == {"PickLabel": "1", "Rating": "-1"}  # no aes:Reject either
+    assert decision.state.rejected and decision.state.stars is None and not decision.state.picked
+
+    decision = decisions.decide(library, single, "stars", 4, seen=decision.state.seen)
+    assert exiv2_fields(culled, "single.jpg") == {"Rating": "4"}  # stars take a reject back, pick label too
+    assert (decision.state.stars, decision.state.rejected) == (4, False)
+
+    decisions.decide(library, single, "reject")
+    decision = decisions.decide(library, single, "unmark")
+    assert exiv2_fields(culled, "single.jpg") == {}  # nothing of a decision is left
+    assert (decision.state.stars, decision.state.rejected, decision.state.pick) == (None, False, None)
+
+    decision = decisions.decide(library, single, "stars", 0)
+    assert exiv2_fields(culled, "single.jpg") == {"Rating": "0"}
+    assert decision.state.as_dict() == json.loads(json.dumps(decision.state.as_dict()))  # JSON for the page
+    assert decision.as_dict()["state"]["places"][0]["rating_by"] == "person"  # a person's 0 stars are theirs
+
+
+def test_a_decision_over_our_values_takes_our_markers_away(culled, library, capsys):
+    cli(capsys, culled, "apply-ratings")
+    cli(capsys, culled, "apply-culling")
+    ours = exiv2_fields(culled, SHARP)
+    assert ours["PickLabel"] == "3" and ours["Pick"] == "3" and ours["Stars"] == ours["Rating"], ours
+
+    decisions.decide(library, photo(culled, SHARP), "pick")
+    decisions.decide(library, photo(culled, SHARP), "stars", int(ours["Rating"]))
+    now = exiv2_fields(culled, SHARP)
+    # the same values, now the person's: no aes:Pick, no aes:Stars beside them (our score stays)
+    assert now["PickLabel"] == "3" and now["Rating"] == ours["Rating"] and "Pick" not in now and "Stars" not in now
+    assert "Score" in now
+    state = decisions.current(library, photo(culled, SHARP))
+    assert [(p.rating_by, p.pick_by) for p in state.places] == [("person", "person")]
+
+
+def test_no_later_run_of_ours_changes_the_persons_decision(culled, library, capsys):
+    blurred, sharp = "burst_2.jpg", SHARP
+    cli(capsys, culled, "apply-ratings")
+    cli(capsys, culled, "apply-culling", "--reject")
+    decisions.decide(library, photo(culled, blurred), "pick")  # a blurred frame: the person's keeper
+    decisions.decide(library, photo(culled, sharp), "stars", 0)  # the sharp one: no stars, by the person
+    decisions.decide(library, photo(culled, "single.jpg"), "reject")
+    decided = {name: xmp_of(culled, name).read_bytes() for name in (blurred, sharp, "single.jpg")}
+
+    cli(capsys, culled, "cull")
+    cli(capsys, culled, "apply-ratings")
+    cli(capsys, culled, "apply-culling", "--reject")
+    cli(capsys, culled, "apply-culling")
+    for name, data in decided.items():
+        fields = exiv2_fields(culled, name)
+        assert read_sidecar(xmp_of(culled, name)).rating == read_sidecar_from(data).rating, name
+        assert fields.get("PickLabel") == {blurred: "3", sharp: None, "single.jpg": "1"}[name], (name, fields)
+        assert "Pick" not in fields and "Reject" not in fields and "Stars" not in fields, (name, fields)
+    assert exiv2_fields(culled, sharp)["Rating"] == "0" and exiv2_fields(culled, "single.jpg")["Rating"] == "-1"
+
+    (group,) = json.loads(cli(capsys, culled, "groups", "--json"))["groups"]
+    assert group["chosen_by"] == "you" and group["reason"] == "your pick (5 stars)", group
+    assert Path(group["members"][0]["path"]).name == blurred, group
+
+
+def read_sidecar_from(data: bytes):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "x.xmp"
+        path.write_bytes(data)
+        return read_sidecar(path)
+
+
+# --------------------------------------------------------------------------- undo
+
+
+def test_undo_gives_back_every_byte_of_the_sidecars(culled, library, capsys):
+    cli(capsys, culled, "apply-ratings")  # sidecars of ours, and bright.jpg's darktable sidecar with our stars in it
+    before = files(culled["root"])
+    ids = [
+        decisions.decide(library, photo(culled, "bright.jpg"), "reject").id,
+        decisions.decide(library, photo(culled, "bright.jpg"), "stars", 5).id,
+        decisions.decide(library, photo(culled, SHARP), "pick").id,
+        decisions.decide(library, photo(culled, "burst_0.jpg"), "unmark").id,  # nothing to unmark: nothing written
+    ]
+    assert ids[3] is None and files(culled["root"]) != before
+    for decision_id in reversed(ids[:3]):  # Ctrl-Z, Ctrl-Z, Ctrl-Z
+        undone = decisions.undo(library, decision_id)
+        assert undone.complete, undone.as_dict()
+    assert files(culled["root"]) == before
+
+    single = photo(culled, "single.jpg")
+    os.remove(xmp_of(culled, "single.jpg"))  # no sidecar: the decision creates one, undo removes it
+    undone = decisions.undo(library, decisions.decide(library, single, "stars", 3).id)
+    assert not xmp_of(culled, "single.jpg").exists() and undone.states[0].stars is None
+    assert undone.as_dict()["results"][0]["status"] == "deleted"
+
+
+def test_ratings_undo_undoes_a_decision_too(culled, library, capsys):
+    shutil.copyfile(xmp_of(culled, "bright.jpg"), culled["root"] / "keep.xmp")
+    before = xmp_of(culled, "bright.jpg").read_bytes()
+    decisions.decide(library, photo(culled, "bright.jpg"), "pick")
+    assert xmp_of(culled, "bright.jpg").read_bytes() != before
+    cli(capsys, culled, "ratings", "undo")
+    assert xmp_of(culled, "bright.jpg").read_bytes() == before
+
+
+def test_undo_refuses_a_run_that_is_no_decision(culled, library, capsys):
+    report = json.loads(cli(capsys, culled, "apply-ratings", "--json"))
+    with pytest.raises(NotADecision):
+        decisions.undo(library, report["run_id"])
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_a_place_changed_since_it_was_shown_is_not_overwritten(culled, library):
+    bright = photo(culled, "bright.jpg")
+    shown = decisions.current(library, bright)
+    write_sidecar(xmp_of(culled, "bright.jpg"), rating=2)  # someone else, in darktable, since
+    changed = xmp_of(culled, "bright.jpg").read_bytes()
+    with pytest.raises(ChangedSinceShown) as raised:
+        decisions.decide(library, bright, "pick", seen=shown.seen)
+    assert xmp_of(culled, "bright.jpg").read_bytes() == changed
+    assert raised.value.state.stars == 2 and raised.value.state.seen != shown.seen
+    assert raised.value.exit_code == ExitCode.FILE_ERRORS
+    decisions.decide(library, bright, "pick", seen=raised.value.state.seen)  # shown again: written
+    assert read_sidecar(xmp_of(culled, "bright.jpg")).pick == 3
+
+
+def test_a_write_protected_sidecar_is_refused(culled, library):
+    sidecar = xmp_of(culled, "bright.jpg")
+    before = sidecar.read_bytes()
+    sidecar.chmod(0o444)
+    try:
+        with pytest.raises(DecisionRefused) as raised:
+            decisions.decide(library, photo(culled, "bright.jpg"), "reject")
+    finally:
+        sidecar.chmod(0o644)
+    assert sidecar.read_bytes() == before and "write-protected" in str(raised.value)
+    assert raised.value.written == [] and raised.value.exit_code == ExitCode.FILE_ERRORS
+    assert decisions.current(library, photo(culled, "bright.jpg")).rejected is False
+
+
+def test_a_photo_outside_the_library_or_not_indexed_and_a_wrong_key_are_refused(culled, library, tmp_path):
+    outside = tmp_path / "elsewhere.jpg"
+    shutil.copyfile(photo(culled, "single.jpg"), outside)
+    with pytest.raises(OutsideLibrary):
+        decisions.decide(library, str(outside), "pick")
+    assert not (tmp_path / "elsewhere.jpg.xmp").exists()
+    with pytest.raises(OutsideLibrary):
+        decisions.current(library, str(culled["root"] / ".." / "elsewhere.jpg"))
+    shutil.copyfile(outside, culled["root"] / "new.jpg")
+    with pytest.raises(NotADecision):
+        decisions.decide(library, photo(culled, "new.jpg"), "pick")
+    for action, value in (("keep", None), ("stars", 6), ("stars", -1), ("stars", None)):
+        with pytest.raises(NotADecision):
+            decisions.decide(library, photo(culled, "single.jpg"), action, value)
+    assert not xmp_of(culled, "new.jpg").exists() and not xmp_of(culled, "single.jpg").exists()
