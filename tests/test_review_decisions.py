@@ -231,3 +231,45 @@ def test_a_photo_outside_the_library_or_not_indexed_and_a_wrong_key_are_refused(
         with pytest.raises(NotADecision):
             decisions.decide(library, photo(culled, "single.jpg"), action, value)
     assert not xmp_of(culled, "new.jpg").exists() and not xmp_of(culled, "single.jpg").exists()
+
+
+# --------------------------------------------------------------------------- a kill between journal and write
+
+KILL_POINTS = ("before-journal-record", "before-file-write", "after-file-write", "before-journal-done")
+DECIDE_AND_DIE = """
+import sys, kill_helper
+kill_helper.install(sys.argv[1], 1, sys.argv[2])
+from aes_index.config import Settings
+from aes_index.features.review import decisions
+from aes_index.index.library import Library
+with Library.open(Settings(db=sys.argv[3])) as library:
+    decisions.decide(library, sys.argv[4], "reject")
+"""
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_decision_killed_at_any_point_is_settled_and_undone_to_the_byte(culled, point, capsys, tmp_path):
+    import subprocess
+    import sys
+
+    from test_kill_points import HELPER
+
+    before = files(culled["root"])
+    bright = photo(culled, "bright.jpg")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HELPER.parent), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run(
+        [sys.executable, "-c", DECIDE_AND_DIE, point, str(tmp_path / "counts.json"), str(culled["index"]), bright],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+
+    with Library.open(Settings(db=str(culled["index"]))) as library:
+        decision = decisions.decide(library, bright, "reject")  # the next key press settles what the kill left
+        assert decision.state.rejected and exiv2_fields(culled, "bright.jpg")["Rating"] == "-1"
+        assert library.index.journal.pending("xmp") == []
+    for _ in range(4):  # `ratings undo` until nothing is left: every byte back
+        code, out, err = run_cli(capsys, "ratings", "undo", "--db", culled["index"], "--json")
+        assert code == ExitCode.OK, err
+        if not json.loads(out):
+            break
+    assert files(culled["root"]) == before
