@@ -273,3 +273,58 @@ def test_a_decision_killed_at_any_point_is_settled_and_undone_to_the_byte(culled
         if not json.loads(out):
             break
     assert files(culled["root"]) == before
+
+
+# --------------------------------------------------------------------------- digiKam's database
+
+
+from test_culling_marks import digikam_cull, in_digikam, table_rows, tags_in  # noqa: E402,F401 - fixtures and readers
+from test_digikam import backups, create_digikam_db, dbconfig_xml, digikam_process, digikam_statements  # noqa: E402,F401
+
+
+def digikam_rating(db: Path, name: str) -> int | None:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        (rating,) = conn.execute(
+            "SELECT ii.rating FROM ImageInformation ii JOIN Images i ON i.id = ii.imageid WHERE i.name = ?", [name]
+        ).fetchone()
+    return rating
+
+
+def test_a_library_culled_into_digikam_gets_the_decision_there_too(in_digikam, library, capsys):
+    digikam_cull(capsys, in_digikam)  # the library uses this digiKam database now
+    culled_rows, backups_before = table_rows(in_digikam["db"]), len(backups(in_digikam["db"]))
+    blurred = photo(in_digikam, "burst_2.jpg")
+
+    first = decisions.decide(library, blurred, "pick")
+    assert "Pick Label Accepted" in " ".join(tags_in(in_digikam["db"])["burst_2.jpg"])
+    assert {w["target"] for w in first.written} == {"xmp", "digikam"}
+    assert [(p.target, p.pick, p.pick_by) for p in first.state.places] == [("xmp", "accepted", "person"), ("digikam", "accepted", "person")]
+    second = decisions.decide(library, blurred, "stars", 4, seen=first.state.seen)
+    assert digikam_rating(in_digikam["db"], "burst_2.jpg") == 4 and read_sidecar(xmp_of(in_digikam, "burst_2.jpg")).rating == 4
+    assert len(backups(in_digikam["db"])) == backups_before + 1  # one backup for the page's decisions, not one a key
+
+    report = digikam_cull(capsys, in_digikam)  # a later cull: the person's pick is the keeper, and stays theirs
+    assert digikam_rating(in_digikam["db"], "burst_2.jpg") == 4
+    assert "Pick Label Accepted" in " ".join(tags_in(in_digikam["db"])["burst_2.jpg"]), report
+    assert "Pick Label Accepted" not in " ".join(tags_in(in_digikam["db"]).get(SHARP, ())), report
+
+    with pytest.raises(NotADecision):  # Ctrl-Z undoes decisions only; a cull has `digikam undo`
+        decisions.undo(library, report["run_id"])
+    code, _, err = run_cli(capsys, "digikam", "undo", "--db", in_digikam["db"], "--index", in_digikam["index"])
+    assert code == ExitCode.OK, err
+    for decision in (second, first):
+        assert decisions.undo(library, decision.id).complete
+    assert table_rows(in_digikam["db"]) == culled_rows
+
+
+def test_while_digikam_runs_the_decision_goes_into_the_sidecar_only(in_digikam, library, capsys, digikam_process):
+    digikam_cull(capsys, in_digikam)
+    rows = table_rows(in_digikam["db"])
+    process = digikam_process(Path(in_digikam["db"]))
+    decision = decisions.decide(library, photo(in_digikam, "single.jpg"), "reject")
+    assert [w["target"] for w in decision.written] == ["xmp"] and exiv2_fields(in_digikam, "single.jpg")["Rating"] == "-1"
+    (unreachable,) = decision.state.unreachable
+    assert unreachable["target"] == "digikam" and str(process.pid) in unreachable["reason"]
+    assert table_rows(in_digikam["db"]) == rows
