@@ -127,9 +127,12 @@ def read_state(journal, target: str, reading, unrated: Iterable[int] = ()) -> Pl
     rating = journal.last_written(target, place.key)
     if rating is None:
         rating = journal.last_rating_for_image(place.image_path)
-    persons = {name: decided[0] for name in ("rating", "pick") if (decided := journal.persons_value(target, place.key, name))}
-    if "rating" not in persons and (decided := journal.persons_rating_for_image(place.image_path)):
-        persons["rating"] = decided[0]  # a decision made in another place of the photo (its sidecar, copied by darktable)
+    persons = {}
+    for name in ("rating", "pick"):
+        # there, else in another place of the photo: its sidecar, which darktable and digiKam read
+        decided = journal.persons_value(target, place.key, name) or journal.persons_value_for_image(place.image_path, name)
+        if decided:
+            persons[name] = decided[0]
     return state(
         values={"rating": reading.value, "pick": cull.pick, "group": cull.leader},
         journal={"rating": rating, "pick": journal.last_written(target, place.key, "pick"),

@@ -224,10 +224,10 @@ class Journal:
         `field` there not undone is one made on their behalf (PERSONS_COMMANDS); () else."""
         return self._persons("target = ? AND target_path = ?", [target, str(place)], field)
 
-    def persons_rating_for_image(self, image_path: str) -> tuple:
-        """(the rating,) a person's decision set for this photo through any target, when the
-        newest rating write for it not undone is theirs; () else."""
-        return self._persons("image_path = ?", [image_path], RATING)
+    def persons_value_for_image(self, image_path: str, field: str = RATING) -> tuple:
+        """(the value,) a person's decision set for this photo's `field` through any target,
+        when the newest write of it for the photo not undone is theirs; () else."""
+        return self._persons("image_path = ?", [image_path], field)
 
     def _newest(self, where: str, params: list, field: str) -> tuple | None:
         """(old, new, by a person) of the newest write of `field` matching `where` that is not
