@@ -292,30 +292,43 @@ def digikam_rating(db: Path, name: str) -> int | None:
     return rating
 
 
+def digikam_run(capsys, library: dict, *argv) -> dict:
+    code, out, err = run_cli(capsys, "digikam", *argv, "--db", library["db"], "--index", library["index"], "--json")
+    assert code == ExitCode.OK, err
+    return json.loads(out)
+
+
 def test_a_library_culled_into_digikam_gets_the_decision_there_too(in_digikam, library, capsys):
     digikam_cull(capsys, in_digikam)  # the library uses this digiKam database now
     culled_rows, backups_before = table_rows(in_digikam["db"]), len(backups(in_digikam["db"]))
     blurred = photo(in_digikam, "burst_2.jpg")
+    digikam_run(capsys, in_digikam, "sync")  # our stars first: the person's must differ from them
+    ours = digikam_rating(in_digikam["db"], "burst_2.jpg")
+    stars = 4 if ours != 4 else 3  # (a person's rating speaks before their pick: 2 stars or more keep it a choice)
+    backups_before += 1
 
     first = decisions.decide(library, blurred, "pick")
     assert "Pick Label Accepted" in " ".join(tags_in(in_digikam["db"])["burst_2.jpg"])
     assert {w["target"] for w in first.written} == {"xmp", "digikam"}
     assert [(p.target, p.pick, p.pick_by) for p in first.state.places] == [("xmp", "accepted", "person"), ("digikam", "accepted", "person")]
-    second = decisions.decide(library, blurred, "stars", 4, seen=first.state.seen)
-    assert digikam_rating(in_digikam["db"], "burst_2.jpg") == 4 and read_sidecar(xmp_of(in_digikam, "burst_2.jpg")).rating == 4
+    second = decisions.decide(library, blurred, "stars", stars, seen=first.state.seen)
+    assert digikam_rating(in_digikam["db"], "burst_2.jpg") == stars and read_sidecar(xmp_of(in_digikam, "burst_2.jpg")).rating == stars
     assert len(backups(in_digikam["db"])) == backups_before + 1  # one backup for the page's decisions, not one a key
 
-    report = digikam_cull(capsys, in_digikam)  # a later cull: the person's pick is the keeper, and stays theirs
-    assert digikam_rating(in_digikam["db"], "burst_2.jpg") == 4
-    assert "Pick Label Accepted" in " ".join(tags_in(in_digikam["db"])["burst_2.jpg"]), report
-    assert "Pick Label Accepted" not in " ".join(tags_in(in_digikam["db"]).get(SHARP, ())), report
+    culled = digikam_cull(capsys, in_digikam)  # a later cull: the person's pick is the keeper, and stays theirs
+    assert "Pick Label Accepted" in " ".join(tags_in(in_digikam["db"])["burst_2.jpg"]), culled
+    assert "Pick Label Accepted" not in " ".join(tags_in(in_digikam["db"]).get(SHARP, ())), culled
+    synced = digikam_run(capsys, in_digikam, "sync")  # a later sync: the person's stars stay
+    assert digikam_rating(in_digikam["db"], "burst_2.jpg") == stars
+    assert any("by you" in item["reason"] for item in synced["manual"]), synced
 
     with pytest.raises(NotADecision):  # Ctrl-Z undoes decisions only; a cull has `digikam undo`
-        decisions.undo(library, report["run_id"])
-    code, _, err = run_cli(capsys, "digikam", "undo", "--db", in_digikam["db"], "--index", in_digikam["index"])
-    assert code == ExitCode.OK, err
+        decisions.undo(library, culled["run_id"])
+    for _ in range(2):  # the sync, then the cull
+        digikam_run(capsys, in_digikam, "undo")
     for decision in (second, first):
         assert decisions.undo(library, decision.id).complete
+    digikam_run(capsys, in_digikam, "undo")  # the first sync
     assert table_rows(in_digikam["db"]) == culled_rows
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from ... import ownership
 from ...errors import ConfigError
+from ...paths import printable
 from ...targets.digikam import TARGET as DIGIKAM, DigikamTarget
 from ...targets.digikam_db import digikam_holding
 from ...targets.protocol import ChangedSinceRead, Reading, Target, TargetError, UndoResult, check_inside
@@ -185,7 +186,7 @@ def decide(library, image_path: str, action: str, value: int | None = None, seen
     def shown(readings: list[tuple[Target, Reading]]) -> None:
         now = _state(index, photo, readings, unreachable, unrated)
         if seen is not None and now.seen != seen:
-            raise ChangedSinceShown(f"{photo}: changed since it was shown (by someone else?); not overwritten: look again", now)
+            raise ChangedSinceShown(f"{printable(photo)}: changed since it was shown (by someone else?); not overwritten: look again", now)
 
     def changes_for(target: Target, reading: Reading) -> dict:
         return _changes(wanted, target, ownership.read_state(index.journal, target.name, reading, unrated), reading)
@@ -194,10 +195,10 @@ def decide(library, image_path: str, action: str, value: int | None = None, seen
     report = apply.apply_decision(index, targets, photo, changes_for, shown, record, turn_timeout=TURN_TIMEOUT_S)
     _backed_up.update(target.db_path for target in targets if isinstance(target, DigikamTarget))
     if report.changed_since_read:  # changed between the check and the write: as above, with the state now
-        raise ChangedSinceShown(f"{photo}: changed while the decision was written (by someone else?); look again", current(library, photo, digikam))
+        raise ChangedSinceShown(f"{printable(photo)}: changed while the decision was written (by someone else?); look again", current(library, photo, digikam))
     if report.errors:
-        places = "; ".join(f"{item['path']}: {item['error']}" for item in report.errors)
-        raise DecisionRefused(f"{photo}: not written to every place ({places})", report.run_id, report.written, report.errors)
+        places = "; ".join(f"{printable(item['path'])}: {printable(item['error'])}" for item in report.errors)
+        raise DecisionRefused(f"{printable(photo)}: not written to every place ({places})", report.run_id, report.written, report.errors)
     return Decision(report.run_id if report.written else None, photo, action, value, tuple(report.written), current(library, photo, digikam))
 
 
@@ -289,7 +290,7 @@ def _photo(library, image_path: str) -> str:
     photo = os.path.abspath(image_path)
     check_inside(photo, library.index.roots())
     if library.index.images.by_path(photo) is None:
-        raise NotADecision(f"{photo}: not a photo of this library's index (run `aes-index rebuild` first?)")
+        raise NotADecision(f"{printable(photo)}: not a photo of this library's index (run `aes-index rebuild` first?)")
     return photo
 
 
