@@ -341,3 +341,28 @@ def test_while_digikam_runs_the_decision_goes_into_the_sidecar_only(in_digikam, 
     (unreachable,) = decision.state.unreachable
     assert unreachable["target"] == "digikam" and str(process.pid) in unreachable["reason"]
     assert table_rows(in_digikam["db"]) == rows
+
+
+# --------------------------------------------------------------------------- darktable
+
+
+from test_darktable import ask, dt_library, images, policy_stars  # noqa: E402,F401 - the plugin's protocol, as the plugin speaks it
+
+
+def test_darktables_stars_read_from_a_decision_stay_the_persons(dt_library, tmp_path, capsys):
+    """darktable takes a decision from the sidecar (on import, or when it is told the sidecar
+    changed); its "rate" then leaves those stars alone, even 1 star where darktable's import
+    default counts as none, and 0 stars."""
+    paths, options = dt_library["paths"], dt_library["options"]
+    code, _, err = run_cli(capsys, "rebuild", str(Path(paths[0]).parent), *options)
+    assert code == ExitCode.OK, err
+    with Library.open(Settings(db=str(dt_library["db"]))) as library:
+        decisions.decide(library, paths[0], "stars", 1)
+        decisions.decide(library, paths[1], "stars", 0)
+    # darktable read the sidecars: 1 and 0 stars; the others keep darktable's import default 1
+    answer = ask(capsys, tmp_path, "rate", {"images": images(paths, [1, 0] + [1] * 8)}, *options, "--treat-as-unrated", "1")
+    by_ref, policy = {item["ref"]: item for item in answer["images"]}, policy_stars(dt_library["db"], answer["head"])
+    for ref, decided in ((1, 1), (2, 0)):  # (the policy never gives 0 stars; where it gives 1, 1 is what it wants)
+        assert "rating" not in by_ref[ref], by_ref[ref]
+        assert "by you" in by_ref[ref]["reason"] or policy[paths[ref - 1]] == decided, by_ref[ref]
+    assert sum("rating" in by_ref[ref] for ref in range(3, 11)) > 0  # our stars where nobody decided
