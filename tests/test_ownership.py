@@ -186,3 +186,61 @@ def test_read_state_joins_the_journal_and_the_places_markers(tmp_path):
         assert read("/p/c.jpg.xmp", "/p/c.jpg", -1, marked_reject=True).owner("rating") is Owner.OURS
         assert read("/p/c.jpg.xmp", "/p/c.jpg", 5, ours=5).owner("rating") is Owner.OURS
         assert read("/p/c.jpg.xmp", "/p/c.jpg", None, pick=3, marked_pick=3).owner("pick") is Owner.OURS
+
+
+# --------------------------------------------------------------------------- a person's decisions written through us
+
+
+@pytest.mark.parametrize(
+    "value, ours, name, unrated, decided, expected",
+    [
+        (3, (3,), "rating", (), (3,), Owner.PERSON),  # the person gave the stars we had given: theirs now
+        (0, (), "rating", (), (0,), Owner.PERSON),  # they cleared the stars: no run fills them
+        (None, (), "rating", (), (0,), Owner.PERSON),  # ... whichever way the place spells "none"
+        (1, (), "rating", (1,), (1,), Owner.PERSON),  # their 1 star is no import default
+        (4, (4,), "rating", (), (3,), Owner.OURS),  # not what they decided: the rule as ever
+        (2, (), "rating", (), (3,), Owner.PERSON),
+        (None, (), "pick", (), (None,), Owner.PERSON),  # they unmarked it: no keeper's pick of ours comes back
+        (PICK_NONE, (), "pick", (), (None,), Owner.PERSON),
+        (PICK_ACCEPTED, (PICK_ACCEPTED,), "pick", (), (PICK_ACCEPTED,), Owner.PERSON),
+        (None, (), "pick", (), (), Owner.NOBODY),
+    ],
+)
+def test_owner_of_a_value_a_person_decided(value, ours, name, unrated, decided, expected):
+    assert ownership.owner(value, ours, name, unrated, decided) is expected
+
+
+def test_a_review_run_writes_the_persons_values_not_ours(tmp_path):
+    with Index(tmp_path / "index.db") as index:
+        log: Journal = index.journal
+        ours, review = index.runs.start("apply-ratings"), index.runs.start(ownership.PERSONS_COMMANDS[0])
+        log.record(ours, Write("xmp", "/p/a.jpg.xmp", "/p/a.jpg", old=None, new=3))
+        log.record(ours, Write("xmp", "/p/a.jpg.xmp", "/p/a.jpg", old=None, new=3, field="pick"))
+        log.record(ours, Write("darktable", "/p/a.jpg#0", "/p/a.jpg", old=None, new=3))
+
+        def read(place, value, pick=None):
+            reading = Reading(Place(place, "/p/a.jpg"), value, None, cull=CullState(pick=pick))
+            return ownership.read_state(log, place.endswith(".xmp") and "xmp" or "darktable", reading)
+
+        assert read("/p/a.jpg.xmp", 3, PICK_ACCEPTED).owner("rating") is Owner.OURS
+        # the person pressed 3 on the page (the value stays, our marker goes: a row all the same) and U
+        decided = [log.record(review, Write("xmp", "/p/a.jpg.xmp", "/p/a.jpg", old=3, new=3)),
+                   log.record(review, Write("xmp", "/p/a.jpg.xmp", "/p/a.jpg", old=PICK_ACCEPTED, new=None, field="pick"))]
+        a = read("/p/a.jpg.xmp", 3)
+        assert a.owner("rating") is Owner.PERSON and a.owner("pick") is Owner.PERSON
+        assert log.last_written("xmp", "/p/a.jpg.xmp") is None and log.persons_value("xmp", "/p/a.jpg.xmp") == (3,)
+        decision = ownership.may_set(a, "rating", 5)
+        assert decision.action is Action.SKIP_PERSON and "by you" in decision.reason
+        assert ownership.persons_choice(a) == 3
+        # darktable copied the stars from the sidecar: the decision is the photo's, in every place
+        assert read("/p/a.jpg#0", 3).owner("rating") is Owner.PERSON
+        assert log.open_places() == [("/p/a.jpg", "darktable", 3)]  # no stars of ours left in the sidecar
+
+        log.mark_undone(decided, "restored")  # Ctrl-Z: ours again
+        a = read("/p/a.jpg.xmp", 3, PICK_ACCEPTED)
+        assert a.owner("rating") is Owner.OURS and a.owner("pick") is Owner.OURS
+
+
+def test_a_persons_cleared_stars_leave_their_pick_to_speak():
+    place = ownership.state({"rating": 0, "pick": PICK_ACCEPTED}, persons={"rating": 0, "pick": PICK_ACCEPTED})
+    assert ownership.persons_choice(place) == ownership.STRONGEST_CHOICE

@@ -44,6 +44,7 @@ class DigikamTarget(Target):
     rejects: bool = False  # digiKam's rating has no "rejected" (it has a pick label)
     transactional: bool = True
     holds_groups: bool = True  # ImageRelations
+    backup: bool = True  # back the database up when a session starts (False: a review decision, backed up once per page)
 
     def __post_init__(self) -> None:
         self.db_path = Path(self.db_path).resolve()
@@ -57,7 +58,7 @@ class DigikamTarget(Target):
     @contextmanager
     def session(self, dry_run: bool, before_commit: Callable[[], None] = lambda: None) -> Iterator[None]:
         try:  # the connection stays ours until after the commit: before_commit reads it (session_writes)
-            with exclusively(self.db_path, dry_run, self.lock_timeout, before_commit) as (conn, backup):
+            with exclusively(self.db_path, dry_run, self.lock_timeout, before_commit, self.backup) as (conn, backup):
                 self.conn = conn
                 self._last_tag_before = conn.execute("SELECT IFNULL(MAX(id), 0) FROM Tags").fetchone()[0]
                 images = digikam_images(conn)
@@ -132,6 +133,19 @@ class DigikamTarget(Target):
         if "group" in changes:
             set_leader(self.conn, image_id, changes["group"])
             row("group", cull.leader, changes["group"])
+        return writes
+
+    def write_decision(self, reading: Reading, changes: dict, dry_run: bool) -> list[Write]:
+        """A person's rating and pick label (`aes-index review`) in digiKam's tables, one
+        journal row per field (landing, and journaled, when the session commits). digiKam
+        has no "rejected" rating: a reject is its pick label "Rejected" alone."""
+        image_id, writes = reading.place.ref, []
+        if "pick" in changes:
+            set_pick(self.conn, image_id, changes["pick"])
+            writes.append(Write(TARGET, reading.place.key, reading.place.image_path, reading.cull.pick, changes["pick"], field="pick"))
+        if "rating" in changes:
+            set_rating(self.conn, image_id, changes["rating"])
+            writes.append(Write(TARGET, reading.place.key, reading.place.image_path, reading.value, changes["rating"]))
         return writes
 
     def session_writes(self) -> list[Write]:

@@ -107,16 +107,17 @@ def _file_ids(paths) -> set[tuple[int, int]]:
 
 @contextmanager
 def exclusively(
-    db_path: Path, dry_run: bool, lock_timeout: float, before_commit: Callable[[], None] = lambda: None,
+    db_path: Path, dry_run: bool, lock_timeout: float, before_commit: Callable[[], None] = lambda: None, backup: bool = True,
 ) -> Iterator[tuple[sqlite3.Connection, str | None]]:
-    """digiKam's database held exclusively, with the backup's path (None for a dry run).
+    """digiKam's database held exclusively, with the backup's path (None for a dry run, or
+    without `backup`: the review page's decisions, one image each, backed up once per page).
 
     Committed at the end, right after `before_commit` (the journal records the session's
     writes there, ahead of them); rolled back for a dry run, or (by closing) on any error.
     """
     with closing(_connect(db_path, lock_timeout)) as conn:
-        backup = None if dry_run else str(_backup_then_lock(conn, db_path))
-        if dry_run:
+        backup = None if dry_run or not backup else str(_backup_then_lock(conn, db_path))
+        if backup is None:
             _begin_exclusive(conn, db_path)
         yield conn, backup
         if dry_run:

@@ -273,6 +273,13 @@ class Target:
         Raises ChangedSinceRead like `write`."""
         raise TargetError(f"{reading.place.key}: the {self.name} target takes no culling marks")
 
+    def write_decision(self, reading: Reading, changes: dict[str, Any], dry_run: bool) -> list[Write]:
+        """Set a person's own decision `changes` (field -> value: "rating", "pick"), made
+        in `aes-index review`, where `reading` was taken: their values, and none of our
+        markers that would call them ours (ownership.py). Returns what to journal, one
+        Write per field. Raises ChangedSinceRead like `write`."""
+        raise TargetError(f"{reading.place.key}: the {self.name} target takes no decisions from the review page")
+
     def undo(self, action: UndoAction, dry_run: bool) -> UndoResult:
         raise NotImplementedError
 

@@ -96,6 +96,46 @@ class SidecarTarget(Target):
             if name in changes
         ]
 
+    def write_decision(self, reading: Reading, changes: dict, dry_run: bool) -> list[Write]:
+        """A person's rating and pick label (`aes-index review`), one write, journaled one
+        row per field: xmp:Rating and digiKam:PickLabel as they decided, and our markers
+        of those fields (aes:Stars, aes:Pick, aes:Reject) gone, so that no reader, this
+        index or another, takes their value for ours."""
+        info: xmp.SidecarInfo = reading.detail
+        before = info.marks or xmp.CullMarks()
+        markers = xmp.CullMarks(
+            pick=None if "pick" in changes else before.pick, reject=False if "rating" in changes else before.reject,
+        )
+        aes = xmp.KEEP
+        if "rating" in changes and info.aes is not None and info.aes.stars is not None:
+            aes = dataclasses.replace(info.aes, stars=None)  # aes:Stars equal to xmp:Rating would say "ours"
+        try:
+            outcome = xmp.write_sidecar(
+                Path(reading.place.key), rating=changes.get("rating", xmp.KEEP), pick=changes.get("pick", xmp.KEEP), aes=aes,
+                marks=xmp.KEEP if markers == before else (None if markers == xmp.CullMarks() else markers),
+                dry_run=dry_run, expect_hash=reading.token,
+            )
+        except xmp.SidecarChanged as exc:
+            raise ChangedSinceRead(str(exc)) from exc
+        if not outcome.changed:
+            return []
+        common = {"declared": list(outcome.declared)} if outcome.declared else {}
+        values = {
+            "pick": (info.pick, changes.get("pick"), {"marked_pick": before.pick}),
+            "rating": (info.rating, changes.get("rating"), {
+                "marked_reject": before.reject, **({"aes": dataclasses.asdict(info.aes)} if aes is not xmp.KEEP else {}),
+            }),
+        }
+        return [
+            Write(
+                target=self.name, place=reading.place.key, image_path=reading.place.image_path, old=old, new=new,
+                created_file=outcome.created, content_hash_after=outcome.content_hash, prior={**prior, **common}, field=name,
+                hash_before=info.content_hash,
+            )
+            for name, (old, new, prior) in values.items()
+            if name in changes
+        ]
+
     def landed(self, action: UndoAction) -> bool | None:
         path = action.target_path
         try:

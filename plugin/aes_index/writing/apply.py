@@ -6,7 +6,8 @@ plugin's "remove our stars" all run `undo`. What differs between them is the tar
 (protocol.py), never the rule: the decision is ownership.may_set(), made on the very read
 the write then checks (ChangedSinceRead). Culling's marks (`apply_marks`: `apply-culling`,
 `digikam cull`) go through the same place loop (`_each_place`), with
-culling.marks.decide_marks as the rule.
+culling.marks.decide_marks as the rule; and so does a person's own decision made in
+`aes-index review` (`apply_decision`: one photo, every target it is in, as theirs).
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from ..index.store.journal import NOT_WRITTEN
 from .. import ownership
 from ..ownership import Action
 from ..index.store import Index
-from ..targets.protocol import ChangedSinceRead, Marks, Place, Target, UndoAction, UndoResult, Wanted, Write
+from ..targets.protocol import ChangedSinceRead, Marks, Place, Reading, Target, UndoAction, UndoResult, Wanted, Write
 
-RATING_COMMANDS = ("apply-ratings", "digikam-sync", "darktable-rate", "darktable-cull", "attribute-tags", "apply-culling", "digikam-cull")  # runs that hold the ratings turn
+RATING_COMMANDS = (
+    "apply-ratings", "digikam-sync", "darktable-rate", "darktable-cull", "attribute-tags", "apply-culling", "digikam-cull",
+    *ownership.PERSONS_COMMANDS,
+)  # runs that hold the ratings turn
 UNSUPPORTED_TEXT = {
     "not-jpeg": "EXIF ratings go only into JPEG originals",
     "no-reject": "the target has no 'rejected' rating",
@@ -163,12 +167,80 @@ def _counted(marks: Iterable[Marks], report: MarkReport) -> Iterable[Marks]:
         yield item
 
 
+@dataclass
+class DecisionReport:
+    """What a person's decision did: per place written, its fields; places left alone."""
+
+    run_id: int | None
+    written: list[dict] = field(default_factory=list)  # {"target", "place", "fields"}
+    unchanged: int = 0  # places that already showed the decision
+    changed_since_read: int = 0
+    manual: list[dict] = field(default_factory=list)  # places changed between our two reads
+    errors: list[dict] = field(default_factory=list)  # places refused (outside the library, write-protected, ...)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def apply_decision(
+    index: Index, targets: Sequence[Target], photo: str, changes_for: Callable[[Target, Reading], dict],
+    shown: Callable[[list[tuple[Target, Reading]]], None], record: dict, command: str = ownership.PERSONS_COMMANDS[0],
+    turn_timeout: float | None = None,
+) -> DecisionReport:
+    """A person's own decision for `photo` (its rating, its pick label), made in
+    `aes-index review`, into every place `targets` hold it: one run (of
+    ownership.PERSONS_COMMANDS, so that its values are the person's), every target's
+    session held at once, each place journaled ahead like any write of ours.
+
+    `shown(readings)` sees every place read first, with every session held, and raises to
+    write nothing (the page showed another state: ChangedSinceShown); `changes_for(target,
+    reading)` gives a place's changes (field -> value; empty: nothing to change). A place
+    whose second read differs from the first (changed in between) is left alone and
+    counted, like any place that changed between our read and write.
+    turn_timeout: how long to wait for the ratings turn (None: as long as it takes).
+    """
+    report = DecisionReport(None)
+    with recorded_run(index, command, record, False, report.as_dict, turn_timeout=turn_timeout) as run_id:
+        report.run_id = run_id
+        staged = {id(target): Staged(index, run_id) for target in targets}
+        with contextlib.ExitStack() as sessions:
+            for target in targets:
+                sessions.enter_context(target.session(False, before_commit=lambda t=target: staged[id(t)].record_pending(t)))
+                reconcile(index, target)
+            first = {(id(t), place.key): (t, t.read(place)) for t in targets for place in t.places(photo)}
+            shown(list(first.values()))
+            for target in targets:
+                handle = lambda item, place, target=target: _decision_place(target, place, first[(id(target), place.key)][1], changes_for, report)  # noqa: E731
+                claims = {place.key: (photo, place) for place in target.places(photo)}
+                _each_place(index, target, claims, staged[id(target)], report, handle, lambda item: None)
+        for target in targets:
+            staged[id(target)].landed(target)
+    return report
+
+
+def _decision_place(target: Target, place: Place, first: Reading, changes_for: Callable, report: DecisionReport) -> Change | None:
+    reading = target.read(place)
+    if (reading.token, reading.value, reading.cull) != (first.token, first.value, first.cull):
+        raise ChangedSinceRead(f"{place.key}: changed while the decision was written (by a person?); left as it is")
+    changes = changes_for(target, reading)
+    if not changes:
+        report.unchanged += 1
+        return None
+    change = _change(target, False, lambda dry_run: target.write_decision(reading, changes, dry_run))
+    if not change.writes:
+        report.unchanged += 1  # the bytes already were the decision's
+        return None
+    change.counted = lambda: report.written.append({"target": target.name, "place": place.key, "fields": sorted(changes)})
+    return change
+
+
 @contextlib.contextmanager
-def recorded_run(index: Index, command: str, settings: dict, dry_run: bool, summary: Callable[[], dict], head_id=None):
+def recorded_run(index: Index, command: str, settings: dict, dry_run: bool, summary: Callable[[], dict], head_id=None,
+                 turn_timeout: float | None = None):
     """The turn (`ratings_turn`) and the run's row in the index, for a run that writes
     ratings or tags: yields its id (None for a dry run, which records nothing); the row
     ends done, failed or interrupted, with `summary()` as it stands then."""
-    with ratings_turn(index, dry_run):
+    with ratings_turn(index, dry_run, turn_timeout):
         run_id = None if dry_run else index.runs.start(command, index.roots(), settings)
         status = "failed"
         try:
@@ -183,14 +255,14 @@ def recorded_run(index: Index, command: str, settings: dict, dry_run: bool, summ
 
 
 @contextlib.contextmanager
-def ratings_turn(index: Index, dry_run: bool):
+def ratings_turn(index: Index, dry_run: bool, timeout: float | None = None):
     """Runs that write ratings or tags take turns (a lock beside the index); a dry run
     writes nothing and needs no turn (nor a lock file, in a folder that may be read-only).
     Holding the turn, runs of those commands still "running" were killed: interrupted."""
     if dry_run:
         yield
         return
-    with file_lock(index.path, "ratings", what="another run that writes ratings"):
+    with file_lock(index.path, "ratings", timeout, what="another run that writes ratings"):
         index.runs.close_abandoned(RATING_COMMANDS)
         yield
 

@@ -16,6 +16,11 @@ culling's picks and groups are further fields over the same rows.
 
 Runs are undone newest first: undoing a run whose place a later run wrote again is
 refused for that place ("superseded") until the later run is undone.
+
+A run of ownership.PERSONS_COMMANDS (`aes-index review`'s decisions) writes a person's own
+value on their behalf: its rows undo like any, but what they set is the person's, not
+ours: the newest write of a field being theirs, nothing of ours stands there
+(`last_written` None), and `persons_value` says what they set.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from ...ownership import PERSONS_COMMANDS
 from ...targets.protocol import RATING, UndoAction, Write
 
 TABLE = "rating_writes"
@@ -58,6 +64,8 @@ COLUMNS = {
 }
 PENDING = "pending"
 NOT_WRITTEN = "not written"  # the undo_note of a pending row whose write never landed
+# Whether a row's run wrote on a person's behalf (SQL; its parameters are PERSONS_COMMANDS)
+BY_PERSON = f"run_id IN (SELECT id FROM runs WHERE command IN ({','.join('?' * len(PERSONS_COMMANDS))}))"
 NOT_NULL = ("run_id", "image_path", "target", "target_path", "created_file", "written_at")
 
 
@@ -197,7 +205,8 @@ class Journal:
         """The value we wrote last to this place and haven't undone; None if none.
 
         Only writes that changed the value count: a write of tags or of our own fields
-        leaves the rating as it was, and that rating may well be a person's.
+        leaves the rating as it was, and that rating may well be a person's. A person's
+        decision written since (PERSONS_COMMANDS) leaves nothing of ours there.
         """
         return self._last_write("new_rating", "target = ? AND target_path = ?", [target, str(place)], field)
 
@@ -210,15 +219,37 @@ class Journal:
         digiKam) and haven't undone; None if none."""
         return self._last_write("new_rating", "image_path = ?", [image_path], RATING)
 
-    def _last_write(self, column: str, where: str, params: list, field: str) -> int | None:
-        """`column` of the newest write of `field` matching `where` that changed the value
-        and is not undone; None if none."""
-        row = self.db.execute(
-            f"SELECT {column} FROM {TABLE} WHERE {where} AND IFNULL(field, ?) = ? "
-            "AND undone_at IS NULL AND old_rating IS NOT new_rating ORDER BY id DESC LIMIT 1",
-            [*params, RATING, field],
+    def persons_value(self, target: str, place: Path | str, field: str = RATING) -> tuple:
+        """(the value,) a person's decision set at this place, when the newest write of
+        `field` there not undone is one made on their behalf (PERSONS_COMMANDS); () else."""
+        return self._persons("target = ? AND target_path = ?", [target, str(place)], field)
+
+    def persons_value_for_image(self, image_path: str, field: str = RATING) -> tuple:
+        """(the value,) a person's decision set for this photo's `field` through any target,
+        when the newest write of it for the photo not undone is theirs; () else."""
+        return self._persons("image_path = ?", [image_path], field)
+
+    def _newest(self, where: str, params: list, field: str) -> tuple | None:
+        """(old, new, by a person) of the newest write of `field` matching `where` that is not
+        undone and changed the value, or was a person's decision (theirs even when it only
+        took our marker away); None if none."""
+        return self.db.execute(
+            f"SELECT old_rating, new_rating, {BY_PERSON} FROM {TABLE} WHERE {where} AND IFNULL(field, ?) = ? "
+            f"AND undone_at IS NULL AND (old_rating IS NOT new_rating OR {BY_PERSON}) ORDER BY id DESC LIMIT 1",
+            [*PERSONS_COMMANDS, *params, RATING, field, *PERSONS_COMMANDS],
         ).fetchone()
-        return None if row is None else row[0]
+
+    def _last_write(self, column: str, where: str, params: list, field: str) -> int | None:
+        """`column` of the newest write of ours (see `_newest`); None if none, or if the
+        newest is a person's decision."""
+        row = self._newest(where, params, field)
+        if row is None or row[2]:
+            return None
+        return row[0] if column == "old_rating" else row[1]
+
+    def _persons(self, where: str, params: list, field: str) -> tuple:
+        row = self._newest(where, params, field)
+        return (row[1],) if row is not None and row[2] else ()
 
     def new_run_id(self) -> int:
         """An unused run id: one more than the largest recorded."""
@@ -295,15 +326,25 @@ class Journal:
             f"UPDATE {TABLE} SET undone_at = ?, undo_note = ? WHERE id = ?", [(now, note, row_id) for row_id in row_ids]
         )
 
+    def databases(self, target: str) -> list[str]:
+        """The databases ("<database>" of places "<database>#<image id>") this index has
+        written `target`'s values into, e.g. every digiKam database a `digikam sync` or
+        `digikam cull` used."""
+        rows = self.db.execute(
+            f"SELECT DISTINCT rtrim(target_path, '0123456789') FROM {TABLE} WHERE target = ?", [target]
+        ).fetchall()
+        return sorted(place[:-1] for (place,) in rows if place.endswith("#"))
+
     def open_places(self) -> list[tuple[str, str, int | None]]:
         """(image path, target, stars) of the latest rating write not undone, per photo and
         target (culling's fields, a darktable group id or a tag, are no stars)."""
         if not self.db[TABLE].exists():
             return []
-        rows = self.db.execute(
+        rows = self.db.execute(  # a person's decision written since leaves no stars of ours
             f"SELECT image_path, target, new_rating FROM {TABLE} WHERE id IN "
-            f"(SELECT MAX(id) FROM {TABLE} WHERE undone_at IS NULL AND IFNULL(field, ?) = ? GROUP BY image_path, target)",
-            [RATING, RATING],
+            f"(SELECT MAX(id) FROM {TABLE} WHERE undone_at IS NULL AND IFNULL(field, ?) = ? GROUP BY image_path, target) "
+            f"AND NOT {BY_PERSON}",
+            [RATING, RATING, *PERSONS_COMMANDS],
         )
         return rows.fetchall()
 
