@@ -41,6 +41,7 @@ from .discover import FileEntry, discover, fingerprint, skipped_in_library, stat
 from .locks import writer_lock
 from .pipeline import Batch, Failed, chunks, decode_stream, default_workers, embed_stream
 from .store import ERROR, MISSING, NEW, OK, Index
+from .store.embeddings import STREAM_ABOVE
 from .store.images import KnownFile
 
 log = logging.getLogger(__name__)
@@ -505,12 +506,41 @@ def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: S
     projection = session.projection
     preprocess = session.info.preprocess.describe()
     count = 0
-    for ids, matrix, norms in index.embeddings.iter(backbone_id, stale):
+    for ids, matrix, norms in _cached_embeddings(index, backbone_id, stale):
         prediction = head.predict(matrix, projection, None if np.isnan(norms).any() else norms)
         with index.transaction():
             index.scores.put(head, backbone_id, preprocess, ids, prediction)
         count += len(ids)
     return count
+
+
+def _cached_embeddings(index: Index, backbone_id: int, image_ids: Sequence[int] | None):
+    """A backbone's embeddings of present photos (all, or `image_ids`) in chunks of
+    (ids, pooled, norms): a few from the index, many from the vector store (float32
+    already, no SQLite scan), in the same chunks either way, so heads give the same
+    scores. Where the store can't be written (a full disk), from the index."""
+    if image_ids is not None and len(image_ids) <= STREAM_ABOVE:
+        return index.embeddings.iter(backbone_id, image_ids)
+    try:
+        matrix = index.vectors.matrix(backbone_id)
+    except OSError as exc:
+        log.warning("vector store unavailable (%s): reading the embeddings from the index", exc)
+        return index.embeddings.iter(backbone_id, image_ids)
+    wanted = None if image_ids is None else np.unique(np.asarray(image_ids, dtype=np.int64))
+    return matrix.pages(index.vectors.missing_ids(), wanted)
+
+
+def extend_vectors(index: Index, backbone_key: str) -> None:
+    """After a rebuild: bring a vector store that search or rescore made up to date now
+    (appending what the run embedded), so that the next of them finds it current. A
+    library never searched gets none; a store that can't be written waits for its reader."""
+    row = index.embeddings.backbone(backbone_key)
+    if row is None or not index.vectors.exists(row["id"]):
+        return
+    try:
+        index.vectors.matrix(row["id"])
+    except OSError as exc:
+        log.info("vector store not extended (%s): the next search or rescore will", exc)
 
 
 # --- operations --------------------------------------------------------------------------
@@ -577,6 +607,7 @@ def rebuild(
         index.add_roots(roots)
         with _scoring_run(index, "rebuild", roots, settings) as summary:
             _summarise(summary, run_stages(index, roots, settings, force=force, stop=stop, progress=progress))
+        extend_vectors(index, summary.backbone)
     return summary
 
 
@@ -602,7 +633,7 @@ def rescore(index: Index, settings: Settings, progress: Progress = Progress(), l
     """Score every cached embedding with the configured head: no decoding."""
     session = BackboneSession(index, settings)
     if session.id is None:
-        raise _no_embeddings(index, session.key)
+        raise no_embeddings(index, session.key)
     run_id = index.runs.start("rescore", index.roots(), _settings_record(settings))
     summary = RunSummary(run_id, "rescore")
     started = time.monotonic()
@@ -624,7 +655,7 @@ def rescore(index: Index, settings: Settings, progress: Progress = Progress(), l
     return summary
 
 
-def _no_embeddings(index: Index, key: str):
+def no_embeddings(index: Index, key: str):
     from ..errors import IndexUnavailable
 
     known = ", ".join(row["key"] for row in index.embeddings.backbones()) or "none"
