@@ -233,7 +233,7 @@ def test_rescore_scores_from_the_store_as_from_the_index(tmp_path, tiny_model, m
         from_store = {r["image_id"]: r["score"] for r in rows(index, "scores", head_id="zeroshot-fixed-beautiful-vs-ugly")}
         index.db.execute("DELETE FROM scores WHERE head_id = 'zeroshot-fixed-beautiful-vs-ugly'")
     assert (root / ".aes-index.db.vectors").is_dir()
-    monkeypatch.setattr(runner, "_cached_embeddings", lambda index, backbone_id, ids: index.embeddings.iter(backbone_id, ids))
+    monkeypatch.setattr(runner, "_cached_embeddings", lambda index, backbone_id, ids: (index.embeddings.iter(backbone_id, ids), False))
     cli_stdout("rescore", "--db", db, *args, "--head", head, "-q")
     with Index(db) as index:
         from_index = {r["image_id"]: r["score"] for r in rows(index, "scores", head_id="zeroshot-fixed-beautiful-vs-ugly")}
@@ -287,3 +287,68 @@ def test_cli_errors_are_one_line_and_an_exit_code(tmp_path, indexed, tiny_model,
     code, out, err = run_cli(capsys, "similar", moved / "DSC_0003.jpg", "--db", db, "--model", tiny_model["config"], "-n", "1")
     assert code == 0, err
     assert out.split()[-1] == str(moved / "copies" / "small-copy.jpg")
+
+
+def test_an_index_from_schema_7_gains_a_generation_per_backbone(tmp_path):
+    """The migration gives each backbone its token; a vector replaced or deleted renews it,
+    a vector appended keeps it."""
+    import sqlite_utils
+
+    from aes_index.index import store
+    from aes_index.index.store import Index
+
+    path = tmp_path / "v7.db"  # forged with raw SQL, as version 7 left it
+    db = sqlite_utils.Database(path)
+    for version, migrate in store.schema.MIGRATIONS[:7]:
+        migrate(db)
+    db.execute("INSERT INTO backbones (id, key, pooled_dim, embed_dim) VALUES (1, 'tiny/x', 2, 2)")
+    db.execute("INSERT INTO images (id, path, status) VALUES (1, '/p/1.jpg', 'ok'), (2, '/p/2.jpg', 'ok')")
+    db.execute("PRAGMA user_version = 7")
+    db.conn.commit()
+    db.conn.close()
+    vector = np.ones((1, 2), np.float16)
+    with Index(path) as index:
+        first, last = index.vectors.state(1)
+        assert len(first) == 16 and last == 0
+        index.embeddings.put(1, [1], vector, np.ones(1))
+        assert index.vectors.state(1) == (first, 1)  # appended
+        index.embeddings.put(1, [1], vector * 2, np.ones(1))
+        replaced, _ = index.vectors.state(1)
+        index.embeddings.put(1, [2], vector, np.ones(1))
+        assert index.vectors.state(1)[0] == replaced != first
+        index.embeddings.forget(2)
+        assert index.vectors.state(1)[0] not in (first, replaced)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_store_pages_are_the_pages_the_index_scan_gives(monkeypatch, seed):
+    """VectorMatrix.pages over any segments, with photos left out (missing) and ids
+    wanted, holds the rows, in the chunks, that Embeddings.iter's scan of the index
+    gives: rows in order, the left-out dropped, cut into pages, then the wanted kept."""
+    from aes_index.index.store import vectors
+
+    page = 5
+    monkeypatch.setattr(vectors, "PAGE_ROWS", page)
+    rng = np.random.default_rng(seed)
+    total = int(rng.integers(0, 40))
+    ids = np.sort(rng.choice(200, total, replace=False)).astype(np.int64)
+    pooled = rng.standard_normal((total, 3)).astype(np.float32)
+    norms = rng.random(total).astype(np.float32)
+    cuts = np.sort(rng.choice(total + 1, int(rng.integers(0, 4)), replace=True)) if total else []
+    bounds = [0, *cuts, total]
+    segments = [vectors.Segment(ids[a:b], norms[a:b], pooled[a:b]) for a, b in zip(bounds, bounds[1:])]
+    matrix = vectors.VectorMatrix(1, 3, "g", total, segments)
+    leave_out = np.sort(rng.choice(200, int(rng.integers(0, 60)), replace=False)).astype(np.int64)
+    wanted = None if seed % 2 else np.sort(rng.choice(200, 120, replace=False)).astype(np.int64)
+
+    present = ~np.isin(ids, leave_out)
+    expected = []
+    for start in range(0, int(present.sum()), page):  # the index's scan: pages of present rows
+        rows = np.flatnonzero(present)[start : start + page]
+        rows = rows if wanted is None else rows[np.isin(ids[rows], wanted)]
+        if len(rows):
+            expected.append((ids[rows], pooled[rows], norms[rows]))
+    got = list(matrix.pages(leave_out, wanted))
+    assert len(got) == len(expected)
+    for (got_ids, got_pooled, got_norms), (want_ids, want_pooled, want_norms) in zip(got, expected):
+        assert np.array_equal(got_ids, want_ids) and np.array_equal(got_pooled, want_pooled) and np.array_equal(got_norms, want_norms)

@@ -505,29 +505,72 @@ def score_stale(index: Index, session: BackboneSession, head: Head, image_ids: S
             return 0
     projection = session.projection
     preprocess = session.info.preprocess.describe()
+    pages, from_store = _cached_embeddings(index, backbone_id, stale)
+    predicted = ((ids, head.predict(matrix, projection, None if np.isnan(norms).any() else norms)) for ids, matrix, norms in pages)
     count = 0
-    for ids, matrix, norms in _cached_embeddings(index, backbone_id, stale):
-        prediction = head.predict(matrix, projection, None if np.isnan(norms).any() else norms)
+    for ids, prediction in _one_ahead(predicted) if from_store else predicted:  # the index's rows are read on this thread's connection
         with index.transaction():
             index.scores.put(head, backbone_id, preprocess, ids, prediction)
         count += len(ids)
     return count
 
 
-def _cached_embeddings(index: Index, backbone_id: int, image_ids: Sequence[int] | None):
+def _cached_embeddings(index: Index, backbone_id: int, image_ids: Sequence[int] | None) -> tuple[Iterator, bool]:
     """A backbone's embeddings of present photos (all, or `image_ids`) in chunks of
     (ids, pooled, norms): a few from the index, many from the vector store (float32
     already, no SQLite scan), in the same chunks either way, so heads give the same
-    scores. Where the store can't be written (a full disk), from the index."""
+    scores. Where the store can't be written (a full disk), from the index. And whether
+    they come from the store (then any thread may read them)."""
     if image_ids is not None and len(image_ids) <= STREAM_ABOVE:
-        return index.embeddings.iter(backbone_id, image_ids)
+        return index.embeddings.iter(backbone_id, image_ids), False
     try:
         matrix = index.vectors.matrix(backbone_id)
     except OSError as exc:
         log.warning("vector store unavailable (%s): reading the embeddings from the index", exc)
-        return index.embeddings.iter(backbone_id, image_ids)
+        return index.embeddings.iter(backbone_id, image_ids), False
     wanted = None if image_ids is None else np.unique(np.asarray(image_ids, dtype=np.int64))
-    return matrix.pages(index.vectors.missing_ids(), wanted)
+    return matrix.pages(index.vectors.missing_ids(), wanted), True
+
+
+def _one_ahead(items: Iterator) -> Iterator:
+    """`items`, produced one ahead in a thread: a head's numpy work on page k+1 (which
+    lets go of the GIL) runs while SQLite stores page k's scores (which does too): on 2
+    cores a rescore takes the longer of the two, not their sum."""
+    import queue
+    import threading
+
+    done = object()
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stopping = threading.Event()
+
+    def put(item) -> None:
+        while not stopping.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for item in items:
+                put(item)
+                if stopping.is_set():
+                    return
+        except BaseException as exc:  # raised again in the consuming thread
+            put(exc)
+        put(done)
+
+    worker = threading.Thread(target=produce, name="aes-index-one-ahead", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stopping.set()
+        worker.join()
 
 
 def extend_vectors(index: Index, backbone_key: str) -> None:

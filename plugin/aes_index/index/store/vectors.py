@@ -104,21 +104,41 @@ class VectorMatrix:
     def pages(self, leave_out: np.ndarray, wanted: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """What Embeddings.iter streams, from the matrix: rows in rowid order without the
         ids in `leave_out` (sorted), cut into pages of PAGE_ROWS, then only the `wanted`
-        ids (sorted; None: all). The same pages hold the same rows, so a head
-        sees exactly the chunks it saw from SQLite."""
-        pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        ids (sorted; None: all). The same pages hold the same rows, so a head sees exactly
+        the chunks it saw from SQLite. A page that lies whole in one segment, with nothing
+        left out, is a view of the file: no copy."""
+        pending: list[tuple] = []  # parts of the next page, fewer than PAGE_ROWS rows in all
         held = 0
-        for ids, pooled, norms in self.blocks(PAGE_ROWS):
-            keep = ~member(ids, leave_out)
-            part = (ids[keep], pooled[keep], norms[keep])  # copies: the pages may leave memory
-            pending.append(part)
-            held += len(part[0])
-            while held >= PAGE_ROWS:
-                page, pending, held = _take(pending, PAGE_ROWS)
-                yield from _wanted(page, wanted)
+        for segment in self.segments:
+            keep = ~member(segment.ids, leave_out) if len(leave_out) else None
+            for start in range(0, len(segment), PAGE_ROWS):
+                stop = min(start + PAGE_ROWS, len(segment))
+                part = _rows(segment, start, stop, None if keep is None or keep[start:stop].all() else keep[start:stop])
+                while len(part[0]):
+                    if not held and len(part[0]) == PAGE_ROWS:
+                        yield from _wanted(part, wanted)
+                        break
+                    need = PAGE_ROWS - held
+                    pending.append(tuple(a[:need] for a in part))
+                    held += len(pending[-1][0])
+                    part = tuple(a[need:] for a in part)
+                    if held == PAGE_ROWS:
+                        yield from _wanted(_concatenate(pending), wanted)
+                        pending, held = [], 0
+                segment.release(start, stop)
         if held:
-            page, _, _ = _take(pending, held)
-            yield from _wanted(page, wanted)
+            yield from _wanted(_concatenate(pending), wanted)
+
+
+def _rows(segment: Segment, start: int, stop: int, keep: np.ndarray | None) -> tuple:
+    """Rows [start, stop) of a segment: views, or copies of the `keep` ones."""
+    if keep is None:
+        return segment.ids[start:stop], segment.pooled[start:stop], segment.norms[start:stop]
+    return segment.ids[start:stop][keep], segment.pooled[start:stop][keep], segment.norms[start:stop][keep]
+
+
+def _concatenate(parts: list) -> tuple:
+    return tuple(np.concatenate([part[k] for part in parts]) for k in range(3))
 
 
 def member(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
@@ -127,23 +147,6 @@ def member(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
         return np.zeros(len(ids), dtype=bool)
     at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
     return sorted_ids[at] == ids
-
-
-def _take(parts: list, count: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list, int]:
-    """The first `count` rows of the queued parts as one page, and what remains."""
-    taken, rest, need = [], [], count
-    for part in parts:
-        if need <= 0:
-            rest.append(part)
-        elif len(part[0]) <= need:
-            taken.append(part)
-            need -= len(part[0])
-        else:
-            taken.append(tuple(a[:need] for a in part))
-            rest.append(tuple(a[need:] for a in part))
-            need = 0
-    page = tuple(np.concatenate([p[k] for p in taken]) for k in range(3))
-    return page, rest, sum(len(p[0]) for p in rest)
 
 
 def _wanted(page: tuple, wanted: np.ndarray | None) -> Iterator[tuple]:
