@@ -7,10 +7,12 @@ derived from it: per backbone, segments of rows in the index's rowid order, each
 
     image ids (int64) | projected norms (float32) | pooled vectors (float32, rows x dim)
 
-memory-mapped read-only and read a block at a time, so a scan over a million rows costs
-a pass over 3 GB of page cache and never holds more than a block in the process. The
-vectors are the stored float16 values converted exactly: what is computed from them is
-what the index's rows give.
+memory-mapped read-only and scanned a block at a time: a scan over a million rows is a
+pass over 3 GB of page cache (0.4 s here), and the process's own memory holds one block
+and one float a row. The mapped pages are the kernel's page cache, shared between
+processes and dropped under memory pressure, not the process's: they stay mapped, so the
+review server's next query finds them so. The vectors are the stored float16 values
+converted exactly: what is computed from them is what the index's rows give.
 
 Current or not: every backbone has a generation in the index (table
 embedding_generations), a random token that triggers renew whenever one of its stored
@@ -64,19 +66,6 @@ class Segment:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def release(self, start: int, stop: int) -> None:
-        """Drop rows [start, stop) from the process's memory (they stay in the page cache):
-        a scan's resident memory stays one block, whatever the matrix's size."""
-        if self._map is None or stop <= start:
-            return
-        row_bytes = self.pooled.shape[1] * 4
-        first = _pooled_offset(len(self.ids)) + start * row_bytes
-        begin = first - first % mmap.PAGESIZE
-        end = _pooled_offset(len(self.ids)) + stop * row_bytes
-        end -= end % mmap.PAGESIZE
-        if end > begin and hasattr(mmap, "MADV_DONTNEED"):
-            self._map.madvise(mmap.MADV_DONTNEED, begin, end - begin)
-
 
 @dataclass
 class VectorMatrix:
@@ -128,7 +117,6 @@ class VectorMatrix:
                     if held == PAGE_ROWS:
                         yield from _wanted(_concatenate(pending), wanted)
                         pending, held = [], 0
-                segment.release(start, stop)
         if held:
             yield from _wanted(_concatenate(pending), wanted)
 
@@ -453,13 +441,27 @@ def _open_segment(folder: Path, entry: dict, dim: int) -> Segment:
         return Segment(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, dim), np.float32), entry["file"])
     path = folder / entry["file"]
     with open(path, "rb") as handle:
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        mapped = _map(handle.fileno())
     if len(mapped) != _pooled_offset(rows) + rows * dim * 4:
         raise OSError(f"vector store file {path} has the wrong size")
     ids = np.frombuffer(mapped, np.int64, rows, 0)
     norms = np.frombuffer(mapped, np.float32, rows, _norms_offset(rows))
     pooled = np.frombuffer(mapped, np.float32, rows * dim, _pooled_offset(rows)).reshape(rows, dim)
     return Segment(ids, norms, pooled, entry["file"], mapped)
+
+
+def _map(fd: int) -> mmap.mmap:
+    """The file mapped read-only, its pages mapped at once where the system can
+    (MAP_POPULATE): a scan of a million rows then runs at memory speed from its first
+    row, instead of faulting each 4 KB in as it goes (1.2 s against 0.55 s for a rescore's
+    heads). The pages are the page cache's: mapping them allocates nothing."""
+    populate = getattr(mmap, "MAP_POPULATE", 0)
+    if populate and hasattr(mmap, "MAP_SHARED"):
+        try:
+            return mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
+        except OSError:
+            pass
+    return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
 
 
 def _load(folder: Path, backbone_id: int, dim: int, generation: str, last: int, segments: list[dict]) -> VectorMatrix:
