@@ -75,7 +75,7 @@ def main() -> None:
     if "noop" not in skip:
         report["noop_rebuild"] = time_noop_rebuild(args.noop_files, env)
     if "rescore" not in skip:
-        report["rescore"] = time_rescore(args.rescore_rows, env)
+        report["rescore"] = time_rescore(args.rescore_rows, env, args.rescore_before)
     report["targets"] = check_targets(report, args.n)
     print(json.dumps(report, indent=2))
 
@@ -87,6 +87,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--decode-n", type=int, default=60, help="photos whose decode cost is measured alone (default 60)")
     parser.add_argument("--noop-files", type=int, default=100_000, help="files in the unchanged library (default 100000)")
     parser.add_argument("--rescore-rows", type=int, default=1_000_000, help="cached embeddings to rescore (default 1000000)")
+    parser.add_argument("--rescore-before", metavar="REV", help="also time `rescore` as the code of git revision REV does it (e.g. the commit before the vector store), on the same copy of the index")
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: rebuild (a, b, c), noop, rescore")
     return parser.parse_args()
 
@@ -221,7 +222,7 @@ def time_noop_rebuild(files: int, env: dict) -> dict:
             "measured": runs[-1].figures()}
 
 
-def time_rescore(rows: int, env: dict) -> dict:
+def time_rescore(rows: int, env: dict, before_rev: str | None = None) -> dict:
     """`rescore` with another head than the cached embeddings were scored with, twice on
     one copy of the index: first without a vector store (before: the embeddings are read
     from SQLite, and the store is written on the way), then with the store current (after:
@@ -232,6 +233,7 @@ def time_rescore(rows: int, env: dict) -> dict:
     shutil.copy(pristine, db)
     with open(db, "rb+") as copied:  # on disk before the clock starts: the first checkpoint
         os.fsync(copied.fileno())  # would otherwise also flush the 2.6 GB copy
+    old_code = _rescore_with_revision(before_rev, db, env) if before_rev else None
     runs = []
     for _ in range(2):
         result = _measure.run(aes_index("rescore", "--db", str(db), "--head", RESCORE_HEAD), env)
@@ -251,7 +253,28 @@ def time_rescore(rows: int, env: dict) -> dict:
                    "seconds": first.wall_s, "scored": first_summary["scored"], "measured": first.figures()},
         "after": {"what": "vector store current", "seconds": after.wall_s, "cpu_s": after.cpu_s},
         "vector_store_mb": store,
+        **({"revision_before": old_code} if old_code else {}),
     }
+
+
+def _rescore_with_revision(rev: str, db: Path, env: dict) -> dict:
+    """`rescore` by the code of git revision `rev` (exported once under the bench folder),
+    on `db` (its scores of the head then forgotten): today's figure beside the old one."""
+    folder = BENCH_DIR / f"revision-{rev}"
+    if not (folder / ".complete").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "plugin"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        (folder / ".complete").write_text("ok\n")
+    old_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(folder / "plugin"), ORIGINAL_ENV.get("PYTHONPATH")])))
+    result = _measure.run(aes_index("rescore", "--db", str(db), "--head", RESCORE_HEAD), old_env)
+    if result.returncode != 0:
+        raise SystemExit(f"rescore at {rev} failed:\n{result.stderr[-3000:]}")
+    _forget_scores(db, RESCORE_HEAD)
+    os.sync()
+    return {"revision": rev, "seconds": result.wall_s, "cpu_s": result.cpu_s, "scored": json.loads(result.stdout)["scored"],
+            "measured": result.figures()}
 
 
 def _forget_scores(db: Path, head_spec: str) -> None:
