@@ -352,3 +352,30 @@ def test_store_pages_are_the_pages_the_index_scan_gives(monkeypatch, seed):
     assert len(got) == len(expected)
     for (got_ids, got_pooled, got_norms), (want_ids, want_pooled, want_norms) in zip(got, expected):
         assert np.array_equal(got_ids, want_ids) and np.array_equal(got_pooled, want_pooled) and np.array_equal(got_norms, want_norms)
+
+
+def test_segments_beyond_the_most_are_merged_into_one(tmp_path, monkeypatch):
+    """Appends become segments; past MAX_SEGMENTS they are merged, rows unchanged, and the
+    files no manifest names are removed."""
+    from aes_index.index.store import Index, vectors
+    from aes_index.model.backbone import BackboneInfo, PreprocessSpec
+
+    monkeypatch.setattr(vectors, "MAX_SEGMENTS", 2)
+    info = BackboneInfo("tiny/x", "tiny", "x", 4, 3, PreprocessSpec(8, (0.5,) * 3, (0.5,) * 3))
+    rng = np.random.default_rng(3)
+    with Index(tmp_path / "index.db") as index:
+        backbone = index.embeddings.ensure_backbone(info, np.eye(4, 3, dtype=np.float32))
+        stored = []
+        for batch in range(4):
+            ids = [index.images.add(f"/p/{batch}-{k}.jpg", 1, 1, f"{batch}{k}".ljust(32, "0")) for k in range(3)]
+            pooled = rng.standard_normal((3, 4)).astype(np.float16)
+            index.embeddings.put(backbone, ids, pooled, np.ones(3, np.float32))
+            stored += list(zip(ids, pooled.astype(np.float32)))
+            matrix = index.vectors.matrix(backbone)
+            assert len(matrix.segments) <= 2
+            got = [(int(i), row) for segment in matrix.segments for i, row in zip(segment.ids, segment.pooled)]
+            assert [i for i, _ in got] == [i for i, _ in stored]
+            assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, stored))
+        folder = index.vectors.folder()
+    manifest = json.loads(next(folder.glob("*.json")).read_text())
+    assert sorted(p.name for p in folder.glob("seg-*")) == sorted(s["file"] for s in manifest["segments"])
