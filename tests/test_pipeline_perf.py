@@ -392,7 +392,7 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
     db.conn.commit()
     db.conn.close()
     with Index(path) as index:
-        assert index.schema_version() == store.SCHEMA_VERSION == 7
+        assert index.schema_version() == store.SCHEMA_VERSION == 8
         columns = ("image_id", "head_id", "score", "std", "head_hash", "backbone_id", "preprocess", "scored_at")
         migrated = [tuple(row[c] for c in columns) for row in index_rows.scores(index)]
         assert sorted(migrated, key=str) == sorted(rows, key=str)
@@ -414,7 +414,7 @@ def test_an_index_from_schema_1_keeps_its_scores_and_their_provenance(tmp_path):
         assert [(row["image_id"], row["head_id"]) for row in index_rows.rows(index, "scores")] == [(2, "h")]
 
 
-def test_a_failed_score_write_leaves_nothing_staged_for_the_next(filled_index):
+def test_a_failed_score_write_leaves_nothing_for_the_next(filled_index):
     import sqlite3
 
     index, backbone_id, ids, _ = filled_index
@@ -430,20 +430,23 @@ def test_a_failed_score_write_leaves_nothing_staged_for_the_next(filled_index):
     with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
         index.scores.put(Known, backbone_id, "p", ids[:2], heads.Prediction(np.ones(2, np.float32)))
     index.db.conn.set_authorizer(None)
-    assert index_rows.count(index, "staged_scores") == 0
+    assert index_rows.count(index, "scores", head_id="known") == 0
     index.scores.put(Known, backbone_id, "p", ids[3:5], heads.Prediction(np.ones(2, np.float32)))
     assert index_rows.values(index, "scores", "image_id", order_by="image_id") == ids[3:5]
 
 
 def test_rescoring_with_a_fresh_head_reads_every_present_embedding_once(filled_index, monkeypatch):
-    """No id list for a head that has scored nothing: one scan, missing images left out."""
+    """No id list for a head that has scored nothing: one scan of the vector store, missing
+    images left out, no row read from the index's embeddings."""
     index, backbone_id, ids, vectors = filled_index
     from aes_index.model.backbone import BackboneInfo
 
     monkeypatch.setattr(store.embeddings, "STREAM_ABOVE", 5)
+    monkeypatch.setattr(store.vectors, "PAGE_ROWS", 7)
+    monkeypatch.setattr(store.embeddings.Embeddings, "iter", lambda *a, **k: pytest.fail("read the index's rows"))
     asked = []
-    real = store.embeddings.Embeddings.iter
-    monkeypatch.setattr(store.embeddings.Embeddings, "iter", lambda self, b, image_ids=None, **k: asked.append(image_ids) or real(self, b, image_ids, **k))
+    real = store.vectors.Vectors.matrix
+    monkeypatch.setattr(store.vectors.Vectors, "matrix", lambda self, b: asked.append(b) or real(self, b))
     monkeypatch.setattr(store.scores.Scores, "ids_needing", lambda *a: pytest.fail("listed the ids of a fresh head"))
     head = heads.Head({"kind": "linear", "name": "probe", "backbone": "tiny/x", "input_space": "pooled", "input_dim": 8},
                       {"weight": np.ones((1, 8), np.float32), "bias": np.zeros(1, np.float32)})
@@ -456,20 +459,29 @@ def test_rescoring_with_a_fresh_head_reads_every_present_embedding_once(filled_i
         projection = np.eye(8, 4, dtype=np.float32)
         info = BackboneInfo("tiny/x", "tiny", "x", 8, 4, SPEC)
 
-    assert indexer.score_stale(index, Session(), head) == 50 and asked == [None]
+    assert indexer.score_stale(index, Session(), head) == 50 and asked == [backbone_id]
     got = {row["image_id"]: row["score"] for row in index_rows.rows(index, "scores", head_id="probe")}
     assert sorted(got) == ids[:50]
     assert np.allclose([got[i] for i in ids[:50]], vectors[:50].astype(np.float16).astype(np.float32).sum(1), rtol=1e-3)
 
 
-@pytest.mark.parametrize("variable_limit", [7, 32766])  # 2 rows a statement, or all of them in one
-def test_rows_inserted_in_multi_row_statements_all_arrive_in_order(tmp_path, variable_limit):
+@pytest.mark.parametrize("variable_limit", [8, 32766])  # 2 rows a statement, or all of them in one
+@pytest.mark.parametrize("with_std", [False, True])
+def test_scores_written_in_multi_row_statements_all_arrive(filled_index, variable_limit, with_std):
     import sqlite3
 
-    conn = sqlite3.connect(tmp_path / "t.db")
-    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
-    conn.execute("CREATE TABLE t (a INTEGER, b FLOAT, c TEXT)")
-    rows = [(i, i / 3, None if i % 2 else f"r{i}") for i in range(11)]
-    store.scores._insert_rows(conn, "t", [list(column) for column in zip(*rows)])
-    store.scores._insert_rows(conn, "t", [[], [], []])
-    assert conn.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == rows
+    index, backbone_id, ids, _ = filled_index
+    index.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
+
+    class Known:
+        name, hash, kind, backbone, metadata = "known", "k", "linear", "tiny/x", {}
+
+    index.scores.record_head(Known)
+    chosen = ids[10::-1]  # out of order, as a page of a scan may be
+    score = np.arange(len(chosen), dtype=np.float32) / 3
+    std = score / 7 if with_std else None
+    index.scores.put(Known, backbone_id, "p", chosen, heads.Prediction(score, std))
+    index.scores.put(Known, backbone_id, "p", [], heads.Prediction(np.zeros(0, np.float32), None))
+    got = {row["image_id"]: (row["score"], row["std"]) for row in index_rows.rows(index, "scores", head_id="known")}
+    stds = [None] * len(chosen) if std is None else [float(d) for d in std]
+    assert got == {i: (float(s), d) for i, s, d in zip(chosen, score, stds)}

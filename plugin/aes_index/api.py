@@ -265,6 +265,25 @@ def doctor(settings: Settings, models: bool = False) -> dict:
     return diagnose(settings, locate_index(settings, must_exist=False), list_models=models)
 
 
+# --------------------------------------------------------------------------- search
+
+
+def search(settings: Settings, text: str, n: int = 20, rank: str = "similarity") -> list:
+    """Photos matching words, through the active backbone's text tower: list of search.Hit."""
+    from .features.search import search as find
+
+    with Library.open(settings, read_only=True) as library:
+        return find(library, text, n, rank)
+
+
+def similar(settings: Settings, photo: str, n: int = 20) -> list:
+    """"More like this": the photos nearest to an indexed one (itself left out), list of search.Hit."""
+    from .features.search import similar as nearest
+
+    with Library.open(settings, read_only=True) as library:
+        return nearest(library, photo, n)
+
+
 # --------------------------------------------------------------------------- culling
 
 

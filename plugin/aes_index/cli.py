@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--by", metavar="ATTRIBUTE", help="rank by an attribute: composition, lighting, colour, sharpness, exposure, subject")
     top.set_defaults(handler=cmd_top)
 
+    search = commands.add_parser("search", parents=[common], help="find photos by words, through CLIP's text tower")
+    search.add_argument("text", metavar="TEXT", help='what to look for, e.g. "kite on a beach at dusk"')
+    search.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    search.add_argument("--by-score", action="store_true", help="order the N best matches by aesthetic score")
+    search.set_defaults(handler=cmd_search)
+
+    similar = commands.add_parser("similar", parents=[common], help='"more like this": the photos nearest to an indexed one')
+    similar.add_argument("photo", metavar="PHOTO", help="an indexed photo")
+    similar.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    similar.set_defaults(handler=cmd_similar)
+
     stats = commands.add_parser("stats", parents=[common], help="what the index holds")
     stats.set_defaults(handler=cmd_stats)
 
@@ -340,6 +351,27 @@ def cmd_top(args) -> int:
     logging.getLogger("aes_index.notice").info("%s, %s first; scores: %s", head_id, "worst" if args.worst else "best", scale.text)
     emit(args, {**data, "scale": scale.as_dict()}, lambda: "\n".join(f"{r['score']:8.4f}  {printable(r['path'])}" for r in rows) or "no scored photos")
     return ExitCode.OK
+
+
+def cmd_search(args) -> int:
+    rank = "score" if args.by_score else "similarity"
+    hits = api.search(settings_from(args), args.text, args.n, rank)
+    emit(args, {"query": args.text, "rank": rank, "hits": [hit.as_dict() for hit in hits]}, lambda: hit_lines(hits))
+    return ExitCode.OK
+
+
+def cmd_similar(args) -> int:
+    hits = api.similar(settings_from(args), args.photo, args.n)
+    emit(args, {"photo": args.photo, "hits": [hit.as_dict() for hit in hits]}, lambda: hit_lines(hits))
+    return ExitCode.OK
+
+
+def hit_lines(hits) -> str:
+    """One photo a line: cosine, score (- when unscored), path."""
+    def score(hit) -> str:
+        return "       -" if hit.score is None else f"{hit.score:8.4f}"
+
+    return "\n".join(f"{hit.similarity:7.4f}  {score(hit)}  {printable(hit.path)}" for hit in hits) or "no matches"
 
 
 def cmd_cull(args) -> int:

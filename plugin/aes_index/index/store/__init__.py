@@ -16,6 +16,8 @@ accessor, an attribute of the Index, that holds all SQL on those tables:
                     score_batches  one row per write of scores: its provenance (head hash,
                                  backbone, preprocess) and time
   index.runs        runs         every rebuild/rescore/...: what it did and with which settings
+  index.vectors     embedding_generations  when a backbone's vectors last changed; the
+                                 matrix files beside the index derived from embeddings
   index.journal     rating_writes  every value written into a photo manager (journal.py)
   index.culling     captures, cull_groups, cull_members   culling's facts and groups (culling.py)
   (the Index)       meta         schema version, library roots
@@ -38,12 +40,13 @@ from typing import Iterable, Iterator
 
 import sqlite_utils
 
-from . import culling as store_culling, embeddings, images, journal, runs, schema, scores
+from . import culling as store_culling, embeddings, images, journal, runs, schema, scores, vectors
 from .embeddings import Embeddings
 from .images import Images
 from .runs import Runs
 from .schema import ERROR, MIGRATIONS, MISSING, NEW, OK, SCHEMA_VERSION, utcnow  # noqa: F401 - importable from the store
 from .scores import Scores
+from .vectors import Vectors
 from ...errors import IndexUnavailable
 
 BUSY_TIMEOUT_MS = 30_000
@@ -140,7 +143,7 @@ def _raised_by_index_code(exc: BaseException) -> bool:
 # The store's modules: every line of SQL on the index is in one of them.
 _INDEX_CODE = frozenset(
     os.path.abspath(source)
-    for source in (__file__, *(m.__file__ for m in (schema, images, embeddings, scores, runs, journal, store_culling)))
+    for source in (__file__, *(m.__file__ for m in (schema, images, embeddings, scores, runs, journal, store_culling, vectors)))
 )
 
 
@@ -201,9 +204,11 @@ def discard_unused(path: Path) -> bool:
         return False  # not ours to judge: leave it
     if holds:
         return False
-    for suffix in ("", "-wal", "-shm", "-journal", ".writer.lock", ".ratings.lock", ".watch.lock"):
+    for suffix in ("", "-wal", "-shm", "-journal", ".writer.lock", ".ratings.lock", ".watch.lock", ".vectors.lock"):
         with suppress(FileNotFoundError):
             path.with_name(path.name + suffix).unlink()
+    with suppress(OSError):  # the vector store's folder: empty, since the index held no embedding
+        path.with_name(path.name + ".vectors").rmdir()
     return True
 
 
@@ -257,6 +262,7 @@ class Index:
         self.embeddings = Embeddings(self.db, self.path, BUSY_TIMEOUT_MS / 1000)
         self.scores = Scores(self.db)
         self.runs = Runs(self.db)
+        self.vectors = Vectors(self.db, self.path)  # a matrix file per backbone, derived from embeddings
         # A changed photo's scores, embeddings and capture facts go with its old pixels.
         self.images = Images(self.db, derived=(self.scores, self.embeddings, self.culling))
 

@@ -62,6 +62,10 @@ class Embeddings:
     def count(self, backbone_id: int) -> int:
         return self.db.execute("SELECT count(*) FROM embeddings WHERE backbone_id = ?", [backbone_id]).fetchone()[0]
 
+    def any_of(self, backbone_id: int) -> bool:
+        """Whether any embedding from this backbone is stored (count() reads them all)."""
+        return self.db.execute("SELECT 1 FROM embeddings WHERE backbone_id = ? LIMIT 1", [backbone_id]).fetchone() is not None
+
     def has(self, image_id: int) -> bool:
         """Whether any backbone's embedding of this image is cached."""
         return self.db.execute("SELECT 1 FROM embeddings WHERE image_id = ? LIMIT 1", [image_id]).fetchone() is not None
