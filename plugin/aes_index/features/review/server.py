@@ -195,7 +195,10 @@ class IndexThread:
         self.library = self._pool.submit(open_library).result()
 
     async def call(self, function: Callable, *args):
-        return await asyncio.wrap_future(self._pool.submit(function, self.library, *args))
+        return await asyncio.wrap_future(self.submit(function, *args))
+
+    def submit(self, function: Callable, *args):
+        return self._pool.submit(function, self.library, *args)
 
     def run(self, function: Callable, *args):
         return self._pool.submit(function, self.library, *args).result()
@@ -262,7 +265,9 @@ def serve(open_library: Callable, port: int | None = None, ready: Callable[[str]
         with review_lock(index.library.index.path) as announce:
             sock = bind(port)
             access = Access(sock.getsockname()[1])
-            app = Guard(create_app(index, under), access)
+            app = create_app(index, under)
+            app.state.api.prefetch()
+            app = Guard(app, access)
             server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2,
                                             server_header=False, access_log=False))  # fmt: skip
             announce(access.url)
@@ -320,7 +325,9 @@ def create_app(index: IndexThread, under: tuple[str, ...] = ()) -> Starlette:
         Route("/api/undo", api.undo, methods=["POST"]),
         Route("/api/search", api.search),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.api = api
+    return app
 
 
 class NotInIndex(Exception):
@@ -358,6 +365,7 @@ class ReviewApi:
         self.renderer = Renderer(default_cache_dir(), CACHE_BYTES)
         self.rendering = asyncio.Semaphore(RENDER_AT_ONCE)
         self.paths: dict[int, str] = {}  # id -> path, for the pixel routes (which need no index thread)
+        self._prefetch = None
 
     # --- page ----------------------------------------------------------------------
 
@@ -374,17 +382,41 @@ class ReviewApi:
 
     @_errors
     async def groups(self, request):
-        return _json(await self.index.call(views.group_list, self.under))
+        data = await self._prefetched_or(views.group_list, self.under)
+        if data["first"] is not None:
+            await self._with_pixels_info(data["first"])
+        return _json(data)
 
     @_errors
     async def group(self, request):
         data = await self.index.call(views.group, request.path_params["group"])
         if data is None:
             raise NotInIndex("no such group (a cull since may have changed it): reload the groups")
-        for member in data["members"]:
-            self.paths[member["id"]] = member.pop("fullPath")
-            member["image"] = await self._info(self.paths[member["id"]])
-        return _json(data)
+        return _json(await self._with_pixels_info(data))
+
+    async def _with_pixels_info(self, group: dict) -> dict:
+        """Each member's picture size (the loupe's tiles need it), read off the index's thread."""
+        for member in group["members"]:
+            if "fullPath" in member:
+                self.paths[member["id"]] = member.pop("fullPath")
+        infos = await asyncio.gather(*(self._info(self.paths[member["id"]]) for member in group["members"]))
+        for member, info in zip(group["members"], infos):
+            member["image"] = info
+        return group
+
+    def prefetch(self) -> None:
+        """Read the group list and the first group while the server starts and the browser
+        opens: the page's first request then finds them ready."""
+        self._prefetch = self.index.submit(views.group_list, self.under)
+
+    async def _prefetched_or(self, function, *args):
+        future, self._prefetch = self._prefetch, None
+        if future is not None:
+            try:
+                return await asyncio.wrap_future(future)
+            except Exception:  # read again below: an error is then answered as any other
+                pass
+        return await self.index.call(function, *args)
 
     @_errors
     async def gallery(self, request):

@@ -46,17 +46,22 @@ def session(library, under=()) -> dict:
 
 
 def group_list(library, under=()) -> dict:
-    """Every group `cull` made (not a RAW+JPEG pair: one photo), in the index's order; read
-    without the members' facts, so that the first one is on screen at once."""
+    """Every group `cull` made (not a RAW+JPEG pair: one photo), in the index's order,
+    read without the members' facts; and the first group whole, so that the page shows
+    it from one answer."""
     index = library.index
-    rows = [row for row in index.culling.groups() if row.kind != PAIR and len(row.members) >= 2]
     if under:
         paths = {image_id: fact["path"] for image_id, fact in index.images.facts().items()}
-        rows = [row for row in rows if any(inside_roots(paths.get(i, ""), under) for i in row.members)]
+        rows = [(row.id, row.kind, len(row.members)) for row in index.culling.groups()
+                if any(inside_roots(paths.get(i, ""), under) for i in row.members)]  # fmt: skip
+    else:
+        rows = index.culling.group_sizes()
+    listed = [{"id": gid, "kind": kind, "size": size} for gid, kind, size in rows if kind != PAIR and size >= 2]
     return {
         "culled": index.culling.was_culled(),
         "head": head_of(library),
-        "groups": [{"id": row.id, "kind": row.kind, "size": len(row.members)} for row in rows],
+        "groups": listed,
+        "first": group(library, listed[0]["id"]) if listed else None,
     }
 
 
@@ -77,12 +82,12 @@ def _load_group(library, group_id: int):
     from ..culling.cull import load_groups
 
     index = library.index
-    row = next((row for row in index.culling.groups() if row.id == group_id), None)
+    (row,) = index.culling.groups(ids=[group_id]) or (None,)
     if row is None or row.kind == PAIR:
         return None, {}
     head = head_of(library)
     facts = index.culling.member_facts(row.members, head)
-    found = [g for g in load_groups(index, head, facts=facts) if g.id == group_id]
+    found = load_groups(index, head, facts=facts, ids=[group_id])
     return (found[0] if found else None), facts
 
 

@@ -50,7 +50,7 @@ async function start() {
   if (session.ok) $("#where").textContent = session.data.library.join(", ");
   state.groups = groups.ok ? groups.data.groups : [];
   if (state.groups.length) {
-    await showGroup(0);
+    showLoadedGroup(0, groups.data.first);
   } else {
     $("#group-title").textContent = groups.ok && groups.data.culled ? "No groups in this library"
       : "No groups yet: `aes-index cull` groups bursts and near-duplicates";
@@ -62,6 +62,10 @@ async function showGroup(position, selectId = null) {
   if (position < 0 || position >= state.groups.length) return;
   const { ok, data } = await api(`/api/groups/${state.groups[position].id}`);
   if (!ok) { notice(data.error, true); return; }
+  showLoadedGroup(position, data, selectId);
+}
+
+function showLoadedGroup(position, data, selectId = null) {
   state.groupIndex = position;
   state.group = data;
   const at = data.members.findIndex((member) => member.id === selectId);
