@@ -350,3 +350,17 @@ def test_the_loupe_at_100_percent_shows_the_originals_pixels_synced_across_frame
         assert error < 1.5, (names[view["id"]], error)
         if names[view["id"]] == SHARP:  # the frame in focus: 2 px off would be seen
             assert shifted > 3 * error + 2, (error, shifted)
+
+
+@needs_chromium
+def test_g_shows_the_gallery_best_first_and_enter_opens_a_photo_in_its_group(page, library):
+    with Index(library["index"]) as index:
+        best_first = [row["image_id"] for row in index.scores.ranked(index.runs.active_head_id())]
+    page.press("g")
+    wait_for(page, "document.querySelectorAll('#grid .cell').length > 0")
+    assert page.evaluate("[...document.querySelectorAll('#grid .cell')].map((c) => Number(c.dataset.id))") == best_first
+    page.press("ArrowRight")
+    page.press("Enter")
+    wait_for(page, "!document.querySelector('#review').hidden")
+    selected = page.evaluate("Number(document.querySelector('#frames .frame.selected').dataset.id)")
+    assert selected == best_first[1]
