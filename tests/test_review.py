@@ -19,6 +19,7 @@ import math
 import os
 import re
 import select
+import shutil
 import signal
 import stat
 import subprocess
@@ -36,7 +37,7 @@ from aes_index.features.culling.cull import load_groups
 from aes_index.index.store import Index
 from chromium import Chromium, Page, needs_chromium
 from conftest import REPO_ROOT, cli_stdout
-from test_culling_marks import BURST, SHARP, make_library
+from test_culling_marks import BURST, DARKTABLE_SIDECAR, SHARP, make_library
 from test_xmp import exiv2_properties
 
 SCREENSHOTS = REPO_ROOT / "docs" / "images"
@@ -274,7 +275,8 @@ def sidecar_fields(path: Path) -> dict[str, object]:
 def frame_state(page: Page) -> list[dict]:
     return page.evaluate("""[...document.querySelectorAll('#frames .frame')].map((f) => ({
         id: Number(f.dataset.id), selected: f.classList.contains('selected'),
-        rating: f.querySelector('.state').dataset.rating, pick: f.querySelector('.state').dataset.pick }))""")
+        stars: f.querySelector('.state').dataset.stars, picked: f.querySelector('.state').dataset.picked,
+        rejected: f.querySelector('.state').dataset.rejected }))""")
 
 
 def wait_for(page: Page, expression: str, timeout: float = 20):
@@ -287,38 +289,63 @@ def wait_for(page: Page, expression: str, timeout: float = 20):
         time.sleep(0.05)
 
 
+def decided(page: Page) -> None:
+    """Until the page says the decision was written (its notice names Ctrl+Z), then clear it."""
+    wait_for(page, "document.querySelector('#notice').textContent.includes('Ctrl+Z')")
+    page.evaluate("document.querySelector('#notice').textContent = ''")
+
+
+PICK_LABEL, RATING = "Xmp.digiKam.PickLabel", "Xmp.xmp.Rating"
+
+
 @needs_chromium
 def test_reviewing_the_burst_by_keys_writes_the_sidecars_and_ctrl_z_gives_back_every_byte(page, library):
     root = library["root"]
     before = snapshot(root)
-    shown = [frame["id"] for frame in frame_state(page)]
-    assert shown[0] == library["keeper"] and frame_state(page)[0]["selected"]
+    frames = frame_state(page)
+    shown = [frame["id"] for frame in frames]
+    assert shown[0] == library["keeper"] and frames[0]["selected"]  # the keeper first, selected
     names = {image_id: name for name, image_id in library["ids"].items()}
     if TAKE_SCREENSHOTS:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(SCREENSHOTS / "review-group.png")
 
-    presses = [("p", None), ("ArrowRight", None), ("x", None), ("ArrowRight", None), ("3", None), ("ArrowRight", None), ("x", None)]
-    decisions = 0
-    for key, _ in presses:
+    for key in ("p", "ArrowRight", "x", "ArrowRight", "3", "ArrowRight", "5", "4"):
         page.press(key)
         if key != "ArrowRight":
-            decisions += 1
-            wait_for(page, f"document.querySelector('#notice').textContent.includes('Ctrl+Z') && !document.querySelector('#notice').hidden")
-            page.evaluate("document.querySelector('#notice').hidden = true, document.querySelector('#notice').textContent = ''")
-    keeper, second, third, fourth = (root / f"{names[i]}.xmp" for i in shown)
-    fields = {path.name: sidecar_fields(path) for path in (keeper, second, third, fourth)}
-    assert fields[keeper.name]  # the pick
-    assert fields[third.name].get("Xmp.xmp.Rating") == "3"
-    assert fields[second.name].get("Xmp.xmp.Rating") == "-1" or any("reject" in v.lower() for v in fields[second.name].values())
-    shown_state = {frame["id"]: frame for frame in frame_state(page)}
-    assert shown_state[shown[2]]["rating"] == "3"
+            decided(page)
+    keeper, second, third, fourth = (sidecar_fields(root / f"{names[i]}.xmp") for i in shown)
+    assert keeper.get(PICK_LABEL) == "3" and RATING not in keeper  # picked: digiKam's "accepted"
+    assert second.get(RATING) == "-1" and second.get(PICK_LABEL) == "1"  # rejected
+    assert third.get(RATING) == "3" and PICK_LABEL not in third
+    assert fourth.get(RATING) == "4"  # the last key wins
+    now = {frame["id"]: frame for frame in frame_state(page)}  # and the page shows what the sidecars hold
+    assert now[shown[0]]["picked"] == "true" and now[shown[1]]["rejected"] == "true"
+    assert (now[shown[2]]["stars"], now[shown[3]]["stars"]) == ("3", "4")
 
-    for _ in range(decisions):
-        page.press("z", modifiers=2)  # Ctrl+Z
+    for _ in range(5):
+        page.press("z", modifiers=2)  # Ctrl+Z, newest first
         wait_for(page, "document.querySelector('#notice').textContent === 'undone'")
         page.evaluate("document.querySelector('#notice').textContent = ''")
     assert snapshot(root) == before  # every byte, and no sidecar left behind
+    assert all(frame["stars"] == "" and frame["picked"] == "false" for frame in frame_state(page))
+
+
+@needs_chromium
+def test_a_place_changed_since_shown_is_not_overwritten_and_the_page_says_so(page, library):
+    root = library["root"]
+    keeper = root / f"{[n for n, i in library['ids'].items() if i == library['keeper']][0]}.xmp"
+    shutil.copyfile(DARKTABLE_SIDECAR, keeper)  # someone else, after the page showed the photo: darktable,
+    subprocess.run(["exiv2", "-M", "set Xmp.xmp.Rating 2", "modify", str(keeper)], check=True, capture_output=True)  # then exiv2
+    try:
+        written = keeper.read_bytes()
+        page.press("5")
+        wait_for(page, "document.querySelector('#notice').classList.contains('warning')")
+        assert "changed" in page.evaluate("document.querySelector('#notice').textContent")
+        assert keeper.read_bytes() == written  # not overwritten
+        wait_for(page, "document.querySelector('#frames .frame.selected .state').dataset.stars === '2'")  # shown again as it is
+    finally:
+        keeper.unlink()
 
 
 @needs_chromium

@@ -65,7 +65,6 @@ PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/review.js": ("r
 MAX_FIT_SIDE = 8192  # a screen-size rendering larger than any screen is a mistake or an attack
 MAX_RESULTS = 500
 RENDER_AT_ONCE = max(2, min(8, os.cpu_count() or 2))  # pixels decoded in parallel: bounds memory
-CACHE_BYTES = 2 << 30  # the rendered images' cache outside the library (images.py cleans it to this)
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
                                  b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
@@ -358,11 +357,11 @@ def _errors(handler):
 
 class ReviewApi:
     def __init__(self, index: IndexThread, under: tuple[str, ...] = ()):
-        from .images import Renderer, default_cache_dir
+        from .images import DEFAULT_CACHE_BYTES, Renderer, default_cache_dir
 
         self.index = index
         self.under = under
-        self.renderer = Renderer(default_cache_dir(), CACHE_BYTES)
+        self.renderer = Renderer(default_cache_dir(), DEFAULT_CACHE_BYTES)  # outside the library, bounded
         self.rendering = asyncio.Semaphore(RENDER_AT_ONCE)
         self.paths: dict[int, str] = {}  # id -> path, for the pixel routes (which need no index thread)
         self._prefetch = None
@@ -510,8 +509,10 @@ class ReviewApi:
                 return JSONResponse({"error": str(exc) or type(exc).__name__}, 422)
             except ValueError as exc:  # a tile beyond the image
                 return JSONResponse({"error": str(exc)}, 404)
+        from .images import media_type
+
         # The URLs carry the file's version (?v=): a changed file gets new URLs.
-        return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
+        return Response(data, media_type=media_type(data), headers={"cache-control": "private, max-age=3600"})
 
 
 def _json(data, status: int = 200) -> Response:

@@ -155,16 +155,20 @@ function factsFor(photo) {
 }
 
 function stateText(photoState) {
+  // The person's rating and pick as every place of the photo holds them (decisions.current).
   const box = el("span", "state");
   if (!photoState) return box;
-  const rating = photoState.rating;
-  if (rating !== null && rating !== undefined && rating > 0) box.append(el("span", "stars", "★".repeat(rating)));
-  else if (rating === 0) box.append(el("span", "dim", "0 stars"));
-  const pick = photoState.pick;
-  if (pick === "pick" || pick === "picked" || pick === true) box.append(el("span", "picked", " picked"));
-  if (pick === "reject" || pick === "rejected" || rating === -1) box.append(el("span", "rejected", " rejected"));
-  box.dataset.rating = rating === null || rating === undefined ? "" : String(rating);
-  box.dataset.pick = pick === null || pick === undefined ? "" : String(pick);
+  const stars = photoState.stars;
+  if (stars) box.append(el("span", "stars", "★".repeat(stars)));
+  else if (stars === 0) box.append(el("span", "dim", "0 stars"));
+  if (photoState.picked) box.append(el("span", "picked", " picked"));
+  if (photoState.rejected) box.append(el("span", "rejected", " rejected"));
+  if (photoState.unreachable && photoState.unreachable.length) {
+    box.append(el("span", "dim", ` (${photoState.unreachable.length} place not read: ${photoState.unreachable[0].reason})`));
+  }
+  box.dataset.stars = stars === null || stars === undefined ? "" : String(stars);
+  box.dataset.picked = String(Boolean(photoState.picked));
+  box.dataset.rejected = String(Boolean(photoState.rejected));
   return box;
 }
 
