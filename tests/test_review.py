@@ -21,6 +21,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -227,6 +228,15 @@ def test_a_second_review_of_the_index_is_told_where_the_first_is(review, library
 def test_ctrl_c_stops_it_cleanly_with_130(library, tmp_path):
     other = dict(library, index=tmp_path / "copy.db")  # its own index: the module's review holds the lock of the first
     other["index"].write_bytes(Path(library["index"]).read_bytes())
+    env = {**os.environ, **library["env"], "PYTHONPATH": os.pathsep.join(sys.path)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        refused = subprocess.run([sys.executable, "-m", "aes_index.cli", "review", "--no-browser", "--db", str(other["index"]),
+                                  "--port", str(taken.getsockname()[1])], capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert refused.returncode == ExitCode.USAGE and refused.stderr.count("\n") == 1 and "--port" in refused.stderr
+    missing = subprocess.run([sys.executable, "-m", "aes_index.cli", "review", "--no-browser", "--db", str(tmp_path / "none.db")],
+                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert missing.returncode == ExitCode.INDEX and missing.stderr.count("\n") == 1
     server = Review(other)
     assert server.request("/api/groups")[0] == 200
     assert server.stop() == ExitCode.INTERRUPTED == 130

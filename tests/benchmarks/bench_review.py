@@ -21,6 +21,10 @@ person's) and times, from the moment the process is started:
                     time at which the page's group is laid out (document.body.dataset.group
                     set in the frame after rendering), from process start
 
+and, beside each wall time, the CPU time the review process had used by then (`*_cpu_s`,
+from /proc: user + system): on a machine busy with other work the wall times grow, the CPU
+times much less (the load average is recorded before and after).
+
 The issue's target: the first group on screen <= 1 s after start. Figures only: nothing
 here asserts. Inputs are built once under $AES_BENCH_DIR (default /tmp/aes-bench).
 """
@@ -55,6 +59,7 @@ def main() -> None:
     args = parse_args()
     env = subprocess_env()
     db, cull = culled_index(args.photos, env)
+    load_before = os.getloadavg()[0]
     runs = [start_once(db, env, browser=None) for _ in range(args.runs)]
     painted = []
     if not args.no_browser:
@@ -73,8 +78,10 @@ def main() -> None:
         "cull": cull,
         "runs": runs,
         "with_chromium": painted,
-        "median": {key: median(r[key] for r in (painted if key == "first_paint_s" else runs))
-                   for key in ("url_s", "groups_s", "first_group_s", "first_paint_s") if (painted if key == "first_paint_s" else runs)},  # fmt: skip
+        "median": {key: median(r[key] for r in (painted if key.startswith("first_paint") else runs))
+                   for key in ("url_s", "url_cpu_s", "groups_s", "first_group_s", "first_group_cpu_s", "first_paint_s", "first_paint_cpu_s")
+                   if (painted if key.startswith("first_paint") else runs)},  # fmt: skip
+        "load_average": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cores": os.cpu_count()},
         "target_first_group_s": TARGET_FIRST_GROUP_S,
         "machine": _measure.machine(),
     }
@@ -115,7 +122,7 @@ def start_once(db: Path, env: dict, browser) -> dict:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)  # fmt: skip
     try:
         url = _url(process)
-        figures = {"url_s": time.perf_counter() - started}
+        figures = {"url_s": time.perf_counter() - started, "url_cpu_s": _cpu_s(process.pid)}
         if browser is not None:
             chromium, page_class = browser
             page = page_class(chromium)
@@ -124,6 +131,7 @@ def start_once(db: Path, env: dict, browser) -> dict:
                 page.evaluate("""new Promise((done) => { const check = () => document.body && document.body.dataset.group
                     ? requestAnimationFrame(() => done()) : setTimeout(check, 5); check(); })""")
                 figures["first_paint_s"] = time.perf_counter() - started
+                figures["first_paint_cpu_s"] = _cpu_s(process.pid)
             finally:
                 page.__exit__()
         else:
@@ -132,11 +140,18 @@ def start_once(db: Path, env: dict, browser) -> dict:
             figures["groups_s"] = time.perf_counter() - started
             first = _get(port, token, f"/api/groups/{groups[0]['id']}")
             figures["first_group_s"] = time.perf_counter() - started
+            figures["first_group_cpu_s"] = _cpu_s(process.pid)
             figures["groups"], figures["first_group_members"] = len(groups), len(first["members"])
         return {key: round(value, 3) if isinstance(value, float) else value for key, value in figures.items()}
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _url(process) -> str:

@@ -191,7 +191,11 @@ class IndexThread:
 
     def __init__(self, open_library: Callable):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-index")
-        self.library = self._pool.submit(open_library).result()
+        try:
+            self.library = self._pool.submit(open_library).result()
+        except BaseException:
+            self._pool.shutdown()
+            raise
 
     async def call(self, function: Callable, *args):
         return await asyncio.wrap_future(self.submit(function, *args))
