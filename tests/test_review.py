@@ -302,7 +302,7 @@ def wait_for(page: Page, expression: str, timeout: float = 20):
 def decided(page: Page) -> None:
     """Until the page says the decision was written (its notice names Ctrl+Z), then clear it."""
     wait_for(page, "document.querySelector('#notice').textContent.includes('Ctrl+Z')")
-    page.evaluate("document.querySelector('#notice').textContent = ''")
+    page.evaluate("(() => { const notice = document.querySelector('#notice'); notice.textContent = ''; notice.hidden = true; })()")
 
 
 PICK_LABEL, RATING = "Xmp.digiKam.PickLabel", "Xmp.xmp.Rating"
@@ -316,14 +316,14 @@ def test_reviewing_the_burst_by_keys_writes_the_sidecars_and_ctrl_z_gives_back_e
     shown = [frame["id"] for frame in frames]
     assert shown[0] == library["keeper"] and frames[0]["selected"]  # the keeper first, selected
     names = {image_id: name for name, image_id in library["ids"].items()}
-    if TAKE_SCREENSHOTS:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(SCREENSHOTS / "review-group.png")
 
     for key in ("p", "ArrowRight", "x", "ArrowRight", "3", "ArrowRight", "5", "4"):
         page.press(key)
         if key != "ArrowRight":
             decided(page)
+    if TAKE_SCREENSHOTS:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(SCREENSHOTS / "review-group.png")
     keeper, second, third, fourth = (sidecar_fields(root / f"{names[i]}.xmp") for i in shown)
     assert keeper.get(PICK_LABEL) == "3" and RATING not in keeper  # picked: digiKam's "accepted"
     assert second.get(RATING) == "-1" and second.get(PICK_LABEL) == "1"  # rejected

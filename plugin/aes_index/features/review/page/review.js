@@ -110,10 +110,29 @@ function render() {
   $("#group-reason").textContent = group.reason ? `keeper: ${group.reason}${group.chosenBy === "you" ? " (your pick)" : ""}` : "";
   const frames = $("#frames");
   frames.replaceChildren();
-  for (const index of shownMembers()) frames.append(frameFor(group.members[index], index));
+  const shown = shownMembers();
+  for (const index of shown) frames.append(frameFor(group.members[index], index));
+  frames.style.gridTemplateColumns = `repeat(${columnsFor(shown.map((i) => group.members[i]), frames)}, minmax(0, 1fr))`;
   updateMode();
   document.body.dataset.group = String(group.id);
   requestAnimationFrame(paintAll);
+}
+
+const FACTS_HEIGHT = 80;  // px under each frame for its facts
+
+function columnsFor(photos, frames) {
+  // Side by side or in rows: the layout that shows the pictures largest (landscape
+  // frames in a wide window: two rows of two rather than four narrow columns).
+  const box = frames.getBoundingClientRect();
+  const sizes = photos.map((photo) => photo.image && photo.image.width ? [photo.image.width, photo.image.height] : [3, 2]);
+  let best = 1, bestScale = 0;
+  for (let columns = 1; columns <= photos.length; columns++) {
+    const rows = Math.ceil(photos.length / columns);
+    const cellWidth = box.width / columns, cellHeight = box.height / rows - FACTS_HEIGHT;
+    const scale = Math.min(...sizes.map(([w, h]) => Math.min(cellWidth / w, cellHeight / h)));
+    if (scale > bestScale * 1.02) { best = columns; bestScale = scale; }
+  }
+  return best;
 }
 
 function frameFor(photo, index) {
@@ -143,7 +162,7 @@ function factsFor(photo) {
   if (photo.exposureBias) bits.push(`${photo.exposureBias > 0 ? "+" : ""}${photo.exposureBias} EV`);
   const pixels = photo.image && photo.image.width ? [photo.image.width, photo.image.height] : photo.pixels;
   if (pixels && pixels[0]) bits.push(`${pixels[0]}×${pixels[1]}`);
-  if (photo.fileSize) bits.push(`${(photo.fileSize / 1e6).toFixed(1)} MB`);
+  if (photo.fileSize) bits.push(photo.fileSize < 1e6 ? `${Math.round(photo.fileSize / 1e3)} KB` : `${(photo.fileSize / 1e6).toFixed(1)} MB`);
   if (photo.encoding) bits.push(photo.quality ? `${photo.encoding} q${photo.quality}` : photo.encoding);
   facts.append(el("span", "dim", bits.join(" · ")));
   const more = el("button", "more", "More like this");
