@@ -157,8 +157,8 @@ class Page:
     def press(self, key: str, code: str | None = None, text: str | None = None, modifiers: int = 0) -> None:
         """One key press as a person's (keyDown with its text, then keyUp): `key` as the
         DOM names it ("p", "ArrowRight", "PageDown"); modifiers 2 = Ctrl, 8 = Shift."""
-        if text is None and len(key) == 1 and not modifiers & 2:
-            text = key
+        if text is None and not modifiers & 2:
+            text = key if len(key) == 1 else "\r" if key == "Enter" else None
         down = {"type": "keyDown" if text else "rawKeyDown", "key": key, "code": code or _code(key), "modifiers": modifiers,
                 "windowsVirtualKeyCode": _key_code(key)}
         if text:

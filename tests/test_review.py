@@ -401,3 +401,36 @@ def test_g_shows_the_gallery_best_first_and_enter_opens_a_photo_in_its_group(pag
     wait_for(page, "!document.querySelector('#review').hidden")
     selected = page.evaluate("Number(document.querySelector('#frames .frame.selected').dataset.id)")
     assert selected == best_first[1]
+
+
+@needs_chromium
+def test_the_search_box_and_more_like_this_show_what_search_finds(page, library):
+    from aes_index.config import Settings
+    from aes_index.features.search import search, similar
+    from aes_index.index.library import Library
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in library["env"].items():
+            patch.setenv(name, value)
+        with Library.open(Settings(db=str(library["index"])), read_only=True) as opened:
+            by_words = [hit.image_id for hit in search(opened, "boats on a lake at dusk", n=60)]
+            by_score = [hit.image_id for hit in search(opened, "boats on a lake at dusk", n=60, rank="score")]
+            like_keeper = [hit.image_id for hit in similar(opened, str(library["root"] / SHARP), n=60)]
+    shown = "[...document.querySelectorAll('#results-grid .cell')].map((c) => Number(c.dataset.id))"
+
+    page.press("/")  # the search box, by its key
+    page.call("Input.insertText", text="boats on a lake at dusk")
+    page.press("Enter")
+    wait_for(page, f"{shown}.length > 0")
+    assert page.evaluate(shown) == by_words
+    page.press("Escape")
+    page.evaluate("document.querySelector('#rank-score').click()")
+    page.evaluate("document.querySelector('#search').focus()")
+    page.press("Enter")
+    wait_for(page, "document.querySelector('#results-title').textContent.includes('score')")
+    assert page.evaluate(shown) == by_score
+    page.press("Escape")  # leaves the box
+    page.press("Escape")  # closes the results
+    page.press("m")  # more like the selected frame: the keeper
+    wait_for(page, "document.querySelector('#results-title').textContent === 'More like this'")
+    assert page.evaluate(shown) == like_keeper and library["keeper"] not in like_keeper
