@@ -86,6 +86,15 @@ def config_file_path(env: Mapping[str, str] = os.environ) -> Path:
     return base / "aes-index" / "config.toml"
 
 
+def user_cache_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """aes-index's own cache folder, never inside a library: $AES_INDEX_CACHE_DIR (the
+    `cache_dir` setting's variable), else $XDG_CACHE_HOME/aes-index, else ~/.cache/aes-index.
+    Zero-shot heads keep their text embeddings under it, the review its images."""
+    if env.get(ENV_PREFIX + "CACHE_DIR"):
+        return Path(env[ENV_PREFIX + "CACHE_DIR"])
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aes-index"
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] = os.environ,

@@ -34,6 +34,12 @@ to ``max_pixels`` when it is lower, so that it never refuses an image our limit 
 never lowered. Exiv2 reports damaged metadata through the ``exiv2`` logger of the ``logging``
 module; silencing or keeping those warnings is the application's choice.
 
+The review (features/review/images.py) wants the other end: a photo at full resolution, or
+fitted inside a screen, with the same routes, guards and errors. ``decode_for_display`` and
+``display_header`` give it that; the only difference is the size each route decodes at (a
+"sizing": _Thumbnail for decode_image, _Display for the review), and that a RAW shows its
+largest embedded preview that decodes.
+
 Importing this module is cheap and never pulls in torch; exiv2, rawpy, pillow-heif and numpy
 are imported on first use, so it is safe and fast to import in worker processes.
 """
@@ -43,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -136,18 +143,184 @@ def decode_image(
     """
     if min_side < 1 or max_pixels < 1:
         raise ValueError(f"min_side and max_pixels must be >= 1, not {min_side}, {max_pixels}")
+    image = _decode(path, _Thumbnail(min_side), max_pixels, probe)
+    assert image is not None  # a thumbnail always decodes its pixels
+    return image
+
+
+class Displayed(NamedTuple):
+    """A photo as the review shows it (decode_for_display, display_header)."""
+
+    image: Image.Image | None  # upright 8-bit RGB; None from display_header
+    size: tuple[int, int]  # its full resolution as displayed: upright; a RAW's is its preview's
+    source: str  # what is shown: "jpeg", "png", "tiff", "heif", "webp", ... or for a RAW
+    # "raw-preview" (an embedded preview), "raw-thumbnail" (LibRaw's), "raw-demosaic"
+    lossless: bool  # its codec keeps every pixel (PNG, TIFF not JPEG-compressed, BMP, GIF, a bitmap)
+
+
+def decode_for_display(
+    path: str | os.PathLike, fit: tuple[int, int] | None = None, max_pixels: int = MAX_PIXELS
+) -> Displayed:
+    """The photo upright, at full resolution (``fit`` None) or fitted inside ``fit`` = (width,
+    height), never upscaled. Full resolution is the file's own size, or for a RAW the largest
+    embedded preview that decodes (then LibRaw's thumbnail, then its half-size demosaic).
+
+    A fit decodes as cheaply as the format allows (JPEG's DCT scaling, a HEIF thumbnail big
+    enough) and is resampled (bicubic) to the exact size. Raises what decode_image raises.
+    """
+    if fit is not None and (len(fit) != 2 or min(fit) < 1):
+        raise ValueError(f"fit must be a (width, height) of at least 1 pixel, not {fit!r}")
+    sizing = _Display(fit)
+    image = _decode(path, sizing, max_pixels)
+    return sizing.result(image)
+
+
+def display_header(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Displayed:
+    """decode_for_display's size, source and codec without its pixels (image is None): read
+    from the header where the format allows (JPEG, HEIF, TIFF, a RAW's preview)."""
+    sizing = _Display(None, pixels=False)
+    _decode(path, sizing, max_pixels)
+    return sizing.result(None)
+
+
+def _decode(path: str | os.PathLike, sizing: _Sizing, max_pixels: int, probe: FactsProbe | None = None) -> Image.Image | None:
     path = os.fsdecode(os.fspath(path))
     name = _printable(os.path.basename(path))
     try:
         head = _read_head(path, name)
         if _takes_raw_route(path, head):
-            return _decode_raw(path, name, min_side, max_pixels, probe)
+            return _decode_raw(path, name, sizing, max_pixels, probe)
         with open(path, "rb") as stream:
-            return _decode_with_pillow(stream, name, head, min_side, max_pixels, probe=probe)
+            return _decode_with_pillow(stream, name, head, sizing, max_pixels, probe=probe)
     except DecodeError:
         raise
     except Exception as exc:  # a library's own exception: give it a type the index records
         raise _as_decode_error(exc, name) from exc
+
+
+# --- sizings: how big each route decodes ------------------------------------------------------
+
+
+class _Thumbnail:
+    """decode_image's size: a short side in [min_side, 2 * min_side), drafts never below
+    DRAFT_MIN_SIDE; a RAW source is enough once its short side reaches min_side."""
+
+    def __init__(self, min_side: int):
+        self.min_side = min_side
+
+    def load(self, image: Image.Image, fallback_orientation: int | None, probe: FactsProbe | None) -> Image.Image:
+        # The DCT scale (or HEIF thumbnail) is picked on the stored, pre-rotation size;
+        # a square request keeps it independent of orientation. Never below
+        # DRAFT_MIN_SIDE, whatever the model's input: culling's sharpness is measured on
+        # this image at one scale, for every backbone and every size of the file.
+        side = max(self.min_side, DRAFT_MIN_SIDE)
+        image.draft("RGB", (side, side))
+        image.load()
+        orientation = _embedded_orientation(image) or fallback_orientation
+        return self.finish(image, orientation, probe)
+
+    def finish(self, image: Image.Image, orientation: int | None, probe: FactsProbe | None = None) -> Image.Image:
+        return _finish(image, orientation, self.min_side, probe)
+
+    def enough(self, image: Image.Image) -> bool:
+        return min(image.size) >= self.min_side
+
+    def chose(self, kind: str) -> None:
+        """The RAW route kept this kind of source: nothing to record for a thumbnail."""
+
+
+class _Display:
+    """The review's size: full resolution, or fitted inside a box; the first RAW source that
+    decodes is kept (they come largest first). Records what it saw for the Displayed."""
+
+    def __init__(self, box: tuple[int, int] | None, pixels: bool = True):
+        self.box = box
+        self.pixels = pixels
+        self.size: tuple[int, int] | None = None
+        self.source = ""
+        self.lossless = False
+
+    def load(self, image: Image.Image, fallback_orientation: int | None, probe: FactsProbe | None) -> Image.Image | None:
+        # Orientation before the draft: the box is upright, the DCT scale is picked on the
+        # stored size (a PNG's EXIF may follow its pixels: Pillow then loads it here).
+        orientation = _embedded_orientation(image) or fallback_orientation
+        stored = image.size
+        self._saw(stored, orientation, _format_tag(image), _is_lossless(image))
+        if not self.pixels:
+            return None
+        if self.box is not None:
+            image.draft("RGB", _draft_request(stored, self._scale()))
+        image.load()
+        return self._fitted(image, stored, orientation)
+
+    def finish(self, image: Image.Image, orientation: int | None, probe: FactsProbe | None = None) -> Image.Image | None:
+        """Pixels already decoded (LibRaw's bitmap thumbnail or demosaic): exact as they are."""
+        self._saw(image.size, orientation, "", True)  # the RAW route names the source (chose)
+        return self._fitted(image, image.size, orientation) if self.pixels else None
+
+    def enough(self, image: Image.Image) -> bool:
+        return True
+
+    def chose(self, kind: str) -> None:
+        self.source = kind
+
+    def result(self, image: Image.Image | None) -> Displayed:
+        assert self.size is not None  # every route that returns has seen a header
+        return Displayed(image, self.size, self.source, self.lossless)
+
+    def _saw(self, stored: tuple[int, int], orientation: int | None, source: str, lossless: bool) -> None:
+        self.size = _upright_size(stored, orientation)
+        self.source, self.lossless = source, lossless
+
+    def _scale(self) -> float:
+        """The fit's scale on the full size, at most 1 (never upscaled)."""
+        assert self.box is not None and self.size is not None
+        return min(self.box[0] / self.size[0], self.box[1] / self.size[1], 1.0)
+
+    def _fitted(self, image: Image.Image, stored: tuple[int, int], orientation: int | None) -> Image.Image:
+        """RGB, resampled to the fit, upright: always a new image, detached from the file.
+
+        A plain RGB image is not copied first (_to_rgb would): a resize or a turn makes a new
+        one anyway, and a copy of 24 MP costs 25-85 ms (bench_review_images.py)."""
+        rgb = image if image.mode == "RGB" and "transparency" not in image.info else _to_rgb(image)
+        if self.box is not None:  # resampled before it is turned: the smaller image turns
+            scale = self._scale()
+            target = (max(1, round(stored[0] * scale)), max(1, round(stored[1] * scale)))
+            if rgb.size != target:  # bicubic: about half Lanczos's CPU time from a 24 MP
+                rgb = rgb.resize(target, Image.Resampling.BICUBIC)  # frame's 1/2 draft, 80 ms not 150
+        rgb = _upright(rgb, orientation)
+        return rgb.copy() if rgb is image else rgb
+
+
+_Sizing = _Thumbnail | _Display
+
+
+def _draft_request(stored: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The smallest decode that still holds the fit: a draft gives at least this size."""
+    return (max(1, math.ceil(stored[0] * scale)), max(1, math.ceil(stored[1] * scale)))
+
+
+def _upright_size(size: tuple[int, int], orientation: int | None) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation in _SWAPS_SIDES else size
+
+
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})
+# TIFF compressions (as Pillow names them) that lose pixels; the others are lossless.
+_LOSSY_TIFF_COMPRESSIONS = frozenset({"jpeg", "tiff_jpeg", "webp"})
+
+
+def _format_tag(image: Image.Image) -> str:
+    fmt = (image.format or "").upper()
+    return {"MPO": "jpeg"}.get(fmt, fmt.lower())
+
+
+def _is_lossless(image: Image.Image) -> bool:
+    """Whether every pixel decoded is the one stored. WebP may be either; Pillow does not
+    say which, so it counts as lossy (a tile is then a faithful JPEG, not an exact PNG)."""
+    fmt = (image.format or "").upper()
+    if fmt == "TIFF":
+        return image.info.get("compression") not in _LOSSY_TIFF_COMPRESSIONS
+    return fmt in ("PNG", "BMP", "GIF")
 
 
 # --- routing -------------------------------------------------------------------------------
@@ -194,12 +367,12 @@ def _decode_with_pillow(
     stream: IO[bytes],
     name: str,
     head: bytes,
-    min_side: int,
+    sizing: _Sizing,
     max_pixels: int,
     fallback_orientation: int | None = None,
     probe: FactsProbe | None = None,
-) -> Image.Image:
-    """Decode a stream Pillow (or pillow-heif) can read, at the smallest size that will do.
+) -> Image.Image | None:
+    """Decode a stream Pillow (or pillow-heif) can read, at the smallest size the sizing allows.
 
     ``fallback_orientation`` applies when the stream has no orientation tag of its own (a
     RAW's embedded preview inherits the RAW's).
@@ -213,15 +386,7 @@ def _decode_with_pillow(
             _refuse_bomb(name, image.size, max_pixels)
             if probe is not None:
                 probe.header(image)
-            # The DCT scale (or HEIF thumbnail) is picked on the stored, pre-rotation size;
-            # a square request keeps it independent of orientation. Never below
-            # DRAFT_MIN_SIDE, whatever the model's input: culling's sharpness is measured on
-            # this image at one scale, for every backbone and every size of the file.
-            side = max(min_side, DRAFT_MIN_SIDE)
-            image.draft("RGB", (side, side))
-            image.load()
-            orientation = _embedded_orientation(image) or fallback_orientation
-            return _finish(image, orientation, min_side, probe)
+            return sizing.load(image, fallback_orientation, probe)
 
 
 @functools.cache
@@ -296,14 +461,14 @@ class _RawAttempts:
     recognised: bool = False  # exiv2 or LibRaw understood the container
 
 
-def _decode_raw(path: str, name: str, min_side: int, max_pixels: int, probe: FactsProbe | None = None) -> Image.Image:
+def _decode_raw(path: str, name: str, sizing: _Sizing, max_pixels: int, probe: FactsProbe | None = None) -> Image.Image | None:
     """Try the RAW's image sources from cheapest to dearest; keep the first big enough."""
     attempts = _RawAttempts()
-    best: Image.Image | None = None
+    best: tuple[Image.Image, str] | None = None
     if probe is not None:  # whichever image it shows (a preview is a JPEG), the file is the RAW
         probe.metadata(encoding="raw")
-    with contextlib.closing(_raw_sources(path, min_side, max_pixels, attempts, probe)) as sources:
-        for label, load in sources:
+    with contextlib.closing(_raw_sources(path, sizing, max_pixels, attempts, probe)) as sources:
+        for label, kind, load in sources:
             try:
                 image = load()
             except DecodeError as exc:  # raised with the label as its name
@@ -312,29 +477,34 @@ def _decode_raw(path: str, name: str, min_side: int, max_pixels: int, probe: Fac
             except Exception as exc:  # one source failing is what the next one is for
                 attempts.problems.append(f"{label}: {_describe(exc)}")
                 continue
-            if min(image.size) >= min_side:
+            if image is None or sizing.enough(image):  # None: a header was all it asked for
+                sizing.chose(kind)
                 return image
-            if best is None or _area(image) > _area(best):
-                best = image
+            if best is None or _area(image) > _area(best[0]):
+                best = (image, kind)
     if best is not None:
-        return best
+        sizing.chose(best[1])
+        return best[0]
     raise _raw_failure(name, attempts)
 
 
+_RawSource = tuple[str, str, Callable[[], "Image.Image | None"]]  # label, kind (Displayed.source), loader
+
+
 def _raw_sources(
-    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts, probe: FactsProbe | None = None
-) -> Iterator[tuple[str, Callable[[], Image.Image]]]:
-    """Yield (label, loader) for each image a RAW file offers, cheapest first.
+    path: str, sizing: _Sizing, max_pixels: int, attempts: _RawAttempts, probe: FactsProbe | None = None
+) -> Iterator[_RawSource]:
+    """Yield (label, kind, loader) for each image a RAW file offers, cheapest first.
 
     Generators all the way, so that LibRaw is not even opened when a preview will do.
     """
-    yield from _embedded_previews(path, min_side, max_pixels, attempts, probe)
-    yield from _libraw_images(path, min_side, max_pixels, attempts, probe)
+    yield from _embedded_previews(path, sizing, max_pixels, attempts, probe)
+    yield from _libraw_images(path, sizing, max_pixels, attempts, probe)
 
 
 def _embedded_previews(
-    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts, probe: FactsProbe | None = None
-) -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+    path: str, sizing: _Sizing, max_pixels: int, attempts: _RawAttempts, probe: FactsProbe | None = None
+) -> Iterator[_RawSource]:
     try:
         opened = _open_with_exiv2(path)
     except Exception as exc:
@@ -349,17 +519,17 @@ def _embedded_previews(
     for props in opened.previews_largest_first:
         label = f"preview {props.width_}x{props.height_}"
 
-        def load_preview(props=props, label=label) -> Image.Image:
+        def load_preview(props=props, label=label) -> Image.Image | None:
             preview = opened.manager.getPreviewImage(props)
             data = bytes(preview.data())
-            return _decode_bytes(data, label, min_side, max_pixels, orientation, probe)
+            return _decode_bytes(data, label, sizing, max_pixels, orientation, probe)
 
-        yield label, load_preview
+        yield label, "raw-preview", load_preview
 
 
 def _libraw_images(
-    path: str, min_side: int, max_pixels: int, attempts: _RawAttempts, probe: FactsProbe | None = None
-) -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+    path: str, sizing: _Sizing, max_pixels: int, attempts: _RawAttempts, probe: FactsProbe | None = None
+) -> Iterator[_RawSource]:
     try:
         raw = _open_with_libraw(path)
     except Exception as exc:
@@ -368,8 +538,8 @@ def _libraw_images(
     attempts.recognised = True
     with raw:
         orientation = _LIBRAW_FLIP_TO_ORIENTATION.get(raw.sizes.flip)
-        yield "libraw thumbnail", lambda: _libraw_thumbnail(raw, min_side, max_pixels, orientation, probe)
-        yield "libraw demosaic", lambda: _libraw_demosaic(raw, os.path.getsize(path), min_side, max_pixels, probe)
+        yield "libraw thumbnail", "raw-thumbnail", lambda: _libraw_thumbnail(raw, sizing, max_pixels, orientation, probe)
+        yield "libraw demosaic", "raw-demosaic", lambda: _libraw_demosaic(raw, os.path.getsize(path), sizing, max_pixels, probe)
 
 
 class _Exiv2File(NamedTuple):
@@ -429,15 +599,15 @@ def _libraw_orientation(path: str) -> int | None:
         return None
 
 
-def _libraw_thumbnail(raw, min_side: int, max_pixels: int, orientation: int | None, probe: FactsProbe | None = None):
+def _libraw_thumbnail(raw, sizing: _Sizing, max_pixels: int, orientation: int | None, probe: FactsProbe | None = None):
     import rawpy
 
     thumb = raw.extract_thumb()
     if thumb.format == rawpy.ThumbFormat.JPEG:
-        return _decode_bytes(thumb.data, "libraw thumbnail", min_side, max_pixels, orientation, probe)
+        return _decode_bytes(thumb.data, "libraw thumbnail", sizing, max_pixels, orientation, probe)
     height, width = thumb.data.shape[:2]  # an RGB bitmap, already in memory: still, the
     _refuse_bomb("libraw thumbnail", (width, height), max_pixels)  # limit holds for every route
-    return _finish(Image.fromarray(thumb.data), orientation, min_side, probe)
+    return sizing.finish(Image.fromarray(thumb.data), orientation, probe)
 
 
 # A RAW file with less than this many bytes per sensor pixel was stripped of its sensor
@@ -447,19 +617,19 @@ def _libraw_thumbnail(raw, min_side: int, max_pixels: int, orientation: int | No
 MIN_RAW_BYTES_PER_PIXEL = 1 / 16
 
 
-def _libraw_demosaic(raw, file_size: int, min_side: int, max_pixels: int, probe: FactsProbe | None = None) -> Image.Image:
+def _libraw_demosaic(raw, file_size: int, sizing: _Sizing, max_pixels: int, probe: FactsProbe | None = None) -> Image.Image | None:
     _refuse_bomb("libraw demosaic", (raw.sizes.width, raw.sizes.height), max_pixels)
     if file_size < MIN_RAW_BYTES_PER_PIXEL * raw.sizes.raw_width * raw.sizes.raw_height:
         raise NoPreview(_line("libraw demosaic", "the file holds no sensor data (a stripped RAW file)"))
     rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
-    return _finish(Image.fromarray(rgb), None, min_side, probe)  # LibRaw already applied the flip
+    return sizing.finish(Image.fromarray(rgb), None, probe)  # LibRaw already applied the flip
 
 
 def _decode_bytes(
-    data: bytes, label: str, min_side: int, max_pixels: int, orientation: int | None, probe: FactsProbe | None = None
-) -> Image.Image:
+    data: bytes, label: str, sizing: _Sizing, max_pixels: int, orientation: int | None, probe: FactsProbe | None = None
+) -> Image.Image | None:
     return _decode_with_pillow(
-        io.BytesIO(data), label, data[:_SNIFF_BYTES], min_side, max_pixels, orientation, probe
+        io.BytesIO(data), label, data[:_SNIFF_BYTES], sizing, max_pixels, orientation, probe
     )
 
 

@@ -12,13 +12,13 @@ heads are cached per backbone, so the text encoder runs once per backbone and he
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from ..config import user_cache_dir
 from ..errors import ConfigError
 from ..paths import printable
 from .heads import Head, load_head, save_head
@@ -118,8 +118,7 @@ def _normalise(rows: np.ndarray) -> np.ndarray:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("AES_INDEX_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aes-index"
-    return Path(base) / "heads"
+    return user_cache_dir() / "heads"
 
 
 def cached_head_path(backbone_key: str, name: str) -> Path:
