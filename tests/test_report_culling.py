@@ -27,7 +27,8 @@ from aes_index.index.store import Index
 
 from conftest import cli_stdout, make_photo
 from culling_library import LibrarySpec, build_library
-from test_report import ALL_IMAGES_SETTLED, SHOWN_IDS, XSS_NAME, Chromium, Page, choose, needs_chromium, page_json
+from chromium import Chromium, Page, needs_chromium
+from test_report import ALL_IMAGES_SETTLED, SHOWN_IDS, XSS_NAME, choose, page_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO_ROOT / "docs" / "images" / "gallery-groups.png"

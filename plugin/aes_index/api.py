@@ -284,6 +284,24 @@ def similar(settings: Settings, photo: str, n: int = 20) -> list:
         return nearest(library, photo, n)
 
 
+# --------------------------------------------------------------------------- review
+
+
+def review(settings: Settings, roots: Sequence[str] = (), port: int | None = None,
+           ready: Callable[[str], None] = lambda url: None) -> int:
+    """The review web app over the library (features/review/server.py) until Ctrl-C:
+    calls `ready(url)` once it listens; returns the exit code (130 after Ctrl-C)."""
+    from .features.review.server import serve
+
+    missing = [root for root in roots if not os.path.exists(root)]
+    if missing:
+        raise ConfigError(f"no such file or folder: {missing[0]}")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"--port takes a port from 1 to 65535, not {port}")
+    under = tuple(os.path.abspath(root) for root in roots)
+    return serve(lambda: Library.open(settings, roots), port, ready, under)
+
+
 # --------------------------------------------------------------------------- culling
 
 

@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--reject-below", help="scores below this get darktable's reject (-1)")
     report.set_defaults(handler=cmd_report)
 
+    review = commands.add_parser("review", parents=[common], help="decide at 100 % by keyboard in the browser: a local web app over the index")
+    review.add_argument("roots", nargs="*", metavar="ROOT", help="only groups and photos in these folders (default: the whole library)")
+    review.add_argument("--port", type=int, help="listen on this port of 127.0.0.1 (default: a free one)")
+    review.add_argument("--no-browser", action="store_true", help="print the URL only; do not open a browser")
+    review.set_defaults(handler=cmd_review)
+
     _add_culling_commands(commands, common)
     _add_darktable_commands(commands, common)
     _add_digikam_commands(commands)
@@ -602,6 +608,21 @@ def report_line(summary) -> str:
         f"report: {summary.out_path}: {summary.photos} photos, {summary.errors} failed to decode; "
         f"thumbnails {thumbs}{culling}; {summary.seconds:.1f} s"
     )
+
+
+def cmd_review(args) -> int:
+    def ready(url: str) -> None:  # the URL (with its token) on stdout, so a script can take it
+        emit(args, {"url": url}, url)
+        sys.stdout.flush()
+        print("aes-index: review running; Ctrl-C stops it", file=sys.stderr)
+        if not args.no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    code = api.review(settings_from(args), args.roots, args.port, ready)
+    print("aes-index: review stopped", file=sys.stderr)
+    return code
 
 
 def cmd_doctor(args) -> int:

@@ -14,6 +14,7 @@ class ExitCode:
     FILE_ERRORS = 3  # the run finished, but some files could not be processed (recorded)
     WEIGHTS = 4  # model weights or head unavailable
     INDEX = 5  # index database missing, locked or damaged
+    ALREADY_RUNNING = 6  # `review`: another review serves this index (its URL is printed)
     INTERRUPTED = 130
 
 

@@ -225,7 +225,7 @@ def _captures(members) -> int:
 
 def load_groups(
     index: Index, head_id: str | None = None, under: Sequence[str] = (), facts: dict | None = None, choices: bool = True,
-    pairs: bool = False,
+    pairs: bool = False, ids: Sequence[int] | None = None,
 ) -> list[Group]:
     """Stored groups, keeper first, each member with its facts and flags; `under`: only
     groups with a photo inside these folders. Works on a read-only index.
@@ -235,11 +235,14 @@ def load_groups(
     grouped the photos counts, and a choice taken back gives our own pick back. Without,
     the keepers as the last cull stored them (for callers that weigh choices of their own,
     such as darktable's ratings). A RAW+JPEG pair is one photo, no group: `pairs` loads
-    those instead (their files share one verdict)."""
-    facts = index.culling.member_facts(None, head_id) if facts is None else facts
+    those instead (their files share one verdict). `ids`: only these groups (the review
+    shows one at a time)."""
+    rows = index.culling.groups(ids=ids)
+    if facts is None:
+        facts = index.culling.member_facts(None if ids is None else [i for row in rows for i in row.members], head_id)
     target, listings = SidecarTarget(roots=tuple(index.roots())), {}
     groups = []
-    for row in index.culling.groups():
+    for row in rows:
         if (row.kind == PAIR) != pairs:
             continue
         members = _members(row.kind, [facts[i] for i in row.members if i in facts])

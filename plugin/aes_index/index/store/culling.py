@@ -200,15 +200,28 @@ class CullingTables:
 
     # --- groups ----------------------------------------------------------------------
 
-    def groups(self, leaving: bool = False) -> list[GroupRow]:
+    def groups(self, leaving: bool = False, ids: Sequence[int] | None = None) -> list[GroupRow]:
         """Every group with its members; `leaving`: also the members the next cull takes
-        out (measured again, or without facts), which readers no longer show."""
+        out (measured again, or without facts), which readers no longer show; `ids`: only
+        these groups (a few: the review reads one group at a time)."""
         settled = "" if leaving else " JOIN captures c ON c.image_id = m.image_id AND c.culled = 1"
+        chosen = [int(i) for i in ids] if ids is not None else []
+        only = f" IN ({', '.join('?' * len(chosen))})" if ids is not None else ""
         members: dict[int, list[int]] = {}
-        for image_id, group_id in self.db.execute(f"SELECT m.image_id, m.group_id FROM cull_members m{settled} ORDER BY 2, 1"):
+        where = f" WHERE m.group_id{only}" if only else ""
+        for image_id, group_id in self.db.execute(f"SELECT m.image_id, m.group_id FROM cull_members m{settled}{where} ORDER BY 2, 1", chosen):
             members.setdefault(group_id, []).append(image_id)
-        rows = self.db.execute("SELECT id, kind, keeper_id, reason, chosen_by FROM cull_groups ORDER BY id")
+        where = f" WHERE id{only}" if only else ""
+        rows = self.db.execute(f"SELECT id, kind, keeper_id, reason, chosen_by FROM cull_groups{where} ORDER BY id", chosen)
         return [GroupRow(*row, tuple(members.get(row[0], ()))) for row in rows]
+
+    def group_sizes(self) -> list[tuple[int, str, int]]:
+        """(id, kind, members readers show) of every group with any, by id: the list of
+        groups without reading their members (100k photos: tens of ms, not a second)."""
+        return self.db.execute(
+            "SELECT g.id, g.kind, count(*) FROM cull_groups g JOIN cull_members m ON m.group_id = g.id "
+            "JOIN captures c ON c.image_id = m.image_id AND c.culled = 1 GROUP BY g.id ORDER BY g.id"
+        ).fetchall()
 
     def memberships(self) -> dict[int, int]:
         return dict(self.db.execute("SELECT image_id, group_id FROM cull_members").fetchall())
