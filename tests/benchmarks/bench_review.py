@@ -16,6 +16,8 @@ person's) and times, from the moment the process is started:
     groups_s        GET /api/groups answered (every group's id, kind and size)
     first_group_s   GET /api/groups/<first> answered (its members' facts, flags, keeper and
                     reason, each photo's rating and pick as its sidecar holds it)
+    gallery_s       (after the first group) GET /api/gallery answered: the sort-by-aesthetic
+                    gallery's data for every photo (report.page_data), timed on its own
     first_paint_s   (with Chromium) the page shows the first group: Chromium, started
                     before the run, navigates to the URL the moment it is printed; the
                     time at which the page's group is laid out (document.body.dataset.group
@@ -79,7 +81,7 @@ def main() -> None:
         "runs": runs,
         "with_chromium": painted,
         "median": {key: median(r[key] for r in (painted if key.startswith("first_paint") else runs))
-                   for key in ("url_s", "url_cpu_s", "groups_s", "first_group_s", "first_group_cpu_s", "first_paint_s", "first_paint_cpu_s")
+                   for key in ("url_s", "url_cpu_s", "groups_s", "first_group_s", "first_group_cpu_s", "gallery_s", "first_paint_s", "first_paint_cpu_s")
                    if (painted if key.startswith("first_paint") else runs)},  # fmt: skip
         "load_average": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cores": os.cpu_count()},
         "target_first_group_s": TARGET_FIRST_GROUP_S,
@@ -142,6 +144,9 @@ def start_once(db: Path, env: dict, browser) -> dict:
             figures["first_group_s"] = time.perf_counter() - started
             figures["first_group_cpu_s"] = _cpu_s(process.pid)
             figures["groups"], figures["first_group_members"] = len(groups), len(first["members"])
+            asked = time.perf_counter()
+            figures["gallery_photos"] = len(_get(port, token, "/api/gallery")["photos"])
+            figures["gallery_s"] = time.perf_counter() - asked
         return {key: round(value, 3) if isinstance(value, float) else value for key, value in figures.items()}
     finally:
         process.send_signal(signal.SIGINT)
