@@ -245,3 +245,21 @@ def test_the_watcher_learns_again_after_n_new_decisions_only_when_turned_on(libr
             xmp.write_sidecar(xmp.sidecar_for(path), rating=2)
         on._maybe_learn()
         assert on.status.learned is None and index.get_meta(PERSONAL_META)["hash"] == first["hash"]
+
+
+def test_the_review_pages_decisions_are_read_from_the_journal_where_they_still_stand(library):
+    """A run of the review page's command wrote a person's pick of stars into sidecars; the
+    two the person changed again afterwards are read as what the sidecar holds now."""
+    paths = library["paths"][:10]
+    with Index(library["db"]) as index:
+        run_id = index.runs.start("review")
+        for path in paths:
+            sidecar = xmp.sidecar_for(path)
+            xmp.write_sidecar(sidecar, rating=5)
+            index.journal.record(run_id, Write(target="xmp", place=str(sidecar), image_path=str(path), old=None, new=5))
+    for path in paths[:2]:
+        xmp.write_sidecar(xmp.sidecar_for(path), rating=1)
+
+    report = api.learn(library["settings"], api.learn_places(library["settings"]))
+
+    assert report["found"]["review"] == 8 and report["found"]["xmp"] == 2
