@@ -59,6 +59,7 @@ def learn(index, settings: Settings, options: LearnOptions, progress=None) -> di
     if active_id is None:
         raise NothingScored()
     progress.start("learn", total=len(STAGES))
+    clock = _Clock()
     photos = index.embeddings.present_with(session.id)
     found = find_choices(index, photos, options.places)
     facts = index.culling.member_facts(None, None)
@@ -67,6 +68,7 @@ def learn(index, settings: Settings, options: LearnOptions, progress=None) -> di
     decisions = model.build_decisions(found.choices, found.ours, shoot, groups, options.seed)
     report = {"backbone": session.key, "active_head": active_id, "photos": len(photos),
               "found": dict(found.by_source), "decisions": decisions.counts(), "adopted": False}
+    report["seconds"] = clock.lap("decisions")
     progress.advance()
     if decisions.count < MIN_TO_TRAIN or (len(set(decisions.stars.values())) < 2 and not decisions.pairs):
         report["reason"] = (f"{decisions.count} decisions ({len(decisions.stars)} choices, {len(decisions.pairs)} pairs); "
@@ -76,10 +78,12 @@ def learn(index, settings: Settings, options: LearnOptions, progress=None) -> di
 
     active = index.scores.by_image(active_id)
     features = _features(index, session.id, decisions, active, options.seed)
+    clock.lap("embeddings")
     progress.advance()
     train_shoots, test_shoots = model.split_by_shoot(decisions, seed=options.seed)
     train, test = decisions.part(train_shoots), decisions.part(test_shoots)
     fitted = model.fit(train, features, seed=options.seed)
+    clock.lap("fit")
     progress.advance()
     test_ids = test.ids()
     personal = dict(zip(test_ids, fitted.scores(features, test_ids).tolist()))
@@ -87,8 +91,11 @@ def learn(index, settings: Settings, options: LearnOptions, progress=None) -> di
     adopt, why = model.adoption(figures, decisions.count)
     report.update(held_out=figures, split={"train_shoots": len(train_shoots), "held_out_shoots": len(test_shoots)},
                   alpha=fitted.alpha)
+    clock.lap("measure")
     progress.advance()
-    final = model.fit(decisions, features, alpha=fitted.alpha)  # every decision; the figures above are its estimate
+    # every decision (the train part's equations plus the held-out part's); the figures above are its estimate
+    held_gram = model.gram(test, features)
+    final = model.fit(decisions, features, fitted.alpha, normal=tuple(t + h for t, h in zip(fitted.normal, held_gram)))
     head = personal_head(final, features, session.key, report)
     path = save_head(head, (options.heads_dir or heads_dir()) / f"{HEAD_NAME}-{_safe(session.key)}-{head.hash}.safetensors")
     adopted = adopt and options.adopt
@@ -99,11 +106,29 @@ def learn(index, settings: Settings, options: LearnOptions, progress=None) -> di
     previous = index.get_meta(PERSONAL_META) or {}
     index.set_meta(PERSONAL_META, {**record, "history": [*previous.get("history", [])[-19:], _brief(record)]})
     report.update(head=str(path), adopted=adopted, reason=reason)
+    clock.lap("refit and save")
     progress.advance()
     progress.finish()
     if adopted:
         report["rescored"] = _rescore(index, settings, rescore)
     return report
+
+
+class _Clock:
+    """Seconds per stage, for the report (and bench_learn.py)."""
+
+    def __init__(self):
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, name: str) -> dict[str, float]:
+        now = self._now()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
+        return self.seconds
 
 
 def new_choices(index, settings: Settings, places: Places) -> int:

@@ -209,10 +209,18 @@ def _design(decisions: Decisions, features: Features) -> tuple[np.ndarray, np.nd
     a = np.array([features.row[p[0]] for p in decisions.pairs], dtype=np.int64)
     b = np.array([features.row[p[1]] for p in decisions.pairs], dtype=np.int64)
     z_p = features.z[a] - features.z[b] if len(a) else np.zeros((0, features.z.shape[1]), np.float32)
-    z_all = np.concatenate([z_r, z_p]).astype(np.float64)
-    design = np.concatenate([np.r_[np.ones(len(rated)), np.zeros(len(a))][:, None], (z_all @ features.w0)[:, None], z_all], axis=1)
-    target = np.r_[np.array([decisions.stars[i] for i in rated], np.float64), np.full(len(a), PAIR_MARGIN)]
+    z_all = np.concatenate([z_r, z_p]).astype(np.float32)
+    first = np.r_[np.ones(len(rated)), np.zeros(len(a))].astype(np.float32)
+    design = np.concatenate([first[:, None], (z_all @ features.w0)[:, None], z_all], axis=1)
+    target = np.r_[np.array([decisions.stars[i] for i in rated], np.float32), np.full(len(a), PAIR_MARGIN, np.float32)]
     return design, target
+
+
+def gram(decisions: Decisions, features: Features) -> tuple[np.ndarray, np.ndarray]:
+    """The normal equations' (design' design, design' target) of these decisions: float32
+    products (a 100k x 768 design in seconds), solved in float64."""
+    design, target = _design(decisions, features)
+    return (design.T @ design).astype(np.float64), (design.T @ target).astype(np.float64)
 
 
 def _solve(gram: np.ndarray, moment: np.ndarray, alpha: float) -> np.ndarray:
@@ -229,6 +237,7 @@ class Fitted:
     bias: float
     alpha: float
     beta: float  # the weight of the active head's direction in it
+    normal: tuple | None = None  # the normal equations it was solved from (gram), for a refit with more
 
     def scores(self, features: Features, ids) -> np.ndarray:
         return features.z[[features.row[i] for i in ids]] @ self.weight + self.bias
@@ -239,42 +248,47 @@ def _fitted(theta: np.ndarray, features: Features, alpha: float) -> Fitted:
     return Fitted(weight, float(theta[0]), alpha, float(theta[1]))
 
 
-def fit(decisions: Decisions, features: Features, alpha: float | None = None, seed: int = 0) -> Fitted:
-    """The personal head; `alpha` None: chosen by cross-validation over shoots."""
+def fit(decisions: Decisions, features: Features, alpha: float | None = None, seed: int = 0, normal=None) -> Fitted:
+    """The personal head; `alpha` None: chosen by cross-validation over shoots. `normal`:
+    these decisions' gram(), when known."""
     if alpha is None:
-        alpha = choose_alpha(decisions, features, seed)
-    design, target = _design(decisions, features)
-    return _fitted(_solve(design.T @ design, design.T @ target, alpha), features, alpha)
+        alpha, normal = choose_alpha(decisions, features, seed)
+    normal = normal or gram(decisions, features)
+    fitted = _fitted(_solve(*normal, alpha), features, alpha)
+    fitted.normal = normal
+    return fitted
 
 
-def choose_alpha(decisions: Decisions, features: Features, seed: int = 0) -> float:
-    """The penalty whose held-out-shoot pairwise accuracy is best, over FOLDS shoot folds
-    (one Gram matrix per fold, summed: each penalty costs one solve per fold)."""
+def choose_alpha(decisions: Decisions, features: Features, seed: int = 0) -> tuple[float, tuple | None]:
+    """The strongest penalty whose cross-validated pairwise accuracy (FOLDS folds of whole
+    shoots) is within one standard error of the best penalty's: the one-standard-error rule.
+    A few decisions rarely tell penalties apart, and then the head stays near the active
+    head's ranking instead of fitting their noise. One Gram matrix per fold, summed: each
+    penalty costs one solve per fold."""
     held = decisions.shoots_held()
     folds = min(FOLDS, len(held))
     if folds < 2:
-        return ALPHAS[len(ALPHAS) // 2]
+        return ALPHAS[-1], None
     fold_of = {s: k % folds for k, s in enumerate(sorted(held, key=lambda s: _hash(seed, "fold", s)))}
     parts = [decisions.part({s for s in held if fold_of[s] == k}) for k in range(folds)]
-    grams = []
-    for part in parts:
-        design, target = _design(part, features)
-        grams.append((design.T @ design, design.T @ target))
+    grams = [gram(part, features) for part in parts]
     total_gram, total_moment = sum(g for g, _ in grams), sum(m for _, m in grams)
     pairs = [evaluation_pairs(part, seed) for part in parts]
-    best, best_score = ALPHAS[0], -1.0
+    accuracy: dict[float, list[float]] = {}
     for alpha in ALPHAS:
-        correct = n = 0.0
-        for (gram, moment), part, (a, b, _) in zip(grams, parts, pairs):
+        for (fold_gram, fold_moment), (a, b, _) in zip(grams, pairs):
             if not len(a):
                 continue
-            fitted = _fitted(_solve(total_gram - gram, total_moment - moment, alpha), features, alpha)
+            fitted = _fitted(_solve(total_gram - fold_gram, total_moment - fold_moment, alpha), features, alpha)
             sa, sb = fitted.scores(features, a), fitted.scores(features, b)
-            correct += float(np.sum((sa > sb) + 0.5 * (sa == sb)))
-            n += len(a)
-        if n and correct / n > best_score + 1e-9:
-            best, best_score = alpha, correct / n
-    return best
+            accuracy.setdefault(alpha, []).append(float(np.mean((sa > sb) + 0.5 * (sa == sb))))
+    if not accuracy:
+        return ALPHAS[-1], (total_gram, total_moment)
+    mean = {alpha: float(np.mean(v)) for alpha, v in accuracy.items()}
+    best = max(mean, key=mean.get)
+    spread = accuracy[best]
+    error = float(np.std(spread, ddof=1) / np.sqrt(len(spread))) if len(spread) > 1 else 0.0
+    return max(alpha for alpha in mean if mean[alpha] >= mean[best] - error), (total_gram, total_moment)
 
 
 # --------------------------------------------------------------------------- measuring

@@ -130,9 +130,13 @@ def darktable_states(index, by_path: dict[str, int], places: Places) -> Iterator
 
 def sidecar_states(index, by_path: dict[str, int], places: Places) -> Iterator[tuple[int, ownership.PlaceState]]:
     """xmp:Rating and digiKam's pick label of each photo's own sidecar."""
+    from ...formats.xmp import sidecar_for
     from ...targets.sidecar import SidecarTarget
 
-    yield from _file_states(index, by_path.items(), SidecarTarget(roots=tuple(index.roots())), places)
+    # version 0's sidecar only (darktable's duplicates are read from its library.db): not
+    # SidecarTarget.places, which lists the folder for duplicates' sidecars, photo by photo
+    own = lambda path: Place(str(sidecar_for(Path(path))), path)  # noqa: E731
+    yield from _file_states(index, by_path.items(), SidecarTarget(roots=tuple(index.roots())), places, own)
 
 
 def exif_states(index, by_path: dict[str, int], places: Places) -> Iterator[tuple[int, ownership.PlaceState]]:
@@ -143,12 +147,16 @@ def exif_states(index, by_path: dict[str, int], places: Places) -> Iterator[tupl
     yield from _file_states(index, jpegs, ExifTarget(roots=tuple(index.roots())), places)
 
 
-def _file_states(index, photos: Iterable[tuple[str, int]], target, places: Places):
+def _file_states(index, photos: Iterable[tuple[str, int]], target, places: Places, place_of=None):
     for path, image_id in photos:
-        place = target.places(path)[0]  # version 0's sidecar, or the JPEG itself
+        place = place_of(path) if place_of else target.places(path)[0]  # the JPEG itself
         reading = _read(target, place, None)
-        if reading is not None:
-            yield image_id, ownership.read_state(index.journal, target.name, reading, places.unrated)
+        if reading is None:
+            continue
+        held = ownership.state({"rating": reading.value, "pick": reading.cull.pick}, unrated=places.unrated)
+        if held.owner("rating") is ownership.Owner.NOBODY and held.owner("pick") is ownership.Owner.NOBODY:
+            continue  # nobody's whatever the journal says: most photos of a library, read without its queries
+        yield image_id, ownership.read_state(index.journal, target.name, reading, places.unrated)
 
 
 def _read(target, place: Place, default):
