@@ -16,6 +16,7 @@ they left (data.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,8 @@ def sidecar_states(index, by_path: dict[str, int], places: Places) -> Iterator[t
     # version 0's sidecar only (darktable's duplicates are read from its library.db): not
     # SidecarTarget.places, which lists the folder for duplicates' sidecars, photo by photo
     own = lambda path: Place(str(sidecar_for(Path(path))), path)  # noqa: E731
-    yield from _file_states(index, by_path.items(), SidecarTarget(roots=tuple(index.roots())), places, own)
+    with_sidecar = [(path, i) for path, i in by_path.items() if os.path.exists(own(path).key)]  # none: nothing in it
+    yield from _file_states(index, with_sidecar, SidecarTarget(roots=tuple(index.roots())), places, own)
 
 
 def exif_states(index, by_path: dict[str, int], places: Places) -> Iterator[tuple[int, ownership.PlaceState]]:
