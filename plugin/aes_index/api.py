@@ -225,8 +225,24 @@ def stats(settings: Settings) -> dict:
             "scale": scale_in_index(index, head_id).as_dict() if head_id else None,
             "scores": _distribution(values),
             "last_run": index.runs.last(),
+            "head_choice": _head_choice(index),
             **Freshness(index).stale_indexed().counts(),  # files changed or gone since they were measured
         }
+
+
+def _head_choice(index) -> dict:
+    """What `--head auto` scores this library with, and why: the personal head where
+    `aes-index learn` adopted one, else the head shipped for the backbone."""
+    from .model.head_choice import adopted_head
+    from .model.heads import default_reason
+
+    backbone = index.runs.active_backbone()
+    if backbone is None:
+        return {"auto": None, "why": "nothing scored yet"}
+    personal, why = adopted_head(index, backbone)
+    if personal is not None:
+        return {"auto": personal.name, "why": why}
+    return {"auto": "shipped", "why": f"{why}; {default_reason(backbone)}"}
 
 
 def _distribution(values) -> dict:
@@ -302,6 +318,33 @@ def review(settings: Settings, roots: Sequence[str] = (), port: int | None = Non
     return serve(lambda: Library.open(settings, roots), port, ready, under)
 
 
+# --------------------------------------------------------------------------- your taste
+
+
+def learn_places(settings: Settings, darktable_library: Path | None = None, digikam_db: Path | None = None):
+    """Where `learn` reads decisions: the files always, and the photo managers' databases
+    named on the command line or in the settings (darktable_library, digikam_database)."""
+    from .features.taste.sources import places_from
+
+    return places_from(settings, star_values(settings.treat_as_unrated), darktable_library, digikam_db)
+
+
+def learn(settings: Settings, places, adopt: bool = True, progress=Progress()) -> dict:
+    """A personal head from the person's decisions; adopted as `--head auto` only when better."""
+    from .features.taste.learn import LearnOptions, learn as learn_taste
+
+    with Library.open(settings) as library:
+        return learn_taste(library.index, library.settings, LearnOptions(places=places, adopt=adopt), progress)
+
+
+def learn_undo(settings: Settings) -> dict:
+    """Back to the shipped head; the personal head's file and figures stay."""
+    from .features.taste.learn import undo
+
+    with Library.open(settings) as library:
+        return undo(library.index, library.settings)
+
+
 # --------------------------------------------------------------------------- culling
 
 
@@ -373,7 +416,8 @@ def watch(settings: Settings, roots: Sequence[str], rescan: float, poll: bool, r
     ensure_not_watched(db_path)
     config = WatchConfig(stable_seconds=settings.stable_seconds, rescan_seconds=rescan, poll=poll)
     started(watched, db_path)
-    return Watcher(db_path, watched, settings, config, after_batch).run(stop)
+    places = learn_places(settings) if settings.learn_after > 0 else None
+    return Watcher(db_path, watched, settings, config, after_batch, places).run(stop)
 
 
 def watch_status(settings: Settings) -> dict:

@@ -145,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     review.set_defaults(handler=cmd_review)
 
     _add_culling_commands(commands, common)
+    learn = commands.add_parser("learn", parents=[common], help="learn your taste from the decisions you made in your photo manager")
+    learn.add_argument("action", nargs="?", choices=("undo",), help="undo: back to the shipped head (the learned head stays on disk)")
+    learn.add_argument("--darktable-library", type=Path, metavar="LIBRARY_DB", help="also read darktable's library.db (read-only), e.g. ~/.config/darktable/library.db")
+    learn.add_argument("--digikam-db", dest="learn_digikam_db", type=Path, metavar="DIGIKAM4_DB", help="also read digiKam's database (read-only)")
+    learn.add_argument("--no-adopt", action="store_true", help="learn and measure, keep the head by name, never adopt it")
+    learn.add_argument("--treat-as-unrated", metavar="N[,N]", help="ratings that count as none (darktable's import 1 star always does)")
+    learn.set_defaults(handler=cmd_learn)
+
     _add_darktable_commands(commands, common)
     _add_digikam_commands(commands)
 
@@ -456,12 +464,58 @@ def stats_text(data: dict) -> str:
     active = data.get("active_backbone")
     lines.append("backbones " + (", ".join(key + (" (active)" if key == active else "") for key in data["backbones"]) or "-"))
     lines.append(f"head      {data['active_head'] or '-'}" + (f" (scores {data['scale']['text']})" if data.get("scale") else ""))
+    if data.get("head_choice", {}).get("auto"):
+        lines.append(f"auto      {data['head_choice']['auto']}: {data['head_choice']['why']}")
     s = data["scores"]
     if s["count"]:
         lines.append(f"scores    {s['count']} scored; min {s['min']:.4f}, p10 {s['p10']:.4f}, median {s['median']:.4f}, p90 {s['p90']:.4f}, max {s['max']:.4f}")
     if data["changed_since_measured"] or data["gone_since_measured"]:
         lines.append("files     " + stale_line(data["changed_since_measured"], data["gone_since_measured"]))
     return "\n".join(lines)
+
+
+def cmd_learn(args) -> int:
+    settings = settings_from(args)
+    if args.action == "undo":
+        data = api.learn_undo(settings)
+        emit(args, data, lambda: learn_undo_text(data))
+        return ExitCode.OK
+    places = api.learn_places(settings, args.darktable_library, args.learn_digikam_db)
+    data = api.learn(settings, places, adopt=not args.no_adopt, progress=progress_for(args))
+    emit(args, data, lambda: learn_text(data))
+    return ExitCode.OK
+
+
+def learn_text(data: dict) -> str:
+    found = ", ".join(f"{n} {source}" for source, n in data["found"].items()) or "none"
+    d = data["decisions"]
+    lines = [f"decisions found: {found}",
+             f"training data:   {d['ratings']} choices, {d['pairs']} pairs "
+             f"({', '.join(f'{n} {k}' for k, n in d['pairs_by_kind'].items()) or 'none'}) in {d['shoots']} shoots"]
+    figures = data.get("held_out")
+    if figures and "personal_pairwise" in figures:
+        ci = lambda v: f"[{v[0]:.3f}, {v[1]:.3f}]" if v else "n/a"
+        lines.append(f"held out:        {figures['pairs']} comparisons in {figures['shoots']} shoots")
+        lines.append(f"  pairwise accuracy  personal {figures['personal_pairwise']:.3f} {ci(figures['personal_pairwise_ci'])}"
+                     f"  active {figures['active_pairwise']:.3f} {ci(figures['active_pairwise_ci'])}")
+        if figures.get("personal_srcc") is not None and figures.get("active_srcc") is not None:
+            lines.append(f"  SRCC               personal {figures['personal_srcc']:.3f} {ci(figures.get('personal_srcc_ci'))}"
+                         f"  active {figures['active_srcc']:.3f} {ci(figures.get('active_srcc_ci'))}")
+    if data.get("head"):
+        lines.append(f"head:            {printable(data['head'])}")
+    lines.append(("ADOPTED as --head auto: " if data["adopted"] else "not adopted: ") + data.get("reason", ""))
+    if data.get("rescored", {}).get("scored") is not None:
+        lines.append(f"rescored {data['rescored']['scored']} photos with {data['rescored']['head']}; `aes-index learn undo` goes back")
+    return "\n".join(lines)
+
+
+def learn_undo_text(data: dict) -> str:
+    if not data["undone"]:
+        return data["reason"]
+    line = f"personal head no longer adopted (kept at {printable(data['head'])})"
+    if data["rescored"].get("scored") is not None:
+        line += f"; rescored {data['rescored']['scored']} photos with {data['rescored']['head']}"
+    return line
 
 
 def cmd_rescore(args) -> int:

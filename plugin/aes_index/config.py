@@ -74,6 +74,11 @@ class Settings:
     target: str = "xmp"  # where ratings go: xmp | exif
     treat_as_unrated: str = ""  # ratings that count as "none", e.g. "1" for darktable's import default
     stable_seconds: float = 2.0  # a file modified more recently than this is still being written: not read yet
+    # `aes-index learn` (features/taste): where a person's decisions are besides the files,
+    # and whether the watcher learns again after this many new decisions (0: never, the default)
+    darktable_library: str | None = None  # darktable's library.db, read-only
+    digikam_database: str | None = None  # digiKam's digikam4.db, read-only
+    learn_after: int = 0
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -139,6 +144,7 @@ def _apply_layer(settings: Settings, values: Mapping[str, Any], source: str) -> 
 MINIMUMS = {
     "batch_size": (0, "1 or more, or 0 to pick by device"),
     "workers": (-1, "0 or more (0 = decode inline), or auto"),
+    "learn_after": (0, "0 (never) or the number of new decisions after which the watcher learns again"),
 }
 
 

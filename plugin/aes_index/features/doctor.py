@@ -18,7 +18,7 @@ def diagnose(settings: Settings, db_path: Path, list_models: bool = False) -> di
         failed = _check("weights", False, str(exc))
         checks = [_check_environment(settings), failed, _check("head", False, str(exc)), _check_index(db_path)]
     else:
-        checks = [_check_environment(settings), _check_weights(settings), _check_head(settings), _check_index(db_path)]
+        checks = [_check_environment(settings), _check_weights(settings), _check_head(settings, db_path), _check_index(db_path)]
     report = {"ok": all(c["ok"] for c in checks if c["required"]), "checks": checks}
     if list_models:
         import open_clip
@@ -82,7 +82,22 @@ def _check_weights(settings: Settings) -> dict:
         return _check("weights", False, str(exc))
 
 
-def _check_head(settings: Settings) -> dict:
+def _personal_head(db_path: Path | None, key: str):
+    """(head, why) where this library adopted a personal head (`aes-index learn`), else None."""
+    from ..index.store import Index
+    from ..model.head_choice import adopted_head
+
+    if db_path is None or not db_path.is_file():
+        return None
+    try:
+        with Index(db_path, read_only=True) as index:
+            head, why = adopted_head(index, key)
+    except AesIndexError:  # the index check reports what is wrong with it
+        return None
+    return None if head is None else (head, why)
+
+
+def _check_head(settings: Settings, db_path: Path | None = None) -> dict:
     from ..model.backbone import backbone_key, resolve_model_name
     from ..model.heads import DEFAULT_ZEROSHOT, default_reason, head_named, shipped_head_for
     from ..model.zeroshot import cached_head_path, head_name, parse_spec
@@ -92,6 +107,11 @@ def _check_head(settings: Settings) -> dict:
         spec = settings.head or "auto"
         why = {}
         if spec == "auto":
+            personal = _personal_head(db_path, key)
+            if personal is not None:
+                head, reason = personal
+                detail = f"{head.name} (learned from your decisions, {head.path}, scores {head.scale.short}): {reason}"
+                return _check("head", True, detail, head=head.name, scale=head.scale.as_dict(), why=reason)
             # which scorer, and why: the best AVA figure on record for this backbone
             why = {"why": default_reason(key)}
             shipped = shipped_head_for(key)

@@ -62,6 +62,7 @@ class WatchStatus:
     last_scored: str | None = None
     last_scored_at: float | None = None
     last_rescan: float | None = None
+    learned: dict | None = None  # the last time the watcher learned the person's taste (learn_after)
     stopped: float | None = None  # when it stopped; None while it runs
 
     def as_dict(self) -> dict:
@@ -147,7 +148,7 @@ def _make_handler(pending: PendingPaths, exclude: Sequence[str]):
 class Watcher:
     def __init__(
         self, db_path: Path, roots: Sequence[str], settings: Settings, config: WatchConfig = WatchConfig(),
-        after_batch: Callable[[Index, list[int]], None] | None = None,
+        after_batch: Callable[[Index, list[int]], None] | None = None, learn_places=None,
     ):
         self.db_path = Path(db_path)
         self.roots = [os.path.abspath(r) for r in roots]
@@ -157,6 +158,8 @@ class Watcher:
         self.pending = PendingPaths()
         self.status = WatchStatus()
         self._head_id: str | None = None
+        # `learn_after` new decisions (settings; 0: off) learn the person's taste again at a rescan
+        self.learn_places = learn_places
 
     def run(self, stop: threading.Event) -> WatchStatus:
         with file_lock(self.db_path, "watch", timeout=0, what=ALREADY_WATCHED):
@@ -213,6 +216,26 @@ class Watcher:
         self._write_status()
         if self._process(self.roots, stop):
             self.status.last_rescan = time.time()
+            self._maybe_learn()
+
+    def _maybe_learn(self) -> None:
+        """Learn the person's taste again when they turned it on (`learn_after` N) and N
+        decisions are new. Only at rescans: counting reads every photo's places. A failure
+        is logged; the watcher lives on."""
+        if self.settings.learn_after <= 0 or self.learn_places is None:
+            return
+        from .taste.learn import maybe_learn
+
+        self.status.state = "learning your taste"
+        try:
+            report = maybe_learn(self.index, self.settings, self.learn_places, self.settings.learn_after)
+        except (AesIndexError, LockHeld, sqlite3.DatabaseError, OSError) as exc:
+            log.warning("taste not learned this time: %s", exc)
+            self.status.errors += 1
+            return
+        if report is not None:
+            self.status.learned = {"adopted": report["adopted"], "reason": report.get("reason"), "at": time.time()}
+            log.info("learned your taste: %s", report.get("reason"))
 
     def _process(self, paths: Sequence[str], stop: threading.Event) -> bool:
         """Run the stages over `paths`; on a lock or a transient error, keep them for later."""

@@ -222,7 +222,7 @@ class BackboneSession:
         return self.index.embeddings.projection(self.ensure_row())
 
     def head(self) -> Head:
-        head = resolve_head(self.settings.head, self.key, lambda: self.model)
+        head = resolve_head(self.settings.head, self.key, lambda: self.model, self.index)
         check_compatible(head, self.key, self.info.pooled_dim, self.info.embed_dim)
         return head
 

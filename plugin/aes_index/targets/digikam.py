@@ -246,3 +246,22 @@ def _photo_sidecar(photo_path: str) -> xmp.SidecarInfo:
 
 def image_key(db_path: Path, image_id: int) -> str:
     return f"{db_path}#{image_id}"
+
+
+@contextmanager
+def reading(db_path: Path) -> Iterator[DigikamTarget]:
+    """A digiKam target that only reads (its database opened read-only, no backup, no lock):
+    `places` and `read` work as in a session; nothing may be written through it."""
+    from .digikam_db import read_only
+
+    target = DigikamTarget(db_path=db_path)
+    with read_only(target.db_path) as conn:
+        target.conn = conn
+        target._by_path = {}
+        for image in digikam_images(conn):
+            target._by_path.setdefault(image.path, []).append(image)
+        target.extra = {"database": str(target.db_path), "images": sum(map(len, target._by_path.values())), "matched": 0}
+        try:
+            yield target
+        finally:
+            target.conn = None

@@ -425,3 +425,19 @@ def set_leader(conn: sqlite3.Connection, image_id: int, leader: int | None) -> N
     conn.execute("DELETE FROM ImageRelations WHERE subject = ? AND type = ?", [image_id, GROUPED])
     if leader is not None:
         conn.execute("REPLACE INTO ImageRelations (subject, object, type) VALUES (?, ?, ?)", [image_id, leader, GROUPED])
+
+
+@contextmanager
+def read_only(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection that only reads digiKam's database (SQLite URI mode=ro): what learning a
+    person's taste needs, with digiKam running or not; the file stays byte for byte."""
+    if not Path(db_path).is_file():
+        raise DigikamUnavailable(f"no digiKam database at {db_path}")
+    conn = sqlite3.connect(f"{Path(db_path).absolute().as_uri()}?mode=ro", uri=True, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+    try:
+        _check_schema(conn, Path(db_path))
+        yield conn
+    except sqlite3.OperationalError as exc:
+        raise DigikamUnavailable(f"cannot read {db_path}: {exc}") from None
+    finally:
+        conn.close()

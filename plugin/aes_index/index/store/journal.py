@@ -366,3 +366,18 @@ class Journal:
             moved.append((new_path, new_place, row_id))
         self.db.conn.executemany(f"UPDATE {TABLE} SET image_path = ?, target_path = ? WHERE id = ?", moved)
         return len(moved)
+
+    def decisions_by(self, commands: Sequence[str]) -> list[tuple[str, str, str, str, int | None]]:
+        """(image path, target, place, field, value) of the newest write not undone per place
+        and field made by runs of `commands` (the review page's decisions, written on a
+        person's behalf): what learning a person's taste reads of them."""
+        if not commands or not self.db[TABLE].exists():
+            return []
+        marks = ",".join("?" * len(commands))
+        rows = self.db.execute(
+            f"SELECT image_path, target, target_path, IFNULL(field, ?), new_rating FROM {TABLE} WHERE id IN "
+            f"(SELECT MAX(id) FROM {TABLE} WHERE undone_at IS NULL AND run_id IN "
+            f"(SELECT id FROM runs WHERE command IN ({marks})) GROUP BY target, target_path, IFNULL(field, ?)) ORDER BY id",
+            [RATING, *commands, RATING],
+        )
+        return rows.fetchall()

@@ -135,6 +135,14 @@ class Scores:
         )
         return np.fromiter((r[0] for r in rows), dtype=np.float64)
 
+    def by_image(self, head_id: str) -> dict[int, float]:
+        """Every present photo's score from one head, by image id (in one query)."""
+        rows = self.db.execute(
+            "SELECT s.image_id, s.score FROM scores s JOIN images i ON i.id = s.image_id WHERE head_id = ? AND i.status != ?",
+            [head_id, MISSING],
+        )
+        return dict(rows.fetchall())
+
     def forget(self, image_id: int) -> None:
         """The image's pixels changed (Images.forget_derived): its scores go."""
         # Probe each head's range of the (head_id, image_id) key: no index on image_id alone.
