@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -37,7 +37,7 @@ from aes_index.errors import ExitCode
 from aes_index.features.culling.cull import load_groups
 from aes_index.index.store import Index
 from chromium import Chromium, Page, needs_chromium
-from conftest import REPO_ROOT, cli_stdout
+from conftest import REPO_ROOT, cli_stdout, run_cli
 from test_culling_marks import BURST, DARKTABLE_SIDECAR, SHARP, make_library
 from test_xmp import exiv2_properties
 
@@ -434,3 +434,81 @@ def test_the_search_box_and_more_like_this_show_what_search_finds(page, library)
     page.press("m")  # more like the selected frame: the keeper
     wait_for(page, "document.querySelector('#results-title').textContent === 'More like this'")
     assert page.evaluate(shown) == like_keeper and library["keeper"] not in like_keeper
+
+
+# --------------------------------------------------------------------------- started by the darktable plugin
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line names `text` (the detached review's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_the_darktable_plugins_review_runs_in_the_background_and_is_found_again(library, tmp_path, capsys, monkeypatch):
+    """darktable's Lua can only run a program and wait for it: `darktable review` starts the
+    review detached, opens the browser ($BROWSER here: a command that records the URL) and
+    answers with the address; asked again, it names the review already running."""
+    copy = tmp_path / "plugin.db"  # its own index: the module's review holds the lock of the first
+    copy.write_bytes(Path(library["index"]).read_bytes())
+    for name, value in {**library["env"], "PYTHONPATH": os.pathsep.join(sys.path)}.items():
+        monkeypatch.setenv(name, value)
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{opened}"\n')
+    browser.chmod(0o755)
+    monkeypatch.setenv("BROWSER", str(browser))
+    photos = sorted(Path(library["root"]).rglob("burst_*.jpg"))
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"version": 1, "images": [
+        {"ref": k + 1, "path": str(p), "duplicate": 0, "rating": 0} for k, p in enumerate(photos)]}))
+    answers = []
+    try:
+        for _ in range(2):
+            response = tmp_path / "response.json"
+            code, _, err = run_cli(capsys, "darktable", "review", "--request", request, "--response", response, "--db", copy)
+            assert code == 0, err
+            answers.append(json.loads(response.read_text()))
+        first, second = answers
+        assert first["address"].startswith("http://127.0.0.1:") and "token" not in first["address"]
+        assert (first["already_running"], second["already_running"]) == (False, True)
+        assert second["address"] == first["address"]
+        for _ in range(100):  # webbrowser runs $BROWSER in the background
+            if opened.exists() and opened.read_text().count("\n") == 2:
+                break
+            time.sleep(0.05)
+        urls = opened.read_text().split()
+        assert len(urls) == 2 and urls[0] == urls[1] and urls[0].startswith(first["address"] + "?token=")
+        port = urlsplit(urls[0]).port
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/api/groups", headers={"X-Review-Token": parse_qs(urlsplit(urls[0]).query)["token"][0]})
+        groups = json.loads(connection.getresponse().read())
+        connection.close()
+        assert groups["first"]["id"] == library["group"]
+    finally:
+        for pid in _processes_naming(str(copy)):
+            os.kill(pid, signal.SIGINT)
+    assert not _wait_gone(str(copy))
+
+
+def _wait_gone(text: str, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := _processes_naming(text)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def test_a_review_stops_itself_when_idle(library, tmp_path):
+    copy = dict(library, index=tmp_path / "idle.db")
+    copy["index"].write_bytes(Path(library["index"]).read_bytes())
+    server = Review(copy, "--stop-when-idle", "0.02")  # 1.2 s
+    assert server.request("/api/groups")[0] == 200
+    assert server.process.wait(timeout=30) == ExitCode.OK
+    server.stop()

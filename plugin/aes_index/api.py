@@ -304,9 +304,10 @@ def similar(settings: Settings, photo: str, n: int = 20) -> list:
 
 
 def review(settings: Settings, roots: Sequence[str] = (), port: int | None = None,
-           ready: Callable[[str], None] = lambda url: None) -> int:
-    """The review web app over the library (features/review/server.py) until Ctrl-C:
-    calls `ready(url)` once it listens; returns the exit code (130 after Ctrl-C)."""
+           ready: Callable[[str], None] = lambda url: None, idle_minutes: float | None = None) -> int:
+    """The review web app over the library (features/review/server.py) until Ctrl-C (or
+    `idle_minutes` without a request): calls `ready(url)` once it listens; returns the exit
+    code (130 after Ctrl-C)."""
     from .features.review.server import serve
 
     missing = [root for root in roots if not os.path.exists(root)]
@@ -314,8 +315,11 @@ def review(settings: Settings, roots: Sequence[str] = (), port: int | None = Non
         raise ConfigError(f"no such file or folder: {missing[0]}")
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError(f"--port takes a port from 1 to 65535, not {port}")
+    if idle_minutes is not None and not idle_minutes > 0:
+        raise ConfigError(f"--stop-when-idle takes minutes above 0, not {idle_minutes}")
     under = tuple(os.path.abspath(root) for root in roots)
-    return serve(lambda: Library.open(settings, roots), port, ready, under)
+    idle_s = None if idle_minutes is None else idle_minutes * 60
+    return serve(lambda: Library.open(settings, roots), port, ready, under, idle_s)
 
 
 # --------------------------------------------------------------------------- your taste

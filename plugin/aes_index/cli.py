@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("roots", nargs="*", metavar="ROOT", help="only groups and photos in these folders (default: the whole library)")
     review.add_argument("--port", type=int, help="listen on this port of 127.0.0.1 (default: a free one)")
     review.add_argument("--no-browser", action="store_true", help="print the URL only; do not open a browser")
+    review.add_argument("--stop-when-idle", type=float, metavar="MINUTES", help="stop after this long without a request (default: only Ctrl-C)")
     review.set_defaults(handler=cmd_review)
 
     _add_culling_commands(commands, common)
@@ -224,6 +225,7 @@ def _add_darktable_commands(commands, common: argparse.ArgumentParser) -> None:
         ("cull", "score and cull the plugin's images; say how darktable groups, tags (and with --reject rejects) them"),
         ("uncull", "say what undoing the culls means for the plugin's images"),
         ("applied", "journal what the plugin set or put back"),
+        ("review", "start the review in the browser over the plugin's images' folders, in the background"),
     )
     for name, text in protocol:  # spoken by plugin/darktable/aesthetic.lua, not by people
         action = actions.add_parser(name, parents=[common], help=f"(plugin protocol) {text}")
@@ -674,7 +676,7 @@ def cmd_review(args) -> int:
 
             webbrowser.open(url)
 
-    code = api.review(settings_from(args), args.roots, args.port, ready)
+    code = api.review(settings_from(args), args.roots, args.port, ready, args.stop_when_idle)
     print("aes-index: review stopped", file=sys.stderr)
     return code
 

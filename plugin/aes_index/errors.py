@@ -46,6 +46,11 @@ class IndexUnavailable(AesIndexError):
     exit_code = ExitCode.INDEX
 
 
+class ReviewUnavailable(IndexUnavailable):
+    """A review started in the background (the darktable plugin's) did not come up: its
+    own last line says why."""
+
+
 class NothingScored(IndexUnavailable):
     """The index holds no scores yet: every command that lists or rates says so alike."""
 

@@ -38,7 +38,7 @@ The rating policy itself is aes-index's (~/.config/aes-index/config.toml: policy
 
 The actions are plain functions of the table `require "aesthetic"` returns, for scripts and
 tests: rate(images), select_top(images, percent), remove_stars(images), cull(images),
-uncull(images), cancel(), flush_imports(), status(). Each action returns a summary table,
+uncull(images), review(images), cancel(), flush_imports(), status(). Each action returns a summary table,
 or nil and an error message. (json and sh_quote are exposed too, so the tests can check
 them.) The same table is lua-scripts' script_data: metadata, destroy, restart, show.
 ]]
@@ -673,6 +673,22 @@ function M.remove_stars(images) return exclusively("remove stars", remove_stars,
 function M.cull(images) return exclusively("cull", cull, images) end
 function M.uncull(images) return exclusively("undo cull", uncull, images) end
 
+-- "review in browser": darktable's Lua API has no call that opens a URL, and
+-- dt.control.execute waits for the program it runs. So aes-index starts its review of these
+-- images' folders as a process of its own (it outlives this call, stops when idle), opens
+-- the browser and answers with the address. Nothing is written into darktable: decisions
+-- made there reach it through the sidecars (see the README).
+function M.review(images)
+  local answer, err = ask("review", { images = describe_all(images) })
+  if answer then
+    dt.print(NAME .. ": review " .. (answer.already_running and "already running at " or "open at ") .. answer.address)
+  else
+    dt.print_error(NAME .. ": review in browser: " .. err)
+    dt.print(NAME .. ": review in browser failed: " .. err)
+  end
+  return answer, err
+end
+
 -- ----------------------------------------------------------------------- new imports, in batches
 
 local pending = {} -- imported images not scored yet
@@ -778,6 +794,8 @@ dt.register_lib(NAME, "aesthetic", true, false,
     reject_flagged,
     button("undo cull", "ungroup what cull grouped, remove its tags, put back ratings it rejected " ..
       "(what you changed since stays)", M.uncull),
+    button("review in browser", "look at these images' groups at 100 % and decide by keyboard in your browser " ..
+      "(aes-index review over their folders)", M.review),
   })
 register_events()
 

@@ -69,7 +69,7 @@ from ..targets.darktable import DarktableTarget, DtImage, applied_write, our_tag
 PROTOCOL_VERSION = 1
 TARGET = "darktable"  # the journal target of ratings set through the plugin
 RATE_COMMAND, CULL_COMMAND = "darktable-rate", "darktable-cull"  # the runs the plugin's writes are journaled under
-ACTIONS = ("rate", "top", "undo", "score", "cull", "uncull", "applied")
+ACTIONS = ("rate", "top", "undo", "score", "cull", "uncull", "applied", "review")
 
 
 class ProtocolError(ConfigError):
@@ -161,6 +161,8 @@ def handle(action: str, request: dict, settings: Settings, options=None, percent
         return cull(settings, options or CullOptions(), images)
     if action == "uncull":
         return uncull(settings, images)
+    if action == "review":
+        return review(settings, images)
     raise ConfigError(f"unknown darktable action {action!r}; use one of {', '.join(ACTIONS)}")
 
 
@@ -392,6 +394,29 @@ def _tag(entry: dict) -> str:
 def _rated(entry: dict) -> tuple[DtImage, int]:
     """One "rated" report: the image with the rating the plugin set, and the one it replaced."""
     return _entry_image(entry, "new"), _int(entry, "old")
+
+
+def review(settings: Settings, images: Sequence[DtImage], open_browser=None) -> dict:
+    """"review in browser": `aes-index review` over the film rolls (folders) of the plugin's
+    images, in the background (features/review/launch.py says why darktable cannot start
+    it), opened in the browser; the answer is its address without the token, and whether
+    a review of this library was already running (then that one is opened: it may show
+    other folders)."""
+    from ..features.review.launch import address, start_detached
+
+    if not images:
+        raise ConfigError("no images to review: select some, or act on the current collection")
+    folders = sorted({os.path.dirname(image.path) for image in images})
+    db = index_path(settings, images)
+    if not db.exists():
+        raise ConfigError(f"these images have no index yet ({db}): score or cull them first")
+    url, already = start_detached(db, folders)
+    if open_browser is None:
+        import webbrowser
+
+        open_browser = webbrowser.open
+    open_browser(url)
+    return {"address": address(url), "already_running": already, "folders": len(folders)}
 
 
 # --------------------------------------------------------------------------- helpers

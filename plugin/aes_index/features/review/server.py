@@ -41,6 +41,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -145,10 +146,12 @@ class Guard:
     def __init__(self, app, access: Access):
         self.app = app
         self.access = access
+        self.last_request = time.monotonic()  # for --stop-when-idle
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        self.last_request = time.monotonic()
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         query = scope.get("query_string", b"").decode("latin-1")
         refused = self.access.refusal(headers, query)
@@ -243,6 +246,25 @@ def review_lock(db_path: Path):
         os.close(fd)
 
 
+def running_url(db_path: Path) -> str | None:
+    """The URL of the review that serves this index now, None when none does (its lock is
+    free, or it is still starting)."""
+    lock = Path(f"{db_path}{LOCK_SUFFIX}")
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: a review runs
+            return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def bind(port: int | None) -> socket.socket:
     """A listening socket on 127.0.0.1 (a free port unless `port`); never another address."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -260,9 +282,9 @@ def bind(port: int | None) -> socket.socket:
 
 
 def serve(open_library: Callable, port: int | None = None, ready: Callable[[str], None] = lambda url: None,
-          under: tuple[str, ...] = ()) -> int:
+          under: tuple[str, ...] = (), idle_s: float | None = None) -> int:
     """Open the library, take its review lock, listen, call `ready(url)`, serve until
-    Ctrl-C (ExitCode.INTERRUPTED) or SIGTERM (ExitCode.OK)."""
+    Ctrl-C (ExitCode.INTERRUPTED), SIGTERM or `idle_s` without a request (ExitCode.OK)."""
     index = IndexThread(open_library)
     try:
         with review_lock(index.library.index.path) as announce:
@@ -274,6 +296,7 @@ def serve(open_library: Callable, port: int | None = None, ready: Callable[[str]
             app = Guard(app, access)
             server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2,
                                             server_header=False, access_log=False))  # fmt: skip
+            server.idle = (app, idle_s)
             announce(access.url)
             ready(access.url)
             try:
@@ -291,6 +314,16 @@ class _Server(uvicorn.Server):
     itself raises the signal again once stopped, which would end us with a traceback."""
 
     stopped_by: int | None = None
+    idle: tuple[Guard, float | None] | None = None  # (the guard that sees every request, seconds)
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn asks ten times a second whether to stop: also after `idle` seconds
+        without a request (a review started by the darktable plugin has no terminal to
+        press Ctrl-C in)."""
+        if await super().on_tick(counter):
+            return True
+        guard, idle_s = self.idle or (None, None)
+        return idle_s is not None and time.monotonic() - guard.last_request > idle_s
 
     @contextlib.contextmanager
     def capture_signals(self):
