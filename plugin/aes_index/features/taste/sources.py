@@ -28,7 +28,7 @@ from ...targets.protocol import Place
 
 DARKTABLE_UNRATED = (1,)  # darktable gives every imported image 1 star: no judgement
 # The review page's runs (ownership.PERSONS_COMMANDS once that lands); read from the journal's rows
-REVIEW_COMMANDS = tuple(getattr(ownership, "PERSONS_COMMANDS", ("review",)))
+REVIEW_COMMANDS = ownership.PERSONS_COMMANDS
 
 
 @dataclass(frozen=True)
