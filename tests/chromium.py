@@ -196,3 +196,11 @@ def _code(key: str) -> str:
     if len(key) == 1 and key.isdigit():
         return f"Digit{key}"
     return ""
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium for a test module (import this fixture into the module)."""
+    chromium = Chromium(tmp_path_factory.mktemp("chromium-profile"))
+    yield chromium
+    chromium.close()

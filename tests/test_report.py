@@ -20,7 +20,7 @@ from aes_index.features.stars import cut_points, RatingPolicy, stars_for
 from aes_index.features.report import build_report, embeddable_json, readable_path, render_page
 from aes_index.index.store import ERROR, Index
 
-from chromium import Chromium, Page, needs_chromium
+from chromium import Chromium, Page, browser, needs_chromium  # noqa: F401 - browser: a fixture
 from conftest import METADATA_SAMPLES, make_photo, synthetic_scored_index
 import index_rows
 
@@ -107,13 +107,6 @@ def gallery(indexed_library, tmp_path_factory):
     with Index(indexed_library / DB_FILENAME) as index:
         summary = build_report(index, out, thumb_size=128)
     return out, summary
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    chromium = Chromium(tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium
-    chromium.close()
 
 
 @pytest.fixture(scope="module")

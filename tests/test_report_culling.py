@@ -27,7 +27,7 @@ from aes_index.index.store import Index
 
 from conftest import cli_stdout, make_photo
 from culling_library import LibrarySpec, build_library
-from chromium import Chromium, Page, needs_chromium
+from chromium import Chromium, Page, browser, needs_chromium  # noqa: F401 - browser: a fixture
 from test_report import ALL_IMAGES_SETTLED, SHOWN_IDS, XSS_NAME, choose, page_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -95,13 +95,6 @@ def gallery(library, culling, tmp_path_factory) -> Path:
         patch.setattr(report, "load_culling", lambda index, head_id: culling)
         build_report(index, out, thumb_size=128, workers=0)
     return out
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    chromium = Chromium(tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium
-    chromium.close()
 
 
 @pytest.fixture

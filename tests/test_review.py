@@ -36,7 +36,7 @@ from PIL import Image, ImageOps
 from aes_index.errors import ExitCode
 from aes_index.features.culling.cull import load_groups
 from aes_index.index.store import Index
-from chromium import Chromium, Page, needs_chromium
+from chromium import Chromium, Page, browser, needs_chromium  # noqa: F401 - browser: a fixture
 from conftest import REPO_ROOT, cli_stdout, run_cli
 from test_culling_marks import BURST, DARKTABLE_SIDECAR, SHARP, make_library
 from test_xmp import exiv2_properties
@@ -244,13 +244,6 @@ def test_ctrl_c_stops_it_cleanly_with_130(library, tmp_path):
 
 
 # --------------------------------------------------------------------------- in Chromium
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    chromium = Chromium(tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium
-    chromium.close()
 
 
 @pytest.fixture

@@ -80,21 +80,12 @@ class SidecarTarget(Target):
             raise ChangedSinceRead(str(exc)) from exc
         if not outcome.changed:
             return []
-        common = {"declared": list(outcome.declared)} if outcome.declared else {}
         values = {
             "pick": (info.pick, changes.get("pick"), {"marked_pick": before.pick}),
             "rating": (info.rating, changes.get("rating"), {"marked_reject": before.reject}),
             "tags": (None, None, {"cull_tags": list(reading.cull.tags), "tag_fields": list(outcome.tag_fields)}),
         }
-        return [
-            Write(
-                target=self.name, place=reading.place.key, image_path=reading.place.image_path, old=old, new=new,
-                created_file=outcome.created, content_hash_after=outcome.content_hash, prior={**prior, **common}, field=name,
-                hash_before=info.content_hash,
-            )
-            for name, (old, new, prior) in values.items()
-            if name in changes
-        ]
+        return self._writes(reading, info, outcome, values, changes)
 
     def write_decision(self, reading: Reading, changes: dict, dry_run: bool) -> list[Write]:
         """A person's rating and pick label (`aes-index review`), one write, journaled one
@@ -119,13 +110,17 @@ class SidecarTarget(Target):
             raise ChangedSinceRead(str(exc)) from exc
         if not outcome.changed:
             return []
-        common = {"declared": list(outcome.declared)} if outcome.declared else {}
         values = {
             "pick": (info.pick, changes.get("pick"), {"marked_pick": before.pick}),
             "rating": (info.rating, changes.get("rating"), {
                 "marked_reject": before.reject, **({"aes": dataclasses.asdict(info.aes)} if aes is not xmp.KEEP else {}),
             }),
         }
+        return self._writes(reading, info, outcome, values, changes)
+
+    def _writes(self, reading: Reading, info, outcome, values: dict, changes: dict) -> list[Write]:
+        """The journal's rows of one sidecar write: one per changed field, with what it held."""
+        common = {"declared": list(outcome.declared)} if outcome.declared else {}
         return [
             Write(
                 target=self.name, place=reading.place.key, image_path=reading.place.image_path, old=old, new=new,
