@@ -150,23 +150,25 @@ def _migrate_to_8(db: sqlite_utils.Database) -> None:
     """Each backbone's embeddings carry a generation: a random token that triggers renew
     whenever a stored vector is deleted, replaced or updated (appends leave it, and add
     rows with higher rowids). The vector store (vectors.py), a matrix file derived from
-    the embeddings, is current while its generation and last rowid are the index's."""
+    the embeddings, is current while its generation and last rowid are the index's.
+    Idempotent: an index whose version says 7 but that already holds these (a copy forged
+    or put back by hand) is brought to 8 all the same."""
     new_token = "lower(hex(randomblob(8)))"
-    db.execute("CREATE TABLE embedding_generations (backbone_id INTEGER PRIMARY KEY REFERENCES backbones(id), generation TEXT NOT NULL)")
-    db.execute(f"INSERT INTO embedding_generations SELECT id, {new_token} FROM backbones")
+    db.execute("CREATE TABLE IF NOT EXISTS embedding_generations (backbone_id INTEGER PRIMARY KEY REFERENCES backbones(id), generation TEXT NOT NULL)")
+    db.execute(f"INSERT OR IGNORE INTO embedding_generations SELECT id, {new_token} FROM backbones")
     renew = f"INSERT OR REPLACE INTO embedding_generations (backbone_id, generation) VALUES ({{}}, {new_token});"
     # A new backbone starts with its own token: a new index at the same path never matches
     # a store file an older index left.
-    db.execute(f"CREATE TRIGGER backbone_generation AFTER INSERT ON backbones BEGIN {renew.format('NEW.id')} END")
-    db.execute(f"CREATE TRIGGER embedding_deleted AFTER DELETE ON embeddings BEGIN {renew.format('OLD.backbone_id')} END")
+    db.execute(f"CREATE TRIGGER IF NOT EXISTS backbone_generation AFTER INSERT ON backbones BEGIN {renew.format('NEW.id')} END")
+    db.execute(f"CREATE TRIGGER IF NOT EXISTS embedding_deleted AFTER DELETE ON embeddings BEGIN {renew.format('OLD.backbone_id')} END")
     db.execute(
-        "CREATE TRIGGER embedding_updated AFTER UPDATE ON embeddings BEGIN "
+        "CREATE TRIGGER IF NOT EXISTS embedding_updated AFTER UPDATE ON embeddings BEGIN "
         f"{renew.format('OLD.backbone_id')} {renew.format('NEW.backbone_id')} END"
     )
     # INSERT OR REPLACE deletes the row it replaces without firing delete triggers (SQLite
     # fires them only with recursive_triggers on): a replacement is seen before it happens.
     db.execute(
-        "CREATE TRIGGER embedding_replaced BEFORE INSERT ON embeddings WHEN EXISTS "
+        "CREATE TRIGGER IF NOT EXISTS embedding_replaced BEFORE INSERT ON embeddings WHEN EXISTS "
         "(SELECT 1 FROM embeddings WHERE image_id = NEW.image_id AND backbone_id = NEW.backbone_id) "
         f"BEGIN {renew.format('NEW.backbone_id')} END"
     )
