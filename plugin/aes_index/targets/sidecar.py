@@ -70,14 +70,7 @@ class SidecarTarget(Target):
         tags = None
         if "tags" in changes:
             tags = [tag for tag in info.tags if tag not in CULL_TAGS] + list(changes["tags"])
-        try:
-            outcome = xmp.write_sidecar(
-                Path(reading.place.key), rating=changes.get("rating", xmp.KEEP), pick=changes.get("pick", xmp.KEEP),
-                marks=xmp.KEEP if markers == before else (None if markers == xmp.CullMarks() else markers),
-                tags=tags, dry_run=dry_run, expect_hash=reading.token,
-            )
-        except xmp.SidecarChanged as exc:
-            raise ChangedSinceRead(str(exc)) from exc
+        outcome = self._write_fields(reading, changes, before, markers, dry_run, tags=tags)
         if not outcome.changed:
             return []
         values = {
@@ -100,14 +93,7 @@ class SidecarTarget(Target):
         aes = xmp.KEEP
         if "rating" in changes and info.aes is not None and info.aes.stars is not None:
             aes = dataclasses.replace(info.aes, stars=None)  # aes:Stars equal to xmp:Rating would say "ours"
-        try:
-            outcome = xmp.write_sidecar(
-                Path(reading.place.key), rating=changes.get("rating", xmp.KEEP), pick=changes.get("pick", xmp.KEEP), aes=aes,
-                marks=xmp.KEEP if markers == before else (None if markers == xmp.CullMarks() else markers),
-                dry_run=dry_run, expect_hash=reading.token,
-            )
-        except xmp.SidecarChanged as exc:
-            raise ChangedSinceRead(str(exc)) from exc
+        outcome = self._write_fields(reading, changes, before, markers, dry_run, aes=aes)
         if not outcome.changed:
             return []
         values = {
@@ -117,6 +103,20 @@ class SidecarTarget(Target):
             }),
         }
         return self._writes(reading, info, outcome, values, changes)
+
+    @staticmethod
+    def _write_fields(reading: Reading, changes: dict, before, markers, dry_run: bool, **fields):
+        """Write the rating and pick label `changes` names, our markers as `markers` says
+        (unchanged when they equal `before`), and `fields` (tags, aes), against the sidecar
+        as `reading` read it."""
+        try:
+            return xmp.write_sidecar(
+                Path(reading.place.key), rating=changes.get("rating", xmp.KEEP), pick=changes.get("pick", xmp.KEEP),
+                marks=xmp.KEEP if markers == before else (None if markers == xmp.CullMarks() else markers),
+                dry_run=dry_run, expect_hash=reading.token, **fields,
+            )
+        except xmp.SidecarChanged as exc:
+            raise ChangedSinceRead(str(exc)) from exc
 
     def _writes(self, reading: Reading, info, outcome, values: dict, changes: dict) -> list[Write]:
         """The journal's rows of one sidecar write: one per changed field, with what it held."""
