@@ -505,3 +505,28 @@ def test_a_review_stops_itself_when_idle(library, tmp_path):
     assert server.request("/api/groups")[0] == 200
     assert server.process.wait(timeout=30) == ExitCode.OK
     server.stop()
+
+
+def test_a_frame_under_review_is_decoded_at_full_resolution_behind_it_a_thumbnail_is_not(library, tmp_path):
+    """The loupe's first tile is a crop when the frame on screen was decoded ahead
+    (ahead=1, as the page asks for frames under review); gallery thumbnails ask without it
+    and cost no full decode. Prepares run one at a time in the order asked: once the
+    frame's full resolution is cached, the thumbnail's, asked first, would be too."""
+    from aes_index.features.review.images import _FileKey
+
+    cache = tmp_path / "cache"
+    copy = dict(library, index=tmp_path / "ahead.db", env={**library["env"], "AES_INDEX_CACHE_DIR": str(cache)})
+    copy["index"].write_bytes(Path(library["index"]).read_bytes())
+    thumbnail, frame = sorted(library["ids"].values())[:2]
+    with Index(copy["index"]) as index:
+        level_0 = {image_id: f"{_FileKey.of(index.images.get(image_id)['path']).digest}.*level-0.ppm" for image_id in (thumbnail, frame)}
+    server = Review(copy)
+    try:
+        assert server.request(f"/api/photos/{thumbnail}/image?w=256&h=256")[0] == 200
+        assert server.request(f"/api/photos/{frame}/image?w=800&h=600&ahead=1")[0] == 200
+        deadline = time.monotonic() + 30
+        while not list(cache.rglob(level_0[frame])) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(cache.rglob(level_0[frame])) and not list(cache.rglob(level_0[thumbnail]))
+    finally:
+        server.stop()

@@ -217,7 +217,9 @@ function paint(frame) {
 function paintFit(view, photo, frame) {
   const ratio = window.devicePixelRatio || 1;
   const width = Math.round(view.clientWidth * ratio), height = Math.round(view.clientHeight * ratio);
-  const src = `/api/photos/${photo.id}/image?w=${width}&h=${height}&v=${photo.version || 0}`;
+  // ahead=1: a frame under review, which the server decodes at full resolution behind it
+  // for the loupe (a gallery thumbnail asks without it)
+  const src = `/api/photos/${photo.id}/image?w=${width}&h=${height}&v=${photo.version || 0}&ahead=1`;
   let img = view.querySelector("img.fit");
   if (img && img.getAttribute("src") === src) return;
   img = el("img", "fit");
